@@ -1,0 +1,181 @@
+//! Gradient checking: compare backprop's analytic gradients with central
+//! finite differences, in f64, with PyTorch's default tolerances.
+//!
+//! A non-scalar output is reduced with fixed random weights, L = Σ rᵢ·yᵢ, so a
+//! single backward pass checks a random vector-Jacobian product, which catches
+//! an error in any row of the Jacobian with probability one.
+
+use crate::{no_grad, DType, Error, Tensor};
+use rand::{Rng, SeedableRng};
+use std::fmt;
+
+/// Tolerances and step of a gradient check (PyTorch's defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct GradcheckOptions {
+    /// Finite-difference step.
+    pub eps: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance (relative to the numeric gradient).
+    pub rtol: f64,
+    /// Seed of the random output weights.
+    pub seed: u64,
+}
+
+impl Default for GradcheckOptions {
+    fn default() -> Self {
+        GradcheckOptions {
+            eps: 1e-6,
+            atol: 1e-5,
+            rtol: 1e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// One element whose analytic and numeric gradients disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    /// Which input (position in the slice given to [`gradcheck`]).
+    pub input: usize,
+    /// Multi-index of the element within that input.
+    pub index: Vec<usize>,
+    /// Gradient from backprop.
+    pub analytic: f64,
+    /// Gradient from central differences.
+    pub numeric: f64,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "input {} element {:?}: analytic {:.6e} vs numeric {:.6e} (difference {:.3e})",
+            self.input,
+            self.index,
+            self.analytic,
+            self.numeric,
+            (self.analytic - self.numeric).abs()
+        )
+    }
+}
+
+/// What a passing check measured.
+#[derive(Debug, Clone, Default)]
+pub struct GradcheckReport {
+    /// Elements compared.
+    pub checked: usize,
+    /// Largest |analytic − numeric| seen.
+    pub max_abs_error: f64,
+}
+
+/// Why a gradient check failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GradcheckError {
+    /// The function or its backward returned an error.
+    #[error("gradcheck: {0}")]
+    Op(#[from] Error),
+    /// Inputs must be f64 for finite differences to be meaningful.
+    #[error("gradcheck: input {0} is {1}; finite differences need f64")]
+    NotF64(usize, DType),
+    /// Some elements disagree; the first few are listed.
+    #[error("gradcheck: {} of {checked} elements disagree; first: {}", mismatches.len(), mismatches[0])]
+    Mismatch {
+        /// Elements compared.
+        checked: usize,
+        /// The disagreeing elements (at most 10 kept).
+        mismatches: Vec<Mismatch>,
+    },
+}
+
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        idx[d] = i % shape[d].max(1);
+        i /= shape[d].max(1);
+    }
+    idx
+}
+
+/// Check the gradients of `f` at `inputs` (f64 tensors) against central differences.
+///
+/// ```
+/// use gradflow::{gradcheck, GradcheckOptions, Tensor};
+/// let x = Tensor::from_vec(vec![0.3f64, -1.2, 2.0], &[3]).unwrap();
+/// gradcheck(|t| Ok(t[0].tanh().mul(&t[0])?), &[x], GradcheckOptions::default()).unwrap();
+/// ```
+pub fn gradcheck<F>(f: F, inputs: &[Tensor], opts: GradcheckOptions) -> Result<GradcheckReport, GradcheckError>
+where
+    F: Fn(&[Tensor]) -> crate::Result<Tensor>,
+{
+    let mut values: Vec<Vec<f64>> = Vec::with_capacity(inputs.len());
+    for (i, t) in inputs.iter().enumerate() {
+        if t.dtype() != DType::F64 {
+            return Err(GradcheckError::NotF64(i, t.dtype()));
+        }
+        values.push(t.to_vec::<f64>()?);
+    }
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    let leaves: Vec<Tensor> = values
+        .iter()
+        .zip(&shapes)
+        .map(|(v, s)| Ok(Tensor::from_vec(v.clone(), s)?.requires_grad_(true)))
+        .collect::<crate::Result<_>>()?;
+
+    let y = f(&leaves)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let weights: Vec<f64> = (0..y.numel())
+        .map(|_| rng.gen_range(0.5..1.5) * if rng.gen::<bool>() { 1.0 } else { -1.0 })
+        .collect();
+    let r = Tensor::from_vec(weights, y.shape())?;
+    let objective = |y: &Tensor| -> crate::Result<f64> { y.to_dtype(DType::F64).mul(&r)?.sum_all().item() };
+
+    let loss = y.to_dtype(DType::F64).mul(&r)?.sum_all();
+    let grads = if loss.requires_grad() {
+        Some(loss.backward()?)
+    } else {
+        None
+    };
+
+    let _guard = no_grad();
+    let mut report = GradcheckReport::default();
+    let mut mismatches = Vec::new();
+    for (i, leaf) in leaves.iter().enumerate() {
+        let analytic = match grads.as_ref().and_then(|g| g.get(leaf)) {
+            Some(g) => g.to_vec::<f64>()?,
+            None => vec![0.0; values[i].len()],
+        };
+        for e in 0..values[i].len() {
+            let eval = |delta: f64| -> crate::Result<f64> {
+                let mut args: Vec<Tensor> = leaves.iter().map(|t| t.detach()).collect();
+                let mut v = values[i].clone();
+                v[e] += delta;
+                args[i] = Tensor::from_vec(v, &shapes[i])?;
+                objective(&f(&args)?)
+            };
+            let numeric = (eval(opts.eps)? - eval(-opts.eps)?) / (2.0 * opts.eps);
+            let a = analytic[e];
+            let err = (a - numeric).abs();
+            report.checked += 1;
+            if err.is_finite() {
+                report.max_abs_error = report.max_abs_error.max(err);
+            }
+            if !(err <= opts.atol + opts.rtol * numeric.abs()) && mismatches.len() < 10 {
+                mismatches.push(Mismatch {
+                    input: i,
+                    index: unravel(e, &shapes[i]),
+                    analytic: a,
+                    numeric,
+                });
+            }
+        }
+    }
+    if mismatches.is_empty() {
+        Ok(report)
+    } else {
+        Err(GradcheckError::Mismatch {
+            checked: report.checked,
+            mismatches,
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! Reductions over a set of axes. The output is indexed through a broadcast
+//! view (stride 0 on reduced axes), so one walk over the input in its own
+//! order accumulates every output element, whatever the axes.
+
+use crate::layout::{contiguous_strides, for_each_offset2, Layout};
+use crate::Element;
+use rayon::prelude::*;
+
+/// Output shape with reduced axes kept as size 1, and its strides as a view over the input shape.
+pub fn reduced_shape(shape: &[usize], axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let kept: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let mut strides = contiguous_strides(&kept);
+    for &a in axes {
+        strides[a] = 0;
+    }
+    (kept, strides)
+}
+
+/// Sum over `axes`; returns a buffer in the kept (size-1) shape.
+pub fn sum<T: Element>(x: &[T], lx: &Layout, axes: &[usize]) -> Vec<T> {
+    let (kept, ostrides) = reduced_shape(&lx.shape, axes);
+    let n_out: usize = kept.iter().product();
+    let nd = lx.shape.len();
+    // Fast path: contiguous input reduced over trailing axes = independent row sums.
+    if let Some(r) = lx.contiguous_range() {
+        let x = &x[r];
+        let trailing = !axes.is_empty() && (0..axes.len()).all(|i| axes.contains(&(nd - 1 - i)));
+        if trailing && n_out > 0 {
+            let row = x.len() / n_out;
+            let mut out = vec![T::zero(); n_out];
+            if x.len() >= super::PAR_THRESHOLD && n_out > 1 {
+                out.par_iter_mut()
+                    .zip(x.par_chunks(row))
+                    .for_each(|(o, r)| *o = r.iter().copied().sum());
+            } else {
+                for (o, r) in out.iter_mut().zip(x.chunks(row)) {
+                    *o = r.iter().copied().sum();
+                }
+            }
+            return out;
+        }
+        // Leading axes: add whole rows into the output (the bias gradient of a Linear layer).
+        let leading = !axes.is_empty() && (0..axes.len()).all(|i| axes.contains(&i));
+        if leading && n_out > 0 {
+            let mut out = vec![T::zero(); n_out];
+            let cols = n_out;
+            if x.len() >= super::PAR_THRESHOLD && cols >= 64 {
+                let chunk = cols.div_ceil(rayon::current_num_threads()).max(64);
+                out.par_chunks_mut(chunk).enumerate().for_each(|(ci, o)| {
+                    let start = ci * chunk;
+                    let len = o.len();
+                    for rowv in x.chunks(cols) {
+                        for (o, &v) in o.iter_mut().zip(&rowv[start..start + len]) {
+                            *o += v;
+                        }
+                    }
+                });
+            } else {
+                for rowv in x.chunks(cols) {
+                    for (o, &v) in out.iter_mut().zip(rowv) {
+                        *o += v;
+                    }
+                }
+            }
+            return out;
+        }
+    }
+    let mut out = vec![T::zero(); n_out];
+    for_each_offset2(&lx.shape, &lx.strides, lx.offset, &ostrides, 0, |ix, io| {
+        out[io] += x[ix];
+    });
+    out
+}
+
+/// Max (or min, with `take_max = false`) over `axes`, with the row-major
+/// position of the winner in the input. Ties go to the first occurrence; NaN wins.
+pub fn extremum<T: Element>(x: &[T], lx: &Layout, axes: &[usize], take_max: bool) -> (Vec<T>, Vec<usize>) {
+    let (kept, ostrides) = reduced_shape(&lx.shape, axes);
+    let n_out: usize = kept.iter().product();
+    let mut best = vec![T::nan(); n_out];
+    let mut arg = vec![usize::MAX; n_out];
+    let mut linear = 0usize;
+    for_each_offset2(&lx.shape, &lx.strides, lx.offset, &ostrides, 0, |ix, io| {
+        let v = x[ix];
+        let better = if arg[io] == usize::MAX {
+            true
+        } else if best[io].is_nan() {
+            false
+        } else if v.is_nan() {
+            true
+        } else if take_max {
+            v > best[io]
+        } else {
+            v < best[io]
+        };
+        if better {
+            best[io] = v;
+            arg[io] = linear;
+        }
+        linear += 1;
+    });
+    (best, arg)
+}
