@@ -1,1 +1,24 @@
-//! placeholder
+//! # gradflow-nn
+//!
+//! Layers, losses, initializers, regularizers, optimizers and learning-rate
+//! schedules, built on the `gradflow` core. Names and layouts follow PyTorch
+//! (`nn.Sequential` state_dict names, Linear weights `[out, in]`), so weights
+//! travel between the two.
+#![warn(missing_docs)]
+
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod module;
+pub mod optim;
+pub mod regularize;
+pub mod schedule;
+pub mod serialize;
+pub mod spec;
+
+pub use init::Init;
+pub use layers::*;
+pub use loss::{Loss, Target};
+pub use module::{Ctx, Module, NamedTensor, PenaltyTarget};
+pub use regularize::Penalty;
+pub use spec::{BuildOptions, LayerSpec, ModelSpec, SpecError};

@@ -1,0 +1,170 @@
+//! Weight initializers.
+//!
+//! The right initializer depends on the activation that follows: a layer's
+//! output variance is fan_in · Var(w) · Var(x), and the activation then scales
+//! it by its own gain. Xavier/Glorot (Glorot & Bengio 2010) keeps variance
+//! steady for symmetric, roughly linear activations such as tanh and sigmoid
+//! near 0; He/Kaiming (He et al. 2015) doubles it to make up for ReLU zeroing
+//! half its inputs. With the wrong one, a deep net's signals and gradients
+//! shrink or grow geometrically with depth.
+//!
+//! Linear and Conv2d default to PyTorch's own default (Kaiming-uniform with
+//! a = √5, i.e. U(±1/√fan_in), and the same bound for the bias), so a model
+//! built here starts from the same distribution as its PyTorch twin.
+
+use gradflow::{DType, Tensor};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// How to draw a layer's initial weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// PyTorch's default for Linear and Conv2d: U(±1/√fan_in).
+    #[default]
+    PytorchDefault,
+    /// U(±gain·√(6/(fan_in+fan_out))).
+    XavierUniform,
+    /// N(0, gain²·2/(fan_in+fan_out)).
+    XavierNormal,
+    /// U(±gain·√(3/fan)), gain √2 for ReLU.
+    KaimingUniform {
+        /// Use fan_out instead of fan_in (preserves the backward pass's variance instead of the forward's).
+        fan_out: bool,
+    },
+    /// N(0, gain²/fan).
+    KaimingNormal {
+        /// Use fan_out instead of fan_in.
+        fan_out: bool,
+    },
+    /// N(0, 1/fan_in), the SELU companion.
+    LecunNormal,
+    /// All zeros.
+    Zeros,
+    /// Every weight equal to the value.
+    Constant(f64),
+}
+
+impl Init {
+    /// Parse a CLI name: pytorch, xavier_uniform (xavier, glorot), xavier_normal, he (kaiming_uniform), he_normal (kaiming_normal), lecun_normal, zeros.
+    pub fn parse(name: &str) -> Result<Init, String> {
+        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
+            "pytorch" | "default" => Init::PytorchDefault,
+            "xavier" | "xavier_uniform" | "glorot" | "glorot_uniform" => Init::XavierUniform,
+            "xavier_normal" | "glorot_normal" => Init::XavierNormal,
+            "he" | "kaiming" | "he_uniform" | "kaiming_uniform" => Init::KaimingUniform { fan_out: false },
+            "he_normal" | "kaiming_normal" => Init::KaimingNormal { fan_out: false },
+            "lecun" | "lecun_normal" => Init::LecunNormal,
+            "zeros" => Init::Zeros,
+            other => {
+                return Err(format!(
+                "unknown initializer '{other}' (expected pytorch, xavier_uniform, xavier_normal, he, he_normal, lecun_normal or zeros)"
+            ))
+            }
+        })
+    }
+}
+
+/// (fan_in, fan_out) of a weight in PyTorch's layout: `[out, in]` or `[out, in, kh, kw]`.
+pub fn fans(shape: &[usize]) -> (usize, usize) {
+    match shape.len() {
+        0 => (1, 1),
+        1 => (shape[0], shape[0]),
+        _ => {
+            let receptive: usize = shape[2..].iter().product();
+            (shape[1] * receptive, shape[0] * receptive)
+        }
+    }
+}
+
+/// The gain PyTorch's `calculate_gain` gives the activation that follows a layer.
+pub fn gain(activation: &str, negative_slope: f64) -> f64 {
+    match activation.to_ascii_lowercase().as_str() {
+        "relu" | "elu" | "gelu" | "silu" => 2f64.sqrt(),
+        "leakyrelu" | "leaky_relu" => (2.0 / (1.0 + negative_slope * negative_slope)).sqrt(),
+        "tanh" => 5.0 / 3.0,
+        "selu" => 0.75,
+        _ => 1.0,
+    }
+}
+
+/// Draw a weight of `shape` with `init`; `gain` is the following activation's gain.
+pub fn init_weight(shape: &[usize], init: Init, gain: f64, dtype: DType, rng: &mut impl Rng) -> Tensor {
+    let (fan_in, fan_out) = fans(shape);
+    let (fi, fo) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
+    match init {
+        Init::PytorchDefault => {
+            let b = 1.0 / fi.sqrt();
+            Tensor::rand_uniform(shape, -b, b, dtype, rng)
+        }
+        Init::XavierUniform => {
+            let b = gain * (6.0 / (fi + fo)).sqrt();
+            Tensor::rand_uniform(shape, -b, b, dtype, rng)
+        }
+        Init::XavierNormal => Tensor::rand_normal(shape, 0.0, gain * (2.0 / (fi + fo)).sqrt(), dtype, rng),
+        Init::KaimingUniform { fan_out } => {
+            let f = if fan_out { fo } else { fi };
+            let b = gain * (3.0 / f).sqrt();
+            Tensor::rand_uniform(shape, -b, b, dtype, rng)
+        }
+        Init::KaimingNormal { fan_out } => {
+            let f = if fan_out { fo } else { fi };
+            Tensor::rand_normal(shape, 0.0, gain / f.sqrt(), dtype, rng)
+        }
+        Init::LecunNormal => Tensor::rand_normal(shape, 0.0, (1.0 / fi).sqrt(), dtype, rng),
+        Init::Zeros => Tensor::zeros(shape, dtype),
+        Init::Constant(v) => Tensor::full(shape, v, dtype),
+    }
+}
+
+/// PyTorch's default bias: U(±1/√fan_in) of the weight it belongs to.
+pub fn init_bias(len: usize, weight_shape: &[usize], dtype: DType, rng: &mut impl Rng) -> Tensor {
+    let (fan_in, _) = fans(weight_shape);
+    let b = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Tensor::rand_uniform(&[len], -b, b, dtype, rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn std_of(t: &Tensor) -> f64 {
+        let v = t.to_vec_f64();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn variances_match_their_formulas() {
+        let mut rng = gradflow::seeded_rng(0);
+        let shape = [400, 300];
+        let he = init_weight(
+            &shape,
+            Init::KaimingNormal { fan_out: false },
+            2f64.sqrt(),
+            DType::F64,
+            &mut rng,
+        );
+        assert!((std_of(&he) - (2.0f64 / 300.0).sqrt()).abs() < 0.002);
+        let xu = init_weight(&shape, Init::XavierUniform, 1.0, DType::F64, &mut rng);
+        // U(±b) has std b/√3.
+        let b = (6.0f64 / 700.0).sqrt();
+        assert!((std_of(&xu) - b / 3f64.sqrt()).abs() < 0.002);
+        let v = xu.to_vec_f64();
+        assert!(v.iter().all(|x| x.abs() <= b));
+    }
+
+    #[test]
+    fn conv_fans_count_the_receptive_field() {
+        assert_eq!(fans(&[16, 6, 5, 5]), (150, 400));
+        assert_eq!(fans(&[10, 784]), (784, 10));
+    }
+
+    #[test]
+    fn parse_names() {
+        assert_eq!(Init::parse("He").unwrap(), Init::KaimingUniform { fan_out: false });
+        assert!(Init::parse("bogus")
+            .unwrap_err()
+            .contains("unknown initializer 'bogus'"));
+    }
+}

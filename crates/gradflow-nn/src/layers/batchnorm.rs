@@ -1,0 +1,145 @@
+//! Batch normalization (Ioffe & Szegedy 2015), 1-D over `[N, C]` / `[N, C, L]`
+//! and 2-D over `[N, C, H, W]`, with PyTorch's running statistics: biased
+//! batch variance to normalize, unbiased to update `running_var`.
+
+use crate::module::{Ctx, Module, NamedTensor};
+use gradflow::{no_grad, DType, Result, Tensor};
+
+/// Normalizes each channel over the batch (and spatial positions).
+pub struct BatchNorm {
+    /// γ, one per channel.
+    pub weight: Tensor,
+    /// β, one per channel.
+    pub bias: Tensor,
+    /// Running mean used in eval mode.
+    pub running_mean: Tensor,
+    /// Running (unbiased) variance used in eval mode.
+    pub running_var: Tensor,
+    /// Batches seen in training (saved as int64 `num_batches_tracked`).
+    pub num_batches_tracked: Tensor,
+    /// Added to the variance for stability.
+    pub eps: f64,
+    /// Weight of the new batch in the running statistics.
+    pub momentum: f64,
+    /// True for BatchNorm2d.
+    pub spatial: bool,
+}
+
+impl BatchNorm {
+    /// A fresh layer: γ = 1, β = 0, running mean 0 and variance 1.
+    pub fn new(num_features: usize, eps: f64, momentum: f64, spatial: bool, dtype: DType) -> BatchNorm {
+        BatchNorm {
+            weight: Tensor::ones(&[num_features], dtype).requires_grad_(true),
+            bias: Tensor::zeros(&[num_features], dtype).requires_grad_(true),
+            running_mean: Tensor::zeros(&[num_features], dtype),
+            running_var: Tensor::ones(&[num_features], dtype),
+            num_batches_tracked: Tensor::zeros(&[], DType::F64),
+            eps,
+            momentum,
+            spatial,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+}
+
+impl Module for BatchNorm {
+    fn kind(&self) -> &'static str {
+        if self.spatial {
+            "BatchNorm2d"
+        } else {
+            "BatchNorm1d"
+        }
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let nd = x.ndim();
+        let axes: Vec<isize> = std::iter::once(0).chain(2..nd as isize).collect();
+        let mut bshape = vec![1usize; nd];
+        bshape[1] = self.channels();
+        let (mean, var) = if ctx.training {
+            let mean = x.mean(&axes, true)?;
+            let var = x.var(&axes, true, 0)?;
+            {
+                let _g = no_grad();
+                let count: usize = axes.iter().map(|&a| x.shape()[a as usize]).product();
+                let unbias = count as f64 / (count.max(2) - 1) as f64;
+                let m = self.momentum;
+                let rm = self
+                    .running_mean
+                    .mul_scalar(1.0 - m)
+                    .add(&mean.detach().reshape(&[self.channels()])?.mul_scalar(m))?;
+                let rv = self
+                    .running_var
+                    .mul_scalar(1.0 - m)
+                    .add(&var.detach().reshape(&[self.channels()])?.mul_scalar(m * unbias))?;
+                self.running_mean.assign(&rm)?;
+                self.running_var.assign(&rv)?;
+                self.num_batches_tracked
+                    .assign(&self.num_batches_tracked.add_scalar(1.0))?;
+            }
+            (mean, var)
+        } else {
+            (self.running_mean.reshape(&bshape)?, self.running_var.reshape(&bshape)?)
+        };
+        let xhat = x.sub(&mean)?.div(&var.add_scalar(self.eps).sqrt())?;
+        xhat.mul(&self.weight.reshape(&bshape)?)?
+            .add(&self.bias.reshape(&bshape)?)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        let ok_rank = if self.spatial {
+            input.len() == 3
+        } else {
+            input.len() == 1 || input.len() == 2
+        };
+        if !ok_rank {
+            let want = if self.spatial { "[C, H, W]" } else { "[C] or [C, L]" };
+            return Err(format!("expects {want} input, gets shape {input:?}"));
+        }
+        if input[0] != self.channels() {
+            return Err(format!(
+                "expects {} channels, gets {} (shape {input:?})",
+                self.channels(),
+                input[0]
+            ));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn parameters(&self) -> Vec<NamedTensor> {
+        vec![
+            NamedTensor {
+                name: "weight".into(),
+                tensor: self.weight.clone(),
+            },
+            NamedTensor {
+                name: "bias".into(),
+                tensor: self.bias.clone(),
+            },
+        ]
+    }
+
+    fn buffers(&self) -> Vec<NamedTensor> {
+        vec![
+            NamedTensor {
+                name: "running_mean".into(),
+                tensor: self.running_mean.clone(),
+            },
+            NamedTensor {
+                name: "running_var".into(),
+                tensor: self.running_var.clone(),
+            },
+            NamedTensor {
+                name: "num_batches_tracked".into(),
+                tensor: self.num_batches_tracked.clone(),
+            },
+        ]
+    }
+
+    fn describe(&self) -> String {
+        format!("{}({})", self.kind(), self.channels())
+    }
+}

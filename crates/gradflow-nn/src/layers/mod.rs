@@ -1,0 +1,15 @@
+//! The layers a model file can name, under PyTorch's class names.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod conv;
+pub mod linear;
+pub mod sequential;
+pub mod simple;
+
+pub use activation::Activation;
+pub use batchnorm::BatchNorm;
+pub use conv::Conv2d;
+pub use linear::Linear;
+pub use sequential::Sequential;
+pub use simple::{AvgPool2d, Dropout, Flatten, MaxPool2d};

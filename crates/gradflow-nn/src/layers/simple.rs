@@ -1,0 +1,96 @@
+//! Layers without parameters: pooling, flatten, dropout.
+
+use crate::module::{Ctx, Module};
+use gradflow::ops::conv::conv_out_size;
+use gradflow::{Pool2dParams, Result, Tensor};
+
+fn pooled(input: &[usize], p: &Pool2dParams) -> std::result::Result<Vec<usize>, String> {
+    let [c, h, w] = input else {
+        return Err(format!("expects [channels, height, width] input, gets shape {input:?}"));
+    };
+    if 2 * p.padding.0 > p.kernel.0 || 2 * p.padding.1 > p.kernel.1 {
+        return Err(format!(
+            "padding {:?} must be at most half the kernel {:?}",
+            p.padding, p.kernel
+        ));
+    }
+    match (
+        conv_out_size(*h, p.kernel.0, p.stride.0, p.padding.0, 1),
+        conv_out_size(*w, p.kernel.1, p.stride.1, p.padding.1, 1),
+    ) {
+        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok(vec![*c, oh, ow]),
+        _ => Err(format!("window {:?} does not fit input {input:?}", p.kernel)),
+    }
+}
+
+/// Max over windows.
+pub struct MaxPool2d(pub Pool2dParams);
+
+impl Module for MaxPool2d {
+    fn kind(&self) -> &'static str {
+        "MaxPool2d"
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        x.max_pool2d(self.0)
+    }
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        pooled(input, &self.0)
+    }
+    fn describe(&self) -> String {
+        format!("MaxPool2d({:?}, stride {:?})", self.0.kernel, self.0.stride)
+    }
+}
+
+/// Mean over windows.
+pub struct AvgPool2d(pub Pool2dParams);
+
+impl Module for AvgPool2d {
+    fn kind(&self) -> &'static str {
+        "AvgPool2d"
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        x.avg_pool2d(self.0)
+    }
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        pooled(input, &self.0)
+    }
+    fn describe(&self) -> String {
+        format!("AvgPool2d({:?}, stride {:?})", self.0.kernel, self.0.stride)
+    }
+}
+
+/// Flatten every dimension after the batch into one (PyTorch's `nn.Flatten()` defaults).
+pub struct Flatten;
+
+impl Module for Flatten {
+    fn kind(&self) -> &'static str {
+        "Flatten"
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        if x.ndim() <= 2 {
+            return Ok(x.clone());
+        }
+        x.flatten(1, -1)
+    }
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        Ok(vec![input.iter().product()])
+    }
+}
+
+/// Inverted dropout with probability `p`; identity in eval mode.
+pub struct Dropout(pub f64);
+
+impl Module for Dropout {
+    fn kind(&self) -> &'static str {
+        "Dropout"
+    }
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        x.dropout(self.0, ctx.training, &mut ctx.rng)
+    }
+    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        Ok(input.to_vec())
+    }
+    fn describe(&self) -> String {
+        format!("Dropout(p={})", self.0)
+    }
+}

@@ -1,0 +1,706 @@
+//! Model files: TOML that a person writes by hand, naming PyTorch's layer
+//! classes and constructor arguments. Input sizes (`in_features`,
+//! `in_channels`, `num_features`) are inferred, and the whole model is
+//! shape-checked before anything trains.
+//!
+//! ```toml
+//! input = [1, 28, 28]
+//! [[layer]]
+//! type = "Flatten"
+//! [[layer]]
+//! type = "Linear"
+//! out_features = 800
+//! [[layer]]
+//! type = "ReLU"
+//! [[layer]]
+//! type = "Linear"
+//! out_features = 10
+//! ```
+
+use crate::init::{gain, Init};
+use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+use gradflow::{Conv2dParams, DType, Pool2dParams};
+use std::fmt::Write as _;
+
+/// A model file could not be read, parsed or built; the message names the layer and the cause.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+/// One layer of a model file, with its constructor arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerSpec {
+    /// `nn.Linear(in, out_features, bias)`.
+    Linear {
+        /// Output width.
+        out_features: usize,
+        /// Whether to learn a bias.
+        bias: bool,
+        /// Per-layer λ₁.
+        l1: Option<f64>,
+        /// Per-layer λ₂.
+        l2: Option<f64>,
+        /// Per-layer initializer.
+        init: Option<Init>,
+    },
+    /// `nn.Conv2d(in, out_channels, kernel_size, stride, padding, dilation, groups, bias)`.
+    Conv2d {
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel (rows, cols).
+        kernel_size: (usize, usize),
+        /// Stride, padding, dilation, groups.
+        params: Conv2dParams,
+        /// Whether to learn a bias.
+        bias: bool,
+        /// Per-layer λ₁.
+        l1: Option<f64>,
+        /// Per-layer λ₂.
+        l2: Option<f64>,
+        /// Per-layer initializer.
+        init: Option<Init>,
+    },
+    /// `nn.MaxPool2d`.
+    MaxPool2d(Pool2dParams),
+    /// `nn.AvgPool2d`.
+    AvgPool2d(Pool2dParams),
+    /// `nn.Flatten()`.
+    Flatten,
+    /// `nn.Dropout(p)`.
+    Dropout(f64),
+    /// `nn.BatchNorm1d(eps, momentum)`.
+    BatchNorm1d {
+        /// ε.
+        eps: f64,
+        /// Running-statistics momentum.
+        momentum: f64,
+    },
+    /// `nn.BatchNorm2d(eps, momentum)`.
+    BatchNorm2d {
+        /// ε.
+        eps: f64,
+        /// Running-statistics momentum.
+        momentum: f64,
+    },
+    /// Any activation.
+    Activation(Activation),
+}
+
+/// A whole model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Shape of one sample, e.g. `[1, 28, 28]`.
+    pub input: Vec<usize>,
+    /// The layers, in order.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// Options for turning a spec into a network.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildOptions {
+    /// Initializer for every Linear/Conv2d without its own `init`.
+    pub init: Init,
+    /// Element type of the parameters.
+    pub dtype: DType,
+    /// Seed of the initial weights.
+    pub seed: u64,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            init: Init::PytorchDefault,
+            dtype: DType::F32,
+            seed: 0,
+        }
+    }
+}
+
+/// The built-in presets, by name.
+pub const PRESETS: [(&str, &str); 3] = [
+    ("mlp", include_str!("presets/mlp.toml")),
+    ("mlp3", include_str!("presets/mlp3.toml")),
+    ("lenet5", include_str!("presets/lenet5.toml")),
+];
+
+type Table = toml::map::Map<String, toml::Value>;
+
+struct Keys<'a> {
+    table: &'a Table,
+    ctx: String,
+    used: Vec<&'static str>,
+}
+
+impl<'a> Keys<'a> {
+    fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T, SpecError> {
+        Err(SpecError(format!("{}: {msg}", self.ctx)))
+    }
+    fn get(&mut self, key: &'static str) -> Option<&'a toml::Value> {
+        self.used.push(key);
+        self.table.get(key)
+    }
+    fn usize(&mut self, key: &'static str, default: Option<usize>) -> Result<usize, SpecError> {
+        match self.get(key) {
+            None => default.map_or_else(|| self.err(format!("missing key '{key}'")), Ok),
+            Some(toml::Value::Integer(i)) if *i > 0 || (*i == 0 && default == Some(0)) => Ok(*i as usize),
+            Some(v) => self.err(format!("'{key}' must be a positive integer, got {v}")),
+        }
+    }
+    fn pair(
+        &mut self,
+        key: &'static str,
+        default: Option<(usize, usize)>,
+        allow_zero: bool,
+    ) -> Result<(usize, usize), SpecError> {
+        let ok = |i: i64| i > 0 || (allow_zero && i == 0);
+        match self.get(key) {
+            None => default.map_or_else(|| self.err(format!("missing key '{key}'")), Ok),
+            Some(toml::Value::Integer(i)) if ok(*i) => Ok((*i as usize, *i as usize)),
+            Some(toml::Value::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+                (toml::Value::Integer(x), toml::Value::Integer(y)) if ok(*x) && ok(*y) => {
+                    Ok((*x as usize, *y as usize))
+                }
+                _ => self.err(format!("'{key}' must be an integer or a pair of integers")),
+            },
+            Some(v) => self.err(format!(
+                "'{key}' must be a {}integer or a pair of integers, got {v}",
+                if allow_zero { "non-negative " } else { "positive " }
+            )),
+        }
+    }
+    fn float(&mut self, key: &'static str, default: f64) -> Result<f64, SpecError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Float(f)) if f.is_finite() => Ok(*f),
+            Some(toml::Value::Integer(i)) => Ok(*i as f64),
+            Some(v) => self.err(format!("'{key}' must be a number, got {v}")),
+        }
+    }
+    fn opt_float(&mut self, key: &'static str) -> Result<Option<f64>, SpecError> {
+        if self.table.contains_key(key) {
+            let v = self.float(key, 0.0)?;
+            if v < 0.0 {
+                return self.err(format!("'{key}' must not be negative"));
+            }
+            Ok(Some(v))
+        } else {
+            self.used.push(key);
+            Ok(None)
+        }
+    }
+    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool, SpecError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            Some(v) => self.err(format!("'{key}' must be true or false, got {v}")),
+        }
+    }
+    fn init(&mut self) -> Result<Option<Init>, SpecError> {
+        match self.get("init") {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Init::parse(s).map(Some).or_else(|e| self.err(e)),
+            Some(v) => self.err(format!("'init' must be a string, got {v}")),
+        }
+    }
+    fn finish(self) -> Result<(), SpecError> {
+        for k in self.table.keys() {
+            if k != "type" && k != "inplace" && !self.used.contains(&k.as_str()) {
+                return self.err(format!("unknown key '{k}' (known: {})", self.used.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec, SpecError> {
+    let Some(toml::Value::String(ty)) = table.get("type") else {
+        return Err(SpecError(format!("{ctx}: missing string key 'type'")));
+    };
+    let mut k = Keys {
+        table,
+        ctx: format!("{ctx} ({ty})"),
+        used: Vec::new(),
+    };
+    let pool = |k: &mut Keys| -> Result<Pool2dParams, SpecError> {
+        let kernel = k.pair("kernel_size", None, false)?;
+        let stride = k.pair("stride", Some(kernel), false)?;
+        let padding = k.pair("padding", Some((0, 0)), true)?;
+        Ok(Pool2dParams {
+            kernel,
+            stride,
+            padding,
+        })
+    };
+    let spec = match ty.to_ascii_lowercase().as_str() {
+        "linear" => LayerSpec::Linear {
+            out_features: k.usize("out_features", None)?,
+            bias: k.bool("bias", true)?,
+            l1: k.opt_float("l1")?,
+            l2: k.opt_float("l2")?,
+            init: k.init()?,
+        },
+        "conv2d" => LayerSpec::Conv2d {
+            out_channels: k.usize("out_channels", None)?,
+            kernel_size: k.pair("kernel_size", None, false)?,
+            params: Conv2dParams {
+                stride: k.pair("stride", Some((1, 1)), false)?,
+                padding: k.pair("padding", Some((0, 0)), true)?,
+                dilation: k.pair("dilation", Some((1, 1)), false)?,
+                groups: k.usize("groups", Some(1))?,
+            },
+            bias: k.bool("bias", true)?,
+            l1: k.opt_float("l1")?,
+            l2: k.opt_float("l2")?,
+            init: k.init()?,
+        },
+        "maxpool2d" => LayerSpec::MaxPool2d(pool(&mut k)?),
+        "avgpool2d" => LayerSpec::AvgPool2d(pool(&mut k)?),
+        "flatten" => LayerSpec::Flatten,
+        "dropout" => {
+            let p = k.float("p", 0.5)?;
+            if !(0.0..1.0).contains(&p) {
+                return k.err(format!("'p' must be in [0, 1), got {p}"));
+            }
+            LayerSpec::Dropout(p)
+        }
+        "batchnorm1d" | "batchnorm2d" => {
+            let eps = k.float("eps", 1e-5)?;
+            let momentum = k.float("momentum", 0.1)?;
+            if eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
+                return k.err("'eps' must be positive and 'momentum' in [0, 1]");
+            }
+            if ty.eq_ignore_ascii_case("batchnorm1d") {
+                LayerSpec::BatchNorm1d { eps, momentum }
+            } else {
+                LayerSpec::BatchNorm2d { eps, momentum }
+            }
+        }
+        "relu" => LayerSpec::Activation(Activation::ReLU),
+        "leakyrelu" => LayerSpec::Activation(Activation::LeakyReLU(k.float("negative_slope", 0.01)?)),
+        "elu" => LayerSpec::Activation(Activation::ELU(k.float("alpha", 1.0)?)),
+        "selu" => LayerSpec::Activation(Activation::SELU),
+        "gelu" => {
+            let tanh = match k.get("approximate") {
+                None => false,
+                Some(toml::Value::String(s)) if s == "none" => false,
+                Some(toml::Value::String(s)) if s == "tanh" => true,
+                Some(v) => return k.err(format!("'approximate' must be \"none\" or \"tanh\", got {v}")),
+            };
+            LayerSpec::Activation(Activation::GELU(tanh))
+        }
+        "silu" => LayerSpec::Activation(Activation::SiLU),
+        "sigmoid" => LayerSpec::Activation(Activation::Sigmoid),
+        "tanh" => LayerSpec::Activation(Activation::Tanh),
+        "softplus" => LayerSpec::Activation(Activation::Softplus(k.float("beta", 1.0)?, k.float("threshold", 20.0)?)),
+        "softsign" => LayerSpec::Activation(Activation::Softsign),
+        "hardtanh" => LayerSpec::Activation(Activation::Hardtanh(k.float("min_val", -1.0)?, k.float("max_val", 1.0)?)),
+        _ => {
+            return Err(SpecError(format!(
+                "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
+                Activation::NAMES.join(", ")
+            )))
+        }
+    };
+    k.finish()?;
+    Ok(spec)
+}
+
+impl ModelSpec {
+    /// Parse model TOML; `source` names the file in error messages.
+    pub fn parse(text: &str, source: &str) -> Result<ModelSpec, SpecError> {
+        let doc: Table =
+            toml::from_str(text).map_err(|e| SpecError(format!("{source}: invalid TOML: {}", e.message())))?;
+        for key in doc.keys() {
+            if key != "input" && key != "layer" {
+                return Err(SpecError(format!(
+                    "{source}: unknown top-level key '{key}' (expected 'input' and [[layer]] tables)"
+                )));
+            }
+        }
+        let input = match doc.get("input") {
+            Some(toml::Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Integer(i) if *i > 0 => Ok(*i as usize),
+                    _ => Err(SpecError(format!(
+                        "{source}: 'input' must be a list of positive integers"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => {
+                return Err(SpecError(format!(
+                    "{source}: missing 'input', the shape of one sample (e.g. input = [1, 28, 28])"
+                )))
+            }
+        };
+        let layers = match doc.get("layer") {
+            Some(toml::Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    toml::Value::Table(t) => parse_layer(t, format!("{source}: layer {i}")),
+                    _ => Err(SpecError(format!("{source}: layer {i} is not a table"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(SpecError(format!("{source}: no [[layer]] tables"))),
+        };
+        Ok(ModelSpec { input, layers })
+    }
+
+    /// A built-in preset (`mlp`, `mlp3`, `lenet5`).
+    pub fn preset(name: &str) -> Option<ModelSpec> {
+        PRESETS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(n, text)| ModelSpec::parse(text, &format!("preset {n}")).expect("presets parse"))
+    }
+
+    /// Replace every activation layer with `act` (the CLI's `--activation`).
+    pub fn with_activation(mut self, act: Activation) -> ModelSpec {
+        for l in &mut self.layers {
+            if let LayerSpec::Activation(a) = l {
+                *a = act;
+            }
+        }
+        self
+    }
+
+    /// Set every Dropout layer's probability (the CLI's `--dropout`); with no Dropout layer,
+    /// insert one after each hidden activation.
+    pub fn with_dropout(mut self, p: f64) -> ModelSpec {
+        if self.layers.iter().any(|l| matches!(l, LayerSpec::Dropout(_))) {
+            for l in &mut self.layers {
+                if let LayerSpec::Dropout(q) = l {
+                    *q = p;
+                }
+            }
+            return self;
+        }
+        let mut out = Vec::with_capacity(self.layers.len() * 2);
+        for l in self.layers {
+            let act = matches!(l, LayerSpec::Activation(_));
+            out.push(l);
+            if act {
+                out.push(LayerSpec::Dropout(p));
+            }
+        }
+        self.layers = out;
+        self
+    }
+
+    /// Build the network, checking every layer's input shape first.
+    pub fn build(&self, opts: BuildOptions) -> Result<Sequential, SpecError> {
+        let mut rng = gradflow::seeded_rng(opts.seed);
+        let mut shape = self.input.clone();
+        let mut net = Sequential::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let ctx = |msg: String| SpecError(format!("layer {i} ({}): {msg}", l.kind()));
+            // The activation that follows decides the init gain.
+            let next_act = self.layers[i + 1..].iter().find_map(|n| match n {
+                LayerSpec::Activation(a) => Some(*a),
+                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(Activation::Sigmoid),
+                _ => None,
+            });
+            let g = next_act.map(|a| gain(a.name(), a.negative_slope())).unwrap_or(1.0);
+            match l {
+                LayerSpec::Linear {
+                    out_features,
+                    bias,
+                    l1,
+                    l2,
+                    init,
+                } => {
+                    let [n] = shape[..] else {
+                        return Err(ctx(format!(
+                            "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
+                        )));
+                    };
+                    let mut lin = Linear::new(
+                        n,
+                        *out_features,
+                        *bias,
+                        init.unwrap_or(opts.init),
+                        g,
+                        opts.dtype,
+                        &mut rng,
+                    );
+                    lin.l1 = *l1;
+                    lin.l2 = *l2;
+                    net = net.push(lin);
+                }
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel_size,
+                    params,
+                    bias,
+                    l1,
+                    l2,
+                    init,
+                } => {
+                    let [c, ..] = shape[..] else {
+                        unreachable!("shapes are never empty")
+                    };
+                    if shape.len() != 3 {
+                        return Err(ctx(format!(
+                            "expects [channels, height, width] input, gets shape {shape:?}"
+                        )));
+                    }
+                    if c % params.groups != 0 || out_channels % params.groups != 0 {
+                        return Err(ctx(format!(
+                            "{c} input and {out_channels} output channels are not divisible by groups = {}",
+                            params.groups
+                        )));
+                    }
+                    let mut conv = Conv2d::new(
+                        c,
+                        *out_channels,
+                        *kernel_size,
+                        *params,
+                        *bias,
+                        init.unwrap_or(opts.init),
+                        g,
+                        opts.dtype,
+                        &mut rng,
+                    );
+                    conv.l1 = *l1;
+                    conv.l2 = *l2;
+                    net = net.push(conv);
+                }
+                LayerSpec::MaxPool2d(p) => net = net.push(MaxPool2d(*p)),
+                LayerSpec::AvgPool2d(p) => net = net.push(AvgPool2d(*p)),
+                LayerSpec::Flatten => net = net.push(Flatten),
+                LayerSpec::Dropout(p) => net = net.push(Dropout(*p)),
+                LayerSpec::BatchNorm1d { eps, momentum } => {
+                    net = net.push(BatchNorm::new(shape[0], *eps, *momentum, false, opts.dtype))
+                }
+                LayerSpec::BatchNorm2d { eps, momentum } => {
+                    net = net.push(BatchNorm::new(shape[0], *eps, *momentum, true, opts.dtype))
+                }
+                LayerSpec::Activation(a) => net = net.push(*a),
+            }
+            let last = net.layers.last().expect("just pushed");
+            shape = last.output_shape(&shape).map_err(ctx)?;
+        }
+        Ok(net)
+    }
+
+    /// The per-sample output shape, or the first layer that does not fit.
+    pub fn output_shape(&self) -> Result<Vec<usize>, SpecError> {
+        let net = self.build(BuildOptions {
+            init: Init::Zeros,
+            ..Default::default()
+        })?;
+        net.infer_shapes(&self.input)
+            .map(|mut s| s.pop().unwrap_or_default())
+            .map_err(SpecError)
+    }
+
+    /// The model as TOML in the same format it was read from (for `RUN_DIR/model.toml`).
+    pub fn to_toml(&self) -> String {
+        let mut s = format!("input = {:?}\n", self.input);
+        let pair = |(a, b): (usize, usize)| if a == b { a.to_string() } else { format!("[{a}, {b}]") };
+        for l in &self.layers {
+            s.push_str("\n[[layer]]\n");
+            let _ = writeln!(s, "type = \"{}\"", l.kind());
+            match l {
+                LayerSpec::Linear {
+                    out_features,
+                    bias,
+                    l1,
+                    l2,
+                    init,
+                } => {
+                    let _ = writeln!(s, "out_features = {out_features}");
+                    if !bias {
+                        s.push_str("bias = false\n");
+                    }
+                    write_extras(&mut s, *l1, *l2, *init);
+                }
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel_size,
+                    params,
+                    bias,
+                    l1,
+                    l2,
+                    init,
+                } => {
+                    let _ = writeln!(s, "out_channels = {out_channels}\nkernel_size = {}", pair(*kernel_size));
+                    let _ = writeln!(
+                        s,
+                        "stride = {}\npadding = {}\ndilation = {}\ngroups = {}",
+                        pair(params.stride),
+                        pair(params.padding),
+                        pair(params.dilation),
+                        params.groups
+                    );
+                    if !bias {
+                        s.push_str("bias = false\n");
+                    }
+                    write_extras(&mut s, *l1, *l2, *init);
+                }
+                LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => {
+                    let _ = writeln!(
+                        s,
+                        "kernel_size = {}\nstride = {}\npadding = {}",
+                        pair(p.kernel),
+                        pair(p.stride),
+                        pair(p.padding)
+                    );
+                }
+                LayerSpec::Flatten => {}
+                LayerSpec::Dropout(p) => {
+                    let _ = writeln!(s, "p = {p:?}");
+                }
+                LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
+                    let _ = writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}");
+                }
+                LayerSpec::Activation(a) => match a {
+                    Activation::LeakyReLU(v) => {
+                        let _ = writeln!(s, "negative_slope = {v:?}");
+                    }
+                    Activation::ELU(v) => {
+                        let _ = writeln!(s, "alpha = {v:?}");
+                    }
+                    Activation::GELU(true) => s.push_str("approximate = \"tanh\"\n"),
+                    Activation::Softplus(b, t) => {
+                        let _ = writeln!(s, "beta = {b:?}\nthreshold = {t:?}");
+                    }
+                    Activation::Hardtanh(a, b) => {
+                        let _ = writeln!(s, "min_val = {a:?}\nmax_val = {b:?}");
+                    }
+                    _ => {}
+                },
+            }
+        }
+        s
+    }
+}
+
+fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<Init>) {
+    if let Some(v) = l1 {
+        let _ = writeln!(s, "l1 = {v:?}");
+    }
+    if let Some(v) = l2 {
+        let _ = writeln!(s, "l2 = {v:?}");
+    }
+    if let Some(i) = init {
+        let name = match i {
+            Init::PytorchDefault => "pytorch",
+            Init::XavierUniform => "xavier_uniform",
+            Init::XavierNormal => "xavier_normal",
+            Init::KaimingUniform { .. } => "he",
+            Init::KaimingNormal { .. } => "he_normal",
+            Init::LecunNormal => "lecun_normal",
+            Init::Zeros | Init::Constant(_) => "zeros",
+        };
+        let _ = writeln!(s, "init = \"{name}\"");
+    }
+}
+
+impl LayerSpec {
+    /// The PyTorch class name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Linear { .. } => "Linear",
+            LayerSpec::Conv2d { .. } => "Conv2d",
+            LayerSpec::MaxPool2d(_) => "MaxPool2d",
+            LayerSpec::AvgPool2d(_) => "AvgPool2d",
+            LayerSpec::Flatten => "Flatten",
+            LayerSpec::Dropout(_) => "Dropout",
+            LayerSpec::BatchNorm1d { .. } => "BatchNorm1d",
+            LayerSpec::BatchNorm2d { .. } => "BatchNorm2d",
+            LayerSpec::Activation(a) => a.name(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::Module;
+
+    #[test]
+    fn presets_build_with_pytorch_names() {
+        let net = ModelSpec::preset("lenet5")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap();
+        let names: Vec<String> = net.parameters().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names[..4], ["0.weight", "0.bias", "3.weight", "3.bias"]);
+        assert_eq!(net.parameters()[0].tensor.shape(), &[6, 1, 5, 5]);
+        let mlp = ModelSpec::preset("mlp")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap();
+        assert_eq!(mlp.num_parameters(), 784 * 800 + 800 + 800 * 10 + 10);
+        assert_eq!(ModelSpec::preset("MLP3").unwrap().output_shape().unwrap(), vec![10]);
+    }
+
+    #[test]
+    fn shape_mismatch_names_layer_and_shapes() {
+        let text = "input = [1, 28, 28]\n[[layer]]\ntype = \"Linear\"\nout_features = 10\n";
+        let e = ModelSpec::parse(text, "m.toml")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            e,
+            "layer 0 (Linear): expects a flat input, gets shape [1, 28, 28] (add a Flatten layer before it)"
+        );
+        let text = "input = [1, 4, 4]\n[[layer]]\ntype = \"Conv2d\"\nout_channels = 2\nkernel_size = 5\n";
+        let e = ModelSpec::parse(text, "m.toml")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with("layer 0 (Conv2d): kernel 5x5 does not fit input [1, 4, 4]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_are_specific() {
+        let bad = [
+            (
+                "input = [1]\n[[layer]]\ntype = \"Dense\"\n",
+                "m.toml: layer 0: unknown layer type 'Dense'",
+            ),
+            (
+                "input = [1]\n[[layer]]\ntype = \"Linear\"\n",
+                "m.toml: layer 0 (Linear): missing key 'out_features'",
+            ),
+            (
+                "input = [1]\n[[layer]]\ntype = \"Linear\"\nout_features = 2\nunits = 3\n",
+                "m.toml: layer 0 (Linear): unknown key 'units'",
+            ),
+            ("[[layer]]\ntype = \"ReLU\"\n", "m.toml: missing 'input'"),
+            (
+                "input = [1]\n[[layer]]\ntype = \"Dropout\"\np = 1.5\n",
+                "m.toml: layer 0 (Dropout): 'p' must be in [0, 1)",
+            ),
+            ("input = [", "m.toml: invalid TOML"),
+        ];
+        for (text, want) in bad {
+            let e = ModelSpec::parse(text, "m.toml").unwrap_err().0;
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        for (name, _) in PRESETS {
+            let spec = ModelSpec::preset(name).unwrap();
+            let again = ModelSpec::parse(&spec.to_toml(), "round trip").unwrap();
+            assert_eq!(spec, again);
+        }
+        let spec = ModelSpec::preset("mlp")
+            .unwrap()
+            .with_activation(Activation::Tanh)
+            .with_dropout(0.3);
+        assert!(spec.layers.contains(&LayerSpec::Activation(Activation::Tanh)));
+        assert!(spec.layers.contains(&LayerSpec::Dropout(0.3)));
+    }
+}
