@@ -1,1 +1,48 @@
-fn main() {}
+//! The `gradflow` command-line tool: argument parsing and printing only;
+//! every command is a thin shell over the library crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gradflow",
+    version,
+    about = "Train neural networks by backpropagation: exact, fast, and open to inspection."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on MNIST (the default MLP unless --model says otherwise).
+    Train(commands::train::TrainArgs),
+    /// Evaluate a trained model on the MNIST test set.
+    Eval(commands::eval::EvalArgs),
+    /// Classify images (PNG or PGM) with a trained model.
+    Predict(commands::predict::PredictArgs),
+    /// Compute the loss and every gradient of a model on one batch, for checking against another framework.
+    Grad(commands::grad::GradArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Predict(a) => commands::predict::run(a),
+        Command::Grad(a) => commands::grad::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line per cause; weights mismatches list one tensor per line.
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

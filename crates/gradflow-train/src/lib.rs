@@ -1,1 +1,16 @@
-//! placeholder
+//! # gradflow-train
+//!
+//! The fit loop, metrics, checkpoints and diagnostics. Everything the
+//! `gradflow` CLI does is available here to Rust code.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod diagnostics;
+pub mod metrics;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use diagnostics::Warning;
+pub use metrics::{evaluate, EpochMetrics, Evaluation};
+pub use trainer::{DataSource, Observer, Silent, Summary, TrainError, Trainer};

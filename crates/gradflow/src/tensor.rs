@@ -422,6 +422,11 @@ impl Tensor {
         Tensor::from_storage(st, self.shape())
     }
 
+    /// A deep copy: new storage with the same values, cut off from the graph.
+    pub fn copy(&self) -> Tensor {
+        Tensor::from_storage(self.contiguous_storage(), self.shape())
+    }
+
     /// Check that two operands share a dtype.
     pub(crate) fn same_dtype(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.dtype() != other.dtype() {

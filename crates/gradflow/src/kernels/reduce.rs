@@ -26,7 +26,8 @@ pub fn sum<T: Element>(x: &[T], lx: &Layout, axes: &[usize]) -> Vec<T> {
     let n_out: usize = kept.iter().product();
     let nd = lx.shape.len();
     // Fast path: contiguous input reduced over trailing axes = independent row sums.
-    if let Some(r) = lx.contiguous_range() {
+    // (An empty input takes the general path: its rows would have length 0.)
+    if let Some(r) = lx.contiguous_range().filter(|r| !r.is_empty()) {
         let x = &x[r];
         let trailing = !axes.is_empty() && (0..axes.len()).all(|i| axes.contains(&(nd - 1 - i)));
         if trailing && n_out > 0 {

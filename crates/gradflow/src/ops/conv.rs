@@ -434,3 +434,245 @@ impl Tensor {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{conv_out_size, Conv2dParams};
+    use crate::testutil::{check, rand64};
+    use crate::{seeded_rng, DType, Tensor};
+
+    fn params(
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    ) -> Conv2dParams {
+        Conv2dParams {
+            stride,
+            padding,
+            dilation,
+            groups,
+        }
+    }
+
+    /// Direct convolution, one output element at a time (f64).
+    fn naive(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> (Vec<usize>, Vec<f64>) {
+        let (xs, ws) = (x.shape(), w.shape());
+        let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+        let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+        let og = o / p.groups;
+        let oh = conv_out_size(h, kh, p.stride.0, p.padding.0, p.dilation.0).unwrap();
+        let ow = conv_out_size(wd, kw, p.stride.1, p.padding.1, p.dilation.1).unwrap();
+        let (xv, wv) = (x.to_vec_f64(), w.to_vec_f64());
+        let bv = b.map(|b| b.to_vec_f64());
+        let mut out = vec![0.0; n * o * oh * ow];
+        for ni in 0..n {
+            for oi in 0..o {
+                let g = oi / og;
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut s = bv.as_ref().map_or(0.0, |b| b[oi]);
+                        for ci in 0..cg {
+                            let cin = g * cg + ci;
+                            for a in 0..kh {
+                                for bb in 0..kw {
+                                    let ih = (i * p.stride.0 + a * p.dilation.0) as isize - p.padding.0 as isize;
+                                    let iw = (j * p.stride.1 + bb * p.dilation.1) as isize - p.padding.1 as isize;
+                                    if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
+                                        continue;
+                                    }
+                                    let xval = xv[((ni * c + cin) * h + ih as usize) * wd + iw as usize];
+                                    s += xval * wv[((oi * cg + ci) * kh + a) * kw + bb];
+                                }
+                            }
+                        }
+                        out[((ni * o + oi) * oh + i) * ow + j] = s;
+                    }
+                }
+            }
+        }
+        let _ = c;
+        (vec![n, o, oh, ow], out)
+    }
+
+    /// (x shape, w shape, params) for a set of small configurations.
+    fn configs() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
+        vec![
+            ([2, 3, 5, 5], [4, 3, 3, 3], Conv2dParams::default()),
+            ([1, 2, 6, 5], [3, 2, 3, 2], params((2, 1), (0, 0), (1, 1), 1)),
+            ([2, 2, 5, 4], [2, 2, 3, 3], params((1, 1), (1, 1), (1, 1), 1)),
+            ([1, 2, 7, 6], [2, 2, 2, 3], params((1, 2), (2, 1), (2, 2), 1)),
+            ([2, 4, 5, 5], [4, 2, 3, 3], params((1, 1), (1, 1), (1, 1), 2)),
+            ([1, 4, 6, 6], [6, 2, 2, 2], params((2, 2), (1, 0), (1, 2), 2)),
+            ([1, 3, 4, 4], [3, 1, 3, 3], params((1, 1), (1, 1), (1, 1), 3)), // depthwise
+            ([2, 2, 3, 3], [3, 2, 1, 1], Conv2dParams::default()),           // 1x1
+            ([1, 1, 3, 4], [2, 1, 3, 4], Conv2dParams::default()),           // kernel = input
+            ([1, 1, 1, 1], [2, 1, 3, 3], params((1, 1), (1, 1), (1, 1), 1)), // all padding but the centre
+        ]
+    }
+
+    #[test]
+    fn forward_matches_direct_convolution() {
+        for (i, (xs, ws, p)) in configs().into_iter().enumerate() {
+            let x = rand64(&xs, 10 + i as u64);
+            let w = rand64(&ws, 20 + i as u64);
+            let b = rand64(&[ws[0]], 30 + i as u64);
+            for bias in [None, Some(&b)] {
+                let y = x.conv2d(&w, bias, p).unwrap();
+                let (shape, want) = naive(&x, &w, bias, p);
+                assert_eq!(y.shape(), &shape[..], "config {i}");
+                for (g, w) in y.to_vec_f64().iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-12, "config {i}: {g} vs {w}");
+                }
+            }
+            // f32 agrees too.
+            let y32 = x
+                .to_dtype(DType::F32)
+                .conv2d(&w.to_dtype(DType::F32), Some(&b.to_dtype(DType::F32)), p)
+                .unwrap();
+            assert_eq!(y32.dtype(), DType::F32);
+            let (_, want) = naive(&x, &w, Some(&b), p);
+            for (g, w) in y32.to_vec_f64().iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "config {i} f32: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradcheck_every_configuration() {
+        for (i, (xs, ws, p)) in configs().into_iter().enumerate() {
+            let x = rand64(&xs, 40 + i as u64);
+            let w = rand64(&ws, 50 + i as u64);
+            let b = rand64(&[ws[0]], 60 + i as u64);
+            eprintln!("config {i}: x {xs:?} w {ws:?} {p:?}");
+            check(
+                |t| t[0].conv2d(&t[1], Some(&t[2]), p),
+                &[x.clone(), w.clone(), b.clone()],
+            );
+            check(|t| t[0].conv2d(&t[1], None, p), &[x.clone(), w.clone()]);
+        }
+    }
+
+    #[test]
+    fn gradcheck_partial_needs_and_strided_inputs() {
+        let p = params((2, 1), (1, 1), (1, 1), 2);
+        let x = rand64(&[2, 4, 5, 4], 1);
+        let w = rand64(&[2, 2, 3, 2], 2);
+        let b = rand64(&[2], 3);
+        // Only the weight, only the input, only bias + input.
+        check(|t| x.conv2d(&t[0], Some(&b), p), &[w.clone()]);
+        check(|t| t[0].conv2d(&w, None, p), &[x.clone()]);
+        check(|t| t[0].conv2d(&w, Some(&t[1]), p), &[x.clone(), b.clone()]);
+        check(|t| x.conv2d(&w, Some(&t[0]), p), &[b.clone()]);
+        // Non-contiguous input (NHWC storage permuted to NCHW) and a transposed kernel.
+        check(
+            |t| {
+                t[0].permute(&[0, 3, 1, 2])?
+                    .conv2d(&t[1].transpose(2, 3)?, Some(&t[2]), p)
+            },
+            &[rand64(&[2, 5, 4, 4], 4), rand64(&[2, 2, 2, 3], 5), b.clone()],
+        );
+        // The same tensor as input of two convolutions (gradients add).
+        check(
+            |t| {
+                t[0].conv2d(&t[1], None, p)?
+                    .add(&t[0].conv2d(&t[1], None, p)?.mul_scalar(0.5))
+            },
+            &[x, w],
+        );
+    }
+
+    #[test]
+    fn larger_f32_batch_gradients_match_f64() {
+        // Enough samples for the rayon fold/reduce of the weight gradient to split.
+        let mut rng = seeded_rng(9);
+        let p = params((1, 1), (1, 1), (1, 1), 1);
+        let x = Tensor::rand_normal(&[16, 3, 8, 8], 0.0, 1.0, DType::F64, &mut rng);
+        let w = Tensor::rand_normal(&[4, 3, 3, 3], 0.0, 1.0, DType::F64, &mut rng);
+        let b = Tensor::rand_normal(&[4], 0.0, 1.0, DType::F64, &mut rng);
+        let r = Tensor::rand_normal(&[16, 4, 8, 8], 0.0, 1.0, DType::F64, &mut rng);
+        let run = |dtype: DType| {
+            let (x, w, b) = (
+                x.to_dtype(dtype).requires_grad_(true),
+                w.to_dtype(dtype).requires_grad_(true),
+                b.to_dtype(dtype).requires_grad_(true),
+            );
+            let g = x
+                .conv2d(&w, Some(&b), p)
+                .unwrap()
+                .mul(&r.to_dtype(dtype))
+                .unwrap()
+                .sum_all()
+                .backward()
+                .unwrap();
+            [&x, &w, &b].map(|t| g.get(t).unwrap().to_vec_f64())
+        };
+        let (g64, g32) = (run(DType::F64), run(DType::F32));
+        for (a, b) in g64.iter().zip(&g32) {
+            for (u, v) in a.iter().zip(b) {
+                assert!((u - v).abs() < 1e-3 * (1.0 + u.abs()), "{u} vs {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_op() {
+        let x = rand64(&[1, 4, 5, 5], 0);
+        let e = |r: crate::Result<Tensor>| r.unwrap_err().to_string();
+        let d = Conv2dParams::default();
+        assert_eq!(
+            e(rand64(&[4, 5, 5], 0).conv2d(&rand64(&[2, 4, 3, 3], 0), None, d)),
+            "conv2d: input [4, 5, 5] and weight [2, 4, 3, 3] must both be 4-D"
+        );
+        assert!(e(x.conv2d(&rand64(&[2, 3, 3, 3], 0), None, d))
+            .starts_with("conv2d: input [1, 4, 5, 5] and weight [2, 3, 3, 3] do not fit groups=1"));
+        assert!(e(x.conv2d(&rand64(&[3, 2, 3, 3], 0), None, params((1, 1), (0, 0), (1, 1), 2))).starts_with("conv2d:"));
+        assert!(e(x.conv2d(&rand64(&[2, 4, 3, 3], 0), None, params((1, 1), (0, 0), (1, 1), 3))).starts_with("conv2d:"));
+        assert_eq!(
+            e(x.conv2d(&rand64(&[2, 4, 6, 3], 0), None, d)),
+            "conv2d: kernel 6x3 (dilation (1, 1)) does not fit input [1, 4, 5, 5] with padding (0, 0)"
+        );
+        assert!(
+            e(x.conv2d(&rand64(&[2, 4, 3, 3], 0), None, params((1, 1), (0, 0), (3, 1), 1)))
+                .starts_with("conv2d: kernel 3x3")
+        );
+        assert!(
+            e(x.conv2d(&rand64(&[2, 4, 3, 3], 0), None, params((0, 1), (0, 0), (1, 1), 1)))
+                .starts_with("conv2d: stride (0, 1)")
+        );
+        assert!(e(x.conv2d(&rand64(&[2, 4, 3, 3], 0), None, params((1, 1), (0, 0), (1, 1), 0))).starts_with("conv2d:"));
+        assert_eq!(
+            e(x.conv2d(&rand64(&[2, 4, 3, 3], 0), Some(&rand64(&[3], 0)), d)),
+            "conv2d: bias [3] does not match 2 output channels"
+        );
+        assert_eq!(
+            e(x.conv2d(&rand64(&[2, 4, 3, 3], 0).to_dtype(DType::F32), None, d)),
+            "conv2d: dtype mismatch: f64 and f32"
+        );
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use crate::testutil::rand64;
+    use crate::{Conv2dParams, DType, Tensor};
+
+    #[test]
+    fn empty_batch_and_channels() {
+        let d = Conv2dParams::default();
+        for (xs, ws) in [
+            ([0, 2, 4, 4], [3, 2, 3, 3]),
+            ([1, 2, 4, 4], [0, 2, 3, 3]),
+            ([2, 0, 4, 4], [3, 0, 3, 3]),
+        ] {
+            let x = Tensor::zeros(&xs, DType::F64).requires_grad_(true);
+            let w = rand64(&ws, 1).requires_grad_(true);
+            let b = rand64(&[ws[0]], 2).requires_grad_(true);
+            let y = x.conv2d(&w, Some(&b), d).unwrap();
+            assert_eq!(y.shape(), &[xs[0], ws[0], 2, 2]);
+            let g = y.sum_all().backward().unwrap();
+            assert_eq!(g.get(&x).unwrap().shape(), &xs);
+            assert_eq!(g.get(&w).unwrap().shape(), &ws);
+        }
+    }
+}

@@ -231,7 +231,7 @@ fn linear_kernel<T: Element>(
     nout: usize,
 ) -> Vec<T> {
     let mut out = vec![T::zero(); nrows * nout];
-    if let Some(b) = b {
+    if let Some(b) = b.filter(|_| nout > 0) {
         for row in out.chunks_mut(nout) {
             row.copy_from_slice(b);
         }
@@ -272,5 +272,303 @@ impl GradFn for LinearBackward {
             out.push(if needs[2] { Some(g.sum(&[0], false)?) } else { None });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{check, rand64};
+    use crate::{seeded_rng, DType, Tensor};
+    use proptest::prelude::*;
+
+    fn vals(t: &Tensor) -> Vec<f64> {
+        t.to_vec_f64()
+    }
+
+    /// Naive batched product in f64 of two row-major buffers with equal batch count.
+    fn naive(a: &[f64], b: &[f64], nb: usize, m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0; nb * m * n];
+        for p in 0..nb {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0;
+                    for l in 0..k {
+                        s += a[p * m * k + i * k + l] * b[p * k * n + l * n + j];
+                    }
+                    out[p * m * n + i * n + j] = s;
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tol: f64) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * (1.0 + w.abs()), "element {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn gradcheck_2d_and_transposed_operands() {
+        let a = rand64(&[3, 4], 1);
+        let b = rand64(&[4, 5], 2);
+        check(|t| t[0].matmul(&t[1]), &[a.clone(), b.clone()]);
+        // Transposed operands are strided views, not copies.
+        let at = a.t().unwrap();
+        assert!(at.same_storage(&a));
+        assert!(!at.is_contiguous());
+        check(
+            |t| t[0].t()?.matmul(&t[1].t()?),
+            &[rand64(&[4, 3], 3), rand64(&[5, 4], 4)],
+        );
+        check(|t| t[0].matmul(&t[1].t()?), &[a.clone(), rand64(&[5, 4], 5)]);
+        // Narrowed (offset, row-strided) operands.
+        check(
+            |t| t[0].narrow(1, 1, 4)?.matmul(&t[1].narrow(0, 2, 4)?),
+            &[rand64(&[3, 6], 6), rand64(&[7, 2], 7)],
+        );
+        // Size-1 dimensions: row vector times matrix, matrix times column, outer product.
+        check(|t| t[0].matmul(&t[1]), &[rand64(&[1, 4], 8), b.clone()]);
+        check(|t| t[0].matmul(&t[1]), &[a.clone(), rand64(&[4, 1], 9)]);
+        check(|t| t[0].matmul(&t[1]), &[rand64(&[3, 1], 10), rand64(&[1, 5], 11)]);
+        // The same tensor on both sides: x·xᵀ.
+        check(|t| t[0].matmul(&t[0].t()?), &[a]);
+    }
+
+    #[test]
+    fn gradcheck_batched_with_broadcast_batch_dims() {
+        let a = rand64(&[2, 1, 3, 4], 1);
+        let b = rand64(&[5, 4, 2], 2);
+        let y = a.matmul(&b).unwrap();
+        assert_eq!(y.shape(), &[2, 5, 3, 2]);
+        check(|t| t[0].matmul(&t[1]), &[a.clone(), b.clone()]);
+        // 2-D with 3-D on either side.
+        check(|t| t[0].matmul(&t[1]), &[rand64(&[3, 4], 3), b.clone()]);
+        check(|t| t[0].matmul(&t[1]), &[rand64(&[5, 3, 4], 4), rand64(&[4, 2], 5)]);
+        // Permuted batch dimensions and a transposed matrix inside a batch.
+        check(
+            |t| t[0].permute(&[1, 0, 2])?.matmul(&t[1].t()?),
+            &[rand64(&[3, 2, 4], 6), rand64(&[2, 5, 4], 7)],
+        );
+        // Broadcast view (stride-0 batch) as an operand.
+        check(
+            |t| t[0].broadcast_to(&[3, 2, 4])?.matmul(&t[1]),
+            &[rand64(&[2, 4], 8), rand64(&[3, 4, 2], 9)],
+        );
+    }
+
+    #[test]
+    fn batched_values_match_naive() {
+        let a = rand64(&[2, 1, 3, 4], 11);
+        let b = rand64(&[5, 4, 2], 12);
+        let y = a.matmul(&b).unwrap();
+        let ae = a.broadcast_to(&[2, 5, 3, 4]).unwrap().contiguous();
+        let be = b.broadcast_to(&[2, 5, 4, 2]).unwrap().contiguous();
+        assert_close(&vals(&y), &naive(&vals(&ae), &vals(&be), 10, 3, 4, 2), 1e-12);
+    }
+
+    fn dims() -> impl Strategy<Value = (usize, usize, usize, usize)> {
+        (1usize..4, 0usize..6, 0usize..6, 0usize..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn matmul_matches_naive((nb, m, k, n) in dims(), ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000) {
+            // Operands optionally stored transposed, so the kernel sees column-major strides.
+            let a = if ta { rand64(&[nb, k, m], seed).t().unwrap() } else { rand64(&[nb, m, k], seed) };
+            let b = if tb { rand64(&[nb, n, k], seed + 1).t().unwrap() } else { rand64(&[nb, k, n], seed + 1) };
+            let y = a.matmul(&b).unwrap();
+            prop_assert_eq!(y.shape(), &[nb, m, n][..]);
+            assert_close(&vals(&y), &naive(&vals(&a), &vals(&b), nb, m, k, n), 1e-12);
+            if m * n * k > 0 {
+                check(|t| {
+                    let a = if ta { t[0].t()? } else { t[0].clone() };
+                    let b = if tb { t[1].t()? } else { t[1].clone() };
+                    a.matmul(&b)
+                }, &[if ta { a.t().unwrap().contiguous() } else { a.clone() }, if tb { b.t().unwrap().contiguous() } else { b.clone() }]);
+            }
+        }
+    }
+
+    #[test]
+    fn f32_matmul_matches_a_naive_triple_loop() {
+        let mut rng = seeded_rng(7);
+        // (m, k, n): a row vector, a column, K = 0, odd sizes, and sizes above the threading threshold.
+        for &(m, k, n) in &[
+            (1, 7, 9),
+            (1, 1, 1),
+            (9, 7, 1),
+            (4, 0, 5),
+            (0, 3, 4),
+            (3, 4, 0),
+            (17, 33, 9),
+            (64, 70, 65),
+            (1, 300, 257),
+        ] {
+            let a = Tensor::rand_uniform(&[m, k], -1.0, 1.0, DType::F32, &mut rng);
+            let b = Tensor::rand_uniform(&[k, n], -1.0, 1.0, DType::F32, &mut rng);
+            let y = a.matmul(&b).unwrap();
+            assert_eq!(y.dtype(), DType::F32);
+            assert_eq!(y.shape(), &[m, n]);
+            let (av, bv) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+            let mut want = vec![0.0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    for l in 0..k {
+                        want[i * n + j] += av[i * k + l] * bv[l * n + j];
+                    }
+                }
+            }
+            let got = y.to_vec::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (k as f32).sqrt().max(1.0),
+                    "{m}x{k}x{n}: {g} vs {w}"
+                );
+            }
+            // K = 0 gives exact zeros (the empty sum).
+            if k == 0 {
+                assert!(got.iter().all(|&v| v == 0.0));
+            }
+            // Same through transposed storage.
+            let bt = b.t().unwrap().contiguous().t().unwrap();
+            let got_t = a.matmul(&bt).unwrap().to_vec::<f32>().unwrap();
+            for (g, w) in got_t.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * (k as f32).sqrt().max(1.0));
+            }
+        }
+        // Batched f32 with a batch large enough to run batches in parallel.
+        let a = Tensor::rand_uniform(&[6, 5, 3], -1.0, 1.0, DType::F32, &mut rng);
+        let b = Tensor::rand_uniform(&[3, 4], -1.0, 1.0, DType::F32, &mut rng);
+        let y = a.matmul(&b).unwrap();
+        let be = b.broadcast_to(&[6, 3, 4]).unwrap().contiguous();
+        let want = naive(&vals(&a), &vals(&be), 6, 5, 3, 4);
+        assert_close(&vals(&y), &want, 1e-5);
+    }
+
+    #[test]
+    fn matmul_errors_name_the_shapes() {
+        let a = Tensor::zeros(&[32, 784], DType::F32);
+        let b = Tensor::zeros(&[512, 10], DType::F32);
+        assert_eq!(
+            a.matmul(&b).unwrap_err().to_string(),
+            "matmul: [32, 784] x [512, 10]: inner dimensions 784 and 512 differ"
+        );
+        let e = rand64(&[3], 0).matmul(&rand64(&[3, 2], 0)).unwrap_err().to_string();
+        assert_eq!(e, "matmul: [3] x [3, 2]: both operands need at least 2 dimensions");
+        let e = rand64(&[2, 3, 4], 0)
+            .matmul(&rand64(&[3, 4, 5], 0))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "matmul: [2, 3, 4] x [3, 4, 5]: batch dimensions do not broadcast");
+        let e = rand64(&[2, 2], 0)
+            .matmul(&rand64(&[2, 2], 0).to_dtype(DType::F32))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "matmul: dtype mismatch: f64 and f32");
+    }
+
+    #[test]
+    fn linear_with_and_without_bias() {
+        let x = rand64(&[4, 3], 1);
+        let w = rand64(&[5, 3], 2);
+        let b = rand64(&[5], 3);
+        // Forward equals x·Wᵀ + b.
+        let y = x.linear(&w, Some(&b)).unwrap();
+        let r = x.matmul(&w.t().unwrap()).unwrap().add(&b).unwrap();
+        assert_close(&vals(&y), &vals(&r), 1e-12);
+        let y0 = x.linear(&w, None).unwrap();
+        assert_close(&vals(&y0), &vals(&x.matmul(&w.t().unwrap()).unwrap()), 1e-12);
+
+        check(|t| t[0].linear(&t[1], Some(&t[2])), &[x.clone(), w.clone(), b.clone()]);
+        check(|t| t[0].linear(&t[1], None), &[x.clone(), w.clone()]);
+        // Weight stored as [in, out] and passed as a transposed view; input transposed too.
+        check(
+            |t| t[0].t()?.linear(&t[1].t()?, Some(&t[2])),
+            &[rand64(&[3, 4], 4), rand64(&[3, 5], 5), b.clone()],
+        );
+        // Bias as a strided view; single-row input; a single output.
+        check(
+            |t| t[0].linear(&t[1], Some(&t[2].narrow(0, 1, 5)?)),
+            &[x.clone(), w.clone(), rand64(&[7], 6)],
+        );
+        check(
+            |t| t[0].linear(&t[1], Some(&t[2])),
+            &[rand64(&[1, 3], 7), w.clone(), b.clone()],
+        );
+        check(
+            |t| t[0].linear(&t[1], Some(&t[2])),
+            &[x.clone(), rand64(&[1, 3], 8), rand64(&[1], 9)],
+        );
+        // Only some inputs require a gradient.
+        check(|t| x.linear(&t[0], Some(&b)), &[w.clone()]);
+        check(|t| t[0].linear(&w, Some(&t[1])), &[x.clone(), b.clone()]);
+    }
+
+    #[test]
+    fn linear_f32_edges() {
+        let mut rng = seeded_rng(3);
+        // in = 0: the output is the bias repeated.
+        let x = Tensor::zeros(&[3, 0], DType::F32);
+        let w = Tensor::zeros(&[2, 0], DType::F32);
+        let b = Tensor::from_vec(vec![1.5f32, -2.0], &[2]).unwrap();
+        assert_eq!(
+            x.linear(&w, Some(&b)).unwrap().to_vec::<f32>().unwrap(),
+            vec![1.5, -2.0, 1.5, -2.0, 1.5, -2.0]
+        );
+        assert_eq!(x.linear(&w, None).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 6]);
+        // out = 0 and N = 0: empty results, no panic.
+        let x = Tensor::rand_uniform(&[3, 4], -1.0, 1.0, DType::F32, &mut rng);
+        let w = Tensor::zeros(&[0, 4], DType::F32);
+        let b = Tensor::zeros(&[0], DType::F32);
+        assert_eq!(x.linear(&w, Some(&b)).unwrap().shape(), &[3, 0]);
+        let x0 = Tensor::zeros(&[0, 4], DType::F32);
+        let w = Tensor::rand_uniform(&[2, 4], -1.0, 1.0, DType::F32, &mut rng);
+        assert_eq!(
+            x0.linear(&w, Some(&Tensor::zeros(&[2], DType::F32))).unwrap().shape(),
+            &[0, 2]
+        );
+        // A larger f32 layer against matmul + add.
+        let x = Tensor::rand_uniform(&[64, 100], -1.0, 1.0, DType::F32, &mut rng);
+        let w = Tensor::rand_uniform(&[70, 100], -1.0, 1.0, DType::F32, &mut rng);
+        let b = Tensor::rand_uniform(&[70], -1.0, 1.0, DType::F32, &mut rng);
+        let y = x.linear(&w, Some(&b)).unwrap().to_vec::<f32>().unwrap();
+        let r = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .add(&b)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for (a, b) in y.iter().zip(&r) {
+            assert!((a - b).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn linear_errors() {
+        let x = rand64(&[4, 3], 1);
+        let e = x.linear(&rand64(&[5, 2], 0), None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "linear: input [4, 3] and weight [5, 2] (expected [N, in] and [out, in] with equal in)"
+        );
+        let e = x
+            .linear(&rand64(&[5, 3], 0), Some(&rand64(&[4], 0)))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "linear: bias [4] does not match weight [5, 3]");
+        assert!(rand64(&[2, 4, 3], 0)
+            .linear(&rand64(&[5, 3], 0), None)
+            .unwrap_err()
+            .to_string()
+            .starts_with("linear:"));
+        let e = x
+            .linear(&rand64(&[5, 3], 0).to_dtype(DType::F32), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "linear: dtype mismatch: f64 and f32");
     }
 }

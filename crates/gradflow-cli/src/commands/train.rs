@@ -1,0 +1,318 @@
+//! `gradflow train`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gradflow_train::diagnostics::Warning;
+use gradflow_train::{DataSource, EpochMetrics, Observer, TrainConfig, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  gradflow train                                  # 784-800-10 MLP, Adam, cosine, 5 epochs
+  gradflow train --model lenet5 --epochs 15 --optimizer sgd --lr 0.05 --momentum 0.9 --nesterov
+  gradflow train --l1 1e-5 --val-split 0.1 --early-stopping 3
+  gradflow train --resume runs/mlp               # continue an interrupted run")]
+pub struct TrainArgs {
+    /// Settings file (TOML with the same keys as these flags, snake_case); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Preset (mlp, mlp3, lenet5) or model TOML file.
+    #[arg(long)]
+    model: Option<String>,
+    /// Start from these weights (safetensors, PyTorch state_dict names).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// MNIST directory (default: $GRADFLOW_DATA, else data/mnist).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Samples per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// sgd, adam, adamw, rmsprop or adagrad.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Momentum (SGD, RMSprop).
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    nesterov: bool,
+    /// L1 penalty λ₁ (adds λ₁·Σ|w| over Linear/Conv2d weights).
+    #[arg(long)]
+    l1: Option<f64>,
+    /// L2 penalty λ₂ (adds λ₂·Σw²).
+    #[arg(long)]
+    l2: Option<f64>,
+    /// Optimizer weight decay (decoupled with adamw).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Dropout probability for every Dropout layer (adds them after activations if the model has none).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Replace every activation (relu, leaky_relu, elu, selu, gelu, silu, sigmoid, tanh, softplus, softsign, hardtanh).
+    #[arg(long)]
+    activation: Option<String>,
+    /// Weight initializer (pytorch, xavier, xavier_normal, he, he_normal, lecun_normal).
+    #[arg(long)]
+    init: Option<String>,
+    /// Learning-rate schedule: constant, step, exponential, cosine, plateau.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Epochs of linear learning-rate warm-up.
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// Stop after PATIENCE epochs without validation improvement and restore the best weights.
+    #[arg(long, value_name = "PATIENCE")]
+    early_stopping: Option<usize>,
+    /// Minimum validation-loss improvement for early stopping.
+    #[arg(long)]
+    min_delta: Option<f64>,
+    /// Fraction of the training set held out for validation.
+    #[arg(long)]
+    val_split: Option<f64>,
+    /// Max-norm constraint on each unit's incoming weights.
+    #[arg(long)]
+    max_norm: Option<f64>,
+    /// Clip the global gradient norm.
+    #[arg(long)]
+    clip_norm: Option<f64>,
+    /// Clip each gradient element to ±VALUE.
+    #[arg(long)]
+    clip_value: Option<f64>,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    limit_test: Option<usize>,
+    /// Record gradient-flow diagnostics every N steps (0 = off).
+    #[arg(long)]
+    diagnostics_every: Option<usize>,
+    /// Seed of weights, shuffling, split and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run directory (default: runs/<model>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("{}: cannot read settings", p.display()))?;
+                toml::from_str::<TrainConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e.message()))?
+            }
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone().into(); } )* };
+        }
+        set!(
+            model,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            momentum,
+            l1,
+            l2,
+            weight_decay,
+            schedule,
+            warmup_epochs,
+            min_delta,
+            val_split,
+            label_smoothing,
+            seed,
+            diagnostics_every
+        );
+        if self.nesterov {
+            c.nesterov = true;
+        }
+        macro_rules! set_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
+        }
+        set_opt!(
+            dropout,
+            activation,
+            init,
+            early_stopping,
+            max_norm,
+            clip_norm,
+            clip_value,
+            limit_train,
+            limit_test
+        );
+        c.validate().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
+}
+
+struct Console {
+    bar: Option<ProgressBar>,
+    tty: bool,
+    epochs: usize,
+}
+
+impl Observer for Console {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.epochs = epochs;
+        if self.tty {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} ({eta})")
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(bar);
+        }
+    }
+    fn step(&mut self, step: usize, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position(step as u64);
+            if step % 20 == 0 {
+                b.set_message(format!("{loss:.4}"));
+            }
+        }
+    }
+    fn epoch_end(&mut self, m: &EpochMetrics) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let val = match (m.val_loss, m.val_accuracy) {
+            (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2}%", a * 100.0),
+            _ => String::new(),
+        };
+        let pen = if m.train_penalty > 0.0 {
+            format!(" (data {:.4} + penalty {:.4})", m.train_data_loss, m.train_penalty)
+        } else {
+            String::new()
+        };
+        println!(
+            "epoch {:>3}/{}  train loss {:.4}{pen} acc {:.2}%{val}  lr {:.2e}  {:.1}s  {:.0} samples/s",
+            m.epoch,
+            self.epochs,
+            m.train_loss,
+            m.train_accuracy * 100.0,
+            m.lr,
+            m.seconds,
+            m.samples_per_second
+        );
+    }
+    fn warning(&mut self, w: &Warning) {
+        if let Some(b) = &self.bar {
+            b.suspend(|| eprintln!("warning: {w}"));
+        } else {
+            eprintln!("warning: {w}");
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    super::set_threads(args.threads)?;
+    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
+    let mut trainer = if let Some(dir) = &args.resume {
+        Trainer::resume(dir, data, args.epochs)?
+    } else {
+        let config = args.config()?;
+        let spec = gradflow_train::trainer::model_from_config(&config)?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&config.model)));
+        match &args.weights {
+            Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
+            None => Trainer::new(config, spec, data, &out)?,
+        }
+    };
+    let out_dir = args
+        .resume
+        .clone()
+        .or(args.out.clone())
+        .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&trainer.config.model)));
+    if trainer.epochs_done() >= trainer.config.epochs {
+        bail!(
+            "{}: the run already finished its {} epochs (give --epochs N to extend it)",
+            out_dir.display(),
+            trainer.config.epochs
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupt: stopping after this step and saving a checkpoint (press Ctrl-C again to quit at once)"
+            );
+        });
+    }
+    println!(
+        "model {} ({} parameters), {} threads, run directory {}",
+        trainer.config.model,
+        trainer.model.num_parameters(),
+        gradflow::num_threads(),
+        out_dir.display()
+    );
+    let mut console = Console {
+        bar: None,
+        tty: std::io::stderr().is_terminal(),
+        epochs: trainer.config.epochs,
+    };
+    let summary = trainer.fit(&mut console, &stop)?;
+    println!(
+        "test accuracy {:.2}% (error {:.2}%), test loss {:.4}, {:.1}s training, {:.0} samples/s",
+        summary.test_accuracy * 100.0,
+        (1.0 - summary.test_accuracy) * 100.0,
+        summary.test_loss,
+        summary.train_seconds,
+        summary.samples_per_second
+    );
+    match summary.stopped.as_str() {
+        "completed" => {}
+        "interrupted" => {
+            println!(
+                "{}; resume with: gradflow train --resume {}",
+                summary.stop_detail.unwrap_or_default(),
+                out_dir.display()
+            );
+        }
+        "non_finite_loss" => {
+            bail!("training stopped: {}", summary.stop_detail.unwrap_or_default());
+        }
+        _ => println!("{}", summary.stop_detail.unwrap_or_default()),
+    }
+    println!("wrote {}", out_dir.display());
+    Ok(())
+}
+
+fn model_stem(model: &str) -> String {
+    std::path::Path::new(model)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("run")
+        .to_string()
+}

@@ -1,0 +1,297 @@
+//! Adam and AdamW, following `torch.optim.Adam` and `torch.optim.AdamW`.
+
+use super::{buf, check_header, header, lerp, opt_buf, with_param_grad, Optimizer, OptimizerState, Param, Slots};
+use gradflow::{DType, Element, GradStore, Result, Tensor};
+
+/// `torch.optim.Adam` / `torch.optim.AdamW`: per-coordinate step sizes from
+/// bias-corrected moment estimates, the default choice for most networks.
+/// The two differ only in weight decay: Adam adds `weight_decay·p` to the
+/// gradient (an L2 penalty, scaled by the adaptive denominator), AdamW shrinks
+/// the weights directly, `p ← p·(1 − lr·weight_decay)`, before the Adam step.
+///
+/// Per element, with `t` this parameter's step count:
+/// ```text
+/// g ← g + wd·p                     (Adam)    |   p ← p·(1 − lr·wd)   (AdamW)
+/// m ← lerp(m, g, 1 − β₁)
+/// v ← β₂·v + (1 − β₂)·g²
+/// v̂ ← max(v̂, v)                    (amsgrad; v̂ replaces v below)
+/// p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
+/// ```
+/// The whole update is one pass over the elements. State: `exp_avg`,
+/// `exp_avg_sq`, `max_exp_avg_sq` (amsgrad) and `step/<name>` per parameter.
+pub struct Adam {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    decoupled: bool,
+    steps: u64,
+    slots: Slots<3>,
+}
+
+struct Hyper {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    step: u64,
+}
+
+impl Adam {
+    /// Adam with coupled (L2) weight decay; torch's defaults are betas
+    /// (0.9, 0.999), eps 1e-8, weight decay 0, no amsgrad.
+    pub fn new(lr: f64, betas: (f64, f64), eps: f64, weight_decay: f64, amsgrad: bool) -> Adam {
+        Adam {
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            decoupled: false,
+            steps: 0,
+            slots: Slots::new(["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]),
+        }
+    }
+
+    /// AdamW: decoupled weight decay; torch's default weight decay is 0.01.
+    pub fn adamw(lr: f64, betas: (f64, f64), eps: f64, weight_decay: f64, amsgrad: bool) -> Adam {
+        Adam {
+            decoupled: true,
+            ..Adam::new(lr, betas, eps, weight_decay, amsgrad)
+        }
+    }
+}
+
+fn update<T: Element>(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &mut [T],
+    v: &mut [T],
+    mut vmax: Option<&mut [T]>,
+    h: &Hyper,
+) -> Result<()> {
+    let t = h.step as f64;
+    let bias_correction1 = 1.0 - h.beta1.powf(t);
+    let bias_correction2 = 1.0 - h.beta2.powf(t);
+    let neg_step_size = T::of(-(h.lr / bias_correction1));
+    let bc2_sqrt = T::of(bias_correction2.sqrt());
+    let eps = T::of(h.eps);
+    let w1 = T::of(1.0 - h.beta1);
+    let beta2 = T::of(h.beta2);
+    let w2 = T::of(1.0 - h.beta2);
+    let coupled = !h.decoupled && h.weight_decay != 0.0;
+    let wd = T::of(h.weight_decay);
+    let shrink = T::of(1.0 - h.lr * h.weight_decay);
+    let decoupled = h.decoupled;
+    with_param_grad::<T>(param, grad, |p, g| {
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let mut pi = p[i];
+            let mut gi = g[i];
+            if decoupled {
+                pi = pi * shrink;
+            } else if coupled {
+                gi = gi + wd * pi;
+            }
+            let mi = lerp(m[i], gi, w1);
+            let vi = v[i] * beta2 + w2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            let second = match vmax.as_deref_mut() {
+                Some(vmax) => {
+                    // torch.maximum: NaN wins.
+                    let mx = if vi > vmax[i] || vi.is_nan() { vi } else { vmax[i] };
+                    vmax[i] = mx;
+                    mx
+                }
+                None => vi,
+            };
+            let denom = second.sqrt() / bc2_sqrt + eps;
+            p[i] = pi + neg_step_size * mi / denom;
+        }
+    })
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, params: &[Param], grads: &GradStore) -> Result<()> {
+        let work = self.slots.prepare(params, grads)?;
+        self.steps += 1;
+        let init = [Some(0.0), Some(0.0), self.amsgrad.then_some(0.0)];
+        for (p, g) in work {
+            let e = self.slots.entry(p, init);
+            e.step += 1;
+            let h = Hyper {
+                lr: self.lr,
+                beta1: self.betas.0,
+                beta2: self.betas.1,
+                eps: self.eps,
+                weight_decay: self.weight_decay,
+                decoupled: self.decoupled,
+                step: e.step,
+            };
+            let [m, v, vmax] = &mut e.bufs;
+            // A loaded amsgrad maximum is kept but ignored when amsgrad is off, as torch does.
+            let amsgrad = self.amsgrad;
+            match p.tensor.dtype() {
+                DType::F32 => update::<f32>(&p.tensor, g, buf(m), buf(v), opt_buf(vmax).filter(|_| amsgrad), &h)?,
+                DType::F64 => update::<f64>(&p.tensor, g, buf(m), buf(v), opt_buf(vmax).filter(|_| amsgrad), &h)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn name(&self) -> &'static str {
+        if self.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+
+    fn state(&self) -> OptimizerState {
+        let mut st = header(self.name(), self.steps, self.lr);
+        self.slots.export(&mut st, true);
+        st
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let lr = check_header(state, self.name())?;
+        self.slots.import(state, [true, true, self.amsgrad], true)?;
+        self.steps = state.step;
+        if let Some(lr) = lr {
+            self.lr = lr;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn first_step_moves_each_weight_by_lr_times_sign() {
+        // m̂ = g, v̂ = g² after bias correction, so the step is lr·g/|g|.
+        let mut opt = Adam::new(0.1, (0.9, 0.999), 0.0, 0.0, false);
+        let p = param::<f64>("w", &[1.0, 1.0, 1.0]);
+        opt.step(&[p.clone()], &grads_for(&p, &[3.0, -0.02, 1e4])).unwrap();
+        assert_close(&vals(&p), &[0.9, 1.1, 0.9], 1e-12);
+        let st = opt.state();
+        assert_eq!(st.scalars["step/w"], 1.0);
+        assert_close(&st.buffers["exp_avg/w"].to_vec_f64(), &[0.3, -0.002, 1e3], 1e-12);
+    }
+
+    #[test]
+    fn second_step_by_hand() {
+        // g = 1 then 2, β = (0.9, 0.999), lr = 0.01, eps = 1e-8
+        let mut opt = Adam::new(0.01, (0.9, 0.999), 1e-8, 0.0, false);
+        let p = param::<f64>("w", &[0.0]);
+        opt.step(&[p.clone()], &grads_for(&p, &[1.0])).unwrap();
+        opt.step(&[p.clone()], &grads_for(&p, &[2.0])).unwrap();
+        let m: f64 = 0.9 * 0.1 + 0.1 * 2.0;
+        let v: f64 = 0.999 * 0.001 + 0.001 * 4.0;
+        let step2 = 0.01 / (1.0 - 0.81) * m / (v.sqrt() / (1.0 - 0.999f64 * 0.999).sqrt() + 1e-8);
+        let expected = -0.01 / (1.0 + 1e-8) - step2;
+        assert_close(&vals(&p), &[expected], 1e-12);
+    }
+
+    #[test]
+    fn adam_and_adamw_decay_differently() {
+        // One step, w = 2, g = 1, lr = 0.1, wd = 0.5, eps = 0.
+        // Adam: g' = 2 → still a step of exactly lr: w = 1.9.
+        // AdamW: w = 2·(1 − 0.05) = 1.9, then − lr·sign(g) → 1.8.
+        let run = |mut opt: Adam| {
+            let p = param::<f64>("w", &[2.0]);
+            opt.step(&[p.clone()], &grads_for(&p, &[1.0])).unwrap();
+            vals(&p)[0]
+        };
+        let adam = run(Adam::new(0.1, (0.9, 0.999), 0.0, 0.5, false));
+        let adamw = run(Adam::adamw(0.1, (0.9, 0.999), 0.0, 0.5, false));
+        assert!((adam - 1.9).abs() < 1e-12, "{adam}");
+        assert!((adamw - 1.8).abs() < 1e-12, "{adamw}");
+        // A gradient of the opposite sign to the decay: Adam's L2 term flips the step.
+        let run_neg = |mut opt: Adam| {
+            let p = param::<f64>("w", &[2.0]);
+            opt.step(&[p.clone()], &grads_for(&p, &[-0.5])).unwrap();
+            vals(&p)[0]
+        };
+        // Adam: g' = −0.5 + 1 = 0.5 > 0 → w = 1.9. AdamW: 1.9 + 0.1 = 2.0.
+        assert!((run_neg(Adam::new(0.1, (0.9, 0.999), 0.0, 0.5, false)) - 1.9).abs() < 1e-12);
+        assert!((run_neg(Adam::adamw(0.1, (0.9, 0.999), 0.0, 0.5, false)) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn amsgrad_keeps_the_largest_second_moment() {
+        // g = 10 then 0: v = 0.1 then 0.0999, v̂ stays 0.1.
+        let mut opt = Adam::new(0.1, (0.9, 0.999), 0.0, 0.0, true);
+        let p = param::<f64>("w", &[0.0]);
+        opt.step(&[p.clone()], &grads_for(&p, &[10.0])).unwrap();
+        opt.step(&[p.clone()], &grads_for(&p, &[0.0])).unwrap();
+        let st = opt.state();
+        assert_close(&st.buffers["max_exp_avg_sq/w"].to_vec_f64(), &[0.1], 1e-15);
+        assert_close(&st.buffers["exp_avg_sq/w"].to_vec_f64(), &[0.0999], 1e-15);
+        // step 2: m = 0.9, step = 0.1/0.19 · 0.9 / (√0.1/√(1−0.999²))
+        let step2 = 0.1 / 0.19 * 0.9 / (0.1f64.sqrt() / (1.0 - 0.999f64 * 0.999).sqrt());
+        assert_close(&vals(&p), &[-0.1 - step2], 1e-12);
+        assert!(!Adam::new(0.1, (0.9, 0.999), 0.0, 0.0, false)
+            .state()
+            .buffers
+            .contains_key("max_exp_avg_sq/w"));
+    }
+
+    #[test]
+    fn f32_matches_f64_closely() {
+        let mut a = Adam::new(0.01, (0.9, 0.999), 1e-8, 0.0, false);
+        let mut b = Adam::new(0.01, (0.9, 0.999), 1e-8, 0.0, false);
+        let p32 = param::<f32>("w", &[0.5, -0.25]);
+        let p64 = param::<f64>("w", &[0.5, -0.25]);
+        for _ in 0..3 {
+            a.step(&[p32.clone()], &grads_for(&p32, &[0.3f32, -1.5])).unwrap();
+            b.step(&[p64.clone()], &grads_for(&p64, &[0.3f64, -1.5])).unwrap();
+        }
+        assert_close(&vals(&p32), &vals(&p64), 1e-6);
+        assert_eq!(a.state().buffers["exp_avg/w"].dtype(), DType::F32);
+    }
+
+    #[test]
+    fn per_parameter_steps() {
+        let mut opt = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false);
+        let a = param::<f64>("a", &[0.0]);
+        let b = param::<f64>("b", &[0.0]);
+        opt.step(&[a.clone(), b.clone()], &grads_for(&a, &[1.0])).unwrap();
+        let mut gs = grads_for(&a, &[1.0]);
+        gs.insert(&b.tensor, gradflow::Tensor::from_vec(vec![1.0f64], &[1]).unwrap());
+        opt.step(&[a.clone(), b.clone()], &gs).unwrap();
+        let st = opt.state();
+        assert_eq!((st.step, st.scalars["step/a"], st.scalars["step/b"]), (2, 2.0, 1.0));
+        // b's first step is a full bias-corrected step of lr.
+        assert_close(&vals(&b), &[-0.1 / (1.0 + 1e-8)], 1e-12);
+    }
+
+    #[test]
+    fn minimizes_a_quadratic() {
+        let w = minimize_quadratic(&mut Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false), 300);
+        assert!(w.iter().all(|x| (x - 3.0).abs() < 1e-2), "{w:?}");
+        let w = minimize_quadratic(&mut Adam::adamw(0.1, (0.9, 0.999), 1e-8, 1e-4, true), 300);
+        assert!(w.iter().all(|x| (x - 3.0).abs() < 1e-2), "{w:?}");
+    }
+
+    #[test]
+    fn resumes_exactly() {
+        check_resume(|| Box::new(Adam::new(0.05, (0.9, 0.999), 1e-8, 0.01, false)));
+        check_resume(|| Box::new(Adam::adamw(0.05, (0.8, 0.99), 1e-8, 0.01, true)));
+    }
+}

@@ -1,0 +1,190 @@
+//! Checkpoints: the model's weights (under PyTorch's names) plus optimizer,
+//! schedule, RNG and progress, in one safetensors file with JSON metadata.
+//!
+//! Writes are atomic: the bytes go to a temporary file in the same directory,
+//! are synced, then renamed over the old checkpoint; a crash at any moment
+//! leaves either the old or the new file, never a torn one. The metadata
+//! carries a CRC-32 of the tensor bytes, which the loader verifies.
+
+use crate::config::TrainConfig;
+use crate::metrics::EpochMetrics;
+use gradflow::Tensor;
+use gradflow_nn::optim::OptimizerState;
+use gradflow_nn::schedule::ScheduleState;
+use gradflow_nn::serialize::{from_safetensors, to_safetensors};
+use gradflow_nn::NamedTensor;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// File name of the full checkpoint inside a run directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// File name of the weights alone (what PyTorch's `load_state_dict` takes).
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Prefix of optimizer buffers inside the checkpoint.
+const OPT_PREFIX: &str = "optimizer/";
+
+/// Progress and state saved beside the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version.
+    pub version: u32,
+    /// Epochs fully completed.
+    pub epoch: usize,
+    /// Steps completed inside the current (incomplete) epoch; 0 at an epoch boundary.
+    pub step_in_epoch: usize,
+    /// Global step count.
+    pub global_step: u64,
+    /// Word position of the dropout RNG within the current epoch's stream.
+    pub rng_word_pos: u128,
+    /// The model file.
+    pub model_toml: String,
+    /// The run's settings.
+    pub config: TrainConfig,
+    /// Optimizer kind, step and scalars (its buffers are tensors in the file).
+    pub optimizer_kind: String,
+    /// Optimizer step count.
+    pub optimizer_step: u64,
+    /// Optimizer scalars.
+    pub optimizer_scalars: BTreeMap<String, f64>,
+    /// Schedule state.
+    pub schedule: ScheduleState,
+    /// Metrics of every completed epoch.
+    pub history: Vec<EpochMetrics>,
+    /// Best validation loss so far and its epoch (early stopping).
+    pub best: Option<(f64, usize)>,
+    /// Epoch-level accumulators of a partial epoch (loss sums, counts), to resume mid-epoch exactly.
+    pub partial: BTreeMap<String, f64>,
+    /// CRC-32 of the tensor section.
+    pub checksum: u32,
+}
+
+/// A checkpoint read back.
+pub struct Checkpoint {
+    /// Progress and settings.
+    pub meta: CheckpointMeta,
+    /// Model tensors by name.
+    pub model: BTreeMap<String, Tensor>,
+    /// The optimizer's state.
+    pub optimizer: OptimizerState,
+}
+
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename, fsync the directory).
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn crc_of(tensors: &[NamedTensor]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for t in tensors {
+        h.update(t.name.as_bytes());
+        for v in t.tensor.to_vec_f64() {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    h.finalize()
+}
+
+/// Save a checkpoint (and the plain weights file) into `dir`.
+pub fn save(
+    dir: &Path,
+    model: &[NamedTensor],
+    optimizer: &OptimizerState,
+    mut meta: CheckpointMeta,
+) -> Result<(), String> {
+    let mut tensors: Vec<NamedTensor> = model.to_vec();
+    for (name, t) in &optimizer.buffers {
+        tensors.push(NamedTensor {
+            name: format!("{OPT_PREFIX}{name}"),
+            tensor: t.clone(),
+        });
+    }
+    meta.optimizer_kind = optimizer.kind.clone();
+    meta.optimizer_step = optimizer.step;
+    meta.optimizer_scalars = optimizer.scalars.clone();
+    meta.checksum = crc_of(&tensors);
+    let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+    let md = HashMap::from([("gradflow".to_string(), json)]);
+    let bytes = to_safetensors(&tensors, Some(md)).map_err(|e| e.0)?;
+    let ck = dir.join(CHECKPOINT_FILE);
+    atomic_write(&ck, &bytes).map_err(|e| format!("{}: cannot write checkpoint: {e}", ck.display()))?;
+    let weights = to_safetensors(model, None).map_err(|e| e.0)?;
+    let wf = dir.join(WEIGHTS_FILE);
+    atomic_write(&wf, &weights).map_err(|e| format!("{}: cannot write weights: {e}", wf.display()))
+}
+
+/// Read and verify a checkpoint file.
+pub fn load(path: &Path) -> Result<Checkpoint, String> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| format!("{shown}: cannot read checkpoint: {e}"))?;
+    let (tensors, md) = from_safetensors(&bytes, &shown).map_err(|e| e.0)?;
+    let json = md
+        .get("gradflow")
+        .ok_or_else(|| format!("{shown}: not a gradflow checkpoint (no 'gradflow' metadata)"))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(json).map_err(|e| format!("{shown}: damaged checkpoint metadata: {e}"))?;
+    let mut model = BTreeMap::new();
+    let mut buffers = BTreeMap::new();
+    for (n, t) in tensors {
+        match n.strip_prefix(OPT_PREFIX) {
+            Some(rest) => {
+                buffers.insert(rest.to_string(), t);
+            }
+            None => {
+                model.insert(n, t);
+            }
+        }
+    }
+    let optimizer = OptimizerState {
+        kind: meta.optimizer_kind.clone(),
+        step: meta.optimizer_step,
+        scalars: meta.optimizer_scalars.clone(),
+        buffers,
+    };
+    Ok(Checkpoint { meta, model, optimizer })
+}
+
+/// Verify the checksum against the model's state_dict order (done after loading into the model).
+pub fn verify(
+    meta: &CheckpointMeta,
+    model_in_order: &[NamedTensor],
+    optimizer: &OptimizerState,
+    source: &str,
+) -> Result<(), String> {
+    let mut tensors: Vec<NamedTensor> = model_in_order.to_vec();
+    for (name, t) in &optimizer.buffers {
+        tensors.push(NamedTensor {
+            name: format!("{OPT_PREFIX}{name}"),
+            tensor: t.clone(),
+        });
+    }
+    let crc = crc_of(&tensors);
+    if crc != meta.checksum {
+        return Err(format!(
+            "{source}: checksum mismatch (stored {:08x}, computed {crc:08x}): the checkpoint is damaged",
+            meta.checksum
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Everything a training run is configured by. The CLI fills it from flags
+//! (and an optional `--config run.toml`); it is saved in the checkpoint so a
+//! resumed run continues under the same settings.
+
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::schedule::ScheduleSpec;
+use serde::{Deserialize, Serialize};
+
+/// A training run's settings, with the defaults of the README's main command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Preset name (`mlp`, `mlp3`, `lenet5`) or path to a model TOML.
+    pub model: String,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// sgd, adam, adamw, rmsprop or adagrad.
+    pub optimizer: String,
+    /// Momentum for SGD and RMSprop.
+    pub momentum: f64,
+    /// Nesterov momentum for SGD.
+    pub nesterov: bool,
+    /// Optimizer weight decay (coupled in SGD/Adam, decoupled in AdamW).
+    pub weight_decay: f64,
+    /// λ₁ of the L1 penalty.
+    pub l1: f64,
+    /// λ₂ of the L2 penalty.
+    pub l2: f64,
+    /// Override every Dropout layer's p (or add dropout after each activation).
+    pub dropout: Option<f64>,
+    /// Replace every activation.
+    pub activation: Option<String>,
+    /// Initializer for Linear and Conv2d weights.
+    pub init: Option<String>,
+    /// Learning-rate schedule: constant, step, exponential, cosine, plateau.
+    pub schedule: String,
+    /// Epochs of linear warm-up before the schedule.
+    pub warmup_epochs: usize,
+    /// Stop after this many epochs without validation improvement, restoring the best weights.
+    pub early_stopping: Option<usize>,
+    /// Smallest improvement of validation loss that counts.
+    pub min_delta: f64,
+    /// Fraction of the training set held out for validation.
+    pub val_split: f64,
+    /// Max-norm constraint on each unit's incoming weights.
+    pub max_norm: Option<f64>,
+    /// Clip the global gradient norm to this value.
+    pub clip_norm: Option<f64>,
+    /// Clip each gradient element to ±this value.
+    pub clip_value: Option<f64>,
+    /// Label smoothing of the cross-entropy.
+    pub label_smoothing: f64,
+    /// Seed of weights, shuffling, split and dropout.
+    pub seed: u64,
+    /// Use only the first N training images (quick runs and tests).
+    pub limit_train: Option<usize>,
+    /// Use only the first N test images.
+    pub limit_test: Option<usize>,
+    /// Record per-layer diagnostics every N steps (0 = off).
+    pub diagnostics_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "mlp".into(),
+            epochs: 5,
+            batch_size: 128,
+            lr: 1e-3,
+            optimizer: "adam".into(),
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            l1: 0.0,
+            l2: 0.0,
+            dropout: None,
+            activation: None,
+            init: None,
+            schedule: "cosine".into(),
+            warmup_epochs: 0,
+            early_stopping: None,
+            min_delta: 0.0,
+            val_split: 0.0,
+            max_norm: None,
+            clip_norm: None,
+            clip_value: None,
+            label_smoothing: 0.0,
+            seed: 0,
+            limit_train: None,
+            limit_test: None,
+            diagnostics_every: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Check every value a user can get wrong; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be a positive number, got {v}"))
+            }
+        };
+        let nonneg = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be a non-negative number, got {v}"))
+            }
+        };
+        if self.epochs == 0 {
+            return Err("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return Err("--batch-size must be at least 1".into());
+        }
+        pos("lr", self.lr)?;
+        if self.lr > 1e3 {
+            return Err(format!("--lr {} is absurdly large (above 1000)", self.lr));
+        }
+        nonneg("momentum", self.momentum)?;
+        nonneg("weight-decay", self.weight_decay)?;
+        nonneg("l1", self.l1)?;
+        nonneg("l2", self.l2)?;
+        nonneg("min-delta", self.min_delta)?;
+        nonneg("label-smoothing", self.label_smoothing)?;
+        if self.label_smoothing > 1.0 {
+            return Err("--label-smoothing must be at most 1".into());
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("--dropout must be in [0, 1), got {p}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.val_split) {
+            return Err(format!("--val-split must be in [0, 1), got {}", self.val_split));
+        }
+        for (name, v) in [
+            ("max-norm", self.max_norm),
+            ("clip-norm", self.clip_norm),
+            ("clip-value", self.clip_value),
+        ] {
+            if let Some(v) = v {
+                pos(name, v)?;
+            }
+        }
+        if self.early_stopping == Some(0) {
+            return Err("--early-stopping patience must be at least 1".into());
+        }
+        if self.early_stopping.is_some() && self.val_split == 0.0 {
+            return Err("--early-stopping needs a validation set: give --val-split (e.g. 0.1)".into());
+        }
+        if let Some(0) = self.limit_train {
+            return Err("--limit-train must be at least 1".into());
+        }
+        self.optimizer_spec()?;
+        self.schedule_spec()?;
+        Ok(())
+    }
+
+    /// The optimizer these settings describe.
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
+        let spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
+        let spec = match spec {
+            OptimizerSpec::Sgd { lr, dampening, .. } => OptimizerSpec::Sgd {
+                lr,
+                momentum: self.momentum,
+                dampening,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+            },
+            OptimizerSpec::Adam {
+                lr,
+                betas,
+                eps,
+                amsgrad,
+                ..
+            } => OptimizerSpec::Adam {
+                lr,
+                betas,
+                eps,
+                weight_decay: self.weight_decay,
+                amsgrad,
+            },
+            OptimizerSpec::AdamW {
+                lr,
+                betas,
+                eps,
+                amsgrad,
+                weight_decay,
+            } => OptimizerSpec::AdamW {
+                lr,
+                betas,
+                eps,
+                amsgrad,
+                weight_decay: if self.weight_decay > 0.0 {
+                    self.weight_decay
+                } else {
+                    weight_decay
+                },
+            },
+            OptimizerSpec::RmsProp {
+                lr,
+                alpha,
+                eps,
+                centered,
+                ..
+            } => OptimizerSpec::RmsProp {
+                lr,
+                alpha,
+                eps,
+                weight_decay: self.weight_decay,
+                momentum: if self.optimizer_was_explicit_momentum() {
+                    self.momentum
+                } else {
+                    0.0
+                },
+                centered,
+            },
+            OptimizerSpec::Adagrad {
+                lr,
+                lr_decay,
+                initial_accumulator_value,
+                eps,
+                ..
+            } => OptimizerSpec::Adagrad {
+                lr,
+                lr_decay,
+                weight_decay: self.weight_decay,
+                initial_accumulator_value,
+                eps,
+            },
+        };
+        spec.validate()
+            .map_err(|e| format!("--optimizer {}: {e}", self.optimizer))?;
+        Ok(spec)
+    }
+
+    fn optimizer_was_explicit_momentum(&self) -> bool {
+        // RMSprop's PyTorch default momentum is 0; the CLI default 0.9 is meant for SGD.
+        self.momentum != TrainConfig::default().momentum
+    }
+
+    /// The learning-rate schedule these settings describe (with warm-up if asked).
+    pub fn schedule_spec(&self) -> Result<ScheduleSpec, String> {
+        let after = self.epochs.saturating_sub(self.warmup_epochs).max(1);
+        let spec = ScheduleSpec::parse(&self.schedule, after).map_err(|e| format!("--schedule: {e}"))?;
+        Ok(if self.warmup_epochs > 0 {
+            ScheduleSpec::Warmup {
+                epochs: self.warmup_epochs,
+                start_factor: 1.0 / (self.warmup_epochs as f64 + 1.0),
+                then: Box::new(spec),
+            }
+        } else {
+            spec
+        })
+    }
+}

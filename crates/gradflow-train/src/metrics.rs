@@ -1,0 +1,122 @@
+//! What a run measures: per-epoch metrics (one JSON line each) and the
+//! evaluation of a model on a labelled set.
+
+use gradflow::{no_grad, Result, Tensor};
+use gradflow_data::{Dataset, Targets};
+use gradflow_nn::{Ctx, Loss, Module, Sequential, Target};
+use serde::{Deserialize, Serialize};
+
+/// One epoch's numbers, as written to `metrics.jsonl`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training objective (data loss + penalty) over the epoch's steps.
+    pub train_loss: f64,
+    /// Mean data loss alone.
+    pub train_data_loss: f64,
+    /// Mean L1/L2 penalty alone.
+    pub train_penalty: f64,
+    /// Training accuracy, measured on the fly (dropout on) over the epoch.
+    pub train_accuracy: f64,
+    /// Validation loss (None without a validation set).
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_accuracy: Option<f64>,
+    /// Learning rate used during the epoch.
+    pub lr: f64,
+    /// Seconds in the training loop (no evaluation).
+    pub seconds: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+    /// Fraction of Linear/Conv2d weights with |w| < 1e-3 at the epoch's end.
+    pub weight_sparsity: f64,
+    /// L2 norm of all Linear/Conv2d weights at the epoch's end.
+    pub weight_norm: f64,
+}
+
+/// Result of evaluating a classifier on a labelled set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Mean data loss.
+    pub loss: f64,
+    /// Fraction correct.
+    pub accuracy: f64,
+    /// Samples evaluated.
+    pub samples: usize,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Evaluation {
+    /// Accuracy of each true class.
+    pub fn per_class_accuracy(&self) -> Vec<f64> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let n: usize = row.iter().sum();
+                if n == 0 {
+                    0.0
+                } else {
+                    row[i] as f64 / n as f64
+                }
+            })
+            .collect()
+    }
+}
+
+/// Build a batch tensor from a dataset slice (features already normalized).
+pub fn batch_tensor(ds: &Dataset, indices: &[usize], dtype: gradflow::DType) -> Result<Tensor> {
+    let len = ds.sample_len();
+    let mut v = Vec::with_capacity(indices.len() * len);
+    for &i in indices {
+        v.extend_from_slice(&ds.features[i * len..(i + 1) * len]);
+    }
+    let mut shape = vec![indices.len()];
+    shape.extend_from_slice(&ds.sample_shape);
+    Ok(Tensor::from_vec(v, &shape)?.to_dtype(dtype))
+}
+
+/// Evaluate a classifier in eval mode (no dropout, running batch-norm statistics), without recording a graph.
+pub fn evaluate(
+    model: &Sequential,
+    ds: &Dataset,
+    loss: &Loss,
+    batch_size: usize,
+    dtype: gradflow::DType,
+) -> Result<Evaluation> {
+    let _g = no_grad();
+    let Targets::Classes { labels, num_classes } = &ds.targets else {
+        return Err(gradflow::Error::Argument {
+            op: "evaluate",
+            msg: "evaluation needs class labels".into(),
+        });
+    };
+    let mut ctx = Ctx::eval();
+    let mut confusion = vec![vec![0usize; *num_classes]; *num_classes];
+    let (mut total_loss, mut correct) = (0.0, 0usize);
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let x = batch_tensor(ds, chunk, dtype)?;
+        let out = model.forward(&x, &mut ctx)?;
+        let y: Vec<usize> = chunk.iter().map(|&i| labels[i]).collect();
+        total_loss += loss.compute(&out, Target::Classes(&y))?.item()? * chunk.len() as f64;
+        let pred = out.argmax(1)?;
+        for (&p, &t) in pred.iter().zip(&y) {
+            if p == t {
+                correct += 1;
+            }
+            if t < *num_classes && p < *num_classes {
+                confusion[t][p] += 1;
+            }
+        }
+    }
+    let n = ds.len().max(1) as f64;
+    Ok(Evaluation {
+        loss: total_loss / n,
+        accuracy: correct as f64 / n,
+        samples: ds.len(),
+        confusion,
+    })
+}
