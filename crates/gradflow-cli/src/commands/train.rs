@@ -11,11 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:
+#[command(
+    allow_negative_numbers = true,
+    args_override_self = true,
+    after_help = "Examples:
   gradflow train                                  # 784-800-10 MLP, Adam, cosine, 5 epochs
   gradflow train --model lenet5 --epochs 15 --optimizer sgd --lr 0.05 --momentum 0.9 --nesterov
   gradflow train --l1 1e-5 --val-split 0.1 --early-stopping 3
-  gradflow train --resume runs/mlp               # continue an interrupted run")]
+  gradflow train --resume runs/mlp               # continue an interrupted run"
+)]
 pub struct TrainArgs {
     /// Settings file (TOML with the same keys as these flags, snake_case); flags override it.
     #[arg(long)]

@@ -51,7 +51,7 @@ fn update<T: Element>(param: &Tensor, grad: &Tensor, sum: &mut [T], neg_clr: f64
             let gi = if decay { g[i] + wd * p[i] } else { g[i] };
             let s = sum[i] + gi * gi;
             sum[i] = s;
-            p[i] = p[i] + neg_clr * gi / (s.sqrt() + eps);
+            p[i] += neg_clr * gi / (s.sqrt() + eps);
         }
     })
 }
@@ -110,7 +110,7 @@ mod tests {
     fn steps(mut opt: Adagrad, gs: &[f64]) -> f64 {
         let p = param::<f64>("w", &[1.0]);
         for &g in gs {
-            opt.step(&[p.clone()], &grads_for(&p, &[g])).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads_for(&p, &[g])).unwrap();
         }
         vals(&p)[0]
     }

@@ -93,9 +93,9 @@ fn update<T: Element>(
             let mut pi = p[i];
             let mut gi = g[i];
             if decoupled {
-                pi = pi * shrink;
+                pi *= shrink;
             } else if coupled {
-                gi = gi + wd * pi;
+                gi += wd * pi;
             }
             let mi = lerp(m[i], gi, w1);
             let vi = v[i] * beta2 + w2 * gi * gi;
@@ -187,7 +187,8 @@ mod tests {
         // m̂ = g, v̂ = g² after bias correction, so the step is lr·g/|g|.
         let mut opt = Adam::new(0.1, (0.9, 0.999), 0.0, 0.0, false);
         let p = param::<f64>("w", &[1.0, 1.0, 1.0]);
-        opt.step(&[p.clone()], &grads_for(&p, &[3.0, -0.02, 1e4])).unwrap();
+        opt.step(std::slice::from_ref(&p), &grads_for(&p, &[3.0, -0.02, 1e4]))
+            .unwrap();
         assert_close(&vals(&p), &[0.9, 1.1, 0.9], 1e-12);
         let st = opt.state();
         assert_eq!(st.scalars["step/w"], 1.0);
@@ -199,8 +200,8 @@ mod tests {
         // g = 1 then 2, β = (0.9, 0.999), lr = 0.01, eps = 1e-8
         let mut opt = Adam::new(0.01, (0.9, 0.999), 1e-8, 0.0, false);
         let p = param::<f64>("w", &[0.0]);
-        opt.step(&[p.clone()], &grads_for(&p, &[1.0])).unwrap();
-        opt.step(&[p.clone()], &grads_for(&p, &[2.0])).unwrap();
+        opt.step(std::slice::from_ref(&p), &grads_for(&p, &[1.0])).unwrap();
+        opt.step(std::slice::from_ref(&p), &grads_for(&p, &[2.0])).unwrap();
         let m: f64 = 0.9 * 0.1 + 0.1 * 2.0;
         let v: f64 = 0.999 * 0.001 + 0.001 * 4.0;
         let step2 = 0.01 / (1.0 - 0.81) * m / (v.sqrt() / (1.0 - 0.999f64 * 0.999).sqrt() + 1e-8);
@@ -215,7 +216,7 @@ mod tests {
         // AdamW: w = 2·(1 − 0.05) = 1.9, then − lr·sign(g) → 1.8.
         let run = |mut opt: Adam| {
             let p = param::<f64>("w", &[2.0]);
-            opt.step(&[p.clone()], &grads_for(&p, &[1.0])).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads_for(&p, &[1.0])).unwrap();
             vals(&p)[0]
         };
         let adam = run(Adam::new(0.1, (0.9, 0.999), 0.0, 0.5, false));
@@ -225,7 +226,7 @@ mod tests {
         // A gradient of the opposite sign to the decay: Adam's L2 term flips the step.
         let run_neg = |mut opt: Adam| {
             let p = param::<f64>("w", &[2.0]);
-            opt.step(&[p.clone()], &grads_for(&p, &[-0.5])).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads_for(&p, &[-0.5])).unwrap();
             vals(&p)[0]
         };
         // Adam: g' = −0.5 + 1 = 0.5 > 0 → w = 1.9. AdamW: 1.9 + 0.1 = 2.0.
@@ -238,8 +239,8 @@ mod tests {
         // g = 10 then 0: v = 0.1 then 0.0999, v̂ stays 0.1.
         let mut opt = Adam::new(0.1, (0.9, 0.999), 0.0, 0.0, true);
         let p = param::<f64>("w", &[0.0]);
-        opt.step(&[p.clone()], &grads_for(&p, &[10.0])).unwrap();
-        opt.step(&[p.clone()], &grads_for(&p, &[0.0])).unwrap();
+        opt.step(std::slice::from_ref(&p), &grads_for(&p, &[10.0])).unwrap();
+        opt.step(std::slice::from_ref(&p), &grads_for(&p, &[0.0])).unwrap();
         let st = opt.state();
         assert_close(&st.buffers["max_exp_avg_sq/w"].to_vec_f64(), &[0.1], 1e-15);
         assert_close(&st.buffers["exp_avg_sq/w"].to_vec_f64(), &[0.0999], 1e-15);
@@ -259,8 +260,10 @@ mod tests {
         let p32 = param::<f32>("w", &[0.5, -0.25]);
         let p64 = param::<f64>("w", &[0.5, -0.25]);
         for _ in 0..3 {
-            a.step(&[p32.clone()], &grads_for(&p32, &[0.3f32, -1.5])).unwrap();
-            b.step(&[p64.clone()], &grads_for(&p64, &[0.3f64, -1.5])).unwrap();
+            a.step(std::slice::from_ref(&p32), &grads_for(&p32, &[0.3f32, -1.5]))
+                .unwrap();
+            b.step(std::slice::from_ref(&p64), &grads_for(&p64, &[0.3f64, -1.5]))
+                .unwrap();
         }
         assert_close(&vals(&p32), &vals(&p64), 1e-6);
         assert_eq!(a.state().buffers["exp_avg/w"].dtype(), DType::F32);

@@ -511,7 +511,7 @@ pub fn try_build(spec: &OptimizerSpec) -> std::result::Result<Box<dyn Optimizer>
 /// (gradients in a store may share storage); parameters listed twice count once.
 /// The norm is accumulated in f64.
 pub fn clip_grad_norm(params: &[Param], grads: &mut GradStore, max_norm: f64) -> Result<f64> {
-    if !(max_norm >= 0.0) {
+    if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::Argument {
             op: "clip_grad_norm",
             msg: format!("max_norm must be >= 0, got {max_norm}"),
@@ -556,7 +556,7 @@ pub fn clip_grad_norm(params: &[Param], grads: &mut GradStore, max_norm: f64) ->
 /// [`clip_grad_norm`] that also changes the step's direction. Gradients are
 /// replaced by new tensors, never modified in place.
 pub fn clip_grad_value(params: &[Param], grads: &mut GradStore, clip: f64) -> Result<()> {
-    if !(clip >= 0.0) {
+    if clip.is_nan() || clip < 0.0 {
         return Err(Error::Argument {
             op: "clip_grad_value",
             msg: format!("clip value must be >= 0, got {clip}"),
@@ -1099,7 +1099,7 @@ mod tests {
         );
         assert!(gs.get(&b.tensor).is_none());
         let mut empty = GradStore::default();
-        assert_eq!(clip_grad_norm(&[a.clone()], &mut empty, 1.0).unwrap(), 0.0);
+        assert_eq!(clip_grad_norm(std::slice::from_ref(&a), &mut empty, 1.0).unwrap(), 0.0);
         assert!(clip_grad_norm(&[a], &mut gs, -1.0).is_err());
     }
 
@@ -1107,7 +1107,7 @@ mod tests {
     fn clip_grad_value_clamps() {
         let a = param::<f32>("a", &[0.0, 0.0, 0.0]);
         let mut gs = grads_for(&a, &[-3.0f32, 0.25, 2.0]);
-        clip_grad_value(&[a.clone()], &mut gs, 0.5).unwrap();
+        clip_grad_value(std::slice::from_ref(&a), &mut gs, 0.5).unwrap();
         assert_eq!(
             gs.get(&a.tensor).unwrap().to_vec::<f32>().unwrap(),
             vec![-0.5, 0.25, 0.5]
@@ -1134,15 +1134,16 @@ mod tests {
     fn state_of_another_model_is_rejected_by_name() {
         let mut opt = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false);
         let a = param::<f32>("0.weight", &[1.0, 2.0]);
-        opt.step(&[a.clone()], &grads_for(&a, &[1.0f32, 1.0])).unwrap();
+        opt.step(std::slice::from_ref(&a), &grads_for(&a, &[1.0f32, 1.0]))
+            .unwrap();
         let st = opt.state();
         let other = param::<f32>("0.weight", &[1.0, 2.0, 3.0]);
-        let e = st.validate_against(&[other.clone()]).unwrap_err();
+        let e = st.validate_against(std::slice::from_ref(&other)).unwrap_err();
         assert!(e.to_string().contains("exp_avg"), "{e}");
         let mut fresh = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false);
         fresh.load_state(&st).unwrap();
         let e = fresh
-            .step(&[other.clone()], &grads_for(&other, &[1.0f32, 1.0, 1.0]))
+            .step(std::slice::from_ref(&other), &grads_for(&other, &[1.0f32, 1.0, 1.0]))
             .unwrap_err();
         assert!(e.to_string().contains("/0.weight"), "{e}");
         // Wrong kind, inconsistent shapes, unknown and missing buffers.
@@ -1178,13 +1179,13 @@ mod tests {
     fn state_loaded_in_f64_continues_an_f32_model() {
         let mut opt = Sgd::new(0.1, 0.9, 0.0, false, 0.0);
         let a = param::<f32>("w", &[1.0]);
-        opt.step(&[a.clone()], &grads_for(&a, &[1.0f32])).unwrap();
+        opt.step(std::slice::from_ref(&a), &grads_for(&a, &[1.0f32])).unwrap();
         let mut st = opt.state();
         let b = st.buffers["momentum_buffer/w"].to_dtype(DType::F64);
         st.buffers.insert("momentum_buffer/w".into(), b);
         let mut opt2 = Sgd::new(0.1, 0.9, 0.0, false, 0.0);
         opt2.load_state(&st).unwrap();
-        opt2.step(&[a.clone()], &grads_for(&a, &[1.0f32])).unwrap();
+        opt2.step(std::slice::from_ref(&a), &grads_for(&a, &[1.0f32])).unwrap();
         // buf = 0.9·1 + 1 = 1.9; w = 0.9 − 0.19
         assert_close(&vals(&a), &[0.71], 1e-6);
         assert_eq!(opt2.state().buffers["momentum_buffer/w"].dtype(), DType::F32);

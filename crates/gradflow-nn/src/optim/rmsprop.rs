@@ -98,9 +98,9 @@ fn update<T: Element>(
                 Some(b) => {
                     let bi = b[i] * momentum + gi / avg;
                     b[i] = bi;
-                    p[i] = p[i] + neg_lr * bi;
+                    p[i] += neg_lr * bi;
                 }
-                None => p[i] = p[i] + neg_lr * gi / avg,
+                None => p[i] += neg_lr * gi / avg,
             }
         }
     })
@@ -170,7 +170,7 @@ mod tests {
     fn steps(mut opt: RmsProp, gs: &[f64]) -> f64 {
         let p = param::<f64>("w", &[1.0]);
         for &g in gs {
-            opt.step(&[p.clone()], &grads_for(&p, &[g])).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads_for(&p, &[g])).unwrap();
         }
         vals(&p)[0]
     }

@@ -65,7 +65,7 @@ fn update<T: Element>(param: &Tensor, grad: &Tensor, momentum_buf: Option<(&mut 
             None => {
                 for (p, &g) in p.iter_mut().zip(g) {
                     let d = if decay { g + wd * *p } else { g };
-                    *p = *p - lr * d;
+                    *p -= lr * d;
                 }
             }
             Some((b, first)) => {
@@ -74,7 +74,7 @@ fn update<T: Element>(param: &Tensor, grad: &Tensor, momentum_buf: Option<(&mut 
                     let mut d = if decay { g + wd * *p } else { g };
                     *b = if first { d } else { *b * mom + keep * d };
                     d = if nesterov { d + mom * *b } else { *b };
-                    *p = *p - lr * d;
+                    *p -= lr * d;
                 }
             }
         }
@@ -151,7 +151,7 @@ mod tests {
         let p = param::<f64>("w", &[w0]);
         let mut out = vec![];
         for _ in 0..steps {
-            opt.step(&[p.clone()], &grads_for(&p, &[g])).unwrap();
+            opt.step(std::slice::from_ref(&p), &grads_for(&p, &[g])).unwrap();
             out.push(vals(&p)[0]);
         }
         out

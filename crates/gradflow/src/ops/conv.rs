@@ -147,7 +147,8 @@ fn rm<T>(ptr: *const T, ld: usize) -> MatRef<T> {
 fn conv_forward<T: Element>(x: &[T], w: &[T], b: Option<&[T]>, g: &Geometry) -> Vec<T> {
     let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
     let mut out = vec![T::zero(); g.n * g.o * l];
-    out.par_chunks_mut(g.o * l).enumerate().for_each_init(
+    // (`max(1)`: with no output channels `out` is empty and there is nothing to chunk.)
+    out.par_chunks_mut((g.o * l).max(1)).enumerate().for_each_init(
         || vec![T::zero(); g.c * kk * l],
         |cols, (n, out_n)| {
             im2col(&x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], g, cols);
@@ -252,7 +253,8 @@ fn conv_backward<T: Element>(
         )
     };
     let dw = if need_x {
-        dx.par_chunks_mut(sample)
+        // (`max(1)`: with no input channels `dx` is empty and so is every weight gradient.)
+        dx.par_chunks_mut(sample.max(1))
             .enumerate()
             .fold(init, |(mut dw, mut cols), (n, dx_n)| {
                 per_sample(n, Some(dx_n), &mut dw, &mut cols);
@@ -650,12 +652,6 @@ mod tests {
             "conv2d: dtype mismatch: f64 and f32"
         );
     }
-}
-
-#[cfg(test)]
-mod edge_tests {
-    use crate::testutil::rand64;
-    use crate::{Conv2dParams, DType, Tensor};
 
     #[test]
     fn empty_batch_and_channels() {
