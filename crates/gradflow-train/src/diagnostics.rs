@@ -120,7 +120,7 @@ impl DiagnosticsRecorder {
 
     /// Whether this step is recorded.
     pub fn due(&self, step: u64) -> bool {
-        self.every > 0 && step % self.every as u64 == 0
+        self.every > 0 && step.is_multiple_of(self.every as u64)
     }
 
     /// Copies of each layer's weight before the optimizer step, for the update ratio.

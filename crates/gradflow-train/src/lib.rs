@@ -14,3 +14,8 @@ pub use config::TrainConfig;
 pub use diagnostics::Warning;
 pub use metrics::{evaluate, EpochMetrics, Evaluation};
 pub use trainer::{DataSource, Observer, Silent, Summary, TrainError, Trainer};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -210,3 +210,221 @@ impl Tensor {
 pub(crate) fn node(g: impl GradFn + 'static) -> Arc<dyn GradFn> {
     Arc::new(g)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{is_grad_enabled, no_grad, no_grad_scope, GradStore};
+    use crate::testutil::{check, rand64};
+    use crate::{DType, Tensor};
+    use std::sync::Arc;
+
+    fn grad(store: &GradStore, t: &Tensor) -> Vec<f64> {
+        store.get(t).expect("gradient present").to_vec_f64()
+    }
+
+    fn err(r: crate::Result<GradStore>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_tensor_used_twice_accumulates() {
+        let x = Tensor::from_vec(vec![1.5f64, -2.0, 0.5], &[3]).unwrap().requires_grad_(true);
+        let g = x.mul(&x).unwrap().sum_all().backward().unwrap();
+        assert_eq!(grad(&g, &x), vec![3.0, -4.0, 1.0]);
+        let g = x.add(&x).unwrap().add(&x.mul_scalar(3.0)).unwrap().sum_all().backward().unwrap();
+        assert_eq!(grad(&g, &x), vec![5.0; 3]);
+        // A diamond: a = eˣ feeds both sides of y = a·a + a, so dy/dx = (2a + 1)·a.
+        let a = x.exp();
+        let g = a.mul(&a).unwrap().add(&a).unwrap().sum_all().backward().unwrap();
+        let want: Vec<f64> = x.to_vec::<f64>().unwrap().iter().map(|v| (2.0 * v.exp() + 1.0) * v.exp()).collect();
+        for (u, v) in grad(&g, &x).iter().zip(&want) {
+            assert!((u - v).abs() < 1e-12);
+        }
+        // The same through gradcheck, with reuse at several depths.
+        check(
+            |t| {
+                let h = t[0].tanh();
+                let z = h.mul(&t[0])?.add(&h.matmul(&t[1])?.sum_all())?;
+                z.mul(&h)
+            },
+            &[rand64(&[3, 3], 1), rand64(&[3, 2], 2)],
+        );
+    }
+
+    #[test]
+    fn no_gradient_for_inputs_that_do_not_require_it() {
+        let x = rand64(&[2, 3], 1).requires_grad_(true);
+        let c = rand64(&[2, 3], 2);
+        let y = x.mul(&c).unwrap().exp().sum_all();
+        let g = y.backward().unwrap();
+        assert!(g.get(&c).is_none());
+        // Only the leaf that asked is stored: no intermediate, no constant.
+        assert_eq!(g.len(), 1);
+        assert!(!g.is_empty());
+        assert!(g.get_id(x.id()).is_some());
+        // A detached branch contributes nothing.
+        let g = x.detach().mul(&x).unwrap().sum_all().backward().unwrap();
+        assert_eq!(grad(&g, &x), x.to_vec::<f64>().unwrap());
+        // backward_retain_all keeps intermediates too.
+        let h = x.mul_scalar(2.0);
+        let y = h.sum_all();
+        let g = y.backward_retain_all().unwrap();
+        assert_eq!(grad(&g, &h), vec![1.0; 6]);
+        assert_eq!(grad(&g, &x), vec![2.0; 6]);
+        assert!(g.get(&y).is_some());
+    }
+
+    #[test]
+    fn grad_store_editing() {
+        let x = rand64(&[2], 1).requires_grad_(true);
+        let mut g = x.square().sum_all().backward().unwrap();
+        let gx = g.remove(&x).unwrap();
+        assert!(g.is_empty());
+        g.insert(&x, gx.mul_scalar(0.5));
+        assert_eq!(grad(&g, &x), x.to_vec::<f64>().unwrap());
+        assert_eq!(GradStore::default().len(), 0);
+    }
+
+    #[test]
+    fn no_grad_records_nothing() {
+        let x = rand64(&[3], 1).requires_grad_(true);
+        assert!(is_grad_enabled());
+        {
+            let _g = no_grad();
+            assert!(!is_grad_enabled());
+            let y = x.mul_scalar(2.0).exp().sum_all();
+            assert!(!y.requires_grad());
+            assert!(y.op_name().is_none());
+            assert!(y.is_leaf());
+            assert!(y.backward().is_err());
+            {
+                // Nested guards restore the state they found.
+                let _h = no_grad();
+            }
+            assert!(!is_grad_enabled());
+        }
+        assert!(is_grad_enabled());
+        let y = no_grad_scope(|| x.unsqueeze(0).unwrap().matmul(&x.unsqueeze(1).unwrap()).unwrap());
+        assert!(!y.requires_grad());
+        // The switch is per thread.
+        let _g = no_grad();
+        let recorded = std::thread::spawn(|| {
+            let x = rand64(&[2], 1).requires_grad_(true);
+            x.exp().op_name()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(recorded, Some("exp"));
+        assert!(x.exp().op_name().is_none());
+    }
+
+    #[test]
+    fn backward_errors() {
+        let x = rand64(&[3], 1).requires_grad_(true);
+        let y = x.mul_scalar(2.0);
+        assert_eq!(
+            err(y.backward()),
+            "backward: the root must be a scalar (one element), got shape [3]; pass a seed gradient with backward_with"
+        );
+        assert!(err(rand64(&[], 1).backward()).starts_with("backward: the root does not require grad"));
+        let e = err(y.backward_with(&rand64(&[2], 0)));
+        assert_eq!(e, "backward: seed gradient has shape [2], root has shape [3]");
+        // With a seed of the right shape a non-scalar root works.
+        let seed = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).unwrap();
+        let g = y.backward_with(&seed).unwrap();
+        assert_eq!(grad(&g, &x), vec![2.0, 4.0, 6.0]);
+        // A one-element non-0-d root is a scalar too; a leaf root gets gradient 1.
+        let z = x.sum(&[0], true).unwrap();
+        assert_eq!(z.shape(), &[1]);
+        assert_eq!(grad(&z.backward().unwrap(), &x), vec![1.0; 3]);
+        let s = rand64(&[], 3).requires_grad_(true);
+        assert_eq!(grad(&s.backward().unwrap(), &s), vec![1.0]);
+        // An f32 seed for an f64 root is converted (on a fresh graph: backward consumed the first).
+        let y = x.mul_scalar(2.0);
+        let g = y.backward_with(&seed.to_dtype(DType::F32)).unwrap();
+        assert_eq!(g.get(&x).unwrap().dtype(), DType::F64);
+    }
+
+    #[test]
+    fn a_chain_of_ten_thousand_ops_fits_a_default_thread_stack() {
+        // Spawned threads get 2 MiB of stack unless RUST_MIN_STACK says otherwise: set it explicitly.
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let x = Tensor::from_vec(vec![1.0f64, -1.0], &[2]).unwrap().requires_grad_(true);
+                let mut y = x.clone();
+                for _ in 0..10_000 {
+                    y = y.add_scalar(1e-3).mul_scalar(0.999);
+                }
+                let g = y.sum_all().backward().unwrap();
+                grad(&g, &x)
+            })
+            .unwrap();
+        let gx = handle.join().expect("no stack overflow");
+        let want = 0.999f64.powi(10_000);
+        for v in gx {
+            assert!((v - want).abs() < 1e-12 * want.max(1e-300) + 1e-15, "{v} vs {want}");
+        }
+    }
+
+    #[test]
+    fn saved_tensors_are_released_by_backward() {
+        let x = rand64(&[4, 3], 1).requires_grad_(true);
+        let w = rand64(&[3, 2], 2).requires_grad_(true);
+        let h = x.matmul(&w).unwrap().tanh();
+        let weak_h = Arc::downgrade(&h.0);
+        let y = h.square().sum_all();
+        drop(h);
+        // Before backward the graph keeps the activation alive ...
+        assert!(weak_h.upgrade().is_some());
+        assert_eq!(y.op_name(), Some("sum"));
+        let g = y.backward().unwrap();
+        // ... and backward took every rule, freeing it while `y` still exists.
+        assert!(y.op_name().is_none());
+        assert!(weak_h.upgrade().is_none());
+        assert_eq!(g.len(), 2);
+        // Only our own handles (plus none from the graph) point at the parameters now.
+        assert_eq!(Arc::strong_count(&w.0), 1);
+        assert_eq!(Arc::strong_count(&x.0), 1);
+    }
+
+    #[test]
+    fn training_steps_do_not_accumulate_memory() {
+        // 2,000 steps of a tiny regression with in-place SGD. After every step no graph node may
+        // still reference the parameter or any step's activations.
+        let x = rand64(&[8, 3], 1);
+        let target = rand64(&[8, 1], 2).mul_scalar(0.3);
+        let w = Tensor::zeros(&[3, 1], DType::F64).requires_grad_(true);
+        let b = Tensor::zeros(&[1], DType::F64).requires_grad_(true);
+        let mut first = None;
+        let mut last = 0.0;
+        let mut weak_prev: Option<std::sync::Weak<crate::tensor::TensorImpl>> = None;
+        for step in 0..2_000 {
+            let pred = x.matmul(&w).unwrap().add(&b).unwrap().tanh();
+            let weak_pred = Arc::downgrade(&pred.0);
+            let loss = pred.sub(&target).unwrap().square().mean_all();
+            drop(pred);
+            let grads = loss.backward().unwrap();
+            last = loss.item().unwrap();
+            first.get_or_insert(last);
+            for p in [&w, &b] {
+                let gp = grads.get(p).unwrap().to_vec::<f64>().unwrap();
+                p.with_slice_mut::<f64, _>(|v| v.iter_mut().zip(&gp).for_each(|(v, g)| *v -= 0.5 * g))
+                    .unwrap();
+            }
+            drop(grads);
+            assert!(weak_pred.upgrade().is_none(), "step {step}: activation still alive");
+            if let Some(prev) = &weak_prev {
+                assert!(prev.upgrade().is_none());
+            }
+            weak_prev = Some(weak_pred);
+            assert_eq!(Arc::strong_count(&w.0), 1, "step {step}");
+            assert_eq!(Arc::strong_count(&b.0), 1, "step {step}");
+            assert_eq!(Arc::strong_count(&w.0.storage), 1, "step {step}");
+        }
+        assert!(last < first.unwrap() * 0.5, "{first:?} -> {last}");
+    }
+}

@@ -160,7 +160,8 @@ where
             if err.is_finite() {
                 report.max_abs_error = report.max_abs_error.max(err);
             }
-            if !(err <= opts.atol + opts.rtol * numeric.abs()) && mismatches.len() < 10 {
+            let within = err <= opts.atol + opts.rtol * numeric.abs();
+            if !within && mismatches.len() < 10 {
                 mismatches.push(Mismatch {
                     input: i,
                     index: unravel(e, &shapes[i]),

@@ -195,7 +195,7 @@ impl Observer for Console {
     fn step(&mut self, step: usize, loss: f64) {
         if let Some(b) = &self.bar {
             b.set_position(step as u64);
-            if step % 20 == 0 {
+            if step.is_multiple_of(20) {
                 b.set_message(format!("{loss:.4}"));
             }
         }

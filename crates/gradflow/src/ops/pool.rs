@@ -63,6 +63,9 @@ fn geometry(op: &'static str, x: &Tensor, p: Pool2dParams) -> Result<(usize, Geo
     if s.len() != 4 {
         return shape_err(op, format!("input must be [N, C, H, W], got {}", fmt_shape(s)));
     }
+    if s[2] == 0 || s[3] == 0 {
+        return shape_err(op, format!("input {} has an empty spatial dimension", fmt_shape(s)));
+    }
     if p.kernel.0 == 0 || p.kernel.1 == 0 || p.stride.0 == 0 || p.stride.1 == 0 {
         return arg_err(
             op,
@@ -271,5 +274,153 @@ impl Tensor {
                 geo,
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool2dParams;
+    use crate::testutil::{check, rand64};
+    use crate::{DType, Tensor};
+
+    fn pp(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Pool2dParams {
+        Pool2dParams {
+            kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// Direct pooling: (output shape, max, average with padding counted in the divisor).
+    fn naive(x: &Tensor, p: Pool2dParams) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+        let s = x.shape();
+        let (planes, h, w) = (s[0] * s[1], s[2], s[3]);
+        let oh = (h + 2 * p.padding.0 - p.kernel.0) / p.stride.0 + 1;
+        let ow = (w + 2 * p.padding.1 - p.kernel.1) / p.stride.1 + 1;
+        let xv = x.to_vec_f64();
+        let (mut mx, mut avg) = (Vec::new(), Vec::new());
+        for pl in 0..planes {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let (mut m, mut sum) = (f64::NEG_INFINITY, 0.0);
+                    for a in 0..p.kernel.0 {
+                        for b in 0..p.kernel.1 {
+                            let ih = (i * p.stride.0 + a) as isize - p.padding.0 as isize;
+                            let iw = (j * p.stride.1 + b) as isize - p.padding.1 as isize;
+                            if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < w {
+                                let v = xv[pl * h * w + ih as usize * w + iw as usize];
+                                m = m.max(v);
+                                sum += v;
+                            }
+                        }
+                    }
+                    mx.push(m);
+                    avg.push(sum / (p.kernel.0 * p.kernel.1) as f64);
+                }
+            }
+        }
+        (vec![s[0], s[1], oh, ow], mx, avg)
+    }
+
+    fn configs() -> Vec<([usize; 4], Pool2dParams)> {
+        vec![
+            ([2, 3, 4, 6], Pool2dParams::square(2)),     // stride == kernel
+            ([1, 2, 5, 5], pp((3, 3), (1, 1), (0, 0))),  // overlapping windows
+            ([1, 2, 7, 7], pp((2, 2), (3, 3), (0, 0))),  // gaps between windows
+            ([2, 1, 5, 6], pp((3, 3), (2, 2), (1, 1))),  // padding
+            ([1, 1, 4, 5], pp((2, 3), (1, 2), (1, 1))),  // rectangular, padded
+            ([1, 2, 3, 3], pp((3, 3), (1, 1), (1, 1))),  // "same" pooling
+            ([1, 1, 5, 4], pp((2, 2), (2, 2), (0, 0))),  // floor mode drops the last row
+            ([1, 1, 1, 1], Pool2dParams::square(1)),
+        ]
+    }
+
+    #[test]
+    fn values_match_direct_pooling() {
+        for (i, (xs, p)) in configs().into_iter().enumerate() {
+            let x = rand64(&xs, i as u64);
+            let (shape, mx, avg) = naive(&x, p);
+            let m = x.max_pool2d(p).unwrap();
+            assert_eq!(m.shape(), &shape[..], "config {i}");
+            assert_eq!(m.to_vec_f64(), mx, "config {i}");
+            let a = x.avg_pool2d(p).unwrap();
+            assert_eq!(a.shape(), &shape[..]);
+            for (g, w) in a.to_vec_f64().iter().zip(&avg) {
+                assert!((g - w).abs() < 1e-12, "config {i}: {g} vs {w}");
+            }
+            // f32 path.
+            let x32 = x.to_dtype(DType::F32);
+            let m32 = x32.max_pool2d(p).unwrap();
+            assert_eq!(m32.dtype(), DType::F32);
+            assert_eq!(m32.to_vec_f64(), mx.iter().map(|&v| v as f32 as f64).collect::<Vec<_>>());
+            for (g, w) in x32.avg_pool2d(p).unwrap().to_vec_f64().iter().zip(&avg) {
+                assert!((g - w).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn gradcheck_every_configuration() {
+        for (i, (xs, p)) in configs().into_iter().enumerate() {
+            let x = rand64(&xs, 100 + i as u64);
+            eprintln!("config {i}: {xs:?} {p:?}");
+            check(|t| t[0].max_pool2d(p), &[x.clone()]);
+            check(|t| t[0].avg_pool2d(p), &[x.clone()]);
+        }
+        // Non-contiguous input: NHWC storage permuted to NCHW.
+        let p = pp((2, 2), (1, 1), (1, 0));
+        check(|t| t[0].permute(&[0, 3, 1, 2])?.max_pool2d(p), &[rand64(&[2, 4, 3, 2], 7)]);
+        check(|t| t[0].permute(&[0, 3, 1, 2])?.avg_pool2d(p), &[rand64(&[2, 4, 3, 2], 8)]);
+    }
+
+    #[test]
+    fn max_pool_gradient_goes_to_the_first_maximum() {
+        // All equal: each window sends its gradient to its top-left element.
+        let x = Tensor::ones(&[1, 1, 3, 3], DType::F64).requires_grad_(true);
+        let g = x.max_pool2d(pp((2, 2), (1, 1), (0, 0))).unwrap().sum_all().backward().unwrap();
+        assert_eq!(
+            g.get(&x).unwrap().to_vec_f64(),
+            vec![1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        );
+        // Overlapping windows sharing one maximum accumulate on it.
+        let x = Tensor::from_vec(vec![0.0f64, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0], &[1, 1, 3, 3])
+            .unwrap()
+            .requires_grad_(true);
+        let g = x.max_pool2d(pp((2, 2), (1, 1), (0, 0))).unwrap().sum_all().backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().to_vec_f64()[4], 4.0);
+        // Avg pool spreads 1/k² to every tap, padding taps included in the divisor.
+        let x = Tensor::ones(&[1, 1, 2, 2], DType::F64).requires_grad_(true);
+        let y = x.avg_pool2d(pp((2, 2), (2, 2), (1, 1))).unwrap();
+        assert_eq!(y.to_vec_f64(), vec![0.25; 4]);
+        let g = y.sum_all().backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().to_vec_f64(), vec![0.25; 4]);
+    }
+
+    #[test]
+    fn bad_geometry_is_an_error() {
+        let x = rand64(&[1, 1, 4, 4], 0);
+        let e = |r: crate::Result<Tensor>| r.unwrap_err().to_string();
+        assert_eq!(
+            e(rand64(&[4, 4], 0).max_pool2d(Pool2dParams::square(2))),
+            "max_pool2d: input must be [N, C, H, W], got [4, 4]"
+        );
+        assert_eq!(
+            e(x.avg_pool2d(pp((3, 3), (1, 1), (2, 0)))),
+            "avg_pool2d: padding (2, 0) must be at most half the kernel (3, 3)"
+        );
+        assert!(e(x.max_pool2d(pp((0, 2), (1, 1), (0, 0)))).starts_with("max_pool2d: kernel (0, 2) and stride"));
+        assert!(e(x.max_pool2d(pp((2, 2), (1, 0), (0, 0)))).starts_with("max_pool2d:"));
+        assert_eq!(
+            e(x.max_pool2d(Pool2dParams::square(5))),
+            "max_pool2d: kernel (5, 5) does not fit input [1, 1, 4, 4] with padding (0, 0)"
+        );
+        assert!(e(Tensor::zeros(&[1, 1, 0, 4], DType::F32).max_pool2d(pp((2, 2), (2, 2), (1, 1))))
+            .starts_with("max_pool2d: input [1, 1, 0, 4] has an empty spatial dimension"));
+        // An empty batch is fine.
+        let z = Tensor::zeros(&[0, 3, 4, 4], DType::F64).requires_grad_(true);
+        let y = z.max_pool2d(Pool2dParams::square(2)).unwrap();
+        assert_eq!(y.shape(), &[0, 3, 2, 2]);
+        let y = z.avg_pool2d(Pool2dParams::square(2)).unwrap();
+        assert_eq!(y.shape(), &[0, 3, 2, 2]);
     }
 }
