@@ -27,6 +27,12 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// Compute the loss and every gradient of a model on one batch, for checking against another framework.
     Grad(commands::grad::GradArgs),
+    /// Write RUN_DIR/report.html and PNG plots: curves, gradient flow, saturation, weights, warnings.
+    Report(commands::report::ReportArgs),
+    /// Walk one forward and backward pass through a small network, printing the chain rule step by step.
+    Explain(commands::explain::ExplainArgs),
+    /// Run a study: `activations` (vanishing gradients vs depth) or `regularization` (the train/validation gap).
+    Experiment(commands::experiment::ExperimentArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,9 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Grad(a) => commands::grad::run(a),
+        Command::Report(a) => commands::report::run(a),
+        Command::Explain(a) => commands::explain::run(a),
+        Command::Experiment(a) => commands::experiment::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
 pub mod eval;
+pub mod experiment;
+pub mod explain;
 pub mod grad;
 pub mod predict;
+pub mod report;
 pub mod train;
 
 use anyhow::{bail, Context, Result};
