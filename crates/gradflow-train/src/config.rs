@@ -153,9 +153,6 @@ impl TrainConfig {
         if self.early_stopping == Some(0) {
             return Err("--early-stopping patience must be at least 1".into());
         }
-        if self.early_stopping.is_some() && self.val_split == 0.0 {
-            return Err("--early-stopping needs a validation set: give --val-split (e.g. 0.1)".into());
-        }
         if let Some(0) = self.limit_train {
             return Err("--limit-train must be at least 1".into());
         }

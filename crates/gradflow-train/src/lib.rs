@@ -7,7 +7,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod diagnostics;
+pub mod experiment;
+pub mod explain;
 pub mod metrics;
+pub mod report;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -90,6 +90,8 @@ pub enum DataSource {
     Datasets {
         /// Training set.
         train: Dataset,
+        /// Validation set; when None, `val_split` carves one out of `train`.
+        val: Option<Dataset>,
         /// Test set.
         test: Dataset,
     },
@@ -217,6 +219,7 @@ impl Trainer {
         data: DataSource,
         out_dir: &Path,
     ) -> TResult<Trainer> {
+        let mut given_val = None;
         let (mut train, mut test) = match data {
             DataSource::Mnist(dir) => {
                 let m = Mnist::load_limited(&dir, config.limit_train, config.limit_test)
@@ -226,8 +229,14 @@ impl Trainer {
                 te.normalize(MNIST_MEAN, MNIST_STD);
                 (tr, te)
             }
-            DataSource::Datasets { train, test } => (train, test),
+            DataSource::Datasets { train, val, test } => {
+                given_val = val;
+                (train, test)
+            }
         };
+        if let Some(v) = &mut given_val {
+            fit_samples(v, &spec.input, "validation")?;
+        }
         fit_samples(&mut train, &spec.input, "training")?;
         fit_samples(&mut test, &spec.input, "test")?;
         let out_shape = spec.output_shape().map_err(|e| TrainError(format!("model: {}", e.0)))?;
@@ -237,7 +246,9 @@ impl Trainer {
                 "model: the last layer gives {out_shape:?} outputs per sample but the data has {classes} classes"
             )));
         }
-        let (train, val) = if config.val_split > 0.0 {
+        let (train, val) = if given_val.is_some() {
+            (train, given_val)
+        } else if config.val_split > 0.0 {
             let (a, b) = train
                 .split(config.val_split as f32, config.seed)
                 .map_err(|e| TrainError(e.to_string()))?;

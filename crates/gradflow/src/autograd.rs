@@ -231,15 +231,29 @@ mod tests {
 
     #[test]
     fn a_tensor_used_twice_accumulates() {
-        let x = Tensor::from_vec(vec![1.5f64, -2.0, 0.5], &[3]).unwrap().requires_grad_(true);
+        let x = Tensor::from_vec(vec![1.5f64, -2.0, 0.5], &[3])
+            .unwrap()
+            .requires_grad_(true);
         let g = x.mul(&x).unwrap().sum_all().backward().unwrap();
         assert_eq!(grad(&g, &x), vec![3.0, -4.0, 1.0]);
-        let g = x.add(&x).unwrap().add(&x.mul_scalar(3.0)).unwrap().sum_all().backward().unwrap();
+        let g = x
+            .add(&x)
+            .unwrap()
+            .add(&x.mul_scalar(3.0))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
         assert_eq!(grad(&g, &x), vec![5.0; 3]);
         // A diamond: a = eˣ feeds both sides of y = a·a + a, so dy/dx = (2a + 1)·a.
         let a = x.exp();
         let g = a.mul(&a).unwrap().add(&a).unwrap().sum_all().backward().unwrap();
-        let want: Vec<f64> = x.to_vec::<f64>().unwrap().iter().map(|v| (2.0 * v.exp() + 1.0) * v.exp()).collect();
+        let want: Vec<f64> = x
+            .to_vec::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| (2.0 * v.exp() + 1.0) * v.exp())
+            .collect();
         for (u, v) in grad(&g, &x).iter().zip(&want) {
             assert!((u - v).abs() < 1e-12);
         }

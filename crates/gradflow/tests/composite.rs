@@ -19,13 +19,13 @@ fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
 fn gradcheck_three_layer_mlp_with_cross_entropy() {
     let targets = [0usize, 2, 1, 2];
     let inputs = [
-        rand(&[4, 3], 1),                   // x
-        rand(&[5, 3], 2),                   // w1
-        rand(&[5], 3),                      // b1
-        rand(&[4, 5], 4),                   // w2
-        rand(&[4], 5).add_scalar(0.5),      // b2 (keeps most ReLUs active)
-        rand(&[3, 4], 6),                   // w3
-        rand(&[3], 7),                      // b3
+        rand(&[4, 3], 1),              // x
+        rand(&[5, 3], 2),              // w1
+        rand(&[5], 3),                 // b1
+        rand(&[4, 5], 4),              // w2
+        rand(&[4], 5).add_scalar(0.5), // b2 (keeps most ReLUs active)
+        rand(&[3, 4], 6),              // w3
+        rand(&[3], 7),                 // b3
     ];
     let mlp = |t: &[Tensor]| -> Result<Tensor> {
         t[0].linear(&t[1], Some(&t[2]))?
@@ -100,13 +100,11 @@ fn trains_xor_with_plain_gradient_descent() {
     let mut rng = seeded_rng(42);
     let params = [
         Tensor::rand_normal(&[8, 2], 0.0, 1.0, DType::F32, &mut rng).requires_grad_(true), // w1
-        Tensor::zeros(&[8], DType::F32).requires_grad_(true),                               // b1
+        Tensor::zeros(&[8], DType::F32).requires_grad_(true),                              // b1
         Tensor::rand_normal(&[2, 8], 0.0, 0.5, DType::F32, &mut rng).requires_grad_(true), // w2
-        Tensor::zeros(&[2], DType::F32).requires_grad_(true),                               // b2
+        Tensor::zeros(&[2], DType::F32).requires_grad_(true),                              // b2
     ];
-    let forward = |p: &[Tensor]| -> Result<Tensor> {
-        x.linear(&p[0], Some(&p[1]))?.tanh().linear(&p[2], Some(&p[3]))
-    };
+    let forward = |p: &[Tensor]| -> Result<Tensor> { x.linear(&p[0], Some(&p[1]))?.tanh().linear(&p[2], Some(&p[3])) };
     let lr = 0.5f32;
     let mut loss_value = f64::INFINITY;
     for _ in 0..2_000 {
@@ -114,7 +112,11 @@ fn trains_xor_with_plain_gradient_descent() {
         loss_value = loss.item().unwrap();
         let grads = loss.backward().unwrap();
         for p in &params {
-            let g = grads.get(p).expect("every parameter gets a gradient").to_vec::<f32>().unwrap();
+            let g = grads
+                .get(p)
+                .expect("every parameter gets a gradient")
+                .to_vec::<f32>()
+                .unwrap();
             p.with_slice_mut::<f32, _>(|v| {
                 for (v, g) in v.iter_mut().zip(&g) {
                     *v -= lr * g;

@@ -1,11 +1,118 @@
-//! `gradflow experiment` (being written).
+//! `gradflow experiment activations|regularization`.
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use gradflow_train::experiment::{self, ExperimentOptions, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Study {
+    /// Vanishing gradients: a deep MLP with each activation, Xavier and He init.
+    Activations,
+    /// Overfitting: a large MLP on a small training set with each regularizer.
+    Regularization,
+}
 
 #[derive(Args, Debug)]
-pub struct ExperimentArgs {}
+#[command(after_help = "Examples:
+  gradflow experiment activations                 # depth 10, width 256
+  gradflow experiment regularization --quick      # a small version (seconds)
+Writes CSV, JSON, a markdown table and PNG plots into --out (default runs/experiment-<name>).")]
+pub struct ExperimentArgs {
+    /// Which study.
+    #[arg(value_enum)]
+    study: Study,
+    /// A small, fast version.
+    #[arg(long)]
+    quick: bool,
+    /// Hidden layers (activations study).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Hidden width.
+    #[arg(long)]
+    width: Option<usize>,
+    /// Epochs per run.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Training images.
+    #[arg(long)]
+    train_size: Option<usize>,
+    /// MNIST directory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
 
-pub fn run(_a: ExperimentArgs) -> Result<()> {
-    bail!("gradflow experiment is not implemented yet")
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn run_start(&mut self, index: usize, total: usize, name: &str) {
+        self.0.set_length(total as u64);
+        self.0.set_position(index as u64);
+        self.0.set_message(name.to_string());
+    }
+    fn run_end(&mut self, _index: usize, summary: &str) {
+        let msg = self.0.message();
+        self.0.println(format!("{msg:<28} {summary}"));
+        self.0.inc(1);
+    }
+}
+
+pub fn run(a: ExperimentArgs) -> Result<()> {
+    super::set_threads(a.threads)?;
+    let name = match a.study {
+        Study::Activations => "activations",
+        Study::Regularization => "regularization",
+    };
+    let (depth, width, epochs, train_size) = match (a.study, a.quick) {
+        (Study::Activations, false) => (10, 256, 5, 10_000),
+        (Study::Activations, true) => (4, 32, 2, 1000),
+        (Study::Regularization, false) => (2, 1024, 60, 1000),
+        (Study::Regularization, true) => (2, 256, 6, 500),
+    };
+    let opts = ExperimentOptions {
+        data_dir: super::data_dir(a.data),
+        out_dir: a
+            .out
+            .unwrap_or_else(|| PathBuf::from("runs").join(format!("experiment-{name}"))),
+        quick: a.quick,
+        depth: a.depth.unwrap_or(depth),
+        width: a.width.unwrap_or(width),
+        epochs: a.epochs.unwrap_or(epochs),
+        train_size: a.train_size.unwrap_or(train_size),
+        seed: a.seed,
+    };
+    if opts.depth == 0 || opts.width == 0 || opts.epochs == 0 || opts.train_size == 0 {
+        bail!("--depth, --width, --epochs and --train-size must be at least 1");
+    }
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut progress = Bar(bar);
+    let table = match a.study {
+        Study::Activations => {
+            experiment::activations(&opts, &mut progress)?;
+            std::fs::read_to_string(opts.out_dir.join("activations.md"))?
+        }
+        Study::Regularization => {
+            experiment::regularization(&opts, &mut progress)?;
+            std::fs::read_to_string(opts.out_dir.join("regularization.md"))?
+        }
+    };
+    progress.0.finish_and_clear();
+    println!("{table}");
+    println!("wrote {}", opts.out_dir.display());
+    Ok(())
 }

@@ -240,6 +240,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Trainer::resume(dir, data, args.epochs)?
     } else {
         let config = args.config()?;
+        if config.early_stopping.is_some() && config.val_split == 0.0 {
+            bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
+        }
         let spec = gradflow_train::trainer::model_from_config(&config)?;
         let out = args
             .out

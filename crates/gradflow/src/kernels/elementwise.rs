@@ -124,3 +124,54 @@ pub fn contiguous<'a, T: Element>(x: &'a [T], l: &Layout) -> std::borrow::Cow<'a
         None => std::borrow::Cow::Owned(gather_strided(x, l)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{map, zip};
+    use crate::layout::Layout;
+    use crate::tensor::gather_strided;
+
+    /// The reference: both operands gathered row-major, then zipped.
+    fn reference(a: &[f64], la: &Layout, b: &[f64], lb: &Layout) -> Vec<f64> {
+        let (a, b) = (gather_strided(a, la), gather_strided(b, lb));
+        a.iter().zip(&b).map(|(x, y)| x * 10.0 + y).collect()
+    }
+
+    #[test]
+    fn zip_paths_agree_with_the_reference() {
+        // Sizes around the threading threshold, for the flat, row-broadcast and strided paths.
+        for &(rows, cols) in &[(3, 5), (300, 200), (40_000, 1)] {
+            let n = rows * cols;
+            let a: Vec<f64> = (0..n).map(|i| i as f64).collect();
+            let bias: Vec<f64> = (0..cols + 2).map(|i| -(i as f64)).collect();
+            let la = Layout::contiguous(&[rows, cols]);
+            // Row broadcast: b is a [cols] row (offset 2) repeated down the rows.
+            let lb = Layout {
+                shape: vec![rows, cols],
+                strides: vec![0, 1],
+                offset: 2,
+            };
+            let f = |x: f64, y: f64| x * 10.0 + y;
+            assert_eq!(zip(&a, &la, &bias, &lb, f), reference(&a, &la, &bias, &lb));
+            // Both contiguous.
+            let b2: Vec<f64> = a.iter().map(|v| v * 0.5).collect();
+            assert_eq!(zip(&a, &la, &b2, &la, f), reference(&a, &la, &b2, &la));
+            // Transposed a (general strided walk).
+            let lt = Layout {
+                shape: vec![cols, rows],
+                strides: vec![1, cols],
+                offset: 0,
+            };
+            let lbt = Layout {
+                shape: vec![cols, rows],
+                strides: vec![1, 0],
+                offset: 0,
+            };
+            assert_eq!(zip(&a, &lt, &bias, &lbt, f), reference(&a, &lt, &bias, &lbt));
+            // map over the transposed view.
+            let m = map(&a, &lt, |x| x + 1.0);
+            let want: Vec<f64> = gather_strided(&a, &lt).iter().map(|x| x + 1.0).collect();
+            assert_eq!(m, want);
+        }
+    }
+}

@@ -70,3 +70,89 @@ pub unsafe fn gemm<T: Element>(
         par,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{gemm, MatRef};
+
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        (ars, acs): (usize, usize),
+        b: &[f64],
+        (brs, bcs): (usize, usize),
+    ) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|l| a[i * ars + l * acs] * b[l * brs + j * bcs]).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strided_operands_and_accumulation() {
+        let (m, n, k) = (5, 4, 3);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
+        // a row-major [m, k]; b stored column-major, i.e. as [n, k].
+        let want = naive(m, n, k, &a, (k, 1), &b, (1, k));
+        let mut dst = vec![0.0; m * n];
+        let lhs = MatRef {
+            ptr: a.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        };
+        let rhs = MatRef {
+            ptr: b.as_ptr(),
+            rs: 1,
+            cs: k as isize,
+        };
+        // SAFETY: the operands address m×k and k×n elements of live buffers.
+        unsafe { gemm(m, n, k, &mut dst, lhs, rhs, false, true) };
+        for (g, w) in dst.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12);
+        }
+        // accumulate = true adds onto what is there.
+        let mut acc = vec![1.0; m * n];
+        unsafe { gemm(m, n, k, &mut acc, lhs, rhs, true, false) };
+        for (g, w) in acc.iter().zip(&want) {
+            assert!((g - (w + 1.0)).abs() < 1e-12);
+        }
+        // K = 0: zeros, or dst untouched when accumulating.
+        let mut z = vec![7.0; m * n];
+        unsafe { gemm(m, n, 0, &mut z, lhs, rhs, true, false) };
+        assert!(z.iter().all(|&v| v == 7.0));
+        unsafe { gemm(m, n, 0, &mut z, lhs, rhs, false, false) };
+        assert!(z.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn threaded_f32_product_matches_naive() {
+        // Above GEMM_PAR_THRESHOLD so the rayon path is taken when threads exist.
+        let (m, n, k) = (70, 60, 50);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+        let mut dst = vec![0.0f32; m * n];
+        let lhs = MatRef {
+            ptr: a.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        };
+        let rhs = MatRef {
+            ptr: b.as_ptr(),
+            rs: n as isize,
+            cs: 1,
+        };
+        unsafe { gemm(m, n, k, &mut dst, lhs, rhs, false, true) };
+        let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+        let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        let want = naive(m, n, k, &a64, (k, 1), &b64, (n, 1));
+        for (g, w) in dst.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-4, "{g} vs {w}");
+        }
+    }
+}

@@ -91,9 +91,21 @@ mod tests {
     #[test]
     fn same_seed_same_mask() {
         let x = Tensor::ones(&[1000], DType::F32);
-        let a = x.dropout(0.4, true, &mut seeded_rng(3)).unwrap().to_vec::<f32>().unwrap();
-        let b = x.dropout(0.4, true, &mut seeded_rng(3)).unwrap().to_vec::<f32>().unwrap();
-        let c = x.dropout(0.4, true, &mut seeded_rng(4)).unwrap().to_vec::<f32>().unwrap();
+        let a = x
+            .dropout(0.4, true, &mut seeded_rng(3))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let b = x
+            .dropout(0.4, true, &mut seeded_rng(3))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let c = x
+            .dropout(0.4, true, &mut seeded_rng(4))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         // One generator advances: two calls draw different masks.
@@ -122,7 +134,11 @@ mod tests {
         let w = rand64(&[6, 7], 6);
         let y = x.dropout(p, true, &mut seeded_rng(9)).unwrap();
         let g = y.mul(&w).unwrap().sum_all().backward().unwrap();
-        let expect: Vec<f64> = mask.iter().zip(w.to_vec::<f64>().unwrap()).map(|(m, w)| m * w).collect();
+        let expect: Vec<f64> = mask
+            .iter()
+            .zip(w.to_vec::<f64>().unwrap())
+            .map(|(m, w)| m * w)
+            .collect();
         assert_eq!(g.get(&x).unwrap().to_vec::<f64>().unwrap(), expect);
         // On a transposed view, the mask follows the view's shape.
         let y = x.t().unwrap().dropout(p, true, &mut seeded_rng(9)).unwrap();

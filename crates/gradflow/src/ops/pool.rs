@@ -324,13 +324,13 @@ mod tests {
 
     fn configs() -> Vec<([usize; 4], Pool2dParams)> {
         vec![
-            ([2, 3, 4, 6], Pool2dParams::square(2)),     // stride == kernel
-            ([1, 2, 5, 5], pp((3, 3), (1, 1), (0, 0))),  // overlapping windows
-            ([1, 2, 7, 7], pp((2, 2), (3, 3), (0, 0))),  // gaps between windows
-            ([2, 1, 5, 6], pp((3, 3), (2, 2), (1, 1))),  // padding
-            ([1, 1, 4, 5], pp((2, 3), (1, 2), (1, 1))),  // rectangular, padded
-            ([1, 2, 3, 3], pp((3, 3), (1, 1), (1, 1))),  // "same" pooling
-            ([1, 1, 5, 4], pp((2, 2), (2, 2), (0, 0))),  // floor mode drops the last row
+            ([2, 3, 4, 6], Pool2dParams::square(2)),    // stride == kernel
+            ([1, 2, 5, 5], pp((3, 3), (1, 1), (0, 0))), // overlapping windows
+            ([1, 2, 7, 7], pp((2, 2), (3, 3), (0, 0))), // gaps between windows
+            ([2, 1, 5, 6], pp((3, 3), (2, 2), (1, 1))), // padding
+            ([1, 1, 4, 5], pp((2, 3), (1, 2), (1, 1))), // rectangular, padded
+            ([1, 2, 3, 3], pp((3, 3), (1, 1), (1, 1))), // "same" pooling
+            ([1, 1, 5, 4], pp((2, 2), (2, 2), (0, 0))), // floor mode drops the last row
             ([1, 1, 1, 1], Pool2dParams::square(1)),
         ]
     }
@@ -352,7 +352,10 @@ mod tests {
             let x32 = x.to_dtype(DType::F32);
             let m32 = x32.max_pool2d(p).unwrap();
             assert_eq!(m32.dtype(), DType::F32);
-            assert_eq!(m32.to_vec_f64(), mx.iter().map(|&v| v as f32 as f64).collect::<Vec<_>>());
+            assert_eq!(
+                m32.to_vec_f64(),
+                mx.iter().map(|&v| v as f32 as f64).collect::<Vec<_>>()
+            );
             for (g, w) in x32.avg_pool2d(p).unwrap().to_vec_f64().iter().zip(&avg) {
                 assert!((g - w).abs() < 1e-5);
             }
@@ -369,15 +372,26 @@ mod tests {
         }
         // Non-contiguous input: NHWC storage permuted to NCHW.
         let p = pp((2, 2), (1, 1), (1, 0));
-        check(|t| t[0].permute(&[0, 3, 1, 2])?.max_pool2d(p), &[rand64(&[2, 4, 3, 2], 7)]);
-        check(|t| t[0].permute(&[0, 3, 1, 2])?.avg_pool2d(p), &[rand64(&[2, 4, 3, 2], 8)]);
+        check(
+            |t| t[0].permute(&[0, 3, 1, 2])?.max_pool2d(p),
+            &[rand64(&[2, 4, 3, 2], 7)],
+        );
+        check(
+            |t| t[0].permute(&[0, 3, 1, 2])?.avg_pool2d(p),
+            &[rand64(&[2, 4, 3, 2], 8)],
+        );
     }
 
     #[test]
     fn max_pool_gradient_goes_to_the_first_maximum() {
         // All equal: each window sends its gradient to its top-left element.
         let x = Tensor::ones(&[1, 1, 3, 3], DType::F64).requires_grad_(true);
-        let g = x.max_pool2d(pp((2, 2), (1, 1), (0, 0))).unwrap().sum_all().backward().unwrap();
+        let g = x
+            .max_pool2d(pp((2, 2), (1, 1), (0, 0)))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
         assert_eq!(
             g.get(&x).unwrap().to_vec_f64(),
             vec![1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
@@ -386,7 +400,12 @@ mod tests {
         let x = Tensor::from_vec(vec![0.0f64, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0], &[1, 1, 3, 3])
             .unwrap()
             .requires_grad_(true);
-        let g = x.max_pool2d(pp((2, 2), (1, 1), (0, 0))).unwrap().sum_all().backward().unwrap();
+        let g = x
+            .max_pool2d(pp((2, 2), (1, 1), (0, 0)))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
         assert_eq!(g.get(&x).unwrap().to_vec_f64()[4], 4.0);
         // Avg pool spreads 1/k² to every tap, padding taps included in the divisor.
         let x = Tensor::ones(&[1, 1, 2, 2], DType::F64).requires_grad_(true);
@@ -414,8 +433,10 @@ mod tests {
             e(x.max_pool2d(Pool2dParams::square(5))),
             "max_pool2d: kernel (5, 5) does not fit input [1, 1, 4, 4] with padding (0, 0)"
         );
-        assert!(e(Tensor::zeros(&[1, 1, 0, 4], DType::F32).max_pool2d(pp((2, 2), (2, 2), (1, 1))))
-            .starts_with("max_pool2d: input [1, 1, 0, 4] has an empty spatial dimension"));
+        assert!(
+            e(Tensor::zeros(&[1, 1, 0, 4], DType::F32).max_pool2d(pp((2, 2), (2, 2), (1, 1))))
+                .starts_with("max_pool2d: input [1, 1, 0, 4] has an empty spatial dimension")
+        );
         // An empty batch is fine.
         let z = Tensor::zeros(&[0, 3, 4, 4], DType::F64).requires_grad_(true);
         let y = z.max_pool2d(Pool2dParams::square(2)).unwrap();

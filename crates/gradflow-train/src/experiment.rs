@@ -1,0 +1,540 @@
+//! Studies that make the seed article's points measurable.
+//!
+//! * `activations`: the same deep MLP with each activation and each of Xavier
+//!   and He init. Saturating activations (sigmoid, tanh) shrink the gradient at
+//!   every layer on its way back (σ' ≤ 1/4), so the first layers barely learn
+//!   (Glorot & Bengio 2010); ReLU-family activations keep it alive when the
+//!   init preserves variance (He et al. 2015).
+//! * `regularization`: a large MLP on a small training set, where it overfits,
+//!   with no regularization, L1, L2, both, dropout, weight decay and early
+//!   stopping: the train/validation gap each one closes, and L1's sparsity.
+
+use crate::config::TrainConfig;
+use crate::metrics::batch_tensor;
+use crate::trainer::{DataSource, Silent, TrainError, Trainer};
+use gradflow::DType;
+use gradflow_data::{Dataset, Mnist, MNIST_MEAN, MNIST_STD};
+use gradflow_nn::{regularize, Activation, Ctx, LayerSpec, Loss, ModelSpec, Module, Sequential, Target};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+type Res<T> = Result<T, TrainError>;
+
+/// Progress across the runs of an experiment.
+pub trait Progress {
+    /// Run `index` of `total` (`name`) begins.
+    fn run_start(&mut self, _index: usize, _total: usize, _name: &str) {}
+    /// It ended.
+    fn run_end(&mut self, _index: usize, _summary: &str) {}
+}
+
+/// Settings shared by both experiments.
+#[derive(Debug, Clone)]
+pub struct ExperimentOptions {
+    /// MNIST directory.
+    pub data_dir: PathBuf,
+    /// Where CSV, JSON, markdown and PNG files go.
+    pub out_dir: PathBuf,
+    /// Small and fast (what CI runs).
+    pub quick: bool,
+    /// Hidden layers of the deep MLP (activations study).
+    pub depth: usize,
+    /// Width of each hidden layer.
+    pub width: usize,
+    /// Epochs per run.
+    pub epochs: usize,
+    /// Training images.
+    pub train_size: usize,
+    /// Seed of every run.
+    pub seed: u64,
+}
+
+fn io_err(p: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError(format!("{}: {e}", p.display()))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Res<()> {
+    let p = dir.join(name);
+    std::fs::write(&p, text).map_err(|e| io_err(&p, e))
+}
+
+fn load_mnist(dir: &Path, train: usize, test: usize) -> Res<Mnist> {
+    let mut m = Mnist::load_limited(dir, Some(train), Some(test)).map_err(|e| TrainError(e.to_string()))?;
+    m.train.normalize(MNIST_MEAN, MNIST_STD);
+    m.test.normalize(MNIST_MEAN, MNIST_STD);
+    Ok(m)
+}
+
+/// `depth` hidden layers of `width` units with `act`, on flattened 28×28 inputs.
+pub fn deep_mlp(depth: usize, width: usize, act: Activation) -> ModelSpec {
+    let mut layers = vec![LayerSpec::Flatten];
+    for _ in 0..depth {
+        layers.push(LayerSpec::Linear {
+            out_features: width,
+            bias: true,
+            l1: None,
+            l2: None,
+            init: None,
+        });
+        layers.push(LayerSpec::Activation(act));
+    }
+    layers.push(LayerSpec::Linear {
+        out_features: 10,
+        bias: true,
+        l1: None,
+        l2: None,
+        init: None,
+    });
+    ModelSpec {
+        input: vec![1, 28, 28],
+        layers,
+    }
+}
+
+/// Gradient L2 norm of each Linear/Conv2d weight, first layer first, on one batch.
+pub fn layer_gradient_norms(model: &Sequential, ds: &Dataset, n: usize) -> Res<Vec<f64>> {
+    let idx: Vec<usize> = (0..n.min(ds.len())).collect();
+    let x = batch_tensor(ds, &idx, DType::F32)?;
+    let labels = ds.labels().ok_or_else(|| TrainError("needs class labels".into()))?;
+    let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+    let out = model.forward(&x, &mut Ctx::eval())?;
+    let loss = Loss::CrossEntropy { label_smoothing: 0.0 }.compute(&out, Target::Classes(&y))?;
+    let grads = loss.backward()?;
+    Ok(model
+        .named_penalty_targets()
+        .iter()
+        .map(|t| {
+            grads
+                .get(&t.tensor)
+                .map(|g| g.square().sum_all().item().unwrap_or(0.0).sqrt())
+                .unwrap_or(0.0)
+        })
+        .collect())
+}
+
+/// One row of the activations table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivationRow {
+    /// Activation name.
+    pub activation: String,
+    /// Initializer name.
+    pub init: String,
+    /// ‖∇W₁‖ / ‖∇W_last‖ at initialization.
+    pub grad_ratio_init: f64,
+    /// The same ratio after training.
+    pub grad_ratio_trained: f64,
+    /// Test accuracy after the budget.
+    pub test_accuracy: f64,
+    /// First epoch whose validation accuracy reached 90%, if any.
+    pub epochs_to_90: Option<usize>,
+    /// Per-layer gradient norms at initialization, first layer first.
+    pub grad_norms_init: Vec<f64>,
+}
+
+/// Train the deep MLP with every activation × {Xavier, He}; write the table and the plot.
+pub fn activations(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res<Vec<ActivationRow>> {
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_err(&opts.out_dir, e))?;
+    let acts: Vec<Activation> = if opts.quick {
+        vec![Activation::Sigmoid, Activation::ReLU]
+    } else {
+        ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
+            .iter()
+            .map(|n| Activation::parse(n).expect("known"))
+            .collect()
+    };
+    let inits = ["xavier", "he"];
+    let m = load_mnist(&opts.data_dir, opts.train_size, if opts.quick { 1000 } else { 10_000 })?;
+    let total = acts.len() * inits.len();
+    let mut rows = Vec::with_capacity(total);
+    for act in &acts {
+        for init in inits {
+            let name = format!("{} + {init}", act.name());
+            progress.run_start(rows.len(), total, &name);
+            let config = TrainConfig {
+                model: format!("deep-mlp-{}", act.name()),
+                epochs: opts.epochs,
+                batch_size: 128,
+                lr: 0.05,
+                optimizer: "sgd".into(),
+                momentum: 0.9,
+                schedule: "constant".into(),
+                init: Some(init.into()),
+                val_split: 0.1,
+                seed: opts.seed,
+                diagnostics_every: 0,
+                ..TrainConfig::default()
+            };
+            let spec = deep_mlp(opts.depth, opts.width, *act);
+            let run_dir = opts
+                .out_dir
+                .join("runs")
+                .join(format!("{}-{init}", act.name().to_lowercase()));
+            let data = DataSource::Datasets {
+                train: m.train.clone(),
+                val: None,
+                test: m.test.clone(),
+            };
+            let mut t = Trainer::new(config, spec, data, &run_dir)?;
+            let norms0 = layer_gradient_norms(&t.model, t.test_set(), 256)?;
+            let summary = t.fit(&mut Silent, &AtomicBool::new(false))?;
+            let norms1 = layer_gradient_norms(&t.model, t.test_set(), 256)?;
+            let ratio = |v: &[f64]| v.first().copied().unwrap_or(0.0) / v.last().copied().unwrap_or(1.0).max(1e-30);
+            let epochs_to_90 = t
+                .history()
+                .iter()
+                .find(|m| m.val_accuracy.unwrap_or(0.0) >= 0.9)
+                .map(|m| m.epoch);
+            let row = ActivationRow {
+                activation: act.name().into(),
+                init: init.into(),
+                grad_ratio_init: ratio(&norms0),
+                grad_ratio_trained: ratio(&norms1),
+                test_accuracy: summary.test_accuracy,
+                epochs_to_90,
+                grad_norms_init: norms0,
+            };
+            progress.run_end(
+                rows.len(),
+                &format!(
+                    "test accuracy {:.2}%, gradient ratio {:.1e}",
+                    row.test_accuracy * 100.0,
+                    row.grad_ratio_init
+                ),
+            );
+            rows.push(row);
+        }
+    }
+    let mut csv = String::from("activation,init,grad_ratio_init,grad_ratio_trained,test_accuracy,epochs_to_90\n");
+    let mut md = format!(
+        "Deep MLP: {} hidden layers of {} units, SGD (lr 0.05, momentum 0.9), {} epochs on {} images.\n\n| activation | init | ‖∇W₁‖/‖∇W_last‖ at init | after training | test accuracy | epochs to 90% |\n| --- | --- | --- | --- | --- | --- |\n",
+        opts.depth, opts.width, opts.epochs, opts.train_size
+    );
+    for r in &rows {
+        let e90 = r.epochs_to_90.map(|e| e.to_string()).unwrap_or_else(|| "never".into());
+        let _ = writeln!(
+            csv,
+            "{},{},{:e},{:e},{},{}",
+            r.activation, r.init, r.grad_ratio_init, r.grad_ratio_trained, r.test_accuracy, e90
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2e} | {:.2e} | {:.2}% | {e90} |",
+            r.activation,
+            r.init,
+            r.grad_ratio_init,
+            r.grad_ratio_trained,
+            r.test_accuracy * 100.0
+        );
+    }
+    write(&opts.out_dir, "activations.csv", &csv)?;
+    write(&opts.out_dir, "activations.md", &md)?;
+    write(
+        &opts.out_dir,
+        "activations.json",
+        &serde_json::to_string_pretty(&rows).expect("serialize"),
+    )?;
+    let series: Vec<(String, Vec<f64>)> = rows
+        .iter()
+        .map(|r| (format!("{} + {}", r.activation, r.init), r.grad_norms_init.clone()))
+        .collect();
+    line_plot(
+        &opts.out_dir.join("activations_grad_norms.png"),
+        "Gradient norm by layer at initialization",
+        "layer (input → output)",
+        "‖∇W‖ (log)",
+        &series,
+        true,
+    )?;
+    Ok(rows)
+}
+
+/// One row of the regularization table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegularizationRow {
+    /// Which regularizer.
+    pub name: String,
+    /// Training accuracy (eval mode) at the end.
+    pub train_accuracy: f64,
+    /// Validation accuracy at the end.
+    pub val_accuracy: f64,
+    /// train − validation accuracy.
+    pub gap: f64,
+    /// Test accuracy.
+    pub test_accuracy: f64,
+    /// Fraction of weights with |w| < 1e-3.
+    pub sparsity: f64,
+    /// L2 norm of all weights.
+    pub weight_norm: f64,
+    /// Validation loss per epoch.
+    pub val_loss: Vec<f64>,
+    /// Training data loss per epoch.
+    pub train_loss: Vec<f64>,
+}
+
+/// Train the overfitting-prone MLP with each regularizer; write the table and curves.
+pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res<Vec<RegularizationRow>> {
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_err(&opts.out_dir, e))?;
+    let val_size = if opts.quick { 1000 } else { 10_000 };
+    let m = load_mnist(
+        &opts.data_dir,
+        opts.train_size + val_size,
+        if opts.quick { 1000 } else { 10_000 },
+    )?;
+    let all: Vec<usize> = (0..m.train.len()).collect();
+    let train = m.train.subset(&all[..opts.train_size.min(all.len())]);
+    let val = m.train.subset(&all[opts.train_size.min(all.len())..]);
+    let base = TrainConfig {
+        model: "reg-mlp".into(),
+        epochs: opts.epochs,
+        batch_size: 64,
+        lr: 0.05,
+        optimizer: "sgd".into(),
+        momentum: 0.9,
+        schedule: "constant".into(),
+        seed: opts.seed,
+        diagnostics_every: 0,
+        ..TrainConfig::default()
+    };
+    let configs: Vec<(&str, TrainConfig)> = vec![
+        ("none", base.clone()),
+        (
+            "L1 (λ₁=1e-4)",
+            TrainConfig {
+                l1: 1e-4,
+                ..base.clone()
+            },
+        ),
+        (
+            "L2 (λ₂=1e-3)",
+            TrainConfig {
+                l2: 1e-3,
+                ..base.clone()
+            },
+        ),
+        (
+            "L1+L2",
+            TrainConfig {
+                l1: 1e-4,
+                l2: 1e-3,
+                ..base.clone()
+            },
+        ),
+        (
+            "dropout 0.5",
+            TrainConfig {
+                dropout: Some(0.5),
+                ..base.clone()
+            },
+        ),
+        (
+            "weight decay 5e-3",
+            TrainConfig {
+                weight_decay: 5e-3,
+                ..base.clone()
+            },
+        ),
+        (
+            "early stopping (5)",
+            TrainConfig {
+                early_stopping: Some(5),
+                ..base.clone()
+            },
+        ),
+    ];
+    let total = configs.len();
+    let mut rows = Vec::with_capacity(total);
+    let width = if opts.quick { 256 } else { opts.width.max(512) };
+    for (name, config) in configs {
+        progress.run_start(rows.len(), total, name);
+        let spec = deep_mlp(2, width, Activation::ReLU);
+        let spec = match config.dropout {
+            Some(p) => spec.with_dropout(p),
+            None => spec,
+        };
+        let run_dir = opts.out_dir.join("runs").join(
+            name.split(' ')
+                .next()
+                .unwrap_or("run")
+                .to_lowercase()
+                .replace(['(', ')', '+'], "_"),
+        );
+        let data = DataSource::Datasets {
+            train: train.clone(),
+            val: Some(val.clone()),
+            test: m.test.clone(),
+        };
+        let mut t = Trainer::new(config, spec, data, &run_dir)?;
+        let summary = t.fit(&mut Silent, &AtomicBool::new(false))?;
+        let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
+        let tr = crate::metrics::evaluate(&t.model, &train, &loss, 1000, DType::F32)?;
+        let va = crate::metrics::evaluate(&t.model, &val, &loss, 1000, DType::F32)?;
+        let targets = t.model.named_penalty_targets();
+        let row = RegularizationRow {
+            name: name.into(),
+            train_accuracy: tr.accuracy,
+            val_accuracy: va.accuracy,
+            gap: tr.accuracy - va.accuracy,
+            test_accuracy: summary.test_accuracy,
+            sparsity: regularize::sparsity(&targets, 1e-3),
+            weight_norm: targets
+                .iter()
+                .map(|t| t.tensor.square().sum_all().item().unwrap_or(0.0))
+                .sum::<f64>()
+                .sqrt(),
+            val_loss: t.history().iter().map(|m| m.val_loss.unwrap_or(f64::NAN)).collect(),
+            train_loss: t.history().iter().map(|m| m.train_data_loss).collect(),
+        };
+        progress.run_end(
+            rows.len(),
+            &format!(
+                "gap {:.1} points, test {:.2}%, sparsity {:.1}%",
+                row.gap * 100.0,
+                row.test_accuracy * 100.0,
+                row.sparsity * 100.0
+            ),
+        );
+        rows.push(row);
+    }
+    let mut csv = String::from("regularizer,train_accuracy,val_accuracy,gap,test_accuracy,sparsity,weight_norm\n");
+    let mut md = format!(
+        "MLP 784-{width}-{width}-10 (ReLU), SGD (lr 0.05, momentum 0.9), {} epochs on {} training images; validation on {} held-out training images.\n\n| regularizer | train acc | val acc | gap | test acc | near-zero weights | weight norm |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        opts.epochs,
+        train.len(),
+        val.len()
+    );
+    for r in &rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{}",
+            r.name, r.train_accuracy, r.val_accuracy, r.gap, r.test_accuracy, r.sparsity, r.weight_norm
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {:.2}% | {:.2}% | {:.2} | {:.2}% | {:.2}% | {:.1} |",
+            r.name,
+            r.train_accuracy * 100.0,
+            r.val_accuracy * 100.0,
+            r.gap * 100.0,
+            r.test_accuracy * 100.0,
+            r.sparsity * 100.0,
+            r.weight_norm
+        );
+    }
+    write(&opts.out_dir, "regularization.csv", &csv)?;
+    write(&opts.out_dir, "regularization.md", &md)?;
+    write(
+        &opts.out_dir,
+        "regularization.json",
+        &serde_json::to_string_pretty(&rows).expect("serialize"),
+    )?;
+    let val_series: Vec<(String, Vec<f64>)> = rows.iter().map(|r| (r.name.clone(), r.val_loss.clone())).collect();
+    line_plot(
+        &opts.out_dir.join("regularization_val_loss.png"),
+        "Validation loss by epoch",
+        "epoch",
+        "validation loss",
+        &val_series,
+        false,
+    )?;
+    let train_series: Vec<(String, Vec<f64>)> = rows.iter().map(|r| (r.name.clone(), r.train_loss.clone())).collect();
+    line_plot(
+        &opts.out_dir.join("regularization_train_loss.png"),
+        "Training loss by epoch",
+        "epoch",
+        "training loss",
+        &train_series,
+        true,
+    )?;
+    Ok(rows)
+}
+
+/// A line plot of several series against their index (1-based), optionally on a log y axis.
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<f64>)],
+    log_y: bool,
+) -> Res<()> {
+    let err = |e: &dyn std::fmt::Display| io_err(path, format!("cannot draw plot: {e}"));
+    let finite = |v: &f64| v.is_finite() && (!log_y || *v > 0.0);
+    let vals: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied().filter(finite))
+        .collect();
+    let (mut lo, mut hi) = vals
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        (lo, hi) = (1e-3, 1.0);
+    }
+    if hi <= lo {
+        hi = lo * 2.0 + 1e-12;
+    }
+    let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut b = ChartBuilder::on(&root);
+    b.caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    let palette = [
+        &RED,
+        &BLUE,
+        &GREEN,
+        &MAGENTA,
+        &CYAN,
+        &BLACK,
+        &RGBColor(255, 140, 0),
+        &RGBColor(128, 0, 128),
+    ];
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(xlabel)
+                .y_desc(ylabel)
+                .draw()
+                .map_err(|e| err(&e))?;
+            for (i, (name, v)) in series.iter().enumerate() {
+                let color = palette[i % palette.len()];
+                let style = ShapeStyle::from(color).stroke_width(if i % 2 == 0 { 2 } else { 1 });
+                let pts: Vec<(f64, f64)> = v
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, y)| finite(y))
+                    .map(|(x, &y)| ((x + 1) as f64, y))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(pts, style))
+                    .map_err(|e| err(&e))?
+                    .label(name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }};
+    }
+    if log_y {
+        draw!(b
+            .build_cartesian_2d(1f64..n as f64, (lo * 0.8..hi * 1.25).log_scale())
+            .map_err(|e| err(&e))?);
+    } else {
+        let pad = (hi - lo) * 0.05;
+        draw!(b
+            .build_cartesian_2d(1f64..n as f64, lo - pad..hi + pad)
+            .map_err(|e| err(&e))?);
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
