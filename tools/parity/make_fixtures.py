@@ -338,7 +338,8 @@ def write_ops(dtype):
         tensors[f"{name}/out"] = out.detach().contiguous().clone()
         meta.append({**case, "inputs": len(xs), "has_idx": idx is not None})
     path = OUT / f"ops_{DT_NAME[dtype]}.safetensors"
-    save_file(tensors, str(path), metadata={"cases": json.dumps(meta), "torch": torch.__version__})
+    # One metadata key only: safetensors writes a map's keys in no fixed order.
+    save_file(tensors, str(path), metadata={"cases": json.dumps(meta)})
     return len(meta)
 
 
@@ -663,7 +664,7 @@ def write_optim():
                     for k, p in ps.items():
                         tensors[f"{case}/{dt}/step{t}/{k}"] = p.detach().clone()
             meta.append({"name": case, "spec": gf, "steps": STEPS, "lrs": lrs})
-    save_file(tensors, str(OUT / "optim.safetensors"), metadata={"cases": json.dumps(meta), "torch": torch.__version__})
+    save_file(tensors, str(OUT / "optim.safetensors"), metadata={"cases": json.dumps(meta)})
     return len(meta)
 
 

@@ -431,9 +431,10 @@ fn models_match_pytorch() {
         };
         let grads = loss.backward().unwrap();
         let row = format!(
-            "{} {}",
+            "{} {} {}",
             m.name.split('_').next().unwrap(),
-            if m.train { "train" } else { "eval" }
+            if m.train { "train" } else { "eval" },
+            m.dtype
         );
         let mut worst = (0.0f64, String::new());
         let mut check = |rep: &mut Report, what: &str, err: f64| {

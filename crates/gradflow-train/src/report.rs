@@ -1,1 +1,835 @@
-//! stub
+//! A run directory turned into something a person can look at: one
+//! self-contained `report.html` (plots inlined as base64 PNG, no network, no
+//! external CSS or JavaScript, so it can be mailed or archived as one file)
+//! and the same plots as PNG files next to it.
+//!
+//! The report reads only what `gradflow train` already wrote (`metrics.jsonl`,
+//! `diagnostics.jsonl`, `summary.json`, `model.toml`, `model.safetensors`), so
+//! it can be produced long after the run, on another machine, and never
+//! changes the run itself.
+
+use crate::diagnostics::{LayerStats, StepRecord};
+use crate::metrics::EpochMetrics;
+use crate::trainer::Summary;
+use base64::Engine as _;
+use gradflow_nn::serialize::from_safetensors;
+use gradflow_nn::{BuildOptions, Init, LayerSpec, ModelSpec};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::de::DeserializeOwned;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Why a report could not be made, as one line naming the file at fault, so
+/// the user knows which file to look at instead of reading a backtrace.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReportError(pub String);
+
+type RResult<T> = Result<T, ReportError>;
+
+/// One Linear/Conv2d weight tensor, flattened: histograms need the values, not the layout.
+#[derive(Debug, Clone)]
+pub struct WeightTensor {
+    /// State-dict name (`1.weight`), as the user will find it in PyTorch.
+    pub name: String,
+    /// Layer description (`Linear(784 → 800)`), so the histogram says what it shows.
+    pub layer: String,
+    /// Shape in the file.
+    pub shape: Vec<usize>,
+    /// Every element, in f64 whatever the file's dtype.
+    pub values: Vec<f64>,
+}
+
+/// Everything a report shows, loaded and checked once so that rendering cannot
+/// fail half-way on a bad file.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// `summary.json`.
+    pub summary: Summary,
+    /// `metrics.jsonl`, one entry per completed epoch.
+    pub metrics: Vec<EpochMetrics>,
+    /// `diagnostics.jsonl`, one entry per recorded step (empty with `--diagnostics-every 0`).
+    pub steps: Vec<StepRecord>,
+    /// `model.toml`.
+    pub spec: ModelSpec,
+    /// One line per layer (`Linear(784 → 800)`), for the report's model table.
+    pub layers: Vec<String>,
+    /// Linear/Conv2d weights from `model.safetensors`; `None` when the run
+    /// stopped before its first checkpoint, which is exactly when a report of
+    /// the warnings is still wanted.
+    pub weights: Option<Vec<WeightTensor>>,
+}
+
+/// The files of one written report.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `RUN_DIR/report.html`.
+    pub html: PathBuf,
+    /// The PNG plots, in the order the report shows them.
+    pub plots: Vec<PathBuf>,
+}
+
+/// The file names of the plots, in report order (tests and tools can rely on them).
+pub const PLOT_FILES: [&str; 6] = [
+    "loss.png",
+    "accuracy.png",
+    "grad_norms.png",
+    "saturation.png",
+    "weights_hist.png",
+    "sparsity.png",
+];
+
+/// The report's own file name inside the run directory.
+pub const REPORT_FILE: &str = "report.html";
+
+fn read_text(path: &Path) -> RResult<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (is this a directory written by `gradflow train --out`?)"
+        } else {
+            ""
+        };
+        ReportError(format!("{}: cannot read: {e}{hint}", path.display()))
+    })
+}
+
+fn read_jsonl<T: DeserializeOwned>(path: &Path) -> RResult<Vec<T>> {
+    let text = read_text(path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| ReportError(format!("{}: line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
+impl RunData {
+    /// Read and check every file of a run directory. `model.safetensors` may
+    /// be missing (a run that diverged in its first epoch has none); every
+    /// other file is required, and any unreadable file is an error naming it.
+    pub fn load(dir: &Path) -> RResult<RunData> {
+        if !dir.is_dir() {
+            return Err(ReportError(format!("{}: no such run directory", dir.display())));
+        }
+        let sp = dir.join("summary.json");
+        let summary: Summary = serde_json::from_str(&read_text(&sp)?)
+            .map_err(|e| ReportError(format!("{}: not a valid summary: {e}", sp.display())))?;
+        let metrics = read_jsonl::<EpochMetrics>(&dir.join("metrics.jsonl"))?;
+        let steps = read_jsonl::<StepRecord>(&dir.join("diagnostics.jsonl"))?;
+        let mp = dir.join("model.toml");
+        let shown = mp.display().to_string();
+        let spec = ModelSpec::parse(&read_text(&mp)?, &shown).map_err(|e| ReportError(e.0))?;
+        // Zero init: only the descriptions are wanted, not random numbers.
+        let net = spec
+            .build(BuildOptions {
+                init: Init::Zeros,
+                ..Default::default()
+            })
+            .map_err(|e| ReportError(format!("{shown}: {}", e.0)))?;
+        let layers: Vec<String> = net.layers.iter().map(|l| l.describe()).collect();
+        let wp = dir.join(crate::checkpoint::WEIGHTS_FILE);
+        let weights = if wp.exists() {
+            let wshown = wp.display().to_string();
+            let bytes = std::fs::read(&wp).map_err(|e| ReportError(format!("{wshown}: cannot read: {e}")))?;
+            let (loaded, _) = from_safetensors(&bytes, &wshown).map_err(|e| ReportError(e.0))?;
+            let mut out = Vec::new();
+            for (i, l) in spec.layers.iter().enumerate() {
+                if !matches!(l, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. }) {
+                    continue;
+                }
+                let name = format!("{i}.weight");
+                let t = loaded.get(&name).ok_or_else(|| {
+                    ReportError(format!(
+                        "{wshown}: no tensor '{name}', but {shown} has a {} there",
+                        l.kind()
+                    ))
+                })?;
+                out.push(WeightTensor {
+                    name,
+                    layer: layers[i].clone(),
+                    shape: t.shape().to_vec(),
+                    values: t.to_vec_f64(),
+                });
+            }
+            Some(out)
+        } else {
+            None
+        };
+        Ok(RunData {
+            dir: dir.to_path_buf(),
+            summary,
+            metrics,
+            steps,
+            spec,
+            layers,
+            weights,
+        })
+    }
+}
+
+/// Load a run directory, draw the plots into it and write `report.html`.
+pub fn write_report(dir: &Path) -> RResult<Report> {
+    let data = RunData::load(dir)?;
+    let plots = render_plots(&data, dir)?;
+    let mut images = Vec::with_capacity(plots.len());
+    for p in &plots {
+        let bytes = std::fs::read(p).map_err(|e| ReportError(format!("{}: cannot read back: {e}", p.display())))?;
+        images.push(bytes);
+    }
+    let html = render_html(&data, &images);
+    let path = dir.join(REPORT_FILE);
+    std::fs::write(&path, html).map_err(|e| ReportError(format!("{}: cannot write: {e}", path.display())))?;
+    Ok(Report { html: path, plots })
+}
+
+// ---------------------------------------------------------------- plots
+
+/// Tableau 10: distinguishable, and still distinguishable when printed grey.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
+const FONT: &str = "sans-serif";
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 450;
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// One curve: a label for the legend and its finite points.
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+    dashed: bool,
+}
+
+impl Series {
+    fn new(label: impl Into<String>, points: impl IntoIterator<Item = (f64, f64)>) -> Series {
+        Series {
+            label: label.into(),
+            // NaN and ±∞ (a diverged run) cannot be placed on an axis; leave gaps instead of failing.
+            points: points
+                .into_iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect(),
+            dashed: false,
+        }
+    }
+}
+
+/// How the y axis is drawn.
+#[derive(Clone, Copy, PartialEq)]
+enum YAxis {
+    Linear,
+    /// Fractions in [0, 1] shown as percent.
+    Percent,
+    /// Log scale: gradient norms span many decades, which is the point of the plot.
+    Log,
+}
+
+struct LinePlot<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    y: YAxis,
+    series: Vec<Series>,
+    /// Shown instead of axes when there is nothing to draw.
+    empty: &'a str,
+    /// Draw a dot at every point (few epochs: a line alone hides where the data are).
+    markers: bool,
+}
+
+/// Pad a degenerate or tight range so a single point or a flat line is still visible.
+fn padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
+    if hi > lo {
+        let d = (hi - lo) * frac;
+        (lo - d, hi + d)
+    } else {
+        let d = if lo == 0.0 { 0.5 } else { lo.abs() * 0.1 };
+        (lo - d, hi + d)
+    }
+}
+
+fn message(area: &Area, title: &str, text: &str) -> PlotResult {
+    let inner = area.titled(title, (FONT, 24))?;
+    let (w, h) = inner.dim_in_pixel();
+    let style = TextStyle::from((FONT, 18)).color(&RGBColor(90, 90, 90));
+    let style = style.pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Center,
+        plotters::style::text_anchor::VPos::Center,
+    ));
+    inner.draw_text(text, &style, (w as i32 / 2, h as i32 / 2))?;
+    Ok(())
+}
+
+fn draw_lines<'a, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    series: &[Series],
+    markers: bool,
+) -> PlotResult
+where
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    for (i, s) in series.iter().enumerate() {
+        let c = color(i);
+        let style = c.stroke_width(2);
+        if s.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(s.points.iter().copied(), 8, 5, style))?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        } else {
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), style))?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        }
+        if markers {
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
+fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let pts: Vec<(f64, f64)> = p
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|&(_, y)| p.y != YAxis::Log || y > 0.0)
+        .collect();
+    if pts.is_empty() {
+        message(&root, p.title, p.empty)?;
+        root.present()?;
+        return Ok(());
+    }
+    let (xmin, xmax) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &(x, _)| (a.min(x), b.max(x)));
+    let (ymin, ymax) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
+    let (x0, x1) = padded(xmin, xmax, 0.03);
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(p.title, (FONT, 24))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(75);
+    match p.y {
+        YAxis::Log => {
+            let (lo, hi) = (ymin / 2.0, ymax * 2.0);
+            let mut chart = builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc(p.x_desc)
+                .y_desc(p.y_desc)
+                .label_style((FONT, 14))
+                .y_label_formatter(&|v| format!("{v:.0e}"))
+                .draw()?;
+            // Zeros cannot sit on a log axis; drop them from the curves.
+            let series: Vec<Series> = p
+                .series
+                .iter()
+                .map(|s| Series {
+                    label: s.label.clone(),
+                    points: s.points.iter().copied().filter(|&(_, y)| y > 0.0).collect(),
+                    dashed: s.dashed,
+                })
+                .collect();
+            draw_lines(&mut chart, &series, p.markers)?;
+        }
+        YAxis::Linear | YAxis::Percent => {
+            let (y0, y1) = if p.y == YAxis::Percent {
+                let (a, b) = padded(ymin, ymax, 0.08);
+                (a.max(0.0).min(ymin), b.min(1.0).max(ymax))
+            } else {
+                padded(ymin, ymax, 0.08)
+            };
+            let (y0, y1) = if y1 > y0 { (y0, y1) } else { padded(y0, y1, 0.1) };
+            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
+            let percent = |v: &f64| format!("{:.0}%", v * 100.0);
+            let percent_fine = |v: &f64| format!("{:.1}%", v * 100.0);
+            let plain = |v: &f64| format!("{v:.3}");
+            let fine = y1 - y0 < 0.05;
+            let fmt: &dyn Fn(&f64) -> String = match (p.y, fine) {
+                (YAxis::Percent, false) => &percent,
+                (YAxis::Percent, true) => &percent_fine,
+                _ => &plain,
+            };
+            chart
+                .configure_mesh()
+                .x_desc(p.x_desc)
+                .y_desc(p.y_desc)
+                .label_style((FONT, 14))
+                .y_label_formatter(fmt)
+                .draw()?;
+            draw_lines(&mut chart, &p.series, p.markers)?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn epochs_of(m: &[EpochMetrics], f: impl Fn(&EpochMetrics) -> Option<f64>) -> Vec<(f64, f64)> {
+    m.iter().filter_map(|e| f(e).map(|v| (e.epoch as f64, v))).collect()
+}
+
+/// Per-layer step series of one statistic, one curve per layer that has it.
+fn layer_series(steps: &[StepRecord], label: &str, f: impl Fn(&LayerStats) -> Option<f64>) -> Vec<Series> {
+    let Some(first) = steps.first() else { return Vec::new() };
+    first
+        .layers
+        .iter()
+        .filter(|l| f(l).is_some())
+        .map(|l| {
+            let pts = steps.iter().filter_map(|r| {
+                r.layers
+                    .iter()
+                    .find(|x| x.index == l.index)
+                    .and_then(&f)
+                    .map(|v| (r.step as f64, v))
+            });
+            Series::new(format!("layer {} {}{label}", l.index, l.kind), pts)
+        })
+        .collect()
+}
+
+fn weights_plot(path: &Path, weights: Option<&[WeightTensor]>) -> PlotResult {
+    let title = "Weight distribution per layer";
+    let weights = match weights {
+        Some(w) if !w.is_empty() => w,
+        Some(_) => {
+            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+            root.fill(&WHITE)?;
+            message(&root, title, "the model has no Linear or Conv2d weights")?;
+            root.present()?;
+            return Ok(());
+        }
+        None => {
+            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+            root.fill(&WHITE)?;
+            message(
+                &root,
+                title,
+                "no model.safetensors: the run stopped before its first epoch ended",
+            )?;
+            root.present()?;
+            return Ok(());
+        }
+    };
+    let cols = weights.len().min(3);
+    let rows = weights.len().div_ceil(cols);
+    let root = BitMapBackend::new(path, (WIDTH, 50 + 280 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 24))?;
+    for (i, (w, area)) in weights.iter().zip(root.split_evenly((rows, cols))).enumerate() {
+        let v: Vec<f64> = w.values.iter().copied().filter(|x| x.is_finite()).collect();
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let caption = format!("{} {}  μ {mean:.3} σ {std:.3}", w.name, w.layer);
+        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        if v.is_empty() {
+            message(&area, &caption, "no finite values")?;
+            continue;
+        }
+        let (lo, hi) = padded(lo, hi, 0.02);
+        let bins = 40usize;
+        let width = (hi - lo) / bins as f64;
+        let mut counts = vec![0usize; bins];
+        for x in &v {
+            counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+        }
+        let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(caption, (FONT, 14))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(55)
+            .build_cartesian_2d(lo..hi, 0.0..top.max(1.0))?;
+        chart
+            .configure_mesh()
+            .label_style((FONT, 11))
+            .x_labels(5)
+            .y_labels(5)
+            .x_label_formatter(&|x| format!("{x:.2}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        let c = color(i);
+        chart.draw_series(counts.iter().enumerate().map(|(b, &k)| {
+            let x0 = lo + b as f64 * width;
+            Rectangle::new([(x0, 0.0), (x0 + width, k as f64)], c.mix(0.75).filled())
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]); returns their paths.
+pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
+    let m = &data.metrics;
+    let penalty = m.iter().any(|e| e.train_penalty > 0.0);
+    let mut loss = vec![Series::new("train", epochs_of(m, |e| Some(e.train_loss)))];
+    if penalty {
+        // With L1/L2 the objective and the data loss differ; the validation loss compares with the latter.
+        let mut s = Series::new("train (data loss only)", epochs_of(m, |e| Some(e.train_data_loss)));
+        s.dashed = true;
+        loss.push(s);
+    }
+    loss.push(Series::new("validation", epochs_of(m, |e| e.val_loss)));
+    loss.retain(|s| !s.points.is_empty());
+    let accuracy: Vec<Series> = vec![
+        Series::new("train", epochs_of(m, |e| Some(e.train_accuracy))),
+        Series::new("validation", epochs_of(m, |e| e.val_accuracy)),
+    ]
+    .into_iter()
+    .filter(|s| !s.points.is_empty())
+    .collect();
+    let mut saturation = layer_series(&data.steps, " saturated", |l| l.saturated);
+    saturation.extend(layer_series(&data.steps, " dead", |l| l.dead));
+    let no_steps = "no diagnostics recorded (--diagnostics-every 0, or no step finished)";
+    let plots: [(&str, LinePlot); 5] = [
+        (
+            "loss.png",
+            LinePlot {
+                title: "Loss",
+                x_desc: "epoch",
+                y_desc: "loss",
+                y: YAxis::Linear,
+                series: loss,
+                empty: "no epoch completed",
+                markers: true,
+            },
+        ),
+        (
+            "accuracy.png",
+            LinePlot {
+                title: "Accuracy",
+                x_desc: "epoch",
+                y_desc: "accuracy",
+                y: YAxis::Percent,
+                series: accuracy,
+                empty: "no epoch completed",
+                markers: true,
+            },
+        ),
+        (
+            "grad_norms.png",
+            LinePlot {
+                title: "Weight-gradient norm per layer (log scale)",
+                x_desc: "step",
+                y_desc: "‖∂L/∂W‖",
+                y: YAxis::Log,
+                series: layer_series(&data.steps, "", |l| l.grad_norm),
+                empty: no_steps,
+                markers: data.steps.len() < 30,
+            },
+        ),
+        (
+            "saturation.png",
+            LinePlot {
+                title: "Saturated (sigmoid/tanh) and dead (ReLU) units",
+                x_desc: "step",
+                y_desc: "fraction of units",
+                y: YAxis::Percent,
+                series: saturation,
+                empty: if data.steps.is_empty() {
+                    no_steps
+                } else {
+                    "no Sigmoid, Tanh or ReLU layer to watch"
+                },
+                markers: data.steps.len() < 30,
+            },
+        ),
+        (
+            "sparsity.png",
+            LinePlot {
+                title: "Weight sparsity (|w| < 1e-3)",
+                x_desc: "epoch",
+                y_desc: "fraction of weights",
+                y: YAxis::Percent,
+                series: vec![Series::new(
+                    "Linear/Conv2d weights",
+                    epochs_of(m, |e| Some(e.weight_sparsity)),
+                )],
+                empty: "no epoch completed",
+                markers: true,
+            },
+        ),
+    ];
+    let mut drawn = Vec::new();
+    let fail = |file: &Path, e: Box<dyn std::error::Error>| {
+        ReportError(format!(
+            "{}: cannot draw: {e} (text needs a system font, e.g. the fonts-dejavu package)",
+            file.display()
+        ))
+    };
+    for (name, plot) in &plots {
+        let file = out_dir.join(name);
+        line_plot(&file, plot).map_err(|e| fail(&file, e))?;
+        drawn.push((*name, file));
+    }
+    let file = out_dir.join("weights_hist.png");
+    weights_plot(&file, data.weights.as_deref()).map_err(|e| fail(&file, e))?;
+    drawn.push(("weights_hist.png", file));
+    Ok(PLOT_FILES
+        .iter()
+        .map(|f| drawn.iter().find(|(n, _)| n == f).expect("every plot drawn").1.clone())
+        .collect())
+}
+
+// ---------------------------------------------------------------- HTML
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "–".into())
+}
+
+fn sci(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if (1e-3..1e4).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+.warn{border-left:4px solid #d62728;background:#fff5f5;padding:.5em .9em;margin:.7em 0}
+.ok{border-left:4px solid #2ca02c;background:#f4fbf4;padding:.5em .9em}
+.muted{color:#666}code{background:#f4f4f4;padding:0 .25em}";
+
+/// The report page, with `images` (PNG bytes, in [`PLOT_FILES`] order) inlined.
+pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
+    let s = &data.summary;
+    let img = |i: usize, alt: &str| -> String {
+        match images.get(i) {
+            Some(b) => format!(
+                "<img alt=\"{}\" src=\"data:image/png;base64,{}\">\n",
+                esc(alt),
+                base64::engine::general_purpose::STANDARD.encode(b)
+            ),
+            None => String::new(),
+        }
+    };
+    let mut h = String::new();
+    let title = format!("gradflow report: {}", data.dir.display());
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n<h1>{}</h1>\n",
+        esc(&title),
+        esc(&title)
+    );
+    let stopped = match &s.stop_detail {
+        Some(d) => format!("{} — {}", s.stopped, d),
+        None => s.stopped.clone(),
+    };
+    let _ = write!(
+        h,
+        "<p class=\"muted\">{} epochs, {} parameters, stopped: {}</p>\n",
+        s.epochs,
+        s.parameters,
+        esc(&stopped)
+    );
+
+    h.push_str("<h2 id=\"summary\">Summary</h2>\n<table>\n");
+    let rows: Vec<(&str, String)> = vec![
+        ("Test accuracy", pct(s.test_accuracy)),
+        ("Test error", pct(1.0 - s.test_accuracy)),
+        ("Test loss", format!("{:.4}", s.test_loss)),
+        ("Final training accuracy", pct(s.train_accuracy)),
+        ("Final validation accuracy", opt(s.val_accuracy, pct)),
+        ("Epochs", s.epochs.to_string()),
+        ("Best epoch", s.best_epoch.to_string()),
+        ("Parameters", s.parameters.to_string()),
+        ("Training time", format!("{:.1} s", s.train_seconds)),
+        ("Throughput", format!("{:.0} samples/s", s.samples_per_second)),
+        ("Stopped", stopped.clone()),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(h, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(k), esc(&v));
+    }
+    h.push_str("</table>\n");
+
+    h.push_str("<h2 id=\"warnings\">Warnings</h2>\n");
+    if s.warnings.is_empty() {
+        h.push_str("<p class=\"ok\">No warnings: the diagnostics saw no vanishing or exploding gradients, saturation, dead units or overfitting.</p>\n");
+    }
+    for w in &s.warnings {
+        let when = match w.step {
+            Some(st) => format!("epoch {}, step {st}", w.epoch),
+            None if w.epoch > 0 => format!("epoch {}", w.epoch),
+            None => String::new(),
+        };
+        let _ = write!(
+            h,
+            "<div class=\"warn\"><strong>{}</strong> <span class=\"muted\">{}</span><br>\nEvidence: {}<br>\nSuggestion: {}</div>\n",
+            esc(&w.kind.replace('_', " ")),
+            esc(&when),
+            esc(&w.evidence),
+            esc(&w.suggestion)
+        );
+    }
+
+    h.push_str("<h2 id=\"model\">Model</h2>\n<table>\n<tr><th>#</th><th>Layer</th></tr>\n");
+    for (i, l) in data.layers.iter().enumerate() {
+        let _ = writeln!(h, "<tr><td class=\"n\">{i}</td><td>{}</td></tr>", esc(l));
+    }
+    h.push_str("</table>\n");
+    let _ = writeln!(h, "<p class=\"muted\">Input shape {:?}.</p>", data.spec.input);
+
+    h.push_str("<h2 id=\"loss\">Loss</h2>\n");
+    h.push_str("<p>Training loss is the mean over each epoch's steps; validation loss is measured at the epoch's end. A validation curve that turns up while training keeps falling is overfitting.</p>\n");
+    h.push_str(&img(0, "loss per epoch, training and validation"));
+    h.push_str("<h2 id=\"accuracy\">Accuracy</h2>\n");
+    h.push_str(&img(1, "accuracy per epoch, training and validation"));
+    h.push_str("<h2 id=\"gradients\">Gradient flow</h2>\n");
+    h.push_str("<p>The norm of each layer's weight gradient. Layers near the input whose curve sits decades below the last layer's learn that much slower: vanishing gradients.</p>\n");
+    h.push_str(&img(2, "weight-gradient norm per layer over steps, log scale"));
+    h.push_str("<h2 id=\"saturation\">Saturation and dead units</h2>\n");
+    h.push_str("<p>Sigmoid outputs outside [0.01, 0.99] and tanh outputs beyond ±0.99 pass almost no gradient; ReLU units that are zero for a whole batch pass none.</p>\n");
+    h.push_str(&img(3, "fraction of saturated and dead units over steps"));
+    h.push_str("<h2 id=\"weights\">Weights</h2>\n");
+    h.push_str(&img(4, "histogram of each layer's weights"));
+    h.push_str("<h2 id=\"sparsity\">Sparsity</h2>\n");
+    h.push_str(
+        "<p>The fraction of weights with |w| &lt; 1e-3 at each epoch's end; L1 regularization drives it up.</p>\n",
+    );
+    h.push_str(&img(5, "weight sparsity per epoch"));
+
+    h.push_str("<h2 id=\"epochs\">Epochs</h2>\n");
+    if data.metrics.is_empty() {
+        h.push_str("<p class=\"muted\">No epoch completed.</p>\n");
+    } else {
+        h.push_str("<table>\n<tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>\n");
+        for e in &data.metrics {
+            let _ = writeln!(
+                h,
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2e}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.1}</td></tr>",
+                e.epoch,
+                e.train_loss,
+                pct(e.train_accuracy),
+                opt(e.val_loss, |v| format!("{v:.4}")),
+                opt(e.val_accuracy, pct),
+                e.lr,
+                pct(e.weight_sparsity),
+                e.weight_norm,
+                e.seconds
+            );
+        }
+        h.push_str("</table>\n");
+    }
+
+    h.push_str("<h2 id=\"layers\">Layers at the last recorded step</h2>\n");
+    match data.steps.last() {
+        None => h.push_str("<p class=\"muted\">No diagnostics recorded.</p>\n"),
+        Some(r) => {
+            let _ = writeln!(
+                h,
+                "<p class=\"muted\">Step {}, epoch {}. Update ratio ‖ΔW‖/‖W‖ is healthy around 1e-3.</p>",
+                r.step, r.epoch
+            );
+            h.push_str("<table>\n<tr><th>#</th><th>layer</th><th>‖∂L/∂W‖</th><th>‖W‖</th><th>update ratio</th><th>|w| &lt; 1e-3</th><th>act mean</th><th>act std</th><th>saturated</th><th>dead</th></tr>\n");
+            for l in &r.layers {
+                let _ = writeln!(
+                    h,
+                    "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                    l.index,
+                    esc(&l.kind),
+                    opt(l.grad_norm, sci),
+                    opt(l.weight_norm, sci),
+                    opt(l.update_ratio, sci),
+                    opt(l.near_zero, pct),
+                    l.act_mean,
+                    l.act_std,
+                    opt(l.saturated, pct),
+                    opt(l.dead, pct)
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
+    h.push_str("<p class=\"muted\">Written by <code>gradflow report</code>. The plots are also saved as PNG files in the run directory.</p>\n</body>\n</html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(esc("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+    }
+
+    #[test]
+    fn padding_keeps_single_points_visible() {
+        let (a, b) = padded(1.0, 1.0, 0.05);
+        assert!(a < 1.0 && b > 1.0);
+        let (a, b) = padded(0.0, 0.0, 0.05);
+        assert!(a < 0.0 && b > 0.0);
+    }
+
+    #[test]
+    fn missing_directory_and_files_are_named() {
+        let e = RunData::load(Path::new("/nonexistent/run")).unwrap_err().0;
+        assert!(e.contains("/nonexistent/run"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = RunData::load(dir.path()).unwrap_err().0;
+        assert!(e.contains("summary.json"), "{e}");
+        std::fs::write(dir.path().join("summary.json"), "{}").unwrap();
+        let e = RunData::load(dir.path()).unwrap_err().0;
+        assert!(e.contains("summary.json") && e.contains("not a valid summary"), "{e}");
+    }
+}

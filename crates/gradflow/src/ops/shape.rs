@@ -421,6 +421,22 @@ impl Tensor {
         };
         let nd = first.ndim() as isize + 1;
         let a = if axis < 0 { axis + nd } else { axis };
+        if a < 0 || a >= nd {
+            return arg_err(
+                "stack",
+                format!("axis {axis} out of range for stacking tensors of {} dimensions", nd - 1),
+            );
+        }
+        if let Some(t) = tensors.iter().find(|t| t.shape() != first.shape()) {
+            return shape_err(
+                "stack",
+                format!(
+                    "shapes {} and {} differ (stack needs equal shapes)",
+                    fmt_shape(first.shape()),
+                    fmt_shape(t.shape())
+                ),
+            );
+        }
         let expanded: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(a)).collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = expanded.iter().collect();
         Tensor::cat(&refs, a)
@@ -777,6 +793,18 @@ mod tests {
         );
         check(|t| Tensor::stack(&[&t[0], &t[1].t()?], 2), &[x.clone(), y.clone()]);
         assert!(Tensor::stack(&[], 0).unwrap_err().to_string().starts_with("stack:"));
-        assert!(Tensor::stack(&[&x, &y], 0).is_err());
+        assert_eq!(
+            Tensor::stack(&[&x, &y], 0).unwrap_err().to_string(),
+            "stack: shapes [3, 2] and [2, 3] differ (stack needs equal shapes)"
+        );
+        assert_eq!(
+            Tensor::stack(&[&x, &x], 3).unwrap_err().to_string(),
+            "stack: axis 3 out of range for stacking tensors of 2 dimensions"
+        );
+        assert!(Tensor::stack(&[&x, &x], -4)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stack: axis -4"));
+        assert_eq!(Tensor::stack(&[&x, &x], -3).unwrap().shape(), &[2, 3, 2]);
     }
 }

@@ -178,7 +178,9 @@ impl UnaryOp for Powf {
     }
 }
 
-/// Clamp into [min, max]; gradient 1 inside (bounds included, as in PyTorch), 0 outside.
+/// Clamp into [min, max]; gradient 1 strictly inside, 0 outside and at the bounds
+/// themselves (PyTorch ≥ 2.14's minimum-norm subgradient, as hardtanh and relu;
+/// PyTorch ≤ 2.13 gave 1 at the bounds).
 #[derive(Clone, Copy, Debug)]
 pub struct Clamp {
     /// Lower bound (use -inf for none).
@@ -195,7 +197,7 @@ impl UnaryOp for Clamp {
         x.max(T::of(self.min)).min(T::of(self.max))
     }
     fn derivative<T: Element>(&self, x: T, _y: T) -> T {
-        if x >= T::of(self.min) && x <= T::of(self.max) {
+        if x > T::of(self.min) && x < T::of(self.max) {
             T::one()
         } else {
             T::zero()
