@@ -171,9 +171,15 @@ impl Tensor {
             // Take the rule out of the node: after it runs, the saved inputs are released.
             let gf = node.0.grad_fn.lock().unwrap_or_else(|e| e.into_inner()).take();
             let Some(gf) = gf else {
+                if node.0.released.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::Backward(
+                        "this graph was already backpropagated and freed; run the forward pass again".into(),
+                    ));
+                }
                 store.grads.insert(node.id(), grad);
                 continue;
             };
+            node.0.released.store(true, std::sync::atomic::Ordering::Relaxed);
             let inputs = gf.inputs();
             let needs: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
             let input_grads = gf.backward(&node, &grad, &needs)?;
@@ -440,5 +446,32 @@ mod tests {
             assert_eq!(Arc::strong_count(&w.0.storage), 1, "step {step}");
         }
         assert!(last < first.unwrap() * 0.5, "{first:?} -> {last}");
+    }
+
+    #[test]
+    fn dropping_a_deep_graph_without_backward_does_not_overflow_the_stack() {
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_(true);
+                let mut y = x.clone();
+                for _ in 0..100_000 {
+                    y = y.add_scalar(1e-3).mul_scalar(0.999);
+                }
+                drop(y);
+            })
+            .unwrap();
+        handle
+            .join()
+            .expect("dropping a 200,000-node graph overflowed the stack");
+    }
+
+    #[test]
+    fn a_second_backward_through_a_freed_graph_is_an_error() {
+        let x = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap().requires_grad_(true);
+        let loss = x.square().sum_all();
+        assert!(loss.backward().is_ok());
+        let e = loss.backward().err().expect("second backward must fail").to_string();
+        assert!(e.contains("already backpropagated"), "{e}");
     }
 }

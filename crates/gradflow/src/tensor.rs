@@ -9,7 +9,7 @@ use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Element};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A unique id per tensor node; gradients are keyed by it.
@@ -32,6 +32,34 @@ pub(crate) struct TensorImpl {
     /// Taken (set to None) by backward once this node's rule has run, which frees
     /// the saved activations it held.
     pub(crate) grad_fn: Mutex<Option<Arc<dyn GradFn>>>,
+    /// Set when backward has run this node's rule and released it, so a second
+    /// backward through the same graph is an error instead of a silent zero.
+    pub(crate) released: AtomicBool,
+}
+
+impl Drop for TensorImpl {
+    /// Free the graph below this node with a loop, not recursion: dropping the
+    /// loss of a 100,000-op chain must not overflow the stack.
+    fn drop(&mut self) {
+        let Some(first) = self.grad_fn.get_mut().ok().and_then(|g| g.take()) else {
+            return;
+        };
+        let mut stack = vec![first];
+        while let Some(gf) = stack.pop() {
+            if Arc::strong_count(&gf) != 1 {
+                continue; // someone else still uses this node; dropping our handle is shallow
+            }
+            let inputs = gf.inputs();
+            drop(gf);
+            for t in inputs {
+                if Arc::strong_count(&t.0) == 1 {
+                    if let Some(g) = t.0.grad_fn.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        stack.push(g);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An n-dimensional array of f32 or f64 that records the ops applied to it
@@ -79,6 +107,7 @@ impl Tensor {
             dtype,
             requires_grad,
             grad_fn: Mutex::new(grad_fn),
+            released: AtomicBool::new(false),
         }))
     }
 
@@ -98,11 +127,14 @@ impl Tensor {
     /// Give `self` (a fresh result) a node in the graph if any input needs a gradient.
     pub(crate) fn attach(self, inputs: &[&Tensor], grad_fn: impl FnOnce() -> Arc<dyn GradFn>) -> Tensor {
         if autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
-            let inner = Arc::try_unwrap(self.0).unwrap_or_else(|_| unreachable!("fresh tensor"));
             Tensor(Arc::new(TensorImpl {
+                id: self.0.id,
+                storage: self.0.storage.clone(),
+                layout: self.0.layout.clone(),
+                dtype: self.0.dtype,
                 requires_grad: true,
                 grad_fn: Mutex::new(Some(grad_fn())),
-                ..inner
+                released: AtomicBool::new(false),
             }))
         } else {
             self
