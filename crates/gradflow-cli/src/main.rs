@@ -33,6 +33,8 @@ enum Command {
     Explain(commands::explain::ExplainArgs),
     /// Run a study: `activations` (vanishing gradients vs depth) or `regularization` (the train/validation gap).
     Experiment(commands::experiment::ExperimentArgs),
+    /// Start a local web page that trains small networks live with the real engine.
+    Playground(commands::playground::PlaygroundArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Report(a) => commands::report::run(a),
         Command::Explain(a) => commands::explain::run(a),
         Command::Experiment(a) => commands::experiment::run(a),
+        Command::Playground(a) => commands::playground::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
