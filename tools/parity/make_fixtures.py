@@ -158,6 +158,13 @@ def build_cases():
     for op in ["sum", "mean", "max", "min"]:
         for i, (axes, keep) in enumerate(red):
             cs.add(f"{op}_{i}", op, [randn(2, 3, 4)], {"axes": axes, "keepdim": keep})
+    # Ties along one axis: torch.max(x, dim) gives the whole gradient to the index it
+    # returns (the first), as gradflow does. (torch.amax over several axes splits ties
+    # evenly instead; gradflow does not, so there are no multi-axis tie cases.)
+    ties = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, -1.0], [0.0, 5.0, 1.0, 5.0]], dtype=F64)
+    cs.add("max_dim_ties", "max_dim", [ties.clone()], {"axis": 1, "keepdim": False})
+    cs.add("min_dim_ties", "min_dim", [ties.clone()], {"axis": 0, "keepdim": True})
+    cs.add("max_dim", "max_dim", [randn(2, 3, 4)], {"axis": -1, "keepdim": False})
     for i, (axes, keep, corr) in enumerate(
         [([1], False, 1), ([0, 2], True, 0), ([], False, 1), ([-1], False, 0), ([0], True, 1)]
     ):
@@ -281,6 +288,9 @@ def torch_op(op, xs, a, idx):
         if op == "var":
             return torch.var(xs[0], correction=a["correction"], **kw)
         return (torch.amax if op == "max" else torch.amin)(xs[0], **kw)
+    if op in ("max_dim", "min_dim"):
+        fn = torch.max if op == "max_dim" else torch.min
+        return fn(xs[0], dim=a["axis"], keepdim=a["keepdim"]).values
     if op == "reshape":
         return xs[0].reshape(a["shape"])
     if op == "transpose":

@@ -60,6 +60,19 @@ pub fn from_safetensors(
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
+        // safetensors checks that the elements fit the data, but an empty
+        // tensor may still claim dimensions whose product (its strides)
+        // overflows; refuse those instead of building a broken layout.
+        if shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_none()
+        {
+            return Err(WeightsError(format!(
+                "{source}: tensor '{name}' has an impossible shape {shape:?} (its size overflows)"
+            )));
+        }
         let data = view.data();
         let t = match view.dtype() {
             StDtype::F32 => Tensor::from_vec(

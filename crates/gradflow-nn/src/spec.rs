@@ -123,6 +123,21 @@ pub const PRESETS: [(&str, &str); 3] = [
     ("lenet5", include_str!("presets/lenet5.toml")),
 ];
 
+/// Largest value any single size in a model file may take (an `input`
+/// dimension, `out_features`, `out_channels`, a kernel, stride, padding,
+/// dilation or group count). Far above any real model, low enough that shape
+/// arithmetic on such values cannot overflow.
+pub const MAX_DIM: usize = 1 << 24;
+
+/// Largest number of values one sample may have at the input or output of
+/// any layer (2^28, 1 GiB of f32 per sample).
+pub const MAX_SAMPLE_ELEMENTS: usize = 1 << 28;
+
+/// Largest number of parameters and buffers [`ModelSpec::build`] allocates
+/// (2^28 values, 1 GiB of f32): a model file asking for more is an error, not
+/// an out-of-memory abort.
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
 type Table = toml::map::Map<String, toml::Value>;
 
 struct Keys<'a> {
@@ -142,6 +157,7 @@ impl<'a> Keys<'a> {
     fn usize(&mut self, key: &'static str, default: Option<usize>) -> Result<usize, SpecError> {
         match self.get(key) {
             None => default.map_or_else(|| self.err(format!("missing key '{key}'")), Ok),
+            Some(toml::Value::Integer(i)) if *i > MAX_DIM as i64 => self.err(too_large(key, *i)),
             Some(toml::Value::Integer(i)) if *i > 0 || (*i == 0 && default == Some(0)) => Ok(*i as usize),
             Some(v) => self.err(format!("'{key}' must be a positive integer, got {v}")),
         }
@@ -153,7 +169,17 @@ impl<'a> Keys<'a> {
         allow_zero: bool,
     ) -> Result<(usize, usize), SpecError> {
         let ok = |i: i64| i > 0 || (allow_zero && i == 0);
-        match self.get(key) {
+        let value = self.get(key);
+        let huge = match value {
+            Some(toml::Value::Integer(i)) => Some(*i),
+            Some(toml::Value::Array(a)) => a.iter().filter_map(toml::Value::as_integer).max(),
+            _ => None,
+        }
+        .filter(|&i| i > MAX_DIM as i64);
+        if let Some(i) = huge {
+            return self.err(too_large(key, i));
+        }
+        match value {
             None => default.map_or_else(|| self.err(format!("missing key '{key}'")), Ok),
             Some(toml::Value::Integer(i)) if ok(*i) => Ok((*i as usize, *i as usize)),
             Some(toml::Value::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
@@ -209,6 +235,95 @@ impl<'a> Keys<'a> {
             }
         }
         Ok(())
+    }
+}
+
+fn too_large(key: &str, value: i64) -> String {
+    format!("'{key}' = {value} is too large (at most {MAX_DIM})")
+}
+
+/// Values per sample of `shape`, or `None` if that overflows `usize`.
+fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Every size of one layer, checked against [`MAX_DIM`] before any shape
+/// arithmetic uses it (specs built in code skip the parser's checks).
+fn check_layer_sizes(l: &LayerSpec) -> Result<(), String> {
+    let sizes: Vec<(&str, usize)> = match l {
+        LayerSpec::Linear { out_features, .. } => vec![("out_features", *out_features)],
+        LayerSpec::Conv2d {
+            out_channels,
+            kernel_size,
+            params,
+            ..
+        } => vec![
+            ("out_channels", *out_channels),
+            ("kernel_size", kernel_size.0),
+            ("kernel_size", kernel_size.1),
+            ("stride", params.stride.0),
+            ("stride", params.stride.1),
+            ("padding", params.padding.0),
+            ("padding", params.padding.1),
+            ("dilation", params.dilation.0),
+            ("dilation", params.dilation.1),
+            ("groups", params.groups),
+        ],
+        LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => vec![
+            ("kernel_size", p.kernel.0),
+            ("kernel_size", p.kernel.1),
+            ("stride", p.stride.0),
+            ("stride", p.stride.1),
+            ("padding", p.padding.0),
+            ("padding", p.padding.1),
+        ],
+        _ => Vec::new(),
+    };
+    match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
+        Some((key, v)) => Err(format!("'{key}' = {v} is too large (at most {MAX_DIM})")),
+        None => Ok(()),
+    }
+}
+
+/// Checks the per-sample input shape: every dimension positive and at most
+/// [`MAX_DIM`], and at most [`MAX_SAMPLE_ELEMENTS`] values in all.
+fn check_input(input: &[usize]) -> Result<(), String> {
+    if input.is_empty() || input.iter().any(|&d| d == 0 || d > MAX_DIM) {
+        return Err(format!(
+            "'input' must be a non-empty list of positive integers of at most {MAX_DIM}, got {input:?}"
+        ));
+    }
+    match elements(input) {
+        Some(n) if n <= MAX_SAMPLE_ELEMENTS => Ok(()),
+        _ => Err(format!(
+            "'input' {input:?} has more than {MAX_SAMPLE_ELEMENTS} values per sample"
+        )),
+    }
+}
+
+/// Parameters and buffers a layer will allocate on an input of `shape`
+/// (already checked to have the rank the layer needs), or `None` on overflow.
+fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
+    match l {
+        LayerSpec::Linear { out_features, bias, .. } => {
+            shape[0]
+                .checked_mul(*out_features)?
+                .checked_add(if *bias { *out_features } else { 0 })
+        }
+        LayerSpec::Conv2d {
+            out_channels,
+            kernel_size,
+            params,
+            bias,
+            ..
+        } => (shape[0] / params.groups.max(1))
+            .checked_mul(*out_channels)?
+            .checked_mul(kernel_size.0)?
+            .checked_mul(kernel_size.1)?
+            .checked_add(if *bias { *out_channels } else { 0 }),
+        // weight, bias, running mean and variance, and the step counter.
+        LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => shape[0].checked_mul(4)?.checked_add(1),
+        _ => Some(0),
     }
 }
 
@@ -333,6 +448,7 @@ impl ModelSpec {
                 )))
             }
         };
+        check_input(&input).map_err(|e| SpecError(format!("{source}: {e}")))?;
         let layers = match doc.get("layer") {
             Some(toml::Value::Array(a)) if !a.is_empty() => a
                 .iter()
@@ -388,13 +504,25 @@ impl ModelSpec {
         self
     }
 
-    /// Build the network, checking every layer's input shape first.
+    /// Build the network, checking every layer's input shape first. Models
+    /// with more than [`MAX_PARAMETERS`] parameters and buffers are refused.
     pub fn build(&self, opts: BuildOptions) -> Result<Sequential, SpecError> {
+        self.build_with_limit(opts, MAX_PARAMETERS)
+    }
+
+    /// Like [`build`](Self::build) but refusing models with more than
+    /// `max_parameters` parameters and buffers. Every layer's sizes are
+    /// checked *before* its tensors are allocated, so a hostile file costs an
+    /// error message, not memory.
+    pub fn build_with_limit(&self, opts: BuildOptions, max_parameters: usize) -> Result<Sequential, SpecError> {
+        check_input(&self.input).map_err(SpecError)?;
         let mut rng = gradflow::seeded_rng(opts.seed);
         let mut shape = self.input.clone();
         let mut net = Sequential::new();
+        let mut allocated = 0usize;
         for (i, l) in self.layers.iter().enumerate() {
             let ctx = |msg: String| SpecError(format!("layer {i} ({}): {msg}", l.kind()));
+            check_layer_sizes(l).map_err(ctx)?;
             // The activation that follows decides the init gain.
             let next_act = self.layers[i + 1..].iter().find_map(|n| match n {
                 LayerSpec::Activation(a) => Some(*a),
@@ -415,6 +543,7 @@ impl ModelSpec {
                             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
                         )));
                     };
+                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
                     let mut lin = Linear::new(
                         n,
                         *out_features,
@@ -451,6 +580,7 @@ impl ModelSpec {
                             params.groups
                         )));
                     }
+                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
                     let mut conv = Conv2d::new(
                         c,
                         *out_channels,
@@ -471,15 +601,22 @@ impl ModelSpec {
                 LayerSpec::Flatten => net = net.push(Flatten),
                 LayerSpec::Dropout(p) => net = net.push(Dropout(*p)),
                 LayerSpec::BatchNorm1d { eps, momentum } => {
+                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
                     net = net.push(BatchNorm::new(shape[0], *eps, *momentum, false, opts.dtype))
                 }
                 LayerSpec::BatchNorm2d { eps, momentum } => {
+                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
                     net = net.push(BatchNorm::new(shape[0], *eps, *momentum, true, opts.dtype))
                 }
                 LayerSpec::Activation(a) => net = net.push(*a),
             }
             let last = net.layers.last().expect("just pushed");
             shape = last.output_shape(&shape).map_err(ctx)?;
+            if !elements(&shape).is_some_and(|n| n <= MAX_SAMPLE_ELEMENTS) {
+                return Err(ctx(format!(
+                    "output shape {shape:?} has more than {MAX_SAMPLE_ELEMENTS} values per sample"
+                )));
+            }
         }
         Ok(net)
     }
@@ -574,6 +711,20 @@ impl ModelSpec {
             }
         }
         s
+    }
+}
+
+/// Adds layer `l`'s allocation on input `shape` to `allocated`, or explains
+/// why that would exceed `limit`.
+fn budget(l: &LayerSpec, shape: &[usize], allocated: usize, limit: usize) -> Result<usize, String> {
+    match layer_allocation(l, shape).and_then(|n| Some((n, allocated.checked_add(n)?))) {
+        Some((_, total)) if total <= limit => Ok(total),
+        Some((n, _)) => Err(format!(
+            "{n} parameters on input {shape:?} would make the model larger than the limit of {limit}"
+        )),
+        None => Err(format!(
+            "its parameter count on input {shape:?} overflows (the limit is {limit})"
+        )),
     }
 }
 

@@ -233,6 +233,8 @@ fn apply(op: &str, a: &Value, x: &[Tensor], idx: Option<(&[usize], &[usize])>) -
         "mean" => x[0].mean(&axes(a), boolean(a, "keepdim"))?,
         "max" => x[0].max(&axes(a), boolean(a, "keepdim"))?,
         "min" => x[0].min(&axes(a), boolean(a, "keepdim"))?,
+        "max_dim" => x[0].max(&[int(a, "axis")], boolean(a, "keepdim"))?,
+        "min_dim" => x[0].min(&[int(a, "axis")], boolean(a, "keepdim"))?,
         "var" => x[0].var(&axes(a), boolean(a, "keepdim"), int(a, "correction") as usize)?,
         "reshape" => {
             let shape: Vec<usize> = a["shape"]

@@ -91,8 +91,37 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else {
+        remove_stale_temporaries(dir, name);
     }
     result
+}
+
+/// Removes `.{name}.tmp-PID` files left by writers that were killed mid-write
+/// (`kill -9`, power loss), so interrupted runs do not accumulate partial
+/// copies. Only files of processes that no longer exist are touched, and only
+/// where `/proc` can tell.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().map_or(true, |pid| {
+            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn crc_of(tensors: &[NamedTensor]) -> u32 {
@@ -138,7 +167,13 @@ pub fn save(
 pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| format!("{shown}: cannot read checkpoint: {e}"))?;
-    let (tensors, md) = from_safetensors(&bytes, &shown).map_err(|e| e.0)?;
+    load_bytes(&bytes, &shown)
+}
+
+/// Parse a checkpoint from memory; `shown` names it in error messages. Exists
+/// so fuzzers and tests can exercise the parser without files.
+pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
+    let (tensors, md) = from_safetensors(bytes, shown).map_err(|e| e.0)?;
     let json = md
         .get("gradflow")
         .ok_or_else(|| format!("{shown}: not a gradflow checkpoint (no 'gradflow' metadata)"))?;

@@ -262,6 +262,12 @@ pub struct RegularizationRow {
     pub val_accuracy: f64,
     /// train − validation accuracy.
     pub gap: f64,
+    /// Training data loss (eval mode) at the end.
+    pub train_loss_final: f64,
+    /// Validation loss at the end.
+    pub val_loss_final: f64,
+    /// validation − training loss: the overfitting gap on the loss curves.
+    pub loss_gap: f64,
     /// Test accuracy.
     pub test_accuracy: f64,
     /// Fraction of weights with |w| < 1e-3.
@@ -277,7 +283,7 @@ pub struct RegularizationRow {
 /// Train the overfitting-prone MLP with each regularizer; write the table and curves.
 pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res<Vec<RegularizationRow>> {
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_err(&opts.out_dir, e))?;
-    let val_size = if opts.quick { 1000 } else { 10_000 };
+    let val_size = if opts.quick { 1000 } else { 5000 };
     let m = load_mnist(
         &opts.data_dir,
         opts.train_size + val_size,
@@ -290,7 +296,7 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         model: "reg-mlp".into(),
         epochs: opts.epochs,
         batch_size: 64,
-        lr: 0.05,
+        lr: 0.02,
         optimizer: "sgd".into(),
         momentum: 0.9,
         schedule: "constant".into(),
@@ -298,51 +304,19 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         diagnostics_every: 0,
         ..TrainConfig::default()
     };
+    let with = |f: &dyn Fn(&mut TrainConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
     let configs: Vec<(&str, TrainConfig)> = vec![
         ("none", base.clone()),
-        (
-            "L1 (λ₁=1e-4)",
-            TrainConfig {
-                l1: 1e-4,
-                ..base.clone()
-            },
-        ),
-        (
-            "L2 (λ₂=1e-3)",
-            TrainConfig {
-                l2: 1e-3,
-                ..base.clone()
-            },
-        ),
-        (
-            "L1+L2",
-            TrainConfig {
-                l1: 1e-4,
-                l2: 1e-3,
-                ..base.clone()
-            },
-        ),
-        (
-            "dropout 0.5",
-            TrainConfig {
-                dropout: Some(0.5),
-                ..base.clone()
-            },
-        ),
-        (
-            "weight decay 5e-3",
-            TrainConfig {
-                weight_decay: 5e-3,
-                ..base.clone()
-            },
-        ),
-        (
-            "early stopping (5)",
-            TrainConfig {
-                early_stopping: Some(5),
-                ..base.clone()
-            },
-        ),
+        ("L1 (λ₁=1e-4)", with(&|c| c.l1 = 1e-4)),
+        ("L2 (λ₂=1e-3)", with(&|c| c.l2 = 1e-3)),
+        ("L1+L2", with(&|c| (c.l1, c.l2) = (1e-4, 1e-3))),
+        ("dropout 0.5", with(&|c| c.dropout = Some(0.5))),
+        ("weight decay 5e-3", with(&|c| c.weight_decay = 5e-3)),
+        ("early stopping (5)", with(&|c| c.early_stopping = Some(5))),
     ];
     let total = configs.len();
     let mut rows = Vec::with_capacity(total);
@@ -377,6 +351,9 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
             train_accuracy: tr.accuracy,
             val_accuracy: va.accuracy,
             gap: tr.accuracy - va.accuracy,
+            train_loss_final: tr.loss,
+            val_loss_final: va.loss,
+            loss_gap: va.loss - tr.loss,
             test_accuracy: summary.test_accuracy,
             sparsity: regularize::sparsity(&targets, 1e-3),
             weight_norm: targets
@@ -398,9 +375,11 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         );
         rows.push(row);
     }
-    let mut csv = String::from("regularizer,train_accuracy,val_accuracy,gap,test_accuracy,sparsity,weight_norm\n");
+    let mut csv = String::from(
+        "regularizer,train_accuracy,val_accuracy,gap,train_loss,val_loss,loss_gap,test_accuracy,sparsity,weight_norm\n",
+    );
     let mut md = format!(
-        "MLP 784-{width}-{width}-10 (ReLU), SGD (lr 0.05, momentum 0.9), {} epochs on {} training images; validation on {} held-out training images.\n\n| regularizer | train acc | val acc | gap | test acc | near-zero weights | weight norm |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "MLP 784-{width}-{width}-10 (ReLU), SGD (lr 0.02, momentum 0.9), {} epochs on {} training images; validation on {} held-out training images.\n\n| regularizer | train acc | val acc | acc gap (points) | train loss | val loss | loss gap | test acc | near-zero weights | weight norm |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         opts.epochs,
         train.len(),
         val.len()
@@ -413,11 +392,14 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         );
         let _ = writeln!(
             md,
-            "| {} | {:.2}% | {:.2}% | {:.2} | {:.2}% | {:.2}% | {:.1} |",
+            "| {} | {:.2}% | {:.2}% | {:.2} | {:.4} | {:.4} | {:.4} | {:.2}% | {:.2}% | {:.1} |",
             r.name,
             r.train_accuracy * 100.0,
             r.val_accuracy * 100.0,
             r.gap * 100.0,
+            r.train_loss_final,
+            r.val_loss_final,
+            r.loss_gap,
             r.test_accuracy * 100.0,
             r.sparsity * 100.0,
             r.weight_norm

@@ -337,6 +337,8 @@ fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
     let (x0, x1) = padded(xmin, xmax, 0.03);
+    // Room on the right for the legend, so it never hides the latest (most interesting) points.
+    let x1 = x1 + (x1 - x0) * 0.3;
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(p.title, (FONT, 24))
@@ -352,6 +354,8 @@ fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
                 .x_desc(p.x_desc)
                 .y_desc(p.y_desc)
                 .label_style((FONT, 14))
+                .light_line_style(LIGHT)
+                .x_label_formatter(&whole)
                 .y_label_formatter(&|v| format!("{v:.0e}"))
                 .draw()?;
             // Zeros cannot sit on a log axis; drop them from the curves.
@@ -389,6 +393,9 @@ fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
                 .x_desc(p.x_desc)
                 .y_desc(p.y_desc)
                 .label_style((FONT, 14))
+                .light_line_style(LIGHT)
+                .max_light_lines(4)
+                .x_label_formatter(&whole)
                 .y_label_formatter(fmt)
                 .draw()?;
             draw_lines(&mut chart, &p.series, p.markers)?;
@@ -396,6 +403,18 @@ fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
     }
     root.present()?;
     Ok(())
+}
+
+/// The faint minor grid: enough to read values off, not enough to hide the curves.
+const LIGHT: RGBColor = RGBColor(238, 238, 238);
+
+/// Epochs and steps are whole numbers; fractional ticks ("1.5 epochs") would only mislead.
+fn whole(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
 }
 
 fn epochs_of(m: &[EpochMetrics], f: impl Fn(&EpochMetrics) -> Option<f64>) -> Vec<(f64, f64)> {
@@ -478,6 +497,8 @@ fn weights_plot(path: &Path, weights: Option<&[WeightTensor]>) -> PlotResult {
         chart
             .configure_mesh()
             .label_style((FONT, 11))
+            .light_line_style(LIGHT)
+            .max_light_lines(2)
             .x_labels(5)
             .y_labels(5)
             .x_label_formatter(&|x| format!("{x:.2}"))
@@ -546,7 +567,7 @@ pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
             LinePlot {
                 title: "Weight-gradient norm per layer (log scale)",
                 x_desc: "step",
-                y_desc: "‖∂L/∂W‖",
+                y_desc: "L2 norm of the weight gradient",
                 y: YAxis::Log,
                 series: layer_series(&data.steps, "", |l| l.grad_norm),
                 empty: no_steps,

@@ -24,3 +24,23 @@ pub fn set_num_threads(n: usize) -> bool {
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// Run `f` over `0..n` split into contiguous ranges of at least `min_chunk`
+/// elements, on rayon's threads when there is more than one range; ranges are
+/// disjoint, so `f` may write the elements of its range of several buffers
+/// (this is how optimizers update large parameters in parallel).
+pub fn for_each_range(n: usize, min_chunk: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let min_chunk = min_chunk.max(1);
+    if n < 2 * min_chunk || threads == 1 {
+        f(0..n);
+        return;
+    }
+    // A few ranges per thread for balance, none smaller than min_chunk; aligned to 64 elements.
+    let chunks = (n / min_chunk).min(4 * threads).max(1);
+    let chunk = n.div_ceil(chunks).next_multiple_of(64);
+    (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
+}

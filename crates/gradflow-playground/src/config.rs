@@ -1,0 +1,472 @@
+//! The setup a page sends: data, features, network, training. Every field has
+//! a default (TensorFlow Playground's), unknown fields are refused, and
+//! [`Config::validate`] enforces the caps that keep one page from exhausting
+//! the server's memory or time.
+
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::{Activation, Init, LayerSpec, ModelSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Most hidden layers a network may have.
+pub const MAX_LAYERS: usize = 20;
+/// Most neurons a hidden layer may have.
+pub const MAX_NEURONS: usize = 32;
+/// Most input features (all of [`Feature::ALL`]).
+pub const MAX_FEATURES: usize = 7;
+/// Most points in a data set (generated or uploaded), train and test together.
+pub const MAX_POINTS: usize = 2000;
+/// Fewest points in a generated data set.
+pub const MIN_POINTS: usize = 20;
+/// Largest CSV upload, in bytes.
+pub const MAX_CSV_BYTES: usize = 1 << 20;
+/// Most classes a CSV upload may have.
+pub const MAX_CLASSES: usize = 8;
+/// Half the side of the square the points live in: x1, x2 ∈ [-DOMAIN, DOMAIN].
+pub const DOMAIN: f64 = 6.0;
+
+/// A data set, generated server-side from the seed (or uploaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// Two classes: a disc inside a ring.
+    Circle,
+    /// Two classes by the sign of x1·x2.
+    Xor,
+    /// Two Gaussian blobs.
+    Gauss,
+    /// Two interleaved spirals.
+    Spiral,
+    /// Three interleaved spirals (a three-class problem: softmax + cross-entropy).
+    Spiral3,
+    /// Regression: a tilted plane, (x1 + x2) scaled to [-1, 1].
+    Plane,
+    /// Regression: six Gaussian bumps of alternating sign.
+    Multigauss,
+    /// The points of the last CSV upload.
+    Csv,
+}
+
+impl DatasetKind {
+    /// True for the data sets whose labels are real values.
+    pub fn is_regression(self) -> bool {
+        matches!(self, DatasetKind::Plane | DatasetKind::Multigauss)
+    }
+}
+
+/// Whether the network predicts a class or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Problem {
+    /// Classes: one logit with binary cross-entropy for two, softmax + cross-entropy for more.
+    Classification,
+    /// A real value with mean squared error.
+    Regression,
+}
+
+/// An input feature computed from the point (x1, x2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Feature {
+    /// x1.
+    #[serde(rename = "x1")]
+    X1,
+    /// x2.
+    #[serde(rename = "x2")]
+    X2,
+    /// x1².
+    #[serde(rename = "x1sq")]
+    X1Sq,
+    /// x2².
+    #[serde(rename = "x2sq")]
+    X2Sq,
+    /// x1·x2.
+    #[serde(rename = "x1x2")]
+    X1X2,
+    /// sin x1.
+    #[serde(rename = "sinx1")]
+    SinX1,
+    /// sin x2.
+    #[serde(rename = "sinx2")]
+    SinX2,
+}
+
+impl Feature {
+    /// Every feature, in the page's order.
+    pub const ALL: [Feature; 7] = [
+        Feature::X1,
+        Feature::X2,
+        Feature::X1Sq,
+        Feature::X2Sq,
+        Feature::X1X2,
+        Feature::SinX1,
+        Feature::SinX2,
+    ];
+
+    /// The feature's value at a point.
+    pub fn eval(self, x1: f64, x2: f64) -> f64 {
+        match self {
+            Feature::X1 => x1,
+            Feature::X2 => x2,
+            Feature::X1Sq => x1 * x1,
+            Feature::X2Sq => x2 * x2,
+            Feature::X1X2 => x1 * x2,
+            Feature::SinX1 => x1.sin(),
+            Feature::SinX2 => x2.sin(),
+        }
+    }
+
+    /// How the page labels it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Feature::X1 => "x1",
+            Feature::X2 => "x2",
+            Feature::X1Sq => "x1²",
+            Feature::X2Sq => "x2²",
+            Feature::X1X2 => "x1·x2",
+            Feature::SinX1 => "sin x1",
+            Feature::SinX2 => "sin x2",
+        }
+    }
+}
+
+/// L1, L2 or no penalty on the weights of the Linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Regularization {
+    /// No penalty.
+    None,
+    /// λ·Σ|w|, applied as a proximal step (soft-thresholding) after each update, so weights reach exactly 0.
+    L1,
+    /// λ·Σw², added to the loss.
+    L2,
+}
+
+/// One hidden layer: Linear → activation (→ Dropout).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayerConfig {
+    /// Width, 1..=[`MAX_NEURONS`].
+    pub neurons: usize,
+    /// Activation name (`tanh`, `relu`, `leaky_relu`, `elu`, `gelu`, `silu`, `sigmoid`, …) or `linear` for none.
+    pub activation: String,
+    /// Dropout probability after the activation, in [0, 0.9].
+    pub dropout: f64,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        LayerConfig {
+            neurons: 4,
+            activation: "tanh".into(),
+            dropout: 0.0,
+        }
+    }
+}
+
+/// Activation names the page offers (besides `linear`).
+pub const ACTIVATIONS: [&str; 11] = [
+    "tanh",
+    "sigmoid",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "softplus",
+    "softsign",
+    "hardtanh",
+];
+
+/// Initializer names the page offers.
+pub const INITS: [&str; 4] = ["xavier", "he", "lecun_normal", "pytorch"];
+
+/// Parse an activation name; `Ok(None)` is `linear` (no activation).
+pub fn parse_activation(name: &str) -> Result<Option<Activation>, String> {
+    if name.eq_ignore_ascii_case("linear") || name.eq_ignore_ascii_case("identity") {
+        return Ok(None);
+    }
+    Activation::parse(name)
+        .map(Some)
+        .ok_or_else(|| format!("unknown activation '{name}' (expected linear, {})", ACTIVATIONS.join(", ")))
+}
+
+/// The whole setup of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which data set.
+    pub dataset: DatasetKind,
+    /// Seed of the data, the split, the initial weights, the batches and dropout.
+    pub seed: u64,
+    /// Noise in percent, 0..=50.
+    pub noise: f64,
+    /// Share of the points used for training, in percent, 10..=90.
+    pub train_ratio: f64,
+    /// Number of generated points, [`MIN_POINTS`]..=[`MAX_POINTS`] (ignored for CSV data).
+    pub points: usize,
+    /// Samples per step, 1..=[`MAX_POINTS`].
+    pub batch_size: usize,
+    /// Input features, 1..=[`MAX_FEATURES`], without repeats.
+    pub features: Vec<Feature>,
+    /// Hidden layers, 0..=[`MAX_LAYERS`].
+    pub layers: Vec<LayerConfig>,
+    /// Learning rate, in (0, 10].
+    pub learning_rate: f64,
+    /// Optimizer name: sgd, adam, adamw, rmsprop or adagrad (PyTorch defaults otherwise).
+    pub optimizer: String,
+    /// Weight penalty.
+    pub regularization: Regularization,
+    /// λ of the penalty, in [0, 10].
+    pub reg_rate: f64,
+    /// Classification or regression.
+    pub problem: Problem,
+    /// Weight initializer: xavier, he, lecun_normal or pytorch.
+    pub init: String,
+}
+
+impl Default for Config {
+    /// TensorFlow Playground's opening setup: circle, x1 and x2, two tanh layers of 4 and 2, lr 0.03.
+    fn default() -> Self {
+        Config {
+            dataset: DatasetKind::Circle,
+            seed: 1,
+            noise: 0.0,
+            train_ratio: 50.0,
+            points: 500,
+            batch_size: 10,
+            features: vec![Feature::X1, Feature::X2],
+            layers: vec![
+                LayerConfig::default(),
+                LayerConfig {
+                    neurons: 2,
+                    ..LayerConfig::default()
+                },
+            ],
+            learning_rate: 0.03,
+            optimizer: "sgd".into(),
+            regularization: Regularization::None,
+            reg_rate: 0.0,
+            problem: Problem::Classification,
+            init: "xavier".into(),
+        }
+    }
+}
+
+fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{name} must be between {lo} and {hi}, got {v}"))
+    }
+}
+
+impl Config {
+    /// Check every field against the caps; the message names the first offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        in_range("noise", self.noise, 0.0, 50.0)?;
+        in_range("train_ratio", self.train_ratio, 10.0, 90.0)?;
+        if !(MIN_POINTS..=MAX_POINTS).contains(&self.points) {
+            return Err(format!(
+                "points must be between {MIN_POINTS} and {MAX_POINTS}, got {}",
+                self.points
+            ));
+        }
+        if !(1..=MAX_POINTS).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size must be between 1 and {MAX_POINTS}, got {}",
+                self.batch_size
+            ));
+        }
+        if self.features.is_empty() || self.features.len() > MAX_FEATURES {
+            return Err(format!(
+                "features: choose between 1 and {MAX_FEATURES}, got {}",
+                self.features.len()
+            ));
+        }
+        for (i, f) in self.features.iter().enumerate() {
+            if self.features[..i].contains(f) {
+                return Err(format!("features: {} is listed twice", f.label()));
+            }
+        }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(format!(
+                "layers: at most {MAX_LAYERS} hidden layers, got {}",
+                self.layers.len()
+            ));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if !(1..=MAX_NEURONS).contains(&l.neurons) {
+                return Err(format!(
+                    "layers[{i}].neurons must be between 1 and {MAX_NEURONS}, got {}",
+                    l.neurons
+                ));
+            }
+            parse_activation(&l.activation).map_err(|e| format!("layers[{i}].activation: {e}"))?;
+            in_range(&format!("layers[{i}].dropout"), l.dropout, 0.0, 0.9)?;
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
+            return Err(format!(
+                "learning_rate must be in (0, 10], got {}",
+                self.learning_rate
+            ));
+        }
+        self.optimizer_spec()?;
+        in_range("reg_rate", self.reg_rate, 0.0, 10.0)?;
+        self.init_kind()?;
+        Ok(())
+    }
+
+    /// The optimizer with PyTorch's defaults and this learning rate.
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
+        OptimizerSpec::parse(&self.optimizer, self.learning_rate).map_err(|e| format!("optimizer: {e}"))
+    }
+
+    /// The weight initializer.
+    pub fn init_kind(&self) -> Result<Init, String> {
+        match self.init.to_ascii_lowercase().as_str() {
+            "xavier" | "xavier_uniform" | "glorot" => Ok(Init::XavierUniform),
+            "he" | "kaiming" | "kaiming_uniform" => Ok(Init::KaimingUniform { fan_out: false }),
+            "lecun_normal" | "lecun" => Ok(Init::LecunNormal),
+            "pytorch" | "default" => Ok(Init::PytorchDefault),
+            other => Err(format!("init: unknown initializer '{other}' (expected {})", INITS.join(", "))),
+        }
+    }
+
+    /// λ₁ and λ₂.
+    pub fn penalties(&self) -> (f64, f64) {
+        match self.regularization {
+            Regularization::None => (0.0, 0.0),
+            Regularization::L1 => (self.reg_rate, 0.0),
+            Regularization::L2 => (0.0, self.reg_rate),
+        }
+    }
+
+    /// The network as a gradflow model file: `input = [features]`, then per hidden
+    /// layer Linear → activation (→ Dropout), then the output Linear of `outputs` units.
+    pub fn model_spec(&self, outputs: usize) -> Result<ModelSpec, String> {
+        let init = self.init_kind()?;
+        let linear = |out_features| LayerSpec::Linear {
+            out_features,
+            bias: true,
+            l1: None,
+            l2: None,
+            init: Some(init),
+        };
+        let mut layers = Vec::new();
+        for l in &self.layers {
+            layers.push(linear(l.neurons));
+            if let Some(a) = parse_activation(&l.activation)? {
+                layers.push(LayerSpec::Activation(a));
+            }
+            if l.dropout > 0.0 {
+                layers.push(LayerSpec::Dropout(l.dropout));
+            }
+        }
+        layers.push(linear(outputs));
+        Ok(ModelSpec {
+            input: vec![self.features.len()],
+            layers,
+        })
+    }
+
+    /// True when going from `self` to `new` changes the data (so the data are regenerated and training restarts).
+    pub fn data_changed(&self, new: &Config) -> bool {
+        self.dataset != new.dataset
+            || self.seed != new.seed
+            || self.noise != new.noise
+            || self.train_ratio != new.train_ratio
+            || self.points != new.points
+            || self.problem != new.problem
+    }
+
+    /// True when going from `self` to `new` changes the network (so it is rebuilt from fresh weights).
+    pub fn network_changed(&self, new: &Config) -> bool {
+        self.data_changed(new) || self.features != new.features || self.layers != new.layers || self.init != new.init
+    }
+}
+
+/// The export panel's text: a model TOML that `gradflow` reads, and the commands that use it.
+pub fn export_text(cfg: &Config, spec: &ModelSpec, sample_input: &[f64], sample_target: &[f64]) -> (String, String) {
+    let mut toml = String::new();
+    let _ = writeln!(toml, "# gradflow playground export: {} features, {} hidden layers", cfg.features.len(), cfg.layers.len());
+    let _ = writeln!(
+        toml,
+        "# inputs: {}",
+        cfg.features.iter().map(|f| f.label()).collect::<Vec<_>>().join(", ")
+    );
+    toml.push_str(&spec.to_toml());
+    let (l1, l2) = cfg.penalties();
+    let mut flags = format!(
+        "--optimizer {} --lr {} --batch-size {} --seed {}",
+        cfg.optimizer.to_ascii_lowercase(),
+        cfg.learning_rate,
+        cfg.batch_size,
+        cfg.seed
+    );
+    if l1 > 0.0 {
+        let _ = write!(flags, " --l1 {l1}");
+    }
+    if l2 > 0.0 {
+        let _ = write!(flags, " --l2 {l2}");
+    }
+    let list = |v: &[f64]| v.iter().map(|v| format!("{}", (v * 1000.0).round() / 1000.0)).collect::<Vec<_>>().join(",");
+    let (input, target) = (list(sample_input), list(sample_target));
+    let mut cli = String::from("# Save the model as playground.toml, then walk one example through it, forward and backward:\n");
+    if cfg.layers.iter().any(|l| l.dropout > 0.0) {
+        cli.push_str("# (gradflow explain handles Linear and activation layers only: remove the Dropout layers first)\n");
+    }
+    let _ = writeln!(
+        cli,
+        "gradflow explain --model playground.toml --input {input} --target {target} --seed {}",
+        cfg.seed
+    );
+    let _ = writeln!(cli, "# The training settings, as gradflow train flags:\n# {flags}");
+    (toml, cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Config>(&j).unwrap(), c);
+    }
+
+    #[test]
+    fn caps_are_enforced() {
+        let mut c = Config::default();
+        c.layers = vec![LayerConfig::default(); MAX_LAYERS + 1];
+        assert!(c.validate().unwrap_err().contains("at most 20"));
+        let mut c = Config::default();
+        c.layers[0].neurons = 33;
+        assert!(c.validate().unwrap_err().contains("neurons"));
+        let mut c = Config::default();
+        c.points = 5000;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.features = vec![Feature::X1, Feature::X1];
+        assert!(c.validate().unwrap_err().contains("twice"));
+        let mut c = Config::default();
+        c.layers[0].activation = "swoosh".into();
+        assert!(c.validate().unwrap_err().contains("unknown activation"));
+        let mut c = Config::default();
+        c.learning_rate = f64::NAN;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn model_spec_parses_back() {
+        let mut c = Config::default();
+        c.layers[0].dropout = 0.2;
+        c.layers[1].activation = "linear".into();
+        let spec = c.model_spec(3).unwrap();
+        let again = ModelSpec::parse(&spec.to_toml(), "export").unwrap();
+        assert_eq!(again, spec);
+        assert_eq!(spec.output_shape().unwrap(), vec![3]);
+    }
+}
