@@ -4,7 +4,8 @@
 Run from anywhere: python3 fuzz/make_seeds.py. Deterministic; only the
 standard library is needed. The checkpoint seeds follow the format of
 crates/gradflow-train/src/checkpoint.rs (safetensors + JSON metadata with a
-CRC-32 over each tensor's name and its values as little-endian f64).
+CRC-32 over each tensor's name and its values as little-endian f64, and
+a CRC-32 of the JSON text under `gradflow_crc32`).
 """
 import gzip
 import json
@@ -207,7 +208,8 @@ def checkpoint(optimizer, buffers, schedule, scalars, step):
         "best": [1.5, 1], "partial": {}, "checksum": crc,
     }
     tensors = [(n, "F32", s, f32(v)) for n, s, v in model + opt]
-    return safetensors(tensors, {"gradflow": json.dumps(meta)})
+    text = json.dumps(meta)
+    return safetensors(tensors, {"gradflow": text, "gradflow_crc32": "%08x" % zlib.crc32(text.encode())})
 
 
 moments = lambda kind: [(f"{kind}/0.weight", [3, 2], [0.01] * 6), (f"{kind}/0.bias", [3], [0.02] * 3)]

@@ -16,7 +16,7 @@ for t in $targets; do
     mkdir -p "work/$t"
     echo "== $t: ${secs}s" | tee -a work/logs/summary.txt
     cargo fuzz run "$t" "work/$t" "corpus/$t" -- \
-        -max_total_time="$secs" -timeout=10 -malloc_limit_mb=64 -rss_limit_mb=1024 -max_len=8192 \
+        -max_total_time="$secs" -timeout=10 -malloc_limit_mb=64 -rss_limit_mb=2048 -max_len=8192 \
         -print_final_stats=1 >"work/logs/$t.log" 2>&1
     echo "   exit $? $(grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units)' "work/logs/$t.log" | tail -1)" \
         | tee -a work/logs/summary.txt

@@ -288,8 +288,8 @@ impl Dataset {
     /// seed always holds out the same samples. `val_fraction` of the samples
     /// (rounded) go to validation; each part keeps the original order.
     ///
-    /// Errors if `val_fraction` is not in `[0, 1)` or the training part
-    /// would be empty.
+    /// Errors if `val_fraction` is not in `[0, 1)`, the training part would
+    /// be empty, or a positive fraction would leave the validation part empty.
     pub fn split(&self, val_fraction: f32, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(DataError::InvalidArgument(format!(
@@ -302,6 +302,13 @@ impl Dataset {
         if n - n_val == 0 {
             return Err(DataError::InvalidArgument(format!(
                 "validation fraction {val_fraction} of {n} samples leaves no training samples"
+            )));
+        }
+        // Asking for validation and getting an empty set would report a
+        // meaningless validation loss of 0.
+        if val_fraction > 0.0 && n_val == 0 {
+            return Err(DataError::InvalidArgument(format!(
+                "validation fraction {val_fraction} of {n} samples leaves no validation samples"
             )));
         }
         let mut order: Vec<usize> = (0..n).collect();

@@ -43,6 +43,12 @@ pub enum MnistSplit {
 }
 
 impl MnistSplit {
+    fn describe(self) -> &'static str {
+        match self {
+            MnistSplit::Train => "training",
+            MnistSplit::Test => "test",
+        }
+    }
     fn prefix(self) -> &'static str {
         match self {
             MnistSplit::Train => "train",
@@ -95,6 +101,20 @@ pub fn load_split(dir: &Path, split: MnistSplit, max: Option<usize>) -> Result<D
             labels_path.display().to_string(),
             format!("label at index {i} is {v}, expected a digit 0..=9"),
         ));
+    }
+    // An empty split would "train" and "evaluate" on nothing and report a
+    // meaningless 0% accuracy; refuse it with the reason.
+    if images.count == 0 {
+        return Err(DataError::format(
+            images_path.display().to_string(),
+            "holds no images (its header's count is 0)",
+        ));
+    }
+    if max == Some(0) {
+        return Err(DataError::InvalidArgument(format!(
+            "a limit of 0 {} images leaves nothing to use; the limit must be at least 1",
+            split.describe()
+        )));
     }
     let keep = max.unwrap_or(usize::MAX).min(images.count);
     let per_image = images.rows * images.cols;

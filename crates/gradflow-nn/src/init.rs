@@ -88,6 +88,17 @@ pub fn gain(activation: &str, negative_slope: f64) -> f64 {
     }
 }
 
+/// The gain an initializer should use before an activation with gain `activation_gain`.
+/// Xavier/Glorot is used as published (gain 1: it assumes a roughly linear, symmetric
+/// activation, and with ReLU it lets the signal halve at every layer); He/Kaiming and the
+/// others take the activation's gain, which is what their derivation accounts for.
+pub fn gain_for(init: Init, activation_gain: f64) -> f64 {
+    match init {
+        Init::XavierUniform | Init::XavierNormal => 1.0,
+        _ => activation_gain,
+    }
+}
+
 /// Draw a weight of `shape` with `init`; `gain` is the following activation's gain.
 pub fn init_weight(shape: &[usize], init: Init, gain: f64, dtype: DType, rng: &mut impl Rng) -> Tensor {
     let (fan_in, fan_out) = fans(shape);

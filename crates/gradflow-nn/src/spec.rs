@@ -549,7 +549,7 @@ impl ModelSpec {
                         *out_features,
                         *bias,
                         init.unwrap_or(opts.init),
-                        g,
+                        crate::init::gain_for(init.unwrap_or(opts.init), g),
                         opts.dtype,
                         &mut rng,
                     );
@@ -588,7 +588,7 @@ impl ModelSpec {
                         *params,
                         *bias,
                         init.unwrap_or(opts.init),
-                        g,
+                        crate::init::gain_for(init.unwrap_or(opts.init), g),
                         opts.dtype,
                         &mut rng,
                     );

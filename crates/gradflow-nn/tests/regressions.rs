@@ -34,11 +34,11 @@ fn huge_layer_sizes_are_refused_before_allocating() {
         e,
         format!("m.toml: layer 1 (Linear): 'out_features' = 1000000000000 is too large (at most {MAX_DIM})")
     );
-    // Within the per-size cap but not the parameter budget: 784 × 2^24.
+    // Within the per-size cap but not the parameter budget: (784 + 1) × 2^24.
     let e = build(&linear("[784]", &MAX_DIM.to_string())).unwrap_err();
     assert!(
         e.starts_with(
-            "layer 1 (Linear): 13153337344 parameters on input [784] would make the model larger than the limit of"
+            "layer 1 (Linear): 13170114560 parameters on input [784] would make the model larger than the limit of"
         ),
         "{e}"
     );
@@ -54,17 +54,11 @@ fn huge_layer_sizes_are_refused_before_allocating() {
     );
     assert!(e.contains(&MAX_PARAMETERS.to_string()), "{e}");
     let e = build(
-        "input = [1, 8, 8]\n[[layer]]\ntype = \"Conv2d\"\nout_channels = 16777216\nkernel_size = 8\n[[layer]]\ntype = \"Conv2d\"\nout_channels = 16777216\nkernel_size = 1\n",
+        "input = [1, 1, 1]\n[[layer]]\ntype = \"Conv2d\"\nout_channels = 16777216\nkernel_size = 1\n[[layer]]\ntype = \"Conv2d\"\nout_channels = 16\nkernel_size = 1\n",
     )
     .unwrap_err();
     assert!(
         e.starts_with("layer 1 (Conv2d): ") && e.contains("larger than the limit"),
-        "{e}"
-    );
-    // BatchNorm over a huge flat input.
-    let e = build("input = [268435456]\n[[layer]]\ntype = \"BatchNorm1d\"\n").unwrap_err();
-    assert!(
-        e.starts_with("layer 0 (BatchNorm1d): ") && e.contains("larger than the limit"),
         "{e}"
     );
     assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());

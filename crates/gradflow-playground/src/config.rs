@@ -186,9 +186,12 @@ pub fn parse_activation(name: &str) -> Result<Option<Activation>, String> {
     if name.eq_ignore_ascii_case("linear") || name.eq_ignore_ascii_case("identity") {
         return Ok(None);
     }
-    Activation::parse(name)
-        .map(Some)
-        .ok_or_else(|| format!("unknown activation '{name}' (expected linear, {})", ACTIVATIONS.join(", ")))
+    Activation::parse(name).map(Some).ok_or_else(|| {
+        format!(
+            "unknown activation '{name}' (expected linear, {})",
+            ACTIVATIONS.join(", ")
+        )
+    })
 }
 
 /// The whole setup of a session.
@@ -306,10 +309,7 @@ impl Config {
             in_range(&format!("layers[{i}].dropout"), l.dropout, 0.0, 0.9)?;
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            return Err(format!(
-                "learning_rate must be in (0, 10], got {}",
-                self.learning_rate
-            ));
+            return Err(format!("learning_rate must be in (0, 10], got {}", self.learning_rate));
         }
         self.optimizer_spec()?;
         in_range("reg_rate", self.reg_rate, 0.0, 10.0)?;
@@ -329,7 +329,10 @@ impl Config {
             "he" | "kaiming" | "kaiming_uniform" => Ok(Init::KaimingUniform { fan_out: false }),
             "lecun_normal" | "lecun" => Ok(Init::LecunNormal),
             "pytorch" | "default" => Ok(Init::PytorchDefault),
-            other => Err(format!("init: unknown initializer '{other}' (expected {})", INITS.join(", "))),
+            other => Err(format!(
+                "init: unknown initializer '{other}' (expected {})",
+                INITS.join(", ")
+            )),
         }
     }
 
@@ -389,7 +392,12 @@ impl Config {
 /// The export panel's text: a model TOML that `gradflow` reads, and the commands that use it.
 pub fn export_text(cfg: &Config, spec: &ModelSpec, sample_input: &[f64], sample_target: &[f64]) -> (String, String) {
     let mut toml = String::new();
-    let _ = writeln!(toml, "# gradflow playground export: {} features, {} hidden layers", cfg.features.len(), cfg.layers.len());
+    let _ = writeln!(
+        toml,
+        "# gradflow playground export: {} features, {} hidden layers",
+        cfg.features.len(),
+        cfg.layers.len()
+    );
     let _ = writeln!(
         toml,
         "# inputs: {}",
@@ -410,11 +418,19 @@ pub fn export_text(cfg: &Config, spec: &ModelSpec, sample_input: &[f64], sample_
     if l2 > 0.0 {
         let _ = write!(flags, " --l2 {l2}");
     }
-    let list = |v: &[f64]| v.iter().map(|v| format!("{}", (v * 1000.0).round() / 1000.0)).collect::<Vec<_>>().join(",");
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|v| format!("{}", (v * 1000.0).round() / 1000.0))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let (input, target) = (list(sample_input), list(sample_target));
-    let mut cli = String::from("# Save the model as playground.toml, then walk one example through it, forward and backward:\n");
+    let mut cli =
+        String::from("# Save the model as playground.toml, then walk one example through it, forward and backward:\n");
     if cfg.layers.iter().any(|l| l.dropout > 0.0) {
-        cli.push_str("# (gradflow explain handles Linear and activation layers only: remove the Dropout layers first)\n");
+        cli.push_str(
+            "# (gradflow explain handles Linear and activation layers only: remove the Dropout layers first)\n",
+        );
     }
     let _ = writeln!(
         cli,

@@ -36,9 +36,19 @@ pub fn generate(kind: DatasetKind, n: usize, noise: f64, rng: &mut ChaCha8Rng) -
     match kind {
         DatasetKind::Circle => {
             let radius = 5.0;
-            let label = |x: f64, y: f64| if (x * x + y * y).sqrt() < radius * 0.5 { 1.0 } else { 0.0 };
+            let label = |x: f64, y: f64| {
+                if (x * x + y * y).sqrt() < radius * 0.5 {
+                    1.0
+                } else {
+                    0.0
+                }
+            };
             for i in 0..n {
-                let (rlo, rhi) = if i < n / 2 { (0.0, radius * 0.5) } else { (radius * 0.7, radius) };
+                let (rlo, rhi) = if i < n / 2 {
+                    (0.0, radius * 0.5)
+                } else {
+                    (radius * 0.7, radius)
+                };
                 let r = uniform(rng, rlo, rhi);
                 let angle = uniform(rng, 0.0, 2.0 * PI);
                 let (x, y) = (r * angle.sin(), r * angle.cos());
@@ -176,7 +186,8 @@ pub fn parse_csv(text: &str) -> Result<CsvData, String> {
         match nums {
             Some(v) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => rows.push([v[0], v[1], v[2]]),
             Some(v) if v.len() == 3 => return Err(format!("line {}: values must be finite numbers", i + 1)),
-            None if rows.is_empty() && fields.len() == 3 => {} // a header row
+            // A header row: three names, none of them a number.
+            None if rows.is_empty() && fields.len() == 3 && fields.iter().all(|f| f.parse::<f64>().is_err()) => {}
             _ => {
                 return Err(format!(
                     "line {}: expected three numbers x1,x2,label, got '{}'",
@@ -190,12 +201,18 @@ pub fn parse_csv(text: &str) -> Result<CsvData, String> {
         }
     }
     if rows.len() < 4 {
-        return Err(format!("the CSV needs at least 4 rows of x1,x2,label, got {}", rows.len()));
+        return Err(format!(
+            "the CSV needs at least 4 rows of x1,x2,label, got {}",
+            rows.len()
+        ));
     }
     let labels: Vec<f64> = rows.iter().map(|r| r[2]).collect();
     let integral = labels.iter().all(|l| l.fract() == 0.0);
     let (classes, mapped): (Option<usize>, Vec<f64>) = if labels.iter().all(|&l| l == -1.0 || l == 1.0) {
-        (Some(2), labels.iter().map(|&l| if l > 0.0 { 1.0 } else { 0.0 }).collect())
+        (
+            Some(2),
+            labels.iter().map(|&l| if l > 0.0 { 1.0 } else { 0.0 }).collect(),
+        )
     } else if integral && labels.iter().all(|&l| (0.0..MAX_CLASSES as f64).contains(&l)) {
         let k = labels.iter().fold(0.0f64, |m, &l| m.max(l)) as usize + 1;
         (Some(k.max(2)), labels.clone())
@@ -284,6 +301,8 @@ mod tests {
         assert!(parse_csv("1,2\n3,4\n").is_err());
         assert!(parse_csv("a,b,c\n1,2,x\n").is_err());
         assert!(parse_csv("1,2,3\n").unwrap_err().contains("at least 4"));
-        assert!(parse_csv(&"1,2,1\n".repeat(MAX_POINTS + 1)).unwrap_err().contains("more than"));
+        assert!(parse_csv(&"1,2,1\n".repeat(MAX_POINTS + 1))
+            .unwrap_err()
+            .contains("more than"));
     }
 }

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use gradflow::{no_grad, DType, Tensor};
 use gradflow_nn::optim::{self, Optimizer, Param};
 use gradflow_nn::{
-    Activation, BuildOptions, Ctx, LayerSpec, Loss, Module, ModelSpec, Penalty, PenaltyTarget, Sequential, Target,
+    Activation, BuildOptions, Ctx, LayerSpec, Loss, ModelSpec, Module, Penalty, PenaltyTarget, Sequential, Target,
 };
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -490,9 +490,14 @@ impl Engine {
             return Ok(());
         }
         let (l1, l2) = self.cfg.penalties();
-        let total = match Penalty { l1: 0.0, l2 }.term(&self.targets).map_err(err)? {
-            Some(p) if l2 > 0.0 => loss.add(&p).map_err(err)?,
-            _ => loss,
+        let penalty = if l2 > 0.0 {
+            (Penalty { l1: 0.0, l2 }).term(&self.targets).map_err(err)?
+        } else {
+            None
+        };
+        let total = match penalty {
+            Some(p) => loss.add(&p).map_err(err)?,
+            None => loss,
         };
         let grads = total.backward().map_err(err)?;
         for (k, w) in self.weights.iter().enumerate() {
@@ -593,7 +598,8 @@ impl Engine {
         let (test_loss, test_acc, _) = self.evaluate(&self.x_test, &self.test)?;
         if self.history_steps != self.steps {
             self.history_steps = self.steps;
-            self.history.push([self.epoch as f64, round4(train_loss), round4(test_loss)]);
+            self.history
+                .push([self.epoch as f64, round4(train_loss), round4(test_loss)]);
             if self.history.len() > MAX_HISTORY {
                 self.history = self.history.iter().step_by(2).copied().collect();
             }
@@ -621,7 +627,12 @@ impl Engine {
         let (gout, _) = self.forward_all(&self.grid_x, GRID * GRID)?;
         let gv = gout.to_vec_f64();
         let (channels, bytes): (usize, Vec<u8>) = match self.head {
-            Head::Binary => (1, gv.iter().map(|&l| byte(2.0 * gradflow::ops::activation::stable_sigmoid(l) - 1.0)).collect()),
+            Head::Binary => (
+                1,
+                gv.iter()
+                    .map(|&l| byte(2.0 * gradflow::ops::activation::stable_sigmoid(l) - 1.0))
+                    .collect(),
+            ),
             Head::Regression => (1, gv.iter().map(|&v| byte(v)).collect()),
             Head::Multi(k) => {
                 let p = {
@@ -648,8 +659,16 @@ impl Engine {
             }
             neurons.push(maps);
         }
-        let w: Vec<Vec<f64>> = self.weights.iter().map(|t| t.to_vec_f64().into_iter().map(round4).collect()).collect();
-        let b: Vec<Vec<f64>> = self.biases.iter().map(|t| t.to_vec_f64().into_iter().map(round4).collect()).collect();
+        let w: Vec<Vec<f64>> = self
+            .weights
+            .iter()
+            .map(|t| t.to_vec_f64().into_iter().map(round4).collect())
+            .collect();
+        let b: Vec<Vec<f64>> = self
+            .biases
+            .iter()
+            .map(|t| t.to_vec_f64().into_iter().map(round4).collect())
+            .collect();
         let total_weights: usize = w.iter().map(|l| l.len()).sum();
         let zero_weights = self
             .weights
@@ -697,7 +716,9 @@ impl Engine {
         let f = self.cfg.features.len();
         let sample = &self.x_train[..f];
         let target = match self.head {
-            Head::Multi(k) => (0..k).map(|c| if c == self.train[0].label as usize { 1.0 } else { 0.0 }).collect(),
+            Head::Multi(k) => (0..k)
+                .map(|c| if c == self.train[0].label as usize { 1.0 } else { 0.0 })
+                .collect(),
             _ => vec![self.train[0].label],
         };
         let (toml, cli) = export_text(&self.cfg, &self.spec, sample, &target);
@@ -729,9 +750,7 @@ impl Engine {
             Head::Multi(k) if label < 0.0 || label.fract() != 0.0 || label as usize >= k => {
                 return Err(format!("label must be a class index below {k}, got {label}"))
             }
-            Head::Binary if label != 0.0 && label != 1.0 => {
-                return Err(format!("label must be 0 or 1, got {label}"))
-            }
+            Head::Binary if label != 0.0 && label != 1.0 => return Err(format!("label must be 0 or 1, got {label}")),
             _ => {}
         }
         let input: Vec<f64> = self.cfg.features.iter().map(|f| f.eval(x1, x2)).collect();

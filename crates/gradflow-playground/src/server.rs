@@ -199,10 +199,12 @@ impl AppState {
     }
 
     fn get(&self, id: &str) -> ApiResult<Arc<Session>> {
-        let s = lock(&self.sessions)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no session '{id}' (it may have expired)")))?;
+        let s = lock(&self.sessions).get(id).cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no session '{id}' (it may have expired)"),
+            )
+        })?;
         s.touch();
         Ok(s)
     }
@@ -286,7 +288,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
 }
 
-const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
+const CSP: &str =
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -434,7 +437,10 @@ async fn create_session(
         .spawn(move || session_loop(s2, interval))
         .map_err(|e| {
             lock(&app.sessions).remove(&id);
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cannot start a training thread: {e}"))
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot start a training thread: {e}"),
+            )
         })?;
     Ok((
         StatusCode::CREATED,
@@ -478,7 +484,10 @@ async fn set_config(
     with_engine(s, move |s, e| {
         let reset = e.apply(cfg).map_err(ApiError::bad)?;
         s.refresh(e).map_err(ApiError::bad)?;
-        Ok(Json(Applied { reset, state: e.state() }))
+        Ok(Json(Applied {
+            reset,
+            state: e.state(),
+        }))
     })
     .await
 }
@@ -531,7 +540,8 @@ async fn control(
             "pause" => s.playing.store(false, Ordering::SeqCst),
             "step" => {
                 s.playing.store(false, Ordering::SeqCst);
-                e.train_until(Instant::now() + Duration::from_secs(2)).map_err(ApiError::bad)?;
+                e.train_until(Instant::now() + Duration::from_secs(2))
+                    .map_err(ApiError::bad)?;
             }
             _ => {
                 e.reset().map_err(ApiError::bad)?;
@@ -590,7 +600,10 @@ async fn inspect(
 ) -> ApiResult<Json<crate::engine::Walk>> {
     let req: InspectRequest = parse_json(&headers, body)?;
     let s = app.get(&id)?;
-    with_engine(s, move |_, e| e.walk(req.x1, req.x2, req.label).map(Json).map_err(ApiError::bad)).await
+    with_engine(s, move |_, e| {
+        e.walk(req.x1, req.x2, req.label).map(Json).map_err(ApiError::bad)
+    })
+    .await
 }
 
 /// Counts an open stream; dropping it (when the client goes away) uncounts it.
@@ -620,7 +633,10 @@ async fn events(
     };
     if total >= app.limits.max_streams || mine >= app.limits.max_streams_per_session {
         drop(guard);
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many open event streams"));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open event streams",
+        ));
     }
     let rx = s.frames.subscribe();
     let stream = futures_util::stream::unfold((rx, guard, true), |(mut rx, guard, first)| async move {

@@ -4,7 +4,8 @@
 //! Writes are atomic: the bytes go to a temporary file in the same directory,
 //! are synced, then renamed over the old checkpoint; a crash at any moment
 //! leaves either the old or the new file, never a torn one. The metadata
-//! carries a CRC-32 of the tensor bytes, which the loader verifies.
+//! carries a CRC-32 of the tensor bytes, and a second entry the CRC-32 of the
+//! metadata JSON itself; the loader verifies both.
 
 use crate::config::TrainConfig;
 use crate::metrics::EpochMetrics;
@@ -24,6 +25,8 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Prefix of optimizer buffers inside the checkpoint.
 const OPT_PREFIX: &str = "optimizer/";
+/// Metadata key holding the CRC-32 (hex) of the `gradflow` JSON metadata.
+const META_CRC_KEY: &str = "gradflow_crc32";
 
 /// Progress and state saved beside the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,7 +157,10 @@ pub fn save(
     meta.optimizer_scalars = optimizer.scalars.clone();
     meta.checksum = crc_of(&tensors);
     let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
-    let md = HashMap::from([("gradflow".to_string(), json)]);
+    // The tensor checksum does not cover the JSON (epoch, history, optimizer
+    // scalars...): a flipped digit there would resume at the wrong place.
+    let meta_crc = format!("{:08x}", crc32fast::hash(json.as_bytes()));
+    let md = HashMap::from([("gradflow".to_string(), json), (META_CRC_KEY.to_string(), meta_crc)]);
     let bytes = to_safetensors(&tensors, Some(md)).map_err(|e| e.0)?;
     let ck = dir.join(CHECKPOINT_FILE);
     atomic_write(&ck, &bytes).map_err(|e| format!("{}: cannot write checkpoint: {e}", ck.display()))?;
@@ -177,6 +183,15 @@ pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
     let json = md
         .get("gradflow")
         .ok_or_else(|| format!("{shown}: not a gradflow checkpoint (no 'gradflow' metadata)"))?;
+    // Checkpoints written before the metadata checksum existed have none.
+    if let Some(stored) = md.get(META_CRC_KEY) {
+        let computed = format!("{:08x}", crc32fast::hash(json.as_bytes()));
+        if *stored != computed {
+            return Err(format!(
+                "{shown}: metadata checksum mismatch (stored {stored}, computed {computed}): the checkpoint is damaged"
+            ));
+        }
+    }
     let meta: CheckpointMeta =
         serde_json::from_str(json).map_err(|e| format!("{shown}: damaged checkpoint metadata: {e}"))?;
     let mut model = BTreeMap::new();

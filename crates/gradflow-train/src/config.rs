@@ -62,6 +62,8 @@ pub struct TrainConfig {
     pub limit_test: Option<usize>,
     /// Record per-layer diagnostics every N steps (0 = off).
     pub diagnostics_every: usize,
+    /// Skip the last, smaller batch of each epoch (PyTorch's `DataLoader(drop_last=True)`).
+    pub drop_last: bool,
 }
 
 impl Default for TrainConfig {
@@ -93,6 +95,7 @@ impl Default for TrainConfig {
             limit_train: None,
             limit_test: None,
             diagnostics_every: 50,
+            drop_last: false,
         }
     }
 }

@@ -157,7 +157,7 @@ pub fn activations(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res
                 model: format!("deep-mlp-{}", act.name()),
                 epochs: opts.epochs,
                 batch_size: 128,
-                lr: 0.05,
+                lr: 0.02,
                 optimizer: "sgd".into(),
                 momentum: 0.9,
                 schedule: "constant".into(),
@@ -209,7 +209,7 @@ pub fn activations(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res
     }
     let mut csv = String::from("activation,init,grad_ratio_init,grad_ratio_trained,test_accuracy,epochs_to_90\n");
     let mut md = format!(
-        "Deep MLP: {} hidden layers of {} units, SGD (lr 0.05, momentum 0.9), {} epochs on {} images.\n\n| activation | init | ‖∇W₁‖/‖∇W_last‖ at init | after training | test accuracy | epochs to 90% |\n| --- | --- | --- | --- | --- | --- |\n",
+        "Deep MLP: {} hidden layers of {} units, SGD (lr 0.02, momentum 0.9), {} epochs on {} images.\n\n| activation | init | ‖∇W₁‖/‖∇W_last‖ at init | after training | test accuracy | epochs to 90% |\n| --- | --- | --- | --- | --- | --- |\n",
         opts.depth, opts.width, opts.epochs, opts.train_size
     );
     for r in &rows {

@@ -699,8 +699,7 @@ pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
                     Some(LayerSpec::Activation(_)) => Some(i + 1),
                     _ => None,
                 };
-                for j in 0..lay.names[i].len() {
-                    let zn = &lay.names[i][j];
+                for (j, zn) in lay.names[i].iter().enumerate() {
                     let (up_sym, up_num) = match via {
                         Some(v) => {
                             let an = &lay.names[v][j];
@@ -712,12 +711,12 @@ pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
                         }
                         None => (partial("L", zn), num(out_grads[i][j])),
                     };
-                    for k in 0..inn.len() {
+                    for (k, &input_k) in inv.iter().enumerate() {
                         let p = find_param(i, j, Some(k));
                         eqs.push(Equation {
                             lhs: partial("L", &p.name),
                             symbolic: format!("{up_sym} · {}", partial(zn, &p.name)),
-                            numeric: format!("{up_num} × {}", factor(inv[k])),
+                            numeric: format!("{up_num} × {}", factor(input_k)),
                             value: pgrad(p),
                             note: String::new(),
                         });

@@ -696,9 +696,9 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
         Some(d) => format!("{} — {}", s.stopped, d),
         None => s.stopped.clone(),
     };
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<p class=\"muted\">{} epochs, {} parameters, stopped: {}</p>\n",
+        "<p class=\"muted\">{} epochs, {} parameters, stopped: {}</p>",
         s.epochs,
         s.parameters,
         esc(&stopped)

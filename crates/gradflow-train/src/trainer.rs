@@ -83,6 +83,7 @@ pub struct Summary {
 
 /// Where the data comes from.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per run; boxing would only add noise at call sites
 pub enum DataSource {
     /// MNIST IDX files in this directory.
     Mnist(PathBuf),
@@ -438,7 +439,7 @@ impl Trainer {
         checkpoint::atomic_write(&self.out_dir.join("model.toml"), self.spec.to_toml().as_bytes())
             .map_err(|e| TrainError(format!("{}: {e}", self.out_dir.display())))?;
 
-        let loader = Loader::new(self.config.batch_size, true, false, self.config.seed)
+        let loader = Loader::new(self.config.batch_size, true, self.config.drop_last, self.config.seed)
             .map_err(|e| TrainError(e.to_string()))?;
         let n = self.train.len();
         let labels = self

@@ -190,8 +190,267 @@ fn peak(n: usize) {
     );
 }
 
+/// `--step-profile`: median time of each phase of the 784-800-10 batch-128 Adam step
+/// (and of the products inside it), to see where a step goes.
+fn step_profile() {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let (model, params) = mlp_800();
+    let mut opt = Adam::new(1e-3, (0.9, 0.999), 1e-8, 0.0, false);
+    let x = rand(&[128, 1, 28, 28], 8);
+    let y: Vec<usize> = (0..128).map(|i| (i * 7) % 10).collect();
+    let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
+    let mut ctx = Ctx::train(0);
+    let mut t = vec![Vec::new(); 5];
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        let out = model.forward(&x, &mut ctx).unwrap();
+        let t1 = Instant::now();
+        let l = loss.compute(&out, Target::Classes(&y)).unwrap();
+        let t2 = Instant::now();
+        let grads = l.backward().unwrap();
+        let t3 = Instant::now();
+        opt.step(&params, &grads).unwrap();
+        let t4 = Instant::now();
+        drop((grads, l, out));
+        let t5 = Instant::now();
+        for (v, d) in t.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]) {
+            v.push(d.as_secs_f64() * 1e3);
+        }
+    }
+    let names = ["forward", "loss", "backward", "adam", "drop"];
+    let mut total = 0.0;
+    for (n, v) in names.iter().zip(t) {
+        let m = median(v);
+        total += m;
+        println!("{n:>10}: {m:.3} ms");
+    }
+    println!("{:>10}: {total:.3} ms", "sum");
+    // The step's products alone.
+    let xf = rand(&[128, 784], 9);
+    let w1 = rand(&[800, 784], 10);
+    let b1 = rand(&[800], 11);
+    let g1 = rand(&[128, 800], 12);
+    let time = |f: &dyn Fn()| {
+        median(
+            (0..50)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    };
+    let fwd = time(&|| drop(black_box(xf.linear(&w1, Some(&b1)).unwrap())));
+    let dw = time(&|| drop(black_box(g1.t().unwrap().matmul(&xf).unwrap())));
+    let dx = time(&|| drop(black_box(g1.matmul(&w1).unwrap())));
+    let gf = |ms: f64| 2.0 * 128.0 * 800.0 * 784.0 / ms / 1e6;
+    println!("linear 128x784 -> 800 forward: {fwd:.3} ms ({:.0} GFLOP/s)", gf(fwd));
+    println!("dW = gᵀ·x [800x128]·[128x784]: {dw:.3} ms ({:.0} GFLOP/s)", gf(dw));
+    println!("dX = g·W  [128x800]·[800x784]: {dx:.3} ms ({:.0} GFLOP/s)", gf(dx));
+}
+
+/// A strided operand for [`strategy_gemm`]: buffer, row stride, column stride.
+type Operand<'a> = (&'a [f32], isize, isize);
+
+/// dst[m, n] (row-major) = a·b with one of several threading strategies:
+/// 0 = the gemm crate's own threads, 1 = one thread, 2 = split dst columns over
+/// the threads, 3 = split dst rows over the threads.
+fn strategy_gemm(strategy: u8, m: usize, n: usize, k: usize, dst: &mut [f32], a: Operand, b: Operand) {
+    let t = rayon::current_num_threads();
+    let ld = n as isize;
+    let call = |m: usize, n: usize, dst: usize, ao: usize, bo: usize, par: gemm::Parallelism| unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst as *mut f32,
+            1,
+            ld,
+            false,
+            a.0.as_ptr().add(ao),
+            a.2,
+            a.1,
+            b.0.as_ptr().add(bo),
+            b.2,
+            b.1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    };
+    let d = dst.as_mut_ptr() as usize;
+    if strategy >= 6 {
+        // Column-major scratch result (the gemm crate then keeps a as its lhs), transposed after.
+        let mut ct = vec![0.0f32; m * n];
+        let par = if strategy == 6 {
+            gemm::Parallelism::Rayon(t)
+        } else {
+            gemm::Parallelism::None
+        };
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                ct.as_mut_ptr(),
+                m as isize,
+                1,
+                false,
+                a.0.as_ptr(),
+                a.2,
+                a.1,
+                b.0.as_ptr(),
+                b.2,
+                b.1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        for j0 in (0..n).step_by(8) {
+            for i in 0..m {
+                for j in j0..(j0 + 8).min(n) {
+                    dst[i * n + j] = ct[j * m + i];
+                }
+            }
+        }
+        return;
+    }
+    if strategy >= 4 {
+        // Copy b into a row-major k×n scratch first (tiled transpose), then multiply.
+        let mut bt = vec![0.0f32; k * n];
+        let tt = Instant::now();
+        for i0 in (0..k).step_by(8) {
+            for j0 in (0..n).step_by(8) {
+                for i in i0..(i0 + 8).min(k) {
+                    for j in j0..(j0 + 8).min(n) {
+                        bt[i * n + j] = b.0[i * b.1 as usize + j * b.2 as usize];
+                    }
+                }
+            }
+        }
+        if std::env::var("SHOW_T").is_ok() {
+            eprintln!("transpose {k}x{n}: {:.3} ms", tt.elapsed().as_secs_f64() * 1e3);
+        }
+        let par = if strategy == 4 {
+            gemm::Parallelism::Rayon(t)
+        } else {
+            gemm::Parallelism::None
+        };
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                ld,
+                false,
+                a.0.as_ptr(),
+                a.2,
+                a.1,
+                bt.as_ptr(),
+                1,
+                n as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        return;
+    }
+    match strategy {
+        0 => call(m, n, d, 0, 0, gemm::Parallelism::Rayon(t)),
+        1 => call(m, n, d, 0, 0, gemm::Parallelism::None),
+        2 => {
+            let cols = n.div_ceil(t).next_multiple_of(16);
+            rayon::scope(|s| {
+                for j0 in (0..n).step_by(cols) {
+                    let w = cols.min(n - j0);
+                    s.spawn(move |_| call(m, w, d + 4 * j0, 0, j0 * b.2 as usize, gemm::Parallelism::None));
+                }
+            });
+        }
+        _ => {
+            let rows = m.div_ceil(t);
+            rayon::scope(|s| {
+                for i0 in (0..m).step_by(rows) {
+                    let h = rows.min(m - i0);
+                    s.spawn(move |_| call(h, n, d + 4 * i0 * n, i0 * a.1 as usize, 0, gemm::Parallelism::None));
+                }
+            });
+        }
+    }
+}
+
+/// `--gemm-shapes`: the products of the benchmark models' Linear layers under each threading strategy.
+fn gemm_shapes() {
+    fn best(v: Vec<f64>) -> f64 {
+        v.into_iter().fold(f64::INFINITY, f64::min)
+    }
+    // (label, m, n, k, a transposed?, b transposed?)
+    let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
+        ("fwd 128x784->800", 128, 800, 784, false, true),
+        ("dW 800x784 (N=128)", 800, 784, 128, true, false),
+        ("dX 128x800x784", 128, 784, 800, false, false),
+        ("fwd 64x784->128", 64, 128, 784, false, true),
+        ("dW 128x784 (N=64)", 128, 784, 64, true, false),
+        ("fwd 32x784->800", 32, 800, 784, false, true),
+        ("dW 800x784 (N=32)", 800, 784, 32, true, false),
+        ("fwd 128x1024->1024", 128, 1024, 1024, false, true),
+        ("dW 1024x1024 (N=128)", 1024, 1024, 128, true, false),
+        ("dX 128x1024x1024", 128, 1024, 1024, false, false),
+    ];
+    for &(label, m, n, k, ta, tb) in shapes {
+        let a = rand(&[m * k], 1).to_vec::<f32>().unwrap();
+        let b = rand(&[k * n], 2).to_vec::<f32>().unwrap();
+        // a: m×k, stored row-major or as its transpose; same for b.
+        let ao: Operand = if ta { (&a, 1, m as isize) } else { (&a, k as isize, 1) };
+        let bo: Operand = if tb { (&b, 1, k as isize) } else { (&b, n as isize, 1) };
+        let mut dst = vec![0.0f32; m * n];
+        let mut line = format!("{label:>22}:");
+        for st in 0..8u8 {
+            if st >= 4 && !tb {
+                continue;
+            }
+            let ms = best(
+                (0..40)
+                    .map(|_| {
+                        let t = Instant::now();
+                        strategy_gemm(st, m, n, k, &mut dst, ao, bo);
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect(),
+            );
+            line += &format!("  s{st} {:6.1}", 2.0 * (m * n * k) as f64 / ms / 1e6);
+        }
+        println!("{line}   GFLOP/s ");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--gemm-shapes") {
+        gemm_shapes();
+        return;
+    }
+    if args.iter().any(|a| a == "--step-profile") {
+        step_profile();
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--peak") {
         let n = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(2048);
         peak(n);

@@ -108,6 +108,9 @@ pub struct TrainArgs {
     /// Seed of weights, shuffling, split and dropout.
     #[arg(long)]
     seed: Option<u64>,
+    /// Skip the last, smaller batch of each epoch (as PyTorch's drop_last=True).
+    #[arg(long)]
+    drop_last: bool,
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -152,6 +155,9 @@ impl TrainArgs {
         );
         if self.nesterov {
             c.nesterov = true;
+        }
+        if self.drop_last {
+            c.drop_last = true;
         }
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };

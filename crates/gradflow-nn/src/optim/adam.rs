@@ -168,8 +168,39 @@ fn update_all<T: Element, const DECAY: u8, const AMSGRAD: bool, const LERP_LOW: 
                 },
             )
         };
-        update_range::<T, DECAY, AMSGRAD, LERP_LOW>(p, &g[r], m, v, x, k);
+        update_range_dispatch::<T, DECAY, AMSGRAD, LERP_LOW>(p, &g[r], m, v, x, k);
     });
+}
+
+/// The element loop, compiled a second time for AVX-512 and picked at run time
+/// (the arithmetic is the same IEEE operations in the same order either way).
+fn update_range_dispatch<T: Element, const DECAY: u8, const AMSGRAD: bool, const LERP_LOW: bool>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+    k: Consts<T>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide<T: Element, const DECAY: u8, const AMSGRAD: bool, const LERP_LOW: bool>(
+            p: &mut [T],
+            g: &[T],
+            m: &mut [T],
+            v: &mut [T],
+            vmax: &mut [T],
+            k: Consts<T>,
+        ) {
+            update_range::<T, DECAY, AMSGRAD, LERP_LOW>(p, g, m, v, vmax, k)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F.
+            return unsafe { wide::<T, DECAY, AMSGRAD, LERP_LOW>(p, g, m, v, vmax, k) };
+        }
+    }
+    update_range::<T, DECAY, AMSGRAD, LERP_LOW>(p, g, m, v, vmax, k)
 }
 
 fn update<T: Element>(

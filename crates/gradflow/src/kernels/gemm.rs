@@ -18,10 +18,11 @@ pub struct MatRef<T> {
     pub cs: isize,
 }
 
-/// `dst[m, n] (row-major, leading dimension n) = beta·lhs·rhs (+ dst if accumulate)`.
+/// `dst[m, n] (row-major, leading dimension n) = lhs·rhs (+ dst if accumulate)`.
 ///
 /// # Safety
 /// `lhs` must address an m×k matrix and `rhs` a k×n matrix inside live buffers.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm<T: Element>(
     m: usize,
     n: usize,
@@ -33,13 +34,41 @@ pub unsafe fn gemm<T: Element>(
     threaded: bool,
 ) {
     debug_assert!(dst.len() >= m * n);
+    gemm_to(m, n, k, dst.as_mut_ptr(), n as isize, 1, lhs, rhs, accumulate, threaded)
+}
+
+/// Like [`gemm`], into a strided destination: element (i, j) is written at
+/// `dst + i * dst_rs + j * dst_cs`. A column-major destination (`dst_rs = 1`)
+/// keeps `lhs` as the gemm crate's packed operand and reads `rhs` in place,
+/// which is the cheap orientation when `rhs` is a transposed weight matrix.
+///
+/// # Safety
+/// `lhs` must address an m×k matrix, `rhs` a k×n matrix and `dst` an m×n
+/// matrix (with these strides) inside live buffers; `dst` must not overlap them.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_to<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    dst_cs: isize,
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    accumulate: bool,
+    threaded: bool,
+) {
     debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>());
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(T::zero());
+            for i in 0..m {
+                for j in 0..n {
+                    *dst.offset(i as isize * dst_rs + j as isize * dst_cs) = T::zero();
+                }
+            }
         }
         return;
     }
@@ -52,9 +81,9 @@ pub unsafe fn gemm<T: Element>(
         m,
         n,
         k,
-        dst.as_mut_ptr(),
-        1,
-        n as isize,
+        dst,
+        dst_cs,
+        dst_rs,
         accumulate,
         lhs.ptr,
         lhs.cs,

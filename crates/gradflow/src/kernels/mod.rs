@@ -44,3 +44,37 @@ pub fn for_each_range(n: usize, min_chunk: usize, f: impl Fn(std::ops::Range<usi
         .into_par_iter()
         .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
 }
+
+thread_local! {
+    /// Per-thread scratch memory reused across calls (as u64 words, so any
+    /// element type fits its alignment): large temporaries would otherwise be
+    /// mapped and faulted in afresh on every training step.
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch buffers above this many bytes are allocated per call instead of kept.
+const SCRATCH_KEEP_BYTES: usize = 64 << 20;
+
+/// Run `f` on a scratch slice of `len` elements of `T` with unspecified
+/// (but initialized) contents, reusing this thread's buffer when it is free.
+pub(crate) fn with_scratch<T: crate::Element, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let bytes = len * std::mem::size_of::<T>();
+    let words = bytes.div_ceil(8);
+    let run = |buf: &mut Vec<u64>| {
+        if buf.len() < words {
+            buf.resize(words, 0);
+        }
+        // SAFETY: the buffer holds at least `bytes` initialized bytes, u64 alignment
+        // covers f32 and f64, and every bit pattern is a valid float.
+        let s = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut T, len) };
+        f(s)
+    };
+    if bytes > SCRATCH_KEEP_BYTES {
+        return run(&mut Vec::new());
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => run(&mut buf),
+        // Re-entered on this thread (a nested kernel): use a fresh buffer.
+        Err(_) => run(&mut Vec::new()),
+    })
+}

@@ -4,7 +4,7 @@
 
 use crate::autograd::{node, GradFn};
 use crate::error::{shape_err, Result};
-use crate::kernels::gemm::{gemm, MatRef};
+use crate::kernels::gemm::{gemm, gemm_to, MatRef};
 use crate::layout::{broadcast_shapes, fmt_shape, for_each_offset2, Layout};
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
@@ -219,6 +219,17 @@ impl Tensor {
     }
 }
 
+/// Below this many multiply-adds a dense layer runs on one thread.
+const LINEAR_PAR_THRESHOLD: usize = 1 << 20;
+
+/// `x·Wᵀ + b`, row-major `[nrows, nout]`.
+///
+/// The product is computed transposed, `Yᵀ = W·xᵀ`, into scratch memory: in that
+/// orientation the gemm crate packs the (small) batch and streams W in place,
+/// instead of repacking the whole weight matrix on one thread every call (which
+/// also hits 4 KiB cache aliasing for power-of-two widths). The bias is added
+/// while transposing back. With several threads, each computes and transposes
+/// its own block of output features, so the packing is parallel too.
 #[allow(clippy::too_many_arguments)]
 fn linear_kernel<T: Element>(
     x: &[T],
@@ -230,22 +241,91 @@ fn linear_kernel<T: Element>(
     nin: usize,
     nout: usize,
 ) -> Vec<T> {
-    let mut out = vec![T::zero(); nrows * nout];
-    if let Some(b) = b.filter(|_| nout > 0) {
-        for row in out.chunks_mut(nout) {
-            row.copy_from_slice(b);
-        }
+    let len = nrows * nout;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
     }
-    // Wᵀ as a strided view: element (i, j) of Wᵀ is W[j, i].
-    let wt = MatRef {
-        ptr: w[lw.offset..].as_ptr(),
-        rs: lw.strides[1] as isize,
-        cs: lw.strides[0] as isize,
+    let threads = rayon::current_num_threads();
+    let blocks = if threads > 1 && len * nin >= LINEAR_PAR_THRESHOLD {
+        threads.min(nout / 16).max(1)
+    } else {
+        1
     };
-    // SAFETY: layouts describe valid regions of x and w.
-    unsafe { gemm(nrows, nout, nin, &mut out, mat(x, lx.offset, lx), wt, b.is_some(), true) };
+    let width = nout.div_ceil(blocks).next_multiple_of(16).min(nout);
+    let optr = SendPtr(out.as_mut_ptr());
+    let (optr, xm) = (&optr, mat(x, lx.offset, lx));
+    let xm = SendMat(xm);
+    let xm = &xm;
+    crate::kernels::with_scratch(len, |yt: &mut [T]| {
+        let yptr = SendPtr(yt.as_mut_ptr());
+        let yptr = &yptr;
+        let block = |o0: usize| {
+            let o1 = (o0 + width).min(nout);
+            let cols = o1 - o0;
+            // Wᵀ's columns o0..o1 as a strided view: element (i, j) is W[o0 + j, i].
+            let wt = MatRef {
+                ptr: w[lw.offset + o0 * lw.strides[0]..].as_ptr(),
+                rs: lw.strides[1] as isize,
+                cs: lw.strides[0] as isize,
+            };
+            // SAFETY: the layouts describe valid regions of x and w; block o0 writes
+            // only scratch columns o0..o1 (a column-major nrows×cols block at o0·nrows).
+            unsafe {
+                gemm_to(
+                    nrows,
+                    cols,
+                    nin,
+                    yptr.0.add(o0 * nrows),
+                    1,
+                    nrows as isize,
+                    xm.0,
+                    wt,
+                    false,
+                    false,
+                )
+            };
+            // SAFETY: block o0 writes only columns o0..o1 of `out`, which has capacity len.
+            let yt = unsafe { std::slice::from_raw_parts(yptr.0.add(o0 * nrows), nrows * cols) };
+            for r0 in (0..nrows).step_by(8) {
+                let r1 = (r0 + 8).min(nrows);
+                for c in 0..cols {
+                    let src = &yt[c * nrows..];
+                    let dst = unsafe { optr.0.add(o0 + c) };
+                    match b {
+                        Some(b) => {
+                            let bias = b[o0 + c];
+                            for r in r0..r1 {
+                                unsafe { dst.add(r * nout).write(src[r] + bias) };
+                            }
+                        }
+                        None => {
+                            for r in r0..r1 {
+                                unsafe { dst.add(r * nout).write(src[r]) };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if blocks == 1 {
+            block(0);
+        } else {
+            (0..nout)
+                .step_by(width)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .for_each(block);
+        }
+    });
+    // SAFETY: the blocks wrote every element of the nrows×nout result.
+    unsafe { out.set_len(len) };
     out
 }
+
+struct SendMat<T>(MatRef<T>);
+unsafe impl<T> Send for SendMat<T> {}
+unsafe impl<T> Sync for SendMat<T> {}
 
 struct LinearBackward {
     x: Tensor,

@@ -1,0 +1,166 @@
+// End-to-end test of `gradflow playground` in headless Chromium (Debian's
+// /usr/bin/chromium, driven by playwright-core; no browser is downloaded).
+// Run it with ./run.sh, which builds the binary first.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.GRADFLOW_BIN || path.resolve(here, '../../../target/debug/gradflow');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = process.env.SCREENSHOT || path.join(here, 'screenshot.png');
+
+/** Start `gradflow playground --port 0` and wait for the URL it prints. */
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ['playground', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`no URL printed within 20 s: ${out}`)), 20000);
+    proc.on('error', reject);
+    proc.on('exit', (code) => reject(new Error(`gradflow playground exited with ${code}: ${out}`)));
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/http:\/\/127\.0\.0\.1:(\d+)\//);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ proc, url: m[0] });
+      }
+    });
+  });
+}
+
+/** Poll `fn` in the page until it returns a truthy value. */
+async function until(page, what, fn, arg, timeout = 30000) {
+  try {
+    const h = await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+    return h.jsonValue();
+  } catch (e) {
+    throw new Error(`timed out waiting for ${what}: ${e.message.split('\n')[0]}`);
+  }
+}
+
+const num = (sel) => Number(document.querySelector(sel).textContent);
+
+test('the playground trains in the browser', { timeout: 115000 }, async () => {
+  const started = Date.now();
+  const server = await startServer();
+  const userDataDir = mkdtempSync(path.join(tmpdir(), 'gradflow-e2e-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1680, height: 1250 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  try {
+    const foreign = [];
+    const errors = [];
+    page.on('request', (r) => { if (!r.url().startsWith(server.url) && !r.url().startsWith('data:') && !r.url().startsWith('blob:')) foreign.push(r.url()); });
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+
+    await page.goto(server.url);
+    // The default setup: circle, x1 and x2, 4 and 2 tanh neurons, in the address.
+    await until(page, 'the first frame', () => document.querySelector('#test-loss').textContent !== '–');
+    assert.match(page.url(), /#dataset=circle&.*layers=4%2C2/);
+    const before = await page.evaluate(num, '#test-loss');
+
+    // Play: the test loss on the circle falls below 0.2.
+    await page.click('#play');
+    const reached = await until(page, 'test loss < 0.2', () => {
+      const v = Number(document.querySelector('#test-loss').textContent);
+      return v < 0.2 ? v : 0;
+    }, null, 45000);
+    console.log(`test loss ${before} → ${reached} after ${(Date.now() - started) / 1000} s`);
+    assert.ok(await page.evaluate(() => Number(document.querySelector('#epoch').textContent.replace(/,/g, '')) > 0));
+
+    // Switch the activation to ReLU: the network restarts and the gradient-flow panel follows.
+    let frames = await page.evaluate(() => Number(document.querySelector('#flow-panel').dataset.frames));
+    await page.selectOption('#act', 'relu');
+    await until(page, 'ReLU in every layer', () =>
+      [...document.querySelectorAll('.layer-act')].every((s) => s.value === 'relu') &&
+      document.querySelector('#flow-text').textContent.includes('ReLU'));
+    await until(page, 'gradient-flow updates', (f) =>
+      Number(document.querySelector('#flow-panel').dataset.frames) > f + 20, frames);
+    const flow = await page.textContent('#flow-text');
+    assert.match(flow, /L1 ReLU: ‖∇W‖ \d\.\de[-+]\d+, flat \d+%, dead \d+/);
+    assert.match(flow, /output: ‖∇W‖/);
+    assert.match(page.url(), /act=relu%2Crelu/);
+
+    // Switch on x1², x2² and sin x1 (click their nodes), back to tanh, then L1: the weights of
+    // features the circle does not need land on exactly zero, and the sparsity shows it.
+    for (const id of ['x1sq', 'x2sq', 'sinx1']) {
+      const p = await page.evaluate((fid) => {
+        const i = FEATURES.findIndex((f) => f.id === fid);
+        const n = S.layout.nodes[0][i];
+        const r = document.querySelector('#net').getBoundingClientRect();
+        return { x: r.left + n.x + n.size / 2, y: r.top + n.y + n.size / 2 };
+      }, id);
+      await page.mouse.click(p.x, p.y);
+      await until(page, `feature ${id} on`, (fid) => S.cfg.features.includes(fid) && S.state.config.features.includes(fid), id);
+    }
+    await page.selectOption('#act', 'tanh');
+    await page.selectOption('#reg', 'l1');
+    await page.selectOption('#regrate', '0.003');
+    const zeros = await until(page, 'exact zeros under L1', () => {
+      const m = document.querySelector('#sparsity').textContent.match(/^(\d+) of (\d+)/);
+      return m && Number(m[1]) > 0 ? Number(m[1]) : 0;
+    }, null, 40000);
+    console.log(`L1: ${zeros} weights exactly 0 after ${(Date.now() - started) / 1000} s`);
+    assert.match(page.url(), /features=x1%2Cx2%2Cx1sq%2Cx2sq%2Csinx1&/);
+    assert.match(page.url(), /reg=l1&rate=0.003/);
+    frames = await page.evaluate(() => Number(document.querySelector('#flow-panel').dataset.frames));
+    await until(page, 'gradient-flow updates under L1', (f) =>
+      Number(document.querySelector('#flow-panel').dataset.frames) > f + 10, frames);
+    await until(page, 'test loss < 0.3 under L1', () => Number(document.querySelector('#test-loss').textContent) < 0.3,
+      null, 30000);
+
+    // Step through one example: click a point on the output map.
+    const box = await page.locator('#heatmap').boundingBox();
+    await page.mouse.click(box.x + box.width * 0.5, box.y + box.height * 0.45);
+    await until(page, 'the step-through table', () => document.querySelectorAll('#walk table tr').length > 5);
+
+    // The export is a model TOML and a command.
+    const toml = await page.textContent('#toml');
+    assert.match(toml, /input = \[5\]/);
+    assert.match(toml, /type = "Tanh"/);
+    assert.match(await page.textContent('#cli'), /gradflow explain --model playground.toml/);
+
+    await page.click('#play'); // pause
+    await until(page, 'paused', () => document.querySelector('#play').getAttribute('aria-label') === 'Run');
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+    // The address carries the whole setup: a reload comes back to it.
+    await page.reload();
+    await until(page, 'the setup restored from the address', () =>
+      document.querySelector('#reg').value === 'l1' && document.querySelector('#act').value === 'tanh' &&
+      S.state && S.state.config.features.length === 5 && document.querySelector('#test-loss').textContent !== '–');
+
+    // A deep sigmoid network: the gradient-flow panel shows the gradients vanishing.
+    const deep = Array(10).fill(8).join(',');
+    await page.goto(`${server.url}#dataset=circle&layers=${deep}&act=${Array(10).fill('sigmoid').join(',')}`);
+    await page.click('#play');
+    await until(page, 'vanishing gradients reported', () =>
+      /vanishing/.test(document.querySelector('#flow-text').textContent) &&
+      (document.querySelector('#flow-text').textContent.match(/^L\d+ Sigmoid/gm) || []).length === 10);
+    await page.click('#play');
+
+    assert.deepEqual(foreign, [], 'the page fetched nothing from elsewhere');
+    assert.deepEqual(errors, [], 'no errors in the page');
+    console.log(`e2e done in ${(Date.now() - started) / 1000} s`);
+  } catch (e) {
+    await page.screenshot({ path: path.join(tmpdir(), 'gradflow-e2e-failure.png'), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await context.close();
+    server.proc.kill('SIGTERM');
+    rmSync(userDataDir, { recursive: true, force: true });
+  }
+});
