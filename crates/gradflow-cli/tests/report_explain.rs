@@ -249,6 +249,29 @@ fn report_errors_name_the_missing_or_damaged_file() {
         .starts_with(PNG_MAGIC));
 }
 
+#[test]
+fn report_reads_back_a_diverged_run() {
+    // serde_json writes NaN as null; a diverged run must still get its report.
+    let (_tmp, dir) = copy_run(&runs().0, "diverged");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    summary["test_loss"] = serde_json::Value::Null;
+    summary["stopped"] = "non_finite_loss".into();
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let mut lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.last_mut().unwrap()["train_loss"] = serde_json::Value::Null;
+    let text: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+    std::fs::write(dir.join("metrics.jsonl"), text.join("\n")).unwrap();
+    report(&dir);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("<td class=\"n\">NaN</td>"),
+        "test loss should show as NaN"
+    );
+    assert!(html.contains("non_finite_loss"));
+}
+
 fn find_chromium() -> Option<String> {
     ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
         .into_iter()

@@ -18,6 +18,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -97,14 +98,84 @@ fn read_text(path: &Path) -> RResult<String> {
     })
 }
 
-fn read_jsonl<T: DeserializeOwned>(path: &Path) -> RResult<Vec<T>> {
+/// serde_json writes a NaN or infinite f64 as `null`, which does not read back
+/// into an f64. A run that diverged is the one most in need of a report, so the
+/// plain f64 fields of the run files read such nulls back as NaN.
+trait Lenient: DeserializeOwned {
+    /// Replace the nulls of plain f64 fields with 0 and say where they were (array index, field).
+    fn unnull(v: &mut Value) -> Vec<(usize, &'static str)>;
+    /// Put NaN back where a null was.
+    fn set_nan(&mut self, at: (usize, &'static str));
+}
+
+fn unnull_fields(v: &mut Value, fields: &[&'static str]) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    if let Value::Object(m) = v {
+        for f in fields {
+            if let Some(x) = m.get_mut(*f) {
+                if x.is_null() {
+                    *x = Value::from(0.0);
+                    found.push(*f);
+                }
+            }
+        }
+    }
+    found
+}
+
+macro_rules! lenient_flat {
+    ($t:ty: $($f:ident),*) => {
+        impl Lenient for $t {
+            fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
+                unnull_fields(v, &[$(stringify!($f)),*]).into_iter().map(|f| (0, f)).collect()
+            }
+            fn set_nan(&mut self, at: (usize, &'static str)) {
+                $(if at.1 == stringify!($f) { self.$f = f64::NAN; })*
+            }
+        }
+    };
+}
+
+lenient_flat!(Summary: test_accuracy, test_loss, train_seconds, samples_per_second, train_accuracy);
+lenient_flat!(EpochMetrics: train_loss, train_data_loss, train_penalty, train_accuracy, lr, seconds,
+    samples_per_second, weight_sparsity, weight_norm);
+
+impl Lenient for StepRecord {
+    fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
+        let mut found = Vec::new();
+        if let Some(layers) = v.get_mut("layers").and_then(Value::as_array_mut) {
+            for (i, l) in layers.iter_mut().enumerate() {
+                found.extend(unnull_fields(l, &["act_mean", "act_std"]).into_iter().map(|f| (i, f)));
+            }
+        }
+        found
+    }
+    fn set_nan(&mut self, (i, f): (usize, &'static str)) {
+        if let Some(l) = self.layers.get_mut(i) {
+            match f {
+                "act_mean" => l.act_mean = f64::NAN,
+                _ => l.act_std = f64::NAN,
+            }
+        }
+    }
+}
+
+fn parse_lenient<T: Lenient>(text: &str) -> serde_json::Result<T> {
+    let mut v: Value = serde_json::from_str(text)?;
+    let nulls = T::unnull(&mut v);
+    let mut t: T = serde_json::from_value(v)?;
+    for at in nulls {
+        t.set_nan(at);
+    }
+    Ok(t)
+}
+
+fn read_jsonl<T: Lenient>(path: &Path) -> RResult<Vec<T>> {
     let text = read_text(path)?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReportError(format!("{}: line {}: {e}", path.display(), i + 1)))
-        })
+        .map(|(i, l)| parse_lenient(l).map_err(|e| ReportError(format!("{}: line {}: {e}", path.display(), i + 1))))
         .collect()
 }
 
@@ -117,7 +188,7 @@ impl RunData {
             return Err(ReportError(format!("{}: no such run directory", dir.display())));
         }
         let sp = dir.join("summary.json");
-        let summary: Summary = serde_json::from_str(&read_text(&sp)?)
+        let summary: Summary = parse_lenient(&read_text(&sp)?)
             .map_err(|e| ReportError(format!("{}: not a valid summary: {e}", sp.display())))?;
         let metrics = read_jsonl::<EpochMetrics>(&dir.join("metrics.jsonl"))?;
         let steps = read_jsonl::<StepRecord>(&dir.join("diagnostics.jsonl"))?;
@@ -664,7 +735,7 @@ fn sci(v: f64) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}
 .warn{border-left:4px solid #d62728;background:#fff5f5;padding:.5em .9em;margin:.7em 0}
@@ -714,7 +785,7 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
         ("Epochs", s.epochs.to_string()),
         ("Best epoch", s.best_epoch.to_string()),
         ("Parameters", s.parameters.to_string()),
-        ("Training time", format!("{:.1} s", s.train_seconds)),
+        ("Training time", format!("{:.1} s", s.train_seconds.max(0.0))),
         ("Throughput", format!("{:.0} samples/s", s.samples_per_second)),
         ("Stopped", stopped.clone()),
     ];
@@ -840,6 +911,26 @@ mod tests {
         assert!(a < 1.0 && b > 1.0);
         let (a, b) = padded(0.0, 0.0, 0.05);
         assert!(a < 0.0 && b > 0.0);
+    }
+
+    #[test]
+    fn nulls_written_for_nan_read_back_as_nan() {
+        let m: EpochMetrics = parse_lenient(
+            r#"{"epoch":1,"train_loss":null,"train_data_loss":1.0,"train_penalty":0.0,"train_accuracy":0.1,
+            "val_loss":null,"val_accuracy":null,"lr":0.1,"seconds":1.0,"samples_per_second":1.0,
+            "weight_sparsity":0.0,"weight_norm":null}"#,
+        )
+        .unwrap();
+        assert!(m.train_loss.is_nan() && m.weight_norm.is_nan());
+        assert_eq!((m.train_data_loss, m.val_loss), (1.0, None));
+        let r: StepRecord = parse_lenient(
+            r#"{"step":3,"epoch":1,"layers":[{"index":0,"kind":"Linear","grad_norm":null,"weight_norm":1.0,
+            "update_ratio":null,"near_zero":0.0,"act_mean":null,"act_std":2.0,"saturated":null,"dead":null}]}"#,
+        )
+        .unwrap();
+        assert!(r.layers[0].act_mean.is_nan());
+        assert_eq!((r.layers[0].act_std, r.layers[0].grad_norm), (2.0, None));
+        assert!(parse_lenient::<Summary>("{\"test_loss\": null}").is_err());
     }
 
     #[test]
