@@ -442,6 +442,7 @@ pub fn export_text(cfg: &Config, spec: &ModelSpec, sample_input: &[f64], sample_
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

@@ -76,7 +76,7 @@ pub struct StateView {
     pub cli: String,
 }
 
-/// One frame of the live view, sent about 25 times a second while training runs.
+/// One frame of the live view, sent about 30 times a second while training runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Frame {
     /// The session version this frame belongs to.
@@ -261,6 +261,14 @@ pub fn is_flat(act: Option<Activation>, z: f64) -> bool {
     }
 }
 
+/// Element type of the networks: f32, like PyTorch's default (and twice as fast as f64 here).
+const DTYPE: DType = DType::F32;
+
+/// A tensor of [`DTYPE`] from f64 values.
+fn tensor(v: &[f64], shape: &[usize]) -> Result<Tensor, String> {
+    Tensor::from_vec(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), shape).map_err(err)
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -319,7 +327,7 @@ impl Engine {
         let net = spec
             .build(BuildOptions {
                 init: cfg.init_kind()?,
-                dtype: DType::F64,
+                dtype: DTYPE,
                 seed: cfg.seed,
             })
             .map_err(err)?;
@@ -421,7 +429,7 @@ impl Engine {
             *self = Engine::new(cfg, self.csv.clone(), self.version + 1)?;
             return Ok(true);
         }
-        if cfg.optimizer.to_ascii_lowercase() != self.cfg.optimizer.to_ascii_lowercase() {
+        if !cfg.optimizer.eq_ignore_ascii_case(&self.cfg.optimizer) {
             self.opt = optim::try_build(&cfg.optimizer_spec()?)?;
         } else {
             self.opt.set_lr(cfg.learning_rate);
@@ -458,7 +466,7 @@ impl Engine {
             x.extend_from_slice(&xs[i * f..(i + 1) * f]);
             y.push(pts[i].label);
         }
-        Ok((Tensor::from_vec(x, &[idx.len(), f]).map_err(err)?, y))
+        Ok((tensor(&x, &[idx.len(), f])?, y))
     }
 
     fn data_loss(&self, out: &Tensor, y: &[f64]) -> Result<Tensor, String> {
@@ -468,7 +476,7 @@ impl Engine {
                 Loss::CrossEntropy { label_smoothing: 0.0 }.compute(out, Target::Classes(&cls))
             }
             Head::Binary | Head::Regression => {
-                let t = Tensor::from_vec(y.to_vec(), &[y.len(), 1]).map_err(err)?;
+                let t = tensor(y, &[y.len(), 1])?;
                 let loss = if self.head == Head::Binary {
                     Loss::BceWithLogits
                 } else {
@@ -512,8 +520,9 @@ impl Engine {
             // Proximal step for λ₁·Σ|w|: soft-thresholding lands small weights on exactly 0,
             // where plain subgradient steps would make them jitter around it.
             let thr = self.opt.lr() * l1;
+            let thr = thr as f32;
             for w in &self.weights {
-                w.with_slice_mut::<f64, _>(|d| {
+                w.with_slice_mut::<f32, _>(|d| {
                     for v in d {
                         let a = v.abs() - thr;
                         *v = if a > 0.0 { a.copysign(*v) } else { 0.0 };
@@ -560,7 +569,7 @@ impl Engine {
         let _g = no_grad();
         let mut ctx = Ctx::eval();
         ctx.record_outputs = true;
-        let t = Tensor::from_vec(x.to_vec(), &[n, self.cfg.features.len()]).map_err(err)?;
+        let t = tensor(x, &[n, self.cfg.features.len()])?;
         let out = self.net.forward(&t, &mut ctx).map_err(err)?;
         Ok((out, ctx.outputs))
     }
@@ -756,7 +765,7 @@ impl Engine {
         let input: Vec<f64> = self.cfg.features.iter().map(|f| f.eval(x1, x2)).collect();
         let mut ctx = Ctx::eval();
         ctx.record_outputs = true;
-        let x = Tensor::from_vec(input.clone(), &[1, input.len()]).map_err(err)?;
+        let x = tensor(&input, &[1, input.len()])?;
         let out = self.net.forward(&x, &mut ctx).map_err(err)?;
         let loss = self.data_loss(&out, &[label])?;
         let grads = loss.backward_retain_all().map_err(err)?;
@@ -797,6 +806,7 @@ impl Engine {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::config::LayerConfig;
@@ -908,5 +918,52 @@ mod tests {
         assert!(e.apply(c).unwrap());
         assert_eq!(e.epoch(), 0);
         assert_eq!(e.version(), 2);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
+mod timing {
+    use super::*;
+    use crate::config::LayerConfig;
+    use std::time::Duration;
+
+    /// `cargo test -p gradflow-playground --release timing -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn frame_cost_of_the_largest_network() {
+        let mut c = Config::default();
+        c.dataset = DatasetKind::Spiral;
+        c.points = 2000;
+        c.features = Feature::ALL.to_vec();
+        c.layers = vec![
+            LayerConfig {
+                neurons: 32,
+                activation: "tanh".into(),
+                dropout: 0.0
+            };
+            20
+        ];
+        let mut e = Engine::new(c, None, 1).unwrap();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let steps = e.steps;
+            e.train_until(Instant::now() + Duration::from_millis(30)).unwrap();
+            let t1 = t.elapsed();
+            let s = e.steps - steps;
+            let t = Instant::now();
+            let (a, _, _) = e.evaluate(&e.x_train, &e.train).unwrap();
+            let t2 = t.elapsed();
+            let t = Instant::now();
+            let f = e.frame(true).unwrap();
+            let t3 = t.elapsed();
+            let t = Instant::now();
+            let j = serde_json::to_string(&f).unwrap();
+            eprintln!(
+                "train {t1:?} ({s} steps), eval {t2:?}, frame {t3:?}, json {:?} ({} bytes) {a}",
+                t.elapsed(),
+                j.len()
+            );
+        }
     }
 }

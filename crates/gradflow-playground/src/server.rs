@@ -41,7 +41,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest request body in bytes.
     pub max_body: usize,
-    /// Time between frames while training runs (40 ms: 25 frames a second).
+    /// Time between frames while training runs (33 ms: 30 frames a second).
     pub frame_interval: Duration,
     /// A session with no open stream and no request for this long is closed.
     pub idle_timeout: Duration,
@@ -55,7 +55,7 @@ impl Default for Limits {
             max_streams_per_session: 4,
             max_connections: 64,
             max_body: MAX_CSV_BYTES + 4096,
-            frame_interval: Duration::from_millis(40),
+            frame_interval: Duration::from_millis(33),
             idle_timeout: Duration::from_secs(120),
         }
     }
@@ -266,7 +266,7 @@ async fn guard_host(State(app): State<Arc<AppState>>, req: Request, next: Next) 
             .and_then(|h| h.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if !allowed.iter().any(|a| *a == host) {
+        if !allowed.contains(&host) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("host '{host}' is not served here (use http://127.0.0.1)"),

@@ -64,6 +64,8 @@ function scaleColor(v) {
   v = Math.max(-1, Math.min(1, v));
   return v < 0 ? mix(MID, NEG, -v) : mix(MID, POS, v);
 }
+/** Colors of the 256 byte values that encode [-1, 1]. */
+const LUT = Array.from({ length: 256 }, (_, b) => scaleColor(b / 127.5 - 1).map(Math.round));
 function css(c, alpha) {
   const r = Math.round(c[0]), g = Math.round(c[1]), b = Math.round(c[2]);
   return alpha === undefined ? `rgb(${r},${g},${b})` : `rgba(${r},${g},${b},${alpha})`;
@@ -236,9 +238,9 @@ function openEvents() {
   };
 }
 
-function adoptState(st) {
+function adoptState(st, keepCfg) {
   S.state = st;
-  S.cfg = st.config;
+  if (!keepCfg) S.cfg = st.config;
   S.history = st.history.slice();
   S.frame = null;
   S.walk = null;
@@ -261,13 +263,22 @@ function applyConfig(change) {
   const cfg = JSON.parse(JSON.stringify(S.cfg));
   change(cfg);
   S.cfg = cfg;
+  S.cfgGen = (S.cfgGen || 0) + 1;
   renderControls();
   writeHash();
   clearTimeout(applyConfig.t);
   applyConfig.t = setTimeout(() => enqueue(async () => {
+    const gen = S.cfgGen;
     const r = await sessionCall('POST', '/config', S.cfg);
-    if (r.reset) adoptState(r.state);
-    else { S.state = r.state; S.cfg = r.state.config; renderExport(); writeHash(); }
+    // A change made while this one was on its way wins: keep it, it is sent next.
+    const newer = S.cfgGen !== gen;
+    if (r.reset) adoptState(r.state, newer);
+    else {
+      S.state = r.state;
+      if (!newer) S.cfg = r.state.config;
+      renderExport();
+      writeHash();
+    }
   }), 120);
 }
 
@@ -645,38 +656,54 @@ function drawNetwork() {
   const inIdx = []; // column-0 node index of each input of the first Linear
   FEATURES.forEach((ft, i) => { if (enabled[i]) inIdx.push(c.features.indexOf(ft.id)); });
   const featOrder = c.features.map((id) => FEATURES.findIndex((ft) => ft.id === id));
-  // Links.
+  // Links, batched into one path per (sign, thickness) so that 20k links draw in a few milliseconds.
   if (f && f.w) {
+    const paths = new Map();
+    const zero = new Path2D();
+    let total = 0;
+    for (const w of f.w) total += w.length;
+    const curved = total <= 2000;
     for (let k = 0; k < f.w.length; k++) {
       const src = L.nodes[k], dst = L.nodes[k + 1];
       const nIn = k === 0 ? c.features.length : src.length;
       const w = f.w[k];
-      const many = w.length > 600;
       for (let j = 0; j < dst.length; j++) {
         for (let i = 0; i < nIn; i++) {
           const v = w[j * nIn + i];
           if (v === undefined) continue;
           const s = k === 0 ? src[featOrder[i]] : src[i];
           const d = dst[j];
-          const x0 = s.x + s.size, y0 = s.y + s.size / 2, x1 = d.x, y1 = d.y + d.size / 2;
-          ctx.beginPath();
-          if (v === 0) {
-            ctx.setLineDash([2, 3]);
-            ctx.strokeStyle = 'rgba(150,150,150,0.6)';
-            ctx.lineWidth = 0.8;
-          } else {
-            ctx.setLineDash([]);
-            ctx.strokeStyle = css(v > 0 ? POS : NEG, Math.min(1, 0.25 + Math.abs(v) * 0.6));
-            ctx.lineWidth = Math.max(0.4, Math.min(many ? 3 : 7, Math.abs(v) * 2.2));
+          if (!s || !d) continue;
+          let path = zero;
+          if (v !== 0) {
+            const level = Math.max(1, Math.min(curved ? 14 : 6, Math.round(Math.abs(v) * 4.4)));
+            const key = (v > 0 ? 'p' : 'n') + level;
+            path = paths.get(key);
+            if (!path) { path = new Path2D(); paths.set(key, path); }
           }
-          const mx = (x0 + x1) / 2;
-          ctx.moveTo(x0, y0);
-          ctx.bezierCurveTo(mx, y0, mx, y1, x1, y1);
-          ctx.stroke();
+          const x0 = s.x + s.size, y0 = s.y + s.size / 2, x1 = d.x, y1 = d.y + d.size / 2;
+          path.moveTo(x0, y0);
+          if (curved) {
+            const mx = (x0 + x1) / 2;
+            path.bezierCurveTo(mx, y0, mx, y1, x1, y1);
+          } else {
+            path.lineTo(x1, y1);
+          }
         }
       }
     }
+    ctx.setLineDash([2, 3]);
+    ctx.strokeStyle = 'rgba(150,150,150,0.6)';
+    ctx.lineWidth = 0.8;
+    ctx.stroke(zero);
     ctx.setLineDash([]);
+    for (const [key, path] of paths) {
+      const level = Number(key.slice(1));
+      const mag = level / 4.4;
+      ctx.strokeStyle = css(key[0] === 'p' ? POS : NEG, Math.min(1, 0.25 + mag * 0.6));
+      ctx.lineWidth = Math.max(0.4, level * 0.5);
+      ctx.stroke(path);
+    }
   }
   // Feature nodes.
   L.nodes[0].forEach((p, i) => {
@@ -692,17 +719,36 @@ function drawNetwork() {
     ctx.textAlign = 'right';
     ctx.fillText(FEATURES[i].label, p.x - 4, p.y + p.size / 2 + 4);
   });
-  // Hidden neurons.
-  if (f && f.neurons) {
-    S.neuronCanvas = S.neuronCanvas || [];
+  // Hidden neurons: every map goes into one atlas image (one putImageData), then each is scaled into its node.
+  if (f && f.neurons && f.neurons.length) {
+    const g = f.ngrid;
+    const rows = Math.max(...f.neurons.map((m) => m.length));
+    const aw = g * f.neurons.length, ah = g * rows;
+    if (!S.atlas || S.atlas.width !== aw || S.atlas.height !== ah) {
+      S.atlas = document.createElement('canvas');
+      S.atlas.width = aw;
+      S.atlas.height = ah;
+      S.atlasImg = S.atlas.getContext('2d').createImageData(aw, ah);
+    }
+    const data = S.atlasImg.data;
     f.neurons.forEach((maps, li) => {
       maps.forEach((m, j) => {
-        const p = L.nodes[li + 1] && L.nodes[li + 1][j];
-        if (!p) return;
         const bytes = b64bytes(m);
-        const key = li * 64 + j;
-        S.neuronCanvas[key] = mapCanvas(f.ngrid, (k) => scaleColor(bytes[k] / 127.5 - 1), S.neuronCanvas[key]);
-        ctx.drawImage(S.neuronCanvas[key], p.x, p.y, p.size, p.size);
+        for (let y = 0; y < g; y++) {
+          for (let x = 0; x < g; x++) {
+            const c = LUT[bytes[y * g + x]];
+            const o = 4 * ((j * g + y) * aw + li * g + x);
+            data[o] = c[0]; data[o + 1] = c[1]; data[o + 2] = c[2]; data[o + 3] = 255;
+          }
+        }
+      });
+    });
+    S.atlas.getContext('2d').putImageData(S.atlasImg, 0, 0);
+    ctx.imageSmoothingEnabled = true;
+    f.neurons.forEach((maps, li) => {
+      maps.forEach((_, j) => {
+        const p = L.nodes[li + 1] && L.nodes[li + 1][j];
+        if (p) ctx.drawImage(S.atlas, li * g, j * g, g, g, p.x, p.y, p.size, p.size);
       });
     });
   }
@@ -748,15 +794,17 @@ function drawNetwork() {
 }
 
 function label(ctx, p, above, below) {
+  // Forward value at the node's top right, backward gradient at its bottom right.
+  ctx.textAlign = 'left';
   const drawText = (t, y, color) => {
-    const w = ctx.measureText(t).width + 4;
+    const w = ctx.measureText(t).width + 3;
     ctx.fillStyle = 'rgba(255,255,255,0.85)';
-    ctx.fillRect(p.x + p.size / 2 - w / 2, y - 8, w, 10);
+    ctx.fillRect(p.x + p.size + 1, y - 8, w, 10);
     ctx.fillStyle = color;
-    ctx.fillText(t, p.x + p.size / 2, y);
+    ctx.fillText(t, p.x + p.size + 2, y);
   };
-  drawText(above, p.y - 2, '#111');
-  if (below !== null) drawText(below, p.y + p.size + 9, '#8a2be2');
+  drawText(above, p.y + 8, '#111');
+  if (below !== null) drawText(below, p.y + p.size, '#8a2be2');
 }
 
 function onNetClick(ev) {
@@ -1058,7 +1106,13 @@ function renderWalk() {
 function render() {
   if (S.dirty && S.cfg) {
     S.dirty = false;
-    drawNetwork();
+    const now = performance.now();
+    // A big network is redrawn less often, so the page stays responsive.
+    if (!S.netAt || now - S.netAt >= 2 * (S.netCost || 0) || !S.layout) {
+      drawNetwork();
+      S.netAt = now;
+      S.netCost = performance.now() - now;
+    }
     drawHeatmap();
     drawCurve();
     drawLosses();
