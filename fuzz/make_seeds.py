@@ -178,7 +178,7 @@ put("safetensors", "bad_dtype", safetensors([("x", "F16", [2], b"\x00\x3c\x00\x3
 
 
 # ---------------------------------------------------------------- checkpoint
-def checkpoint(optimizer, buffers, schedule, scalars, step):
+def checkpoint(optimizer, buffers, schedule, scalars, step, meta_crc=True):
     """A tiny checkpoint of `input = [2]` + Linear(3), as trainer.rs writes it."""
     model = [("0.weight", [3, 2], [0.5, -0.25, 0.125, 1.0, -1.0, 0.75]), ("0.bias", [3], [0.1, 0.2, 0.3])]
     opt = [("optimizer/" + n, s, v) for n, s, v in sorted(buffers)]
@@ -190,7 +190,8 @@ def checkpoint(optimizer, buffers, schedule, scalars, step):
     config = {
         "model": "tiny.toml", "epochs": 3, "batch_size": 16, "lr": 0.01, "optimizer": optimizer,
         "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "l1": 0.0, "l2": 0.0, "dropout": None,
-        "activation": None, "init": None, "schedule": schedule["kind"], "warmup_epochs": 0,
+        "activation": None, "init": None, "schedule": schedule.get("inner", schedule)["kind"],
+        "warmup_epochs": 2 if "inner" in schedule else 0,
         "early_stopping": None, "min_delta": 0.0, "val_split": 0.0, "max_norm": None, "clip_norm": None,
         "clip_value": None, "label_smoothing": 0.0, "seed": 0, "limit_train": 100, "limit_test": 50,
         "diagnostics_every": 50,
@@ -209,7 +210,10 @@ def checkpoint(optimizer, buffers, schedule, scalars, step):
     }
     tensors = [(n, "F32", s, f32(v)) for n, s, v in model + opt]
     text = json.dumps(meta)
-    return safetensors(tensors, {"gradflow": text, "gradflow_crc32": "%08x" % zlib.crc32(text.encode())})
+    md = {"gradflow": text}
+    if meta_crc:
+        md["gradflow_crc32"] = "%08x" % zlib.crc32(text.encode())
+    return safetensors(tensors, md)
 
 
 moments = lambda kind: [(f"{kind}/0.weight", [3, 2], [0.01] * 6), (f"{kind}/0.bias", [3], [0.02] * 3)]
@@ -221,4 +225,15 @@ put("checkpoint", "sgd_constant", checkpoint(
     "sgd", moments("momentum_buffer"),
     {"kind": "constant", "last_epoch": 1, "scalars": {"base_lr": 0.01}},
     {"lr": 0.01}, 7))
+# Without the metadata checksum (the format before it existed, still read):
+# mutations of the JSON then reach the metadata parser and what follows.
+put("checkpoint", "legacy_adam_cosine", checkpoint(
+    "adam", moments("exp_avg") + moments("exp_avg_sq"),
+    {"kind": "cosine", "last_epoch": 1, "scalars": {"base_lr": 0.01}},
+    {"lr": 0.005, "step/0.bias": 7.0, "step/0.weight": 7.0}, 7, meta_crc=False))
+put("checkpoint", "legacy_plateau_warmup", checkpoint(
+    "sgd", moments("momentum_buffer"),
+    {"kind": "warmup", "last_epoch": 1, "scalars": {"base_lr": 0.01, "start_factor": 0.5, "epochs": 2.0},
+     "inner": {"kind": "plateau", "last_epoch": 0, "scalars": {"base_lr": 0.01}}},
+    {"lr": 0.01}, 7, meta_crc=False))
 put("checkpoint", "not_gradflow", open(os.path.join(CORPUS, "safetensors", "linear_f32"), "rb").read())

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = dominant_dtype(&tensors);
-    let net = ModelSpec::parse(MODEL, "m").unwrap().build(BuildOptions::default()).unwrap();
+    let net = ModelSpec::parse(MODEL, "m")
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap();
     let _ = load_into(&net.state_dict(), &tensors, "fuzz.safetensors", true);
     let _ = load_into(&net.state_dict(), &tensors, "fuzz.safetensors", false);
 
@@ -32,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(t.shape(), u.shape(), "{name}");
         let (a, b) = (t.to_vec_f64(), u.to_vec_f64());
         assert!(
-            a.iter().zip(&b).all(|(x, y)| x == y || (x.is_nan() && y.is_nan()) || name.ends_with("num_batches_tracked")),
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()) || name.ends_with("num_batches_tracked")),
             "{name}"
         );
     }

@@ -186,3 +186,63 @@ fn csv_edge_cases_are_errors_or_consistent() {
         }
     }
 }
+
+/// Every file of a committed fuzz corpus (seeds and crash inputs).
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn fuzz_corpora_replay_without_panics() {
+    // The idx and csv targets' logic (see fuzz/fuzz_targets) on every
+    // committed input, in the ordinary test build, under the allocation probe.
+    for (name, input) in corpus("idx") {
+        let Some((&mode, data)) = input.split_first() else {
+            continue;
+        };
+        let data = if mode & 2 != 0 { gzip(data) } else { data.to_vec() };
+        let (_, peak) = peak_during(|| {
+            if mode & 1 == 0 {
+                if let Ok(img) = parse_idx_images_bytes(&data, &name) {
+                    assert_eq!(img.pixels.len(), img.count * img.rows * img.cols, "{name}");
+                }
+            } else {
+                let _ = parse_idx_labels_bytes(&data, &name);
+            }
+        });
+        assert!(peak < 16 << 20, "{name}: allocated {peak} bytes");
+    }
+    for (name, input) in corpus("csv") {
+        let Some((&mode, data)) = input.split_first() else {
+            continue;
+        };
+        let task = if mode & 1 == 0 {
+            Task::Classification
+        } else {
+            Task::Regression
+        };
+        let delimiter = [b',', b';', b'\t', b' '][usize::from(mode >> 1) & 3];
+        let opts = CsvOptions::new("label", task).with_delimiter(delimiter);
+        if let Ok(t) = parse_csv_bytes(data, &name, &opts) {
+            assert_eq!(
+                t.dataset.features.len(),
+                t.dataset.len() * t.feature_names.len(),
+                "{name}"
+            );
+        }
+    }
+}

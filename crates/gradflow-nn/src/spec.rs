@@ -612,7 +612,7 @@ impl ModelSpec {
             }
             let last = net.layers.last().expect("just pushed");
             shape = last.output_shape(&shape).map_err(ctx)?;
-            if !elements(&shape).is_some_and(|n| n <= MAX_SAMPLE_ELEMENTS) {
+            if elements(&shape).is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
                 return Err(ctx(format!(
                     "output shape {shape:?} has more than {MAX_SAMPLE_ELEMENTS} values per sample"
                 )));

@@ -6,7 +6,7 @@
 
 use gradflow_nn::serialize::{from_safetensors, to_safetensors};
 use gradflow_nn::spec::{MAX_DIM, MAX_PARAMETERS, MAX_SAMPLE_ELEMENTS};
-use gradflow_nn::{BuildOptions, ModelSpec, Module, NamedTensor};
+use gradflow_nn::{BuildOptions, ModelSpec, NamedTensor};
 use std::time::Instant;
 
 fn parse(text: &str) -> Result<ModelSpec, String> {
@@ -156,4 +156,75 @@ fn weights_with_impossible_shapes_are_errors() {
         tensor: t["e"].clone(),
     }];
     assert!(to_safetensors(&named, None).is_ok());
+}
+
+/// Every file of a committed fuzz corpus (seeds and crash inputs).
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn fuzz_crash_inputs_are_clean_errors() {
+    // Found by the model_toml target within a minute on the code before the
+    // caps, mutating the presets: each tried to allocate gigabytes.
+    let cases = [
+        (
+            "crash-d0be1f0c32d31c7a79e18c77a22a10ed6150fb28",
+            "layer 5 (Linear): 10497049600 parameters on input [1024] would make the model larger than the limit of",
+        ),
+        (
+            "oom-f4c176dd24b972cb3143722b0520df471722db69",
+            "layer 2 (Linear): 803858840 parameters on input [784] would make the model larger than the limit of",
+        ),
+    ];
+    let files = corpus("model_toml");
+    for (name, want) in cases {
+        let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap();
+        let spec = ModelSpec::parse(std::str::from_utf8(bytes).unwrap(), name).unwrap();
+        let e = spec.build(BuildOptions::default()).unwrap_err().0;
+        assert!(e.starts_with(want), "{name}: {e}");
+        assert_eq!(spec.output_shape().unwrap_err().0, e);
+    }
+}
+
+#[test]
+fn fuzz_corpora_replay_without_panics() {
+    // What the model_toml and safetensors targets check, on every committed
+    // input, in the ordinary test build.
+    for (name, bytes) in corpus("model_toml") {
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        let Ok(spec) = ModelSpec::parse(text, &name) else {
+            continue;
+        };
+        assert_eq!(ModelSpec::parse(&spec.to_toml(), &name).unwrap(), spec, "{name}");
+        let _ = spec.build_with_limit(BuildOptions::default(), 1 << 16);
+    }
+    for (name, bytes) in corpus("safetensors") {
+        if let Ok((tensors, _)) = from_safetensors(&bytes, &name) {
+            let named: Vec<NamedTensor> = tensors
+                .iter()
+                .map(|(n, t)| NamedTensor {
+                    name: n.clone(),
+                    tensor: t.clone(),
+                })
+                .collect();
+            assert!(to_safetensors(&named, None).is_ok(), "{name}");
+        }
+    }
 }

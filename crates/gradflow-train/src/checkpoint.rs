@@ -157,6 +157,8 @@ pub fn save(
     meta.optimizer_scalars = optimizer.scalars.clone();
     meta.checksum = crc_of(&tensors);
     let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+    // Also proves the metadata reads back before anything is written.
+    let (json, _) = parse_meta(&json).map_err(|e| format!("cannot encode checkpoint metadata: {e}"))?;
     // The tensor checksum does not cover the JSON (epoch, history, optimizer
     // scalars...): a flipped digit there would resume at the wrong place.
     let meta_crc = format!("{:08x}", crc32fast::hash(json.as_bytes()));
@@ -192,8 +194,7 @@ pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
             ));
         }
     }
-    let meta: CheckpointMeta =
-        serde_json::from_str(json).map_err(|e| format!("{shown}: damaged checkpoint metadata: {e}"))?;
+    let (_, meta) = parse_meta(json).map_err(|e| format!("{shown}: damaged checkpoint metadata: {e}"))?;
     let mut model = BTreeMap::new();
     let mut buffers = BTreeMap::new();
     for (n, t) in tensors {
@@ -213,6 +214,42 @@ pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
         buffers,
     };
     Ok(Checkpoint { meta, model, optimizer })
+}
+
+/// Parses checkpoint metadata, returning the (possibly repaired) text with it.
+///
+/// serde_json writes NaN and ±infinity as `null`, which then cannot be read
+/// where an `f64` is required: a diverging epoch's weight norm or loss, a best
+/// loss of infinity. Such a checkpoint was written without complaint and then
+/// refused to load. Each `null` standing where a number is required is
+/// replaced by the largest finite `f64` (which no real metric reaches, so it
+/// reads as "overflowed"); `null`s of optional values stay as they are. Any
+/// other error is returned unchanged.
+fn parse_meta(json: &str) -> Result<(String, CheckpointMeta), serde_json::Error> {
+    let mut text = json.to_string();
+    loop {
+        let e = match serde_json::from_str::<CheckpointMeta>(&text) {
+            Ok(meta) => return Ok((text, meta)),
+            Err(e) => e,
+        };
+        let message = e.to_string();
+        let float_null = e.is_data()
+            && (message.starts_with("invalid type: null, expected f64")
+                || message.starts_with("invalid type: null, expected f32"));
+        // serde_json reports the 1-based line and the 1-based column of the
+        // token's last byte.
+        let line_start = text
+            .split_inclusive('\n')
+            .take(e.line().saturating_sub(1))
+            .map(str::len)
+            .sum::<usize>();
+        let end = line_start + e.column();
+        if !float_null || end < 4 || text.get(end - 4..end) != Some("null") {
+            return Err(e);
+        }
+        // Each pass removes one `null`, so this terminates.
+        text.replace_range(end - 4..end, "1.7976931348623157e308");
+    }
 }
 
 /// Verify the checksum against the model's state_dict order (done after loading into the model).

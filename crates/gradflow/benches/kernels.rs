@@ -130,7 +130,11 @@ fn bench_elementwise(c: &mut Criterion) {
 }
 
 fn mlp_800() -> (gradflow_nn::Sequential, Vec<Param>) {
-    let spec = ModelSpec::preset("mlp").expect("the mlp preset (784-800-10)");
+    preset("mlp")
+}
+
+fn preset(name: &str) -> (gradflow_nn::Sequential, Vec<Param>) {
+    let spec = ModelSpec::preset(name).expect("a preset model");
     let model = spec
         .build(BuildOptions {
             init: Init::PytorchDefault,
@@ -190,17 +194,47 @@ fn peak(n: usize) {
     );
 }
 
-/// `--step-profile`: median time of each phase of the 784-800-10 batch-128 Adam step
-/// (and of the products inside it), to see where a step goes.
-fn step_profile() {
+/// An MLP `widths[0]-…-widths[last]` with ReLU between the Linear layers, on `[1, 28, 28]` input.
+fn mlp(widths: &[usize]) -> (gradflow_nn::Sequential, Vec<Param>) {
+    let mut toml = String::from("input = [1, 28, 28]\n[[layer]]\ntype = \"Flatten\"\n");
+    for (i, w) in widths.iter().enumerate().skip(1) {
+        toml += &format!("[[layer]]\ntype = \"Linear\"\nout_features = {w}\n");
+        if i + 1 < widths.len() {
+            toml += "[[layer]]\ntype = \"ReLU\"\n";
+        }
+    }
+    let spec = ModelSpec::parse(&toml, "bench mlp").unwrap();
+    let model = spec
+        .build(BuildOptions {
+            init: Init::PytorchDefault,
+            dtype: DType::F32,
+            seed: 0,
+        })
+        .unwrap();
+    let params = model
+        .parameters()
+        .into_iter()
+        .map(|p| Param::new(p.name, p.tensor))
+        .collect();
+    (model, params)
+}
+
+/// `--step-profile [WIDTHS|lenet5 [BATCH]]` (e.g. `784,1024,1024,10 128`): median time of each
+/// phase of an MLP's (or LeNet-5's) Adam training step, to see where a step goes.
+fn step_profile(widths: &[usize], batch: usize) {
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     }
-    let (model, params) = mlp_800();
+    // No widths: LeNet-5 (its products are counted as in bench/compare.sh).
+    let (model, params) = if widths.is_empty() {
+        preset("lenet5")
+    } else {
+        mlp(widths)
+    };
     let mut opt = Adam::new(1e-3, (0.9, 0.999), 1e-8, 0.0, false);
-    let x = rand(&[128, 1, 28, 28], 8);
-    let y: Vec<usize> = (0..128).map(|i| (i * 7) % 10).collect();
+    let x = rand(&[batch, 1, 28, 28], 8);
+    let y: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
     let mut ctx = Ctx::train(0);
     let mut t = vec![Vec::new(); 5];
@@ -227,30 +261,34 @@ fn step_profile() {
         total += m;
         println!("{n:>10}: {m:.3} ms");
     }
-    println!("{:>10}: {total:.3} ms", "sum");
-    // The step's products alone.
-    let xf = rand(&[128, 784], 9);
-    let w1 = rand(&[800, 784], 10);
-    let b1 = rand(&[800], 11);
-    let g1 = rand(&[128, 800], 12);
-    let time = |f: &dyn Fn()| {
-        median(
+    let flops: usize = if widths.is_empty() {
+        batch * (2 * (2 * 6 * 784 * 25) + 3 * (2 * 16 * 100 * 150) + 3 * 2 * (400 * 120 + 120 * 84 + 84 * 10))
+    } else {
+        (1..widths.len())
+            .map(|i| 2 * batch * widths[i - 1] * widths[i] * if i == 1 { 2 } else { 3 })
+            .sum()
+    };
+    // Each layer's forward alone (with the graph recorded, as in training).
+    let mut h = x.clone();
+    for layer in &model.layers {
+        let ms = median(
             (0..50)
                 .map(|_| {
                     let t = Instant::now();
-                    f();
+                    black_box(layer.forward(&h, &mut ctx).unwrap());
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect(),
-        )
-    };
-    let fwd = time(&|| drop(black_box(xf.linear(&w1, Some(&b1)).unwrap())));
-    let dw = time(&|| drop(black_box(g1.t().unwrap().matmul(&xf).unwrap())));
-    let dx = time(&|| drop(black_box(g1.matmul(&w1).unwrap())));
-    let gf = |ms: f64| 2.0 * 128.0 * 800.0 * 784.0 / ms / 1e6;
-    println!("linear 128x784 -> 800 forward: {fwd:.3} ms ({:.0} GFLOP/s)", gf(fwd));
-    println!("dW = gᵀ·x [800x128]·[128x784]: {dw:.3} ms ({:.0} GFLOP/s)", gf(dw));
-    println!("dX = g·W  [128x800]·[800x784]: {dx:.3} ms ({:.0} GFLOP/s)", gf(dx));
+        );
+        h = layer.forward(&h, &mut ctx).unwrap();
+        println!("{:>10}  {:<40} {ms:.3} ms", "", layer.describe());
+    }
+    println!(
+        "{:>10}: {total:.3} ms = {:.0} samples/s, {:.0} GFLOP/s of products",
+        "step",
+        batch as f64 / total * 1e3,
+        flops as f64 / total / 1e6
+    );
 }
 
 /// A strided operand for [`strategy_gemm`]: buffer, row stride, column stride.
@@ -447,8 +485,16 @@ fn main() {
         gemm_shapes();
         return;
     }
-    if args.iter().any(|a| a == "--step-profile") {
-        step_profile();
+    if let Some(i) = args.iter().position(|a| a == "--step-profile") {
+        let widths: Vec<usize> = match args.get(i + 1).map(String::as_str) {
+            Some("lenet5") => Vec::new(),
+            w => w
+                .map(|w| w.split(',').filter_map(|v| v.parse().ok()).collect())
+                .filter(|w: &Vec<usize>| w.len() >= 2)
+                .unwrap_or_else(|| vec![784, 800, 10]),
+        };
+        let batch = args.get(i + 2).and_then(|b| b.parse().ok()).unwrap_or(128);
+        step_profile(&widths, batch);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--peak") {

@@ -72,11 +72,43 @@ pub unsafe fn gemm_to<T: Element>(
         }
         return;
     }
-    let par = if threaded && m * n * k >= GEMM_PAR_THRESHOLD && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    let threads = rayon::current_num_threads();
+    // The gemm crate's own threading: its packing buffers are then allocated on the
+    // calling thread, whose heap keeps them (allocating them on rayon's workers, one
+    // block per task, made glibc hand pages back and fault them in again every call).
+    let par = if threaded && m * n * k >= GEMM_PAR_THRESHOLD && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
+    gemm_one(m, n, k, dst, dst_rs, dst_cs, lhs, rhs, accumulate, par);
+}
+
+/// Width of the blocks a side of `side` rows or columns is cut into for `threads`
+/// threads: a few blocks per thread for balance, none narrower than 64 (the gemm
+/// microkernel's panel) nor needlessly narrower than 256; `side` itself means one block.
+pub(crate) fn block_width(side: usize, threads: usize) -> usize {
+    let blocks = (side / 256).clamp(threads, 3 * threads).min(side / 64);
+    if blocks < 2 {
+        return side;
+    }
+    side.div_ceil(blocks).next_multiple_of(16).min(side)
+}
+
+/// One call into the gemm crate (`dst = lhs·rhs (+ dst)`), destination strides as in [`gemm_to`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_one<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    dst_cs: isize,
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
     gemm::gemm(
         m,
         n,

@@ -78,3 +78,37 @@ pub(crate) fn with_scratch<T: crate::Element, R>(len: usize, f: impl FnOnce(&mut
         Err(_) => run(&mut Vec::new()),
     })
 }
+
+/// A tensor's elements in row-major order: borrowed from its storage (under the
+/// read lock) when the view is contiguous, gathered into a copy otherwise.
+pub(crate) struct Contiguous<'a> {
+    guard: Option<std::sync::RwLockReadGuard<'a, crate::storage::Storage>>,
+    owned: Option<crate::storage::CpuStorage>,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a> Contiguous<'a> {
+    pub(crate) fn of(t: &'a crate::Tensor) -> Contiguous<'a> {
+        match t.layout().contiguous_range() {
+            Some(range) => Contiguous {
+                guard: Some(t.storage()),
+                owned: None,
+                range,
+            },
+            None => Contiguous {
+                guard: None,
+                owned: Some(t.contiguous_storage()),
+                range: 0..t.numel(),
+            },
+        }
+    }
+    /// The elements as `T` (None if the dtype differs).
+    pub(crate) fn slice<T: crate::Element>(&self) -> Option<&[T]> {
+        let st = match (&self.owned, &self.guard) {
+            (Some(s), _) => s,
+            (None, Some(g)) => g.cpu(),
+            (None, None) => unreachable!("one of the two is set"),
+        };
+        T::slice(st).map(|s| &s[self.range.clone()])
+    }
+}

@@ -6,6 +6,7 @@
 use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, shape_err, Result};
 use crate::kernels::gemm::{gemm, MatRef};
+use crate::kernels::Contiguous;
 use crate::layout::fmt_shape;
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
@@ -74,6 +75,22 @@ impl Geometry {
     }
 }
 
+/// For kernel column offset `off = j·dw − pw`: the output columns `lo..hi` whose input
+/// column `ow·sw + off` lies inside `0..w` (the others read padding).
+#[inline]
+fn valid_cols(off: isize, sw: usize, w: usize, ow: usize) -> (usize, usize) {
+    let sw = sw as isize;
+    // ow·sw + off ≥ 0  ⇔  ow ≥ ⌈−off / sw⌉;   ow·sw + off < w  ⇔  ow < ⌈(w − off) / sw⌉.
+    let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
+    let hi = if (w as isize) <= off {
+        0
+    } else {
+        (w as isize - off + sw - 1) / sw
+    };
+    let hi = (hi.max(0) as usize).min(ow);
+    ((lo as usize).min(hi), hi)
+}
+
 /// Unfold one sample `x [C, H, W]` into `cols [C·kh·kw, OH·OW]`.
 fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
     let (sh, sw) = g.p.stride;
@@ -85,6 +102,8 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &mut cols[((c * g.kh + i) * g.kw + j) * l..][..l];
+                let off = (j * dw) as isize - pw as isize;
+                let (lo, hi) = valid_cols(off, sw, g.w, g.ow);
                 for oh in 0..g.oh {
                     let ih = (oh * sh + i * dh) as isize - ph as isize;
                     let dst = &mut row[oh * g.ow..(oh + 1) * g.ow];
@@ -93,13 +112,18 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
                         continue;
                     }
                     let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    for (ow, d) in dst.iter_mut().enumerate() {
-                        let iw = (ow * sw + j * dw) as isize - pw as isize;
-                        *d = if iw < 0 || iw >= g.w as isize {
-                            T::zero()
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    if lo < hi {
+                        // First input column read: lo·sw + off ≥ 0.
+                        let start = (lo as isize * sw as isize + off) as usize;
+                        if sw == 1 {
+                            dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                         } else {
-                            src[iw as usize]
-                        };
+                            for (d, s) in dst[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
+                                *d = *s;
+                            }
+                        }
                     }
                 }
             }
@@ -118,16 +142,26 @@ fn col2im<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &cols[((c * g.kh + i) * g.kw + j) * l..][..l];
+                let off = (j * dw) as isize - pw as isize;
+                let (lo, hi) = valid_cols(off, sw, g.w, g.ow);
+                if lo >= hi {
+                    continue;
+                }
+                let start = (lo as isize * sw as isize + off) as usize;
                 for oh in 0..g.oh {
                     let ih = (oh * sh + i * dh) as isize - ph as isize;
                     if ih < 0 || ih >= g.h as isize {
                         continue;
                     }
                     let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    for ow in 0..g.ow {
-                        let iw = (ow * sw + j * dw) as isize - pw as isize;
-                        if iw >= 0 && iw < g.w as isize {
-                            dst[iw as usize] += row[oh * g.ow + ow];
+                    let src = &row[oh * g.ow + lo..oh * g.ow + hi];
+                    if sw == 1 {
+                        for (d, s) in dst[start..start + src.len()].iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (d, s) in dst[start..].iter_mut().step_by(sw).zip(src) {
+                            *d += *s;
                         }
                     }
                 }
@@ -317,23 +351,23 @@ impl GradFn for Conv2dBackward {
     }
     fn backward(&self, _o: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let need_b = self.b.is_some() && needs[2];
-        let (xs, ws, gs) = (
-            self.x.contiguous_storage(),
-            self.w.contiguous_storage(),
-            g.contiguous_storage(),
-        );
+        // Borrowed in place when contiguous (the usual case), copied otherwise.
+        let (xs, ws, gs) = (Contiguous::of(&self.x), Contiguous::of(&self.w), Contiguous::of(g));
         let wrap = |v: Option<CpuStorage>, shape: &[usize]| v.map(|s| Tensor::from_storage(s, shape));
-        let (dx, dw, db) = match (&xs, &ws, &gs) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(go)) => {
+        let (dx, dw, db) = match (xs.slice::<f32>(), ws.slice::<f32>(), gs.slice::<f32>()) {
+            (Some(x), Some(w), Some(go)) => {
                 let (a, b, c) = conv_backward(x, w, go, &self.geom, needs[0], needs[1], need_b);
                 (a.map(CpuStorage::F32), b.map(CpuStorage::F32), c.map(CpuStorage::F32))
             }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(go)) => {
-                let (a, b, c) = conv_backward(x, w, go, &self.geom, needs[0], needs[1], need_b);
-                (a.map(CpuStorage::F64), b.map(CpuStorage::F64), c.map(CpuStorage::F64))
-            }
-            _ => unreachable!("same dtype"),
+            _ => match (xs.slice::<f64>(), ws.slice::<f64>(), gs.slice::<f64>()) {
+                (Some(x), Some(w), Some(go)) => {
+                    let (a, b, c) = conv_backward(x, w, go, &self.geom, needs[0], needs[1], need_b);
+                    (a.map(CpuStorage::F64), b.map(CpuStorage::F64), c.map(CpuStorage::F64))
+                }
+                _ => unreachable!("same dtype"),
+            },
         };
+        drop((xs, ws, gs));
         let mut out = vec![wrap(dx, self.x.shape()), wrap(dw, self.w.shape())];
         if let Some(b) = &self.b {
             out.push(wrap(db, b.shape()));
@@ -405,23 +439,23 @@ impl Tensor {
             ow,
             p,
         };
-        let (xs, ws) = (self.contiguous_storage(), weight.contiguous_storage());
-        let bs = bias.map(|b| b.contiguous_storage());
-        let out = match (&xs, &ws) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(conv_forward(
+        let (xs, ws) = (Contiguous::of(self), Contiguous::of(weight));
+        let bs = bias.map(Contiguous::of);
+        let out = match (xs.slice::<f32>(), ws.slice::<f32>()) {
+            (Some(x), Some(w)) => CpuStorage::F32(conv_forward(
                 x,
                 w,
-                bs.as_ref().map(|b| f32::slice(b).expect("dtype")),
+                bs.as_ref().map(|b| b.slice::<f32>().expect("dtype")),
                 &geom,
             )),
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(conv_forward(
-                x,
-                w,
-                bs.as_ref().map(|b| f64::slice(b).expect("dtype")),
+            _ => CpuStorage::F64(conv_forward(
+                xs.slice::<f64>().expect("dtype checked"),
+                ws.slice::<f64>().expect("dtype checked"),
+                bs.as_ref().map(|b| b.slice::<f64>().expect("dtype")),
                 &geom,
             )),
-            _ => unreachable!("dtype checked"),
         };
+        drop((xs, ws, bs));
         let mut inputs = vec![self, weight];
         if let Some(b) = bias {
             inputs.push(b);

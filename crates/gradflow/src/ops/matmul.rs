@@ -4,7 +4,7 @@
 
 use crate::autograd::{node, GradFn};
 use crate::error::{shape_err, Result};
-use crate::kernels::gemm::{gemm, gemm_to, MatRef};
+use crate::kernels::gemm::{gemm_to, MatRef};
 use crate::layout::{broadcast_shapes, fmt_shape, for_each_offset2, Layout};
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
@@ -35,7 +35,10 @@ fn batched_kernel<T: Element>(
     k: usize,
 ) -> Vec<T> {
     let nb: usize = batch.iter().product();
-    let mut out = vec![T::zero(); nb * m * n];
+    let len = nb * m * n;
+    // Every element is written by the products below (K = 0 writes zeros), so the
+    // buffer is not zeroed first.
+    let mut out: Vec<T> = Vec::with_capacity(len);
     let nbd = batch.len();
     let mut pairs = Vec::with_capacity(nb);
     for_each_offset2(
@@ -46,19 +49,38 @@ fn batched_kernel<T: Element>(
         lb.offset,
         |oa, ob| pairs.push((oa, ob)),
     );
-    if nb == 1 {
-        let (oa, ob) = pairs[0];
-        // SAFETY: offsets and strides come from valid layouts of these buffers.
-        unsafe { gemm(m, n, k, &mut out, mat(a, oa, la), mat(b, ob, lb), false, true) };
-        return out;
+    if len > 0 {
+        let optr = SendPtr(out.as_mut_ptr());
+        let optr = &optr;
+        let one = |i: usize, oa: usize, ob: usize, threaded: bool| {
+            // SAFETY: offsets and strides come from valid layouts of these buffers;
+            // batch i writes its own disjoint m×n block of `out`'s capacity.
+            unsafe {
+                gemm_to(
+                    m,
+                    n,
+                    k,
+                    optr.0.add(i * m * n),
+                    n as isize,
+                    1,
+                    mat(a, oa, la),
+                    mat(b, ob, lb),
+                    false,
+                    threaded,
+                )
+            }
+        };
+        if nb == 1 {
+            one(0, pairs[0].0, pairs[0].1, true);
+        } else {
+            pairs
+                .par_iter()
+                .enumerate()
+                .for_each(|(i, &(oa, ob))| one(i, oa, ob, false));
+        }
     }
-    let optr = SendPtr(out.as_mut_ptr());
-    let optr = &optr;
-    pairs.par_iter().enumerate().for_each(|(i, &(oa, ob))| {
-        // SAFETY: each batch writes its own disjoint m×n block of `out`.
-        let dst = unsafe { std::slice::from_raw_parts_mut(optr.0.add(i * m * n), m * n) };
-        unsafe { gemm(m, n, k, dst, mat(a, oa, la), mat(b, ob, lb), false, false) };
-    });
+    // SAFETY: every batch wrote its whole m×n block.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -247,17 +269,25 @@ fn linear_kernel<T: Element>(
         return out;
     }
     let threads = rayon::current_num_threads();
-    let blocks = if threads > 1 && len * nin >= LINEAR_PAR_THRESHOLD {
-        threads.min(nout / 16).max(1)
+    let width = if threads > 1 && len * nin >= LINEAR_PAR_THRESHOLD {
+        crate::kernels::gemm::block_width(nout, threads)
     } else {
-        1
+        nout
     };
-    let width = nout.div_ceil(blocks).next_multiple_of(16).min(nout);
+    let blocks = nout.div_ceil(width.max(1));
     let optr = SendPtr(out.as_mut_ptr());
-    let (optr, xm) = (&optr, mat(x, lx.offset, lx));
-    let xm = SendMat(xm);
-    let xm = &xm;
-    crate::kernels::with_scratch(len, |yt: &mut [T]| {
+    let optr = &optr;
+    crate::kernels::with_scratch(len + nrows * nin, |scratch: &mut [T]| {
+        let (yt, xt) = scratch.split_at_mut(len);
+        // xᵀ, so that the gemm crate reads the batch column by column instead of
+        // repacking it on one thread (a strided pack that 4 KiB aliasing makes slow).
+        transpose_into(x, lx, nrows, nin, xt);
+        let xm = SendMat(MatRef {
+            ptr: xt.as_ptr(),
+            rs: 1,
+            cs: nrows as isize,
+        });
+        let xm = &xm;
         let yptr = SendPtr(yt.as_mut_ptr());
         let yptr = &yptr;
         let block = |o0: usize| {
@@ -290,18 +320,19 @@ fn linear_kernel<T: Element>(
             for r0 in (0..nrows).step_by(8) {
                 let r1 = (r0 + 8).min(nrows);
                 for c in 0..cols {
-                    let src = &yt[c * nrows..];
-                    let dst = unsafe { optr.0.add(o0 + c) };
+                    let src = &yt[c * nrows + r0..c * nrows + r1];
+                    // SAFETY: rows r0..r1 of column o0 + c lie inside `out`'s capacity.
+                    let dst = unsafe { optr.0.add(r0 * nout + o0 + c) };
                     match b {
                         Some(b) => {
                             let bias = b[o0 + c];
-                            for r in r0..r1 {
-                                unsafe { dst.add(r * nout).write(src[r] + bias) };
+                            for (i, &v) in src.iter().enumerate() {
+                                unsafe { dst.add(i * nout).write(v + bias) };
                             }
                         }
                         None => {
-                            for r in r0..r1 {
-                                unsafe { dst.add(r * nout).write(src[r]) };
+                            for (i, &v) in src.iter().enumerate() {
+                                unsafe { dst.add(i * nout).write(v) };
                             }
                         }
                     }
@@ -321,6 +352,25 @@ fn linear_kernel<T: Element>(
     // SAFETY: the blocks wrote every element of the nrows×nout result.
     unsafe { out.set_len(len) };
     out
+}
+
+/// `dst` (column-major `rows×cols`, i.e. row-major `cols×rows`) = the 2-D view `x` (`rows×cols`).
+/// Tiles of 8 rows keep the strided reads within a few cache lines per set.
+fn transpose_into<T: Element>(x: &[T], lx: &Layout, rows: usize, cols: usize, dst: &mut [T]) {
+    let (rs, cs) = (lx.strides[0], lx.strides[1]);
+    let x = &x[lx.offset.min(x.len())..];
+    let dst = &mut dst[..rows * cols];
+    for r0 in (0..rows).step_by(8) {
+        let r1 = (r0 + 8).min(rows);
+        for c0 in (0..cols).step_by(64) {
+            for c in c0..(c0 + 64).min(cols) {
+                let d = &mut dst[c * rows + r0..c * rows + r1];
+                for (i, d) in d.iter_mut().enumerate() {
+                    *d = x[(r0 + i) * rs + c * cs];
+                }
+            }
+        }
+    }
 }
 
 struct SendMat<T>(MatRef<T>);

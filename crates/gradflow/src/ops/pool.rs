@@ -4,6 +4,7 @@
 
 use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, shape_err, Result};
+use crate::kernels::Contiguous;
 use crate::layout::fmt_shape;
 use crate::ops::conv::conv_out_size;
 use crate::storage::CpuStorage;
@@ -113,6 +114,42 @@ fn max_forward<T: Element>(x: &[T], planes: usize, g: &Geo) -> (Vec<T>, Vec<u32>
         .enumerate()
         .for_each(|(pl, (o, a))| {
             let xp = &x[pl * hw..(pl + 1) * hw];
+            if g.p.padding == (0, 0) {
+                // Every window lies inside the plane: no bounds checks per tap.
+                let (kh, kw, sh, sw) = (g.p.kernel.0, g.p.kernel.1, g.p.stride.0, g.p.stride.1);
+                for i in 0..g.oh {
+                    for j in 0..g.ow {
+                        let first = i * sh * g.w + j * sw;
+                        let (mut best, mut at, mut nan) = (xp[first], first, false);
+                        for r in 0..kh {
+                            let row = first + r * g.w;
+                            for (b, &v) in xp[row..row + kw].iter().enumerate() {
+                                // Selects, not branches (random data mispredicts): the first
+                                // maximum wins; a NaN anywhere takes the exact rule below.
+                                let gt = v > best;
+                                at = if gt { row + b } else { at };
+                                best = if gt { v } else { best };
+                                nan |= v.is_nan();
+                            }
+                        }
+                        if nan {
+                            // First NaN of the window, as the general path picks it.
+                            'find: for r in 0..kh {
+                                for b in 0..kw {
+                                    let pos = first + r * g.w + b;
+                                    if xp[pos].is_nan() {
+                                        (best, at) = (xp[pos], pos);
+                                        break 'find;
+                                    }
+                                }
+                            }
+                        }
+                        o[i * g.ow + j] = best;
+                        a[i * g.ow + j] = at as u32;
+                    }
+                }
+                return;
+            }
             for i in 0..g.oh {
                 for j in 0..g.ow {
                     let (mut best, mut at) = (T::neg_infinity(), u32::MAX);
@@ -236,17 +273,19 @@ impl Tensor {
     /// Max over each window of `[N, C, H, W]`; the gradient goes to the first maximum of each window.
     pub fn max_pool2d(&self, p: Pool2dParams) -> Result<Tensor> {
         let (planes, geo) = geometry("max_pool2d", self, p)?;
-        let xs = self.contiguous_storage();
-        let (out, arg) = match &xs {
-            CpuStorage::F32(x) => {
+        let xs = Contiguous::of(self);
+        let (out, arg) = match (xs.slice::<f32>(), xs.slice::<f64>()) {
+            (Some(x), _) => {
                 let (o, a) = max_forward(x, planes, &geo);
                 (CpuStorage::F32(o), a)
             }
-            CpuStorage::F64(x) => {
+            (_, Some(x)) => {
                 let (o, a) = max_forward(x, planes, &geo);
                 (CpuStorage::F64(o), a)
             }
+            _ => unreachable!("f32 or f64"),
         };
+        drop(xs);
         let shape = [self.shape()[0], self.shape()[1], geo.oh, geo.ow];
         Ok(Tensor::from_storage(out, &shape).attach(&[self], || {
             node(MaxPoolBackward {
