@@ -11,9 +11,11 @@
 //! * `elementwise/relu_1m`, `elementwise/add_1m` — one op over 2^20 f32 elements (elements/s).
 //! * `train_step/mlp_784_800_10_b128` — forward, cross-entropy, backward and an Adam step.
 //!
-//! `cargo bench -p gradflow --bench kernels -- --peak [N]` skips criterion and prints the best
-//! GFLOP/s of gradflow's f32 GEMM at N×N×N (default 2048) as one line of JSON, for
-//! `bench/compare.sh`.
+//! Other modes (criterion is skipped):
+//! * `-- --peak [N]`: the best GFLOP/s of gradflow's f32 product at N×N×N (default 2048),
+//!   as one line of JSON, for `bench/compare.sh`;
+//! * `-- --step-profile [WIDTHS|lenet5 [BATCH]]`: where one training step's time goes;
+//! * `-- --gemm-shapes`: the benchmark MLPs' products in each orientation.
 
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use gradflow::{seeded_rng, Conv2dParams, DType, Tensor};
@@ -291,28 +293,38 @@ fn step_profile(widths: &[usize], batch: usize) {
     );
 }
 
-/// A strided operand for [`strategy_gemm`]: buffer, row stride, column stride.
+/// A strided f32 operand: buffer, row stride, column stride.
 type Operand<'a> = (&'a [f32], isize, isize);
 
-/// dst[m, n] (row-major) = a·b with one of several threading strategies:
-/// 0 = the gemm crate's own threads, 1 = one thread, 2 = split dst columns over
-/// the threads, 3 = split dst rows over the threads.
-fn strategy_gemm(strategy: u8, m: usize, n: usize, k: usize, dst: &mut [f32], a: Operand, b: Operand) {
-    let t = rayon::current_num_threads();
-    let ld = n as isize;
-    let call = |m: usize, n: usize, dst: usize, ao: usize, bo: usize, par: gemm::Parallelism| unsafe {
+/// One product of a layer: name, m, n, k, both operands, and gradflow's op computing it.
+type Product<'a> = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    Operand<'a>,
+    Operand<'a>,
+    Box<dyn Fn() + 'a>,
+);
+
+/// dst = a·b through the gemm crate on one thread, dst row-major (`col_major = false`,
+/// leading dimension n) or column-major (leading dimension m).
+fn one_thread_gemm(m: usize, n: usize, k: usize, dst: &mut [f32], col_major: bool, a: Operand, b: Operand) {
+    let (dst_cs, dst_rs) = if col_major { (m as isize, 1) } else { (1, n as isize) };
+    // SAFETY: the operands address m×k, k×n and m×n elements of live buffers.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst as *mut f32,
-            1,
-            ld,
+            dst.as_mut_ptr(),
+            dst_cs,
+            dst_rs,
             false,
-            a.0.as_ptr().add(ao),
+            a.0.as_ptr(),
             a.2,
             a.1,
-            b.0.as_ptr().add(bo),
+            b.0.as_ptr(),
             b.2,
             b.1,
             0.0f32,
@@ -320,162 +332,91 @@ fn strategy_gemm(strategy: u8, m: usize, n: usize, k: usize, dst: &mut [f32], a:
             false,
             false,
             false,
-            par,
+            gemm::Parallelism::None,
         )
-    };
-    let d = dst.as_mut_ptr() as usize;
-    if strategy >= 6 {
-        // Column-major scratch result (the gemm crate then keeps a as its lhs), transposed after.
-        let mut ct = vec![0.0f32; m * n];
-        let par = if strategy == 6 {
-            gemm::Parallelism::Rayon(t)
-        } else {
-            gemm::Parallelism::None
-        };
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                ct.as_mut_ptr(),
-                m as isize,
-                1,
-                false,
-                a.0.as_ptr(),
-                a.2,
-                a.1,
-                b.0.as_ptr(),
-                b.2,
-                b.1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            )
-        };
-        for j0 in (0..n).step_by(8) {
-            for i in 0..m {
-                for j in j0..(j0 + 8).min(n) {
-                    dst[i * n + j] = ct[j * m + i];
-                }
-            }
-        }
-        return;
-    }
-    if strategy >= 4 {
-        // Copy b into a row-major k×n scratch first (tiled transpose), then multiply.
-        let mut bt = vec![0.0f32; k * n];
-        let tt = Instant::now();
-        for i0 in (0..k).step_by(8) {
-            for j0 in (0..n).step_by(8) {
-                for i in i0..(i0 + 8).min(k) {
-                    for j in j0..(j0 + 8).min(n) {
-                        bt[i * n + j] = b.0[i * b.1 as usize + j * b.2 as usize];
-                    }
-                }
-            }
-        }
-        if std::env::var("SHOW_T").is_ok() {
-            eprintln!("transpose {k}x{n}: {:.3} ms", tt.elapsed().as_secs_f64() * 1e3);
-        }
-        let par = if strategy == 4 {
-            gemm::Parallelism::Rayon(t)
-        } else {
-            gemm::Parallelism::None
-        };
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                ld,
-                false,
-                a.0.as_ptr(),
-                a.2,
-                a.1,
-                bt.as_ptr(),
-                1,
-                n as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            )
-        };
-        return;
-    }
-    match strategy {
-        0 => call(m, n, d, 0, 0, gemm::Parallelism::Rayon(t)),
-        1 => call(m, n, d, 0, 0, gemm::Parallelism::None),
-        2 => {
-            let cols = n.div_ceil(t).next_multiple_of(16);
-            rayon::scope(|s| {
-                for j0 in (0..n).step_by(cols) {
-                    let w = cols.min(n - j0);
-                    s.spawn(move |_| call(m, w, d + 4 * j0, 0, j0 * b.2 as usize, gemm::Parallelism::None));
-                }
-            });
-        }
-        _ => {
-            let rows = m.div_ceil(t);
-            rayon::scope(|s| {
-                for i0 in (0..m).step_by(rows) {
-                    let h = rows.min(m - i0);
-                    s.spawn(move |_| call(h, n, d + 4 * i0 * n, i0 * a.1 as usize, 0, gemm::Parallelism::None));
-                }
-            });
-        }
     }
 }
 
-/// `--gemm-shapes`: the products of the benchmark models' Linear layers under each threading strategy.
+/// `--gemm-shapes`: the products of the benchmark MLPs' Linear layers, best of 40, in GFLOP/s:
+/// the gemm crate on one thread with a row-major result (how a product `x·Wᵀ` is naturally
+/// called: the crate then repacks W, with 4 KiB-strided reads when `in` is a power of two),
+/// the same with a column-major result (the orientation `Tensor::linear` uses: W is read in
+/// place), and gradflow's op itself (`Tensor::linear` / `Tensor::matmul`, all threads).
 fn gemm_shapes() {
-    fn best(v: Vec<f64>) -> f64 {
-        v.into_iter().fold(f64::INFINITY, f64::min)
+    fn best(f: &mut dyn FnMut()) -> f64 {
+        (0..40)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
     }
-    // (label, m, n, k, a transposed?, b transposed?)
-    let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
-        ("fwd 128x784->800", 128, 800, 784, false, true),
-        ("dW 800x784 (N=128)", 800, 784, 128, true, false),
-        ("dX 128x800x784", 128, 784, 800, false, false),
-        ("fwd 64x784->128", 64, 128, 784, false, true),
-        ("dW 128x784 (N=64)", 128, 784, 64, true, false),
-        ("fwd 32x784->800", 32, 800, 784, false, true),
-        ("dW 800x784 (N=32)", 800, 784, 32, true, false),
-        ("fwd 128x1024->1024", 128, 1024, 1024, false, true),
-        ("dW 1024x1024 (N=128)", 1024, 1024, 128, true, false),
-        ("dX 128x1024x1024", 128, 1024, 1024, false, false),
+    // (label, N, in, out): a Linear layer's three products.
+    let layers: &[(&str, usize, usize, usize)] = &[
+        ("784-128, N=64", 64, 784, 128),
+        ("784-800, N=32", 32, 784, 800),
+        ("784-800, N=128", 128, 784, 800),
+        ("784-1024, N=128", 128, 784, 1024),
+        ("1024-1024, N=128", 128, 1024, 1024),
     ];
-    for &(label, m, n, k, ta, tb) in shapes {
-        let a = rand(&[m * k], 1).to_vec::<f32>().unwrap();
-        let b = rand(&[k * n], 2).to_vec::<f32>().unwrap();
-        // a: m×k, stored row-major or as its transpose; same for b.
-        let ao: Operand = if ta { (&a, 1, m as isize) } else { (&a, k as isize, 1) };
-        let bo: Operand = if tb { (&b, 1, k as isize) } else { (&b, n as isize, 1) };
-        let mut dst = vec![0.0f32; m * n];
-        let mut line = format!("{label:>22}:");
-        for st in 0..8u8 {
-            if st >= 4 && !tb {
-                continue;
-            }
-            let ms = best(
-                (0..40)
-                    .map(|_| {
-                        let t = Instant::now();
-                        strategy_gemm(st, m, n, k, &mut dst, ao, bo);
-                        t.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect(),
+    println!(
+        "{:>18} {:>8} {:>14} {:>14} {:>14}",
+        "layer", "product", "1T row-major", "1T col-major", "gradflow op"
+    );
+    for &(label, nb, nin, nout) in layers {
+        let x = rand(&[nb, nin], 1);
+        let w = rand(&[nout, nin], 2);
+        let g = rand(&[nb, nout], 3);
+        let (xv, wv, gv) = (
+            x.to_vec::<f32>().unwrap(),
+            w.to_vec::<f32>().unwrap(),
+            g.to_vec::<f32>().unwrap(),
+        );
+        let gt = g.t().unwrap();
+        // (name, m, n, k, a, b, gradflow's op)
+        let products: [Product; 3] = [
+            (
+                "y=x·Wᵀ",
+                nb,
+                nout,
+                nin,
+                (&xv, nin as isize, 1),
+                (&wv, 1, nin as isize),
+                Box::new(|| drop(black_box(x.linear(&w, None).unwrap()))),
+            ),
+            (
+                "dW=gᵀ·x",
+                nout,
+                nin,
+                nb,
+                (&gv, 1, nout as isize),
+                (&xv, nin as isize, 1),
+                Box::new(|| drop(black_box(gt.matmul(&x).unwrap()))),
+            ),
+            (
+                "dX=g·W",
+                nb,
+                nin,
+                nout,
+                (&gv, nout as isize, 1),
+                (&wv, nin as isize, 1),
+                Box::new(|| drop(black_box(g.matmul(&w).unwrap()))),
+            ),
+        ];
+        for (name, m, n, k, a, b, op) in products {
+            let gf = |secs: f64| 2.0 * (m * n * k) as f64 / secs / 1e9;
+            let mut dst = vec![0.0f32; m * n];
+            let row = best(&mut || one_thread_gemm(m, n, k, &mut dst, false, a, b));
+            let col = best(&mut || one_thread_gemm(m, n, k, &mut dst, true, a, b));
+            let ours = best(&mut || op());
+            println!(
+                "{label:>18} {name:>8} {:>14.1} {:>14.1} {:>14.1}",
+                gf(row),
+                gf(col),
+                gf(ours)
             );
-            line += &format!("  s{st} {:6.1}", 2.0 * (m * n * k) as f64 / ms / 1e6);
         }
-        println!("{line}   GFLOP/s ");
     }
 }
 

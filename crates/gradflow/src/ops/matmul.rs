@@ -4,7 +4,7 @@
 
 use crate::autograd::{node, GradFn};
 use crate::error::{shape_err, Result};
-use crate::kernels::gemm::{gemm_to, MatRef};
+use crate::kernels::gemm::{gemm_to, MatRef, GEMM_PAR_THRESHOLD};
 use crate::layout::{broadcast_shapes, fmt_shape, for_each_offset2, Layout};
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
@@ -241,9 +241,6 @@ impl Tensor {
     }
 }
 
-/// Below this many multiply-adds a dense layer runs on one thread.
-const LINEAR_PAR_THRESHOLD: usize = 1 << 20;
-
 /// `x·Wᵀ + b`, row-major `[nrows, nout]`.
 ///
 /// The product is computed transposed, `Yᵀ = W·xᵀ`, into scratch memory: in that
@@ -269,7 +266,7 @@ fn linear_kernel<T: Element>(
         return out;
     }
     let threads = rayon::current_num_threads();
-    let width = if threads > 1 && len * nin >= LINEAR_PAR_THRESHOLD {
+    let width = if threads > 1 && len * nin >= GEMM_PAR_THRESHOLD {
         crate::kernels::gemm::block_width(nout, threads)
     } else {
         nout
@@ -674,6 +671,40 @@ mod tests {
             .unwrap();
         for (a, b) in y.iter().zip(&r) {
             assert!((a - b).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn large_linear_split_over_threads_matches_matmul() {
+        // Above GEMM_PAR_THRESHOLD, so with several threads the output features are cut
+        // into blocks (here 272 + 248 wide); the input once contiguous, once a transposed view.
+        let mut rng = seeded_rng(11);
+        let (n, nin, nout) = (128, 512, 520);
+        assert!(n * nin * nout >= crate::kernels::gemm::GEMM_PAR_THRESHOLD);
+        let x = Tensor::rand_uniform(&[n, nin], -1.0, 1.0, DType::F32, &mut rng);
+        let xt = Tensor::rand_uniform(&[nin, n], -1.0, 1.0, DType::F32, &mut rng)
+            .t()
+            .unwrap();
+        let w = Tensor::rand_uniform(&[nout, nin], -0.1, 0.1, DType::F32, &mut rng);
+        let b = Tensor::rand_uniform(&[nout], -1.0, 1.0, DType::F32, &mut rng);
+        for x in [x, xt] {
+            let y = x.linear(&w, Some(&b)).unwrap().to_vec::<f32>().unwrap();
+            let r = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .add(&b)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            assert_eq!(y.len(), n * nout);
+            for (a, b) in y.iter().zip(&r) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+            let y0 = x.linear(&w, None).unwrap().to_vec::<f32>().unwrap();
+            let r0 = x.matmul(&w.t().unwrap()).unwrap().to_vec::<f32>().unwrap();
+            for (a, b) in y0.iter().zip(&r0) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
         }
     }
 

@@ -361,6 +361,36 @@ mod tests {
         (vec![s[0], s[1], oh, ow], mx, avg)
     }
 
+    #[test]
+    fn max_pool_ties_go_to_the_first_maximum_and_nan_wins() {
+        let nan = f64::NAN;
+        #[rustfmt::skip]
+        let v = vec![
+            1.0, 3.0, 0.0, nan,
+            3.0, 2.0, nan, 7.0,
+            5.0, 5.0, -1.0, -2.0,
+            5.0, 4.0, -3.0, -1.0,
+        ];
+        for dtype in [DType::F64, DType::F32] {
+            let x = Tensor::from_vec(v.clone(), &[1, 1, 4, 4])
+                .unwrap()
+                .to_dtype(dtype)
+                .requires_grad_(true);
+            let y = x.max_pool2d(Pool2dParams::square(2)).unwrap();
+            let out = y.to_vec_f64();
+            assert_eq!(out[0], 3.0);
+            assert!(out[1].is_nan());
+            assert_eq!((out[2], out[3]), (5.0, -1.0));
+            // The gradient goes to the winner of each window: (0,1), (0,3), (2,0), (2,2).
+            let g = y.sum_all().backward().unwrap();
+            let mut want = vec![0.0; 16];
+            for i in [1, 3, 8, 10] {
+                want[i] = 1.0;
+            }
+            assert_eq!(g.get(&x).unwrap().to_vec_f64(), want);
+        }
+    }
+
     fn configs() -> Vec<([usize; 4], Pool2dParams)> {
         vec![
             ([2, 3, 4, 6], Pool2dParams::square(2)),    // stride == kernel
