@@ -32,7 +32,7 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
 fn gemm_parallelism(n: usize) -> gemm::Parallelism {
     // What gradflow's wrapper picks for a product this size.
     let t = rayon::current_num_threads();
-    if n * n * n >= 48 * 48 * 48 && t > 1 {
+    if n * n * n >= gradflow::kernels::gemm::GEMM_PAR_THRESHOLD && t > 1 {
         gemm::Parallelism::Rayon(t)
     } else {
         gemm::Parallelism::None

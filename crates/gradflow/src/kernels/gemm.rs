@@ -4,12 +4,13 @@
 use crate::Element;
 use std::any::TypeId;
 
-/// Below this many multiply-adds (about a quarter of a millisecond on one core) a
-/// product runs on one thread: splitting smaller ones costs more in hand-offs than it
-/// saves, and on a machine whose other cores are busy a split product waits for its
-/// slowest half (measured on 2 shared cores: the 784-128-10 batch-64 step is 15% and the
-/// 784-800-10 batch-32 step 8% faster than with the old threshold of 48³).
-pub const GEMM_PAR_THRESHOLD: usize = 1 << 25;
+/// Below this many multiply-adds (about 0.1 ms on one core) a product runs on one
+/// thread: splitting smaller ones costs more in hand-offs than it saves, all the more
+/// on a machine whose other cores are busy, where a split product waits for its slower
+/// half. Measured on 2 cores: the 784-128-10 batch-64 step (products of 6.4 M) is 30%
+/// faster on one thread than split; the 784-800-10 batch-32 step (20 M) is 8% faster
+/// split when the second core is free and 8% slower when it is busy.
+pub const GEMM_PAR_THRESHOLD: usize = 1 << 24;
 
 /// A strided matrix operand: element (i, j) is at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]

@@ -241,6 +241,9 @@ impl Tensor {
     }
 }
 
+/// Layers with at most this many outputs take the direct path of [`linear_kernel`].
+const SMALL_LINEAR_OUT: usize = 64;
+
 /// `x·Wᵀ + b`, row-major `[nrows, nout]`.
 ///
 /// The product is computed transposed, `Yᵀ = W·xᵀ`, into scratch memory: in that
@@ -263,6 +266,40 @@ fn linear_kernel<T: Element>(
     let len = nrows * nout;
     let mut out: Vec<T> = Vec::with_capacity(len);
     if len == 0 {
+        return out;
+    }
+    if nout <= SMALL_LINEAR_OUT {
+        // Few outputs (a classifier head): packing W's few rows costs less than the two
+        // transposes below. The bias is written first and the product accumulated onto it.
+        if let Some(b) = b {
+            for row in out.spare_capacity_mut().chunks_mut(nout) {
+                for (o, &v) in row.iter_mut().zip(b) {
+                    o.write(v);
+                }
+            }
+        }
+        let wt = MatRef {
+            ptr: w[lw.offset..].as_ptr(),
+            rs: lw.strides[1] as isize,
+            cs: lw.strides[0] as isize,
+        };
+        // SAFETY: the layouts describe valid regions of x and w; `out` has capacity
+        // nrows×nout, filled with the bias when accumulating, written whole otherwise.
+        unsafe {
+            gemm_to(
+                nrows,
+                nout,
+                nin,
+                out.as_mut_ptr(),
+                nout as isize,
+                1,
+                mat(x, lx.offset, lx),
+                wt,
+                b.is_some(),
+                true,
+            );
+            out.set_len(len);
+        }
         return out;
     }
     let threads = rayon::current_num_threads();
@@ -314,25 +351,36 @@ fn linear_kernel<T: Element>(
             };
             // SAFETY: block o0 writes only columns o0..o1 of `out`, which has capacity len.
             let yt = unsafe { std::slice::from_raw_parts(yptr.0.add(o0 * nrows), nrows * cols) };
-            for r0 in (0..nrows).step_by(8) {
-                let r1 = (r0 + 8).min(nrows);
-                for c in 0..cols {
-                    let src = &yt[c * nrows + r0..c * nrows + r1];
-                    // SAFETY: rows r0..r1 of column o0 + c lie inside `out`'s capacity.
-                    let dst = unsafe { optr.0.add(r0 * nout + o0 + c) };
-                    match b {
-                        Some(b) => {
-                            let bias = b[o0 + c];
-                            for (i, &v) in src.iter().enumerate() {
-                                unsafe { dst.add(i * nout).write(v + bias) };
-                            }
-                        }
-                        None => {
-                            for (i, &v) in src.iter().enumerate() {
-                                unsafe { dst.add(i * nout).write(v) };
-                            }
-                        }
+            // Back to row-major, adding the bias: 8×8 tiles (8 contiguous reads, then 8
+            // contiguous writes), then the ragged edges one element at a time.
+            let (rows8, cols8) = (nrows / 8 * 8, cols / 8 * 8);
+            // (Without a bias nothing is added, so that −0 stays −0.)
+            let bias = |c: usize, v: T| b.map_or(v, |b| v + b[o0 + c]);
+            let put = |r: usize, c: usize, v: T| {
+                // SAFETY: row r < nrows, column o0 + c < nout: inside `out`'s capacity,
+                // and only this block writes columns o0..o1.
+                unsafe { optr.0.add(r * nout + o0 + c).write(v) }
+            };
+            for r0 in (0..rows8).step_by(8) {
+                for c0 in (0..cols8).step_by(8) {
+                    let mut t = [[T::zero(); 8]; 8];
+                    for (j, t) in t.iter_mut().enumerate() {
+                        t.copy_from_slice(&yt[(c0 + j) * nrows + r0..(c0 + j) * nrows + r0 + 8]);
                     }
+                    let tt: [[T; 8]; 8] = std::array::from_fn(|i| std::array::from_fn(|j| t[j][i]));
+                    for (i, tr) in tt.iter().enumerate() {
+                        let row: [T; 8] = std::array::from_fn(|j| bias(c0 + j, tr[j]));
+                        // SAFETY: as in `put`, for the 8 columns c0..c0 + 8 of row r0 + i.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), optr.0.add((r0 + i) * nout + o0 + c0), 8)
+                        };
+                    }
+                }
+            }
+            for c in 0..cols {
+                let from = if c < cols8 { rows8 } else { 0 };
+                for r in from..nrows {
+                    put(r, c, bias(c, yt[c * nrows + r]));
                 }
             }
         };
@@ -351,23 +399,60 @@ fn linear_kernel<T: Element>(
     out
 }
 
-/// `dst` (column-major `rows×cols`, i.e. row-major `cols×rows`) = the 2-D view `x` (`rows×cols`).
-/// Tiles of 8 rows keep the strided reads within a few cache lines per set.
+/// `dst` (column-major `rows×cols`, i.e. row-major `cols×rows`) = the 2-D view `x` (`rows×cols`);
+/// large ones are split over threads by column ranges (contiguous in `dst`).
 fn transpose_into<T: Element>(x: &[T], lx: &Layout, rows: usize, cols: usize, dst: &mut [T]) {
     let (rs, cs) = (lx.strides[0], lx.strides[1]);
     let x = &x[lx.offset.min(x.len())..];
     let dst = &mut dst[..rows * cols];
-    for r0 in (0..rows).step_by(8) {
-        let r1 = (r0 + 8).min(rows);
-        for c0 in (0..cols).step_by(64) {
-            for c in c0..(c0 + 64).min(cols) {
-                let d = &mut dst[c * rows + r0..c * rows + r1];
-                for (i, d) in d.iter_mut().enumerate() {
-                    *d = x[(r0 + i) * rs + c * cs];
+    let threads = rayon::current_num_threads();
+    if threads > 1 && rows * cols >= 1 << 16 && rows > 0 {
+        let width = cols.div_ceil(2 * threads).next_multiple_of(8);
+        dst.par_chunks_mut(width * rows).enumerate().for_each(|(i, d)| {
+            let c0 = i * width;
+            transpose_cols(x, rs, cs, rows, c0, (c0 + width).min(cols), d)
+        });
+    } else {
+        transpose_cols(x, rs, cs, rows, 0, cols, dst);
+    }
+}
+
+/// Columns `c_lo..c_hi` of the `rows`-row view (`x[r·rs + c·cs]`) into `dst` (those columns, each contiguous).
+fn transpose_cols<T: Element>(x: &[T], rs: usize, cs: usize, rows: usize, c_lo: usize, c_hi: usize, dst: &mut [T]) {
+    let at = |c: usize, r: usize| (c - c_lo) * rows + r;
+    let mut r0 = 0;
+    let mut c_full = c_lo;
+    if cs == 1 {
+        // Row-major input: whole 8×8 tiles through a register-sized block.
+        c_full = c_lo + (c_hi - c_lo) / 8 * 8;
+        while r0 + 8 <= rows {
+            for c0 in (c_lo..c_full).step_by(8) {
+                let mut t = [[T::zero(); 8]; 8];
+                for (i, t) in t.iter_mut().enumerate() {
+                    t.copy_from_slice(&x[(r0 + i) * rs + c0..(r0 + i) * rs + c0 + 8]);
+                }
+                for j in 0..8 {
+                    for (i, d) in dst[at(c0 + j, r0)..at(c0 + j, r0) + 8].iter_mut().enumerate() {
+                        *d = t[i][j];
+                    }
+                }
+            }
+            r0 += 8;
+        }
+    }
+    // The rest (all of a strided input): tiles of 8 rows, element by element.
+    let mut scalar = |r_lo: usize, c_from: usize, c_to: usize| {
+        for r in (r_lo..rows).step_by(8) {
+            let r1 = (r + 8).min(rows);
+            for c in c_from..c_to {
+                for (i, d) in dst[at(c, r)..at(c, r1)].iter_mut().enumerate() {
+                    *d = x[(r + i) * rs + c * cs];
                 }
             }
         }
-    }
+    };
+    scalar(0, c_full, c_hi);
+    scalar(r0, c_lo, c_full);
 }
 
 struct SendMat<T>(MatRef<T>);
@@ -671,6 +756,30 @@ mod tests {
             .unwrap();
         for (a, b) in y.iter().zip(&r) {
             assert!((a - b).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn linear_paths_agree_with_matmul_for_wide_and_narrow_layers() {
+        // At most SMALL_LINEAR_OUT outputs: the direct product; more: the transposed one.
+        for nout in [super::SMALL_LINEAR_OUT, super::SMALL_LINEAR_OUT + 6] {
+            let x = rand64(&[9, 13], 1);
+            let w = rand64(&[nout, 13], 2);
+            let b = rand64(&[nout + 3], 3);
+            let bv = b.narrow(0, 2, nout).unwrap();
+            // Contiguous operands, then a transposed input and a transposed weight view.
+            let xt = rand64(&[13, 9], 4).t().unwrap();
+            let wt = rand64(&[13, nout], 5).t().unwrap();
+            for (x, w) in [(&x, &w), (&xt, &wt)] {
+                let want = x.matmul(&w.t().unwrap()).unwrap();
+                assert_close(&vals(&x.linear(w, None).unwrap()), &vals(&want), 1e-12);
+                let want = want.add(&bv).unwrap();
+                assert_close(&vals(&x.linear(w, Some(&bv)).unwrap()), &vals(&want), 1e-12);
+            }
+            check(
+                |t| t[0].linear(&t[1], Some(&t[2])),
+                &[x.clone(), w.clone(), rand64(&[nout], 6)],
+            );
         }
     }
 

@@ -117,6 +117,10 @@ fn max_forward<T: Element>(x: &[T], planes: usize, g: &Geo) -> (Vec<T>, Vec<u32>
             if g.p.padding == (0, 0) {
                 // Every window lies inside the plane: no bounds checks per tap.
                 let (kh, kw, sh, sw) = (g.p.kernel.0, g.p.kernel.1, g.p.stride.0, g.p.stride.1);
+                if (kh, kw, sh, sw) == (2, 2, 2, 2) {
+                    max_pool_2x2(xp, g, o, a);
+                    return;
+                }
                 for i in 0..g.oh {
                     for j in 0..g.ow {
                         let first = i * sh * g.w + j * sw;
@@ -168,6 +172,44 @@ fn max_forward<T: Element>(x: &[T], planes: usize, g: &Geo) -> (Vec<T>, Vec<u32>
             }
         });
     (out, arg)
+}
+
+/// The common 2×2, stride-2 window (no padding) of one plane, two input rows at a time,
+/// with the same rule as the general path: the first maximum wins, and a NaN wins.
+fn max_pool_2x2<T: Element>(xp: &[T], g: &Geo, o: &mut [T], a: &mut [u32]) {
+    let w = g.w;
+    for i in 0..g.oh {
+        let top = 2 * i * w;
+        let (r0, r1) = (&xp[top..top + 2 * g.ow], &xp[top + w..top + w + 2 * g.ow]);
+        let (oi, ai) = (&mut o[i * g.ow..(i + 1) * g.ow], &mut a[i * g.ow..(i + 1) * g.ow]);
+        let mut nan = false;
+        for (j, (ov, av)) in oi.iter_mut().zip(ai.iter_mut()).enumerate() {
+            let (p, q, r, s) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+            // Selects rather than branches: on real data the winner is unpredictable.
+            let (mut best, mut k) = (p, 0usize);
+            let gt = q > best;
+            (best, k) = (if gt { q } else { best }, if gt { 1 } else { k });
+            let gt = r > best;
+            (best, k) = (if gt { r } else { best }, if gt { w } else { k });
+            let gt = s > best;
+            (best, k) = (if gt { s } else { best }, if gt { w + 1 } else { k });
+            nan |= p.is_nan() | q.is_nan() | r.is_nan() | s.is_nan();
+            *ov = best;
+            *av = (top + 2 * j + k) as u32;
+        }
+        if nan {
+            // Rare: redo this row's windows that hold a NaN (the first NaN wins).
+            for (j, (ov, av)) in oi.iter_mut().zip(ai.iter_mut()).enumerate() {
+                let first = top + 2 * j;
+                if let Some(pos) = [first, first + 1, first + w, first + w + 1]
+                    .into_iter()
+                    .find(|&p| xp[p].is_nan())
+                {
+                    (*ov, *av) = (xp[pos], pos as u32);
+                }
+            }
+        }
+    }
 }
 
 fn max_backward<T: Element>(go: &[T], arg: &[u32], planes: usize, g: &Geo) -> Vec<T> {
@@ -388,6 +430,21 @@ mod tests {
                 want[i] = 1.0;
             }
             assert_eq!(g.get(&x).unwrap().to_vec_f64(), want);
+            // Overlapping 2×2 windows at stride 1 (the general unpadded path).
+            let x = Tensor::from_vec(vec![1.0, nan, 2.0, 4.0, 4.0, 0.0, 3.0, 5.0, 5.0], &[1, 1, 3, 3])
+                .unwrap()
+                .to_dtype(dtype)
+                .requires_grad_(true);
+            let p = pp((2, 2), (1, 1), (0, 0));
+            let y = x.max_pool2d(p).unwrap();
+            let out = y.to_vec_f64();
+            assert!(out[0].is_nan() && out[1].is_nan());
+            assert_eq!((out[2], out[3]), (5.0, 5.0));
+            let g = y.sum_all().backward().unwrap();
+            assert_eq!(
+                g.get(&x).unwrap().to_vec_f64(),
+                vec![0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0]
+            );
         }
     }
 
