@@ -23,7 +23,7 @@ pub fn set_threads(n: Option<usize>) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     let n = n.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    gradflow::set_num_threads(n);
+    gradflow::set_num_threads_on_this_thread(n);
     Ok(())
 }
 

@@ -35,38 +35,55 @@ impl GradFn for CrossEntropyBackward {
     }
 }
 
+/// Below this many logits the loss runs on the calling thread (a classifier's batch
+/// of 64×10 costs less than handing it to another thread).
+const PAR_ELEMENTS: usize = 1 << 14;
+
 fn ce_grad<T: Element>(p: &[T], targets: &[usize], c: usize, eps: f64, scale: f64) -> Vec<T> {
     let n = targets.len();
     let k = T::of(scale / n as f64);
     let off = T::of(eps / c as f64);
     let on = T::of(1.0 - eps);
     let mut out = vec![T::zero(); p.len()];
-    out.par_chunks_mut(c.max(1))
-        .zip(p.par_chunks(c.max(1)))
-        .zip(targets.par_iter())
-        .for_each(|((o, p), &t)| {
-            for j in 0..c {
-                o[j] = (p[j] - off) * k;
-            }
-            o[t] -= on * k;
-        });
+    let row = |((o, p), &t): ((&mut [T], &[T]), &usize)| {
+        for j in 0..c {
+            o[j] = (p[j] - off) * k;
+        }
+        o[t] -= on * k;
+    };
+    if p.len() >= PAR_ELEMENTS {
+        out.par_chunks_mut(c.max(1))
+            .zip(p.par_chunks(c.max(1)))
+            .zip(targets.par_iter())
+            .for_each(row);
+    } else {
+        out.chunks_mut(c.max(1))
+            .zip(p.chunks(c.max(1)))
+            .zip(targets)
+            .for_each(row);
+    }
     out
 }
 
 fn ce_forward<T: Element>(x: &[T], targets: &[usize], c: usize, eps: f64) -> (f64, Vec<T>) {
     let mut probs = vec![T::zero(); x.len()];
-    let total: f64 = probs
-        .par_chunks_mut(c)
-        .zip(x.par_chunks(c))
-        .zip(targets.par_iter())
-        .map(|((p, r), &t)| {
-            softmax_row(r, p);
-            let m = r.iter().copied().fold(T::neg_infinity(), T::max).f64();
-            let lse = m + r.iter().map(|&v| (v.f64() - m).exp()).sum::<f64>().ln();
-            let mean_logit = r.iter().map(|v| v.f64()).sum::<f64>() / c as f64;
-            lse - (1.0 - eps) * r[t].f64() - eps * mean_logit
-        })
-        .sum();
+    let row = |((p, r), &t): ((&mut [T], &[T]), &usize)| {
+        softmax_row(r, p);
+        let m = r.iter().copied().fold(T::neg_infinity(), T::max).f64();
+        let lse = m + r.iter().map(|&v| (v.f64() - m).exp()).sum::<f64>().ln();
+        let mean_logit = r.iter().map(|v| v.f64()).sum::<f64>() / c as f64;
+        lse - (1.0 - eps) * r[t].f64() - eps * mean_logit
+    };
+    let total: f64 = if x.len() >= PAR_ELEMENTS {
+        probs
+            .par_chunks_mut(c)
+            .zip(x.par_chunks(c))
+            .zip(targets.par_iter())
+            .map(row)
+            .sum()
+    } else {
+        probs.chunks_mut(c).zip(x.chunks(c)).zip(targets).map(row).sum()
+    };
     (total / targets.len() as f64, probs)
 }
 
