@@ -93,28 +93,33 @@ fn bench_conv(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    let (n, o, k, hw) = (64u64, 6u64, 25u64, 28u64 * 28);
-    // forward (o × k × L per sample), dW (same), dX (same): 3 products of 2·o·k·L.
-    g.throughput(Throughput::Elements(3 * 2 * n * o * k * hw));
-    let x = rand(&[64, 1, 28, 28], 3).requires_grad_(true);
-    let w = rand(&[6, 1, 5, 5], 4).mul_scalar(0.2).requires_grad_(true);
-    let bias = rand(&[6], 5).requires_grad_(true);
-    let p = Conv2dParams {
-        padding: (2, 2),
-        ..Conv2dParams::default()
-    };
-    g.bench_function("lenet1_b64_fwd_bwd", |bch| {
-        bch.iter(|| {
-            let y = x.conv2d(&w, Some(&bias), p).unwrap();
-            black_box(y.sum_all().backward().unwrap())
-        })
-    });
-    g.throughput(Throughput::Elements(2 * n * o * k * hw));
-    let xd = x.detach();
-    let (wd, bd) = (w.detach(), bias.detach());
-    g.bench_function("lenet1_b64_fwd", |bch| {
-        bch.iter(|| black_box(xd.conv2d(&wd, Some(&bd), p).unwrap()))
-    });
+    // LeNet-5's two convolutions at batch 64: conv1 (1→6, 5×5, padding 2, 28×28; its
+    // input needs no gradient) and conv2 (6→16, 5×5, 14×14 → 10×10).
+    for (name, c_in, o, hw, pad, input_grad) in [("lenet1", 1, 6, 28, 2, false), ("lenet2", 6, 16, 14, 0, true)] {
+        let out_hw = (hw + 2 * pad - 4) as u64;
+        let products = 2 * 64 * o as u64 * (c_in * 25) as u64 * out_hw * out_hw;
+        let x = rand(&[64, c_in, hw, hw], 3).requires_grad_(input_grad);
+        let w = rand(&[o, c_in, 5, 5], 4).mul_scalar(0.2).requires_grad_(true);
+        let bias = rand(&[o], 5).requires_grad_(true);
+        let p = Conv2dParams {
+            padding: (pad, pad),
+            ..Conv2dParams::default()
+        };
+        // forward, dW and (when the input needs it) dX: products of the same size.
+        g.throughput(Throughput::Elements(products * if input_grad { 3 } else { 2 }));
+        g.bench_function(format!("{name}_b64_fwd_bwd"), |bch| {
+            bch.iter(|| {
+                let y = x.conv2d(&w, Some(&bias), p).unwrap();
+                black_box(y.sum_all().backward().unwrap())
+            })
+        });
+        g.throughput(Throughput::Elements(products));
+        let xd = x.detach();
+        let (wd, bd) = (w.detach(), bias.detach());
+        g.bench_function(format!("{name}_b64_fwd"), |bch| {
+            bch.iter(|| black_box(xd.conv2d(&wd, Some(&bd), p).unwrap()))
+        });
+    }
     g.finish();
 }
 
