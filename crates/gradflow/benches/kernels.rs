@@ -426,6 +426,12 @@ fn gemm_shapes() {
 }
 
 fn main() {
+    // As in the CLI: this thread is one of the kernel threads (RAYON_NUM_THREADS, else all cores).
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    gradflow::set_num_threads_on_this_thread(threads);
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--gemm-shapes") {
         gemm_shapes();
