@@ -161,7 +161,9 @@ done < "$ROWS_TSV"
 echo
 echo "## gradflow vs PyTorch, $(date -u +%Y-%m-%d)"
 echo
-echo "- machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+family=$(sed -n 's/^cpu family[[:space:]]*: *//p' /proc/cpuinfo | head -1)
+avx512=$(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)
+echo "- machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1) (CPU family $family, AVX-512: $avx512), $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- gradflow $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty'), $(rustc --version); PyTorch $("$PYTHON" -c 'import torch; print(torch.__version__)'), numpy $("$PYTHON" -c 'import numpy; print(numpy.__version__)')"
 echo "- protocol: Adam lr 1e-3, cross-entropy, shuffle each epoch, drop last partial batch, $THREADS threads (PyTorch: OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-default}); median samples/s of epochs 2..$EPOCHS (epoch 1 = warm-up)"
 echo "- GEMM peak (f32, 2048³, best of 5–7, measured before / after the rows): PyTorch $torch_peak / $torch_peak2, numpy $numpy_peak / $numpy_peak2, gradflow $gradflow_peak / $gradflow_peak2 GFLOP/s → peak = $PEAK GFLOP/s"
