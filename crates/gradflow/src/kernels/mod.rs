@@ -25,8 +25,10 @@ pub fn set_num_threads(n: usize) -> bool {
 /// thread) should call this instead of [`set_num_threads`]: the calling thread then
 /// splits work in place rather than handing every parallel kernel to a pool thread and
 /// sleeping until it is done, a round trip through the scheduler that measured 10% of
-/// a small network's training step. The thread must outlive every later op.
-/// Call once, before the first op; later calls are ignored.
+/// a small network's training step. The thread must outlive every later op, and it
+/// serves the pool only while it is inside a kernel: with `n = 1`, ops that other
+/// threads call wait for it, so a program that runs ops on several threads should
+/// call [`set_num_threads`]. Call once, before the first op; later calls are ignored.
 pub fn set_num_threads_on_this_thread(n: usize) -> bool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
