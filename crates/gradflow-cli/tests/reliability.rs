@@ -382,7 +382,11 @@ fn bad_invocations_fail_cleanly() {
             1,
             vec!["missing.toml", "cannot read settings"],
         ),
-        (train(&["--config", &bad_cfg]), 1, vec!["bad_cfg.toml", "invalid type"]),
+        (
+            train(&["--config", &bad_cfg]),
+            1,
+            vec!["bad_cfg.toml:1:10: `epochs = \"many\"`: invalid type"],
+        ),
         // Data files: empty, truncated, wrong magic, damaged gzip, bad labels, counts, sizes.
         (data(&empty_files), 1, vec!["train-images-idx3-ubyte", "only 0 bytes"]),
         (

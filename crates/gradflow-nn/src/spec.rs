@@ -420,11 +420,35 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec, SpecError> {
     Ok(spec)
 }
 
+/// A TOML error as ``FILE:LINE:COLUMN: [label: ]`the line`: what is wrong``, so that
+/// the message shows the offending key (serde's own message says only what it
+/// expected). `label` is a kind of error such as "invalid TOML".
+pub fn toml_error(source: &str, text: &str, e: &toml::de::Error, label: Option<&str>) -> String {
+    let mut parts = vec![source.to_string()];
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line_no = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        parts[0] = format!("{source}:{line_no}:{column}");
+        parts.extend(label.map(str::to_string));
+        let line = text[line_start..line_end].trim();
+        if !line.is_empty() {
+            parts.push(format!("`{line}`"));
+        }
+    } else {
+        parts.extend(label.map(str::to_string));
+    }
+    parts.push(e.message().trim().replace('\n', "; "));
+    parts.join(": ")
+}
+
 impl ModelSpec {
     /// Parse model TOML; `source` names the file in error messages.
     pub fn parse(text: &str, source: &str) -> Result<ModelSpec, SpecError> {
         let doc: Table =
-            toml::from_str(text).map_err(|e| SpecError(format!("{source}: invalid TOML: {}", e.message())))?;
+            toml::from_str(text).map_err(|e| SpecError(toml_error(source, text, &e, Some("invalid TOML"))))?;
         for key in doc.keys() {
             if key != "input" && key != "layer" {
                 return Err(SpecError(format!(
@@ -832,7 +856,11 @@ mod tests {
                 "input = [1]\n[[layer]]\ntype = \"Dropout\"\np = 1.5\n",
                 "m.toml: layer 0 (Dropout): 'p' must be in [0, 1)",
             ),
-            ("input = [", "m.toml: invalid TOML"),
+            ("input = [", "m.toml:1:10: invalid TOML: "),
+            (
+                "input = [1]\nlayer = 3 3\n",
+                "m.toml:2:11: invalid TOML: `layer = 3 3`: ",
+            ),
         ];
         for (text, want) in bad {
             let e = ModelSpec::parse(text, "m.toml").unwrap_err().0;

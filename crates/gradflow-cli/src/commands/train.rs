@@ -128,7 +128,12 @@ impl TrainArgs {
             Some(p) => {
                 let text =
                     std::fs::read_to_string(p).with_context(|| format!("{}: cannot read settings", p.display()))?;
-                toml::from_str::<TrainConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e.message()))?
+                toml::from_str::<TrainConfig>(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        gradflow_nn::spec::toml_error(&p.display().to_string(), &text, &e, None)
+                    )
+                })?
             }
             None => TrainConfig::default(),
         };
