@@ -647,8 +647,12 @@ impl Trainer {
     }
 
     fn summary(&self, test: &Evaluation, stopped: (String, Option<String>)) -> Summary {
-        let secs: f64 = self.history.iter().map(|m| m.seconds).sum();
-        let samples: f64 = self.history.iter().map(|m| m.samples_per_second * m.seconds).sum();
+        // (Folded from +0.0: an empty f64 sum is −0.0, printed "-0.0s".)
+        let secs = self.history.iter().fold(0.0, |s, m| s + m.seconds);
+        let samples = self
+            .history
+            .iter()
+            .fold(0.0, |s, m| s + m.samples_per_second * m.seconds);
         Summary {
             test_accuracy: test.accuracy,
             test_loss: test.loss,
