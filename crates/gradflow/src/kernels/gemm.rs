@@ -77,7 +77,11 @@ pub unsafe fn gemm_to<T: Element>(
         }
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = if ONE_THREAD.with(|c| c.get()) {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
     // The gemm crate's own threading: its packing buffers are then allocated on the
     // calling thread, whose heap keeps them (allocating them on rayon's workers, one
     // block per task, made glibc hand pages back and fault them in again every call).
@@ -87,6 +91,20 @@ pub unsafe fn gemm_to<T: Element>(
         gemm::Parallelism::None
     };
     gemm_one(m, n, k, dst, dst_rs, dst_cs, lhs, rhs, accumulate, par);
+}
+
+thread_local! {
+    /// Set by [`on_one_thread`]: products on this thread run unsplit.
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every product it makes on the calling thread alone: for two
+/// independent products run side by side, one per thread (see `LinearBackward`).
+pub(crate) fn on_one_thread<R>(f: impl FnOnce() -> R) -> R {
+    let before = ONE_THREAD.with(|c| c.replace(true));
+    let r = f();
+    ONE_THREAD.with(|c| c.set(before));
+    r
 }
 
 /// Width of the blocks a side of `side` rows or columns is cut into for `threads`
