@@ -802,7 +802,7 @@ mod tests {
         let r = rand64(&[64, 256], 13);
         let grads = |y: Tensor| {
             let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
-            (vals(&g.get(&x).unwrap()), vals(&g.get(&w).unwrap()))
+            (vals(g.get(&x).unwrap()), vals(g.get(&w).unwrap()))
         };
         let (gx, gw) = grads(x.linear(&w, None).unwrap());
         let (want_x, want_w) = grads(x.matmul(&w.t().unwrap()).unwrap());
