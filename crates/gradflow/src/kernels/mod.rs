@@ -4,6 +4,7 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub(crate) mod recycle;
 pub mod reduce;
 
 /// Below this many elements an elementwise kernel runs on the calling thread.

@@ -300,8 +300,9 @@ fn conv_forward<T: Element>(
     // (`max(1)`: with no output channels or no columns there is nothing to chunk.)
     let out_chunk = (g.o * l).max(1);
     if keep_cols && cols_len > 0 {
-        // Not zeroed first: im2col writes every element.
-        let mut cols = Vec::<T>::with_capacity(g.n * cols_len);
+        // Not zeroed first: im2col writes every element. (A buffer of the previous
+        // step's graph, handed back when its node was freed; see kernels::recycle.)
+        let mut cols = crate::kernels::recycle::take::<T>(g.n * cols_len);
         out.par_chunks_mut(out_chunk)
             .zip(cols.spare_capacity_mut().par_chunks_mut(cols_len))
             .enumerate()
@@ -454,6 +455,17 @@ struct Conv2dBackward {
     geom: Geometry,
     /// Forward's columns of every sample, when kept (see [`KEEP_COLS_BYTES`]).
     cols: Option<CpuStorage>,
+}
+
+impl Drop for Conv2dBackward {
+    fn drop(&mut self) {
+        // The columns are a few megabytes that the next step's forward needs again.
+        match self.cols.take() {
+            Some(CpuStorage::F32(v)) => crate::kernels::recycle::give(v),
+            Some(CpuStorage::F64(v)) => crate::kernels::recycle::give(v),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
