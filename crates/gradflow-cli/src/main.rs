@@ -39,6 +39,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Training frees and reallocates the same buffers every step: keep them.
+    gradflow::keep_freed_memory();
     let result = match cli.command {
         Command::Train(a) => commands::train::run(*a),
         Command::Eval(a) => commands::eval::run(a),

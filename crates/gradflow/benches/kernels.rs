@@ -432,6 +432,7 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     gradflow::set_num_threads_on_this_thread(threads);
+    gradflow::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--gemm-shapes") {
         gemm_shapes();

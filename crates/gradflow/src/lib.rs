@@ -42,7 +42,7 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions, GradcheckReport, Mismatch};
-pub use kernels::{num_threads, set_num_threads, set_num_threads_on_this_thread};
+pub use kernels::{keep_freed_memory, num_threads, set_num_threads, set_num_threads_on_this_thread};
 pub use layout::Layout;
 pub use ops::conv::Conv2dParams;
 pub use ops::pool::Pool2dParams;

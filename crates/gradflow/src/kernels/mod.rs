@@ -38,6 +38,33 @@ pub fn set_num_threads_on_this_thread(n: usize) -> bool {
         .is_ok()
 }
 
+/// Ask the C allocator to keep freed memory for reuse rather than hand it back to
+/// the operating system; returns whether it applied (on glibc only).
+///
+/// A training step allocates and frees the same buffers of a few hundred kilobytes
+/// to a few megabytes every step. glibc maps buffers of that size afresh and unmaps
+/// them when they are freed, or trims its heaps, depending on a threshold it adapts
+/// as it goes; when it does, every step pays page faults on first touch and TLB
+/// shootdowns on every free. Measured on LeNet-5 at batch 64: 2.8–4.9 ms per step
+/// with glibc's defaults against 1.2 ms with this setting, run to run. The cost is
+/// that the process keeps its peak memory until it exits, which is what a training
+/// run needs anyway. Programs that train call this once at start (the `gradflow`
+/// command does).
+pub fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // Buffers up to 32 MiB (the most glibc accepts) come from the heap, and heaps
+        // are trimmed only when more than 1 GiB at their top is free; fixed values
+        // also switch off the adaptation.
+        // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
 /// The number of threads kernels run on.
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
@@ -128,5 +155,14 @@ impl<'a> Contiguous<'a> {
             (None, None) => unreachable!("one of the two is set"),
         };
         T::slice(st).map(|s| &s[self.range.clone()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn freed_memory_is_kept_where_glibc_allows_it() {
+        // glibc accepts both settings (a refused value would make mallopt return 0).
+        assert_eq!(super::keep_freed_memory(), cfg!(all(target_os = "linux", target_env = "gnu")));
     }
 }
