@@ -20,6 +20,10 @@ impl Observer for Print {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `gradflow` command does: this thread joins the kernel pool (all cores),
+    // and freed buffers are kept for the next step.
+    gradflow::set_num_threads_on_this_thread(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    gradflow::keep_freed_memory();
     let quick = std::env::args().any(|a| a == "--quick");
     let config = TrainConfig {
         model: "mlp".into(),

@@ -163,6 +163,9 @@ mod tests {
     #[test]
     fn freed_memory_is_kept_where_glibc_allows_it() {
         // glibc accepts both settings (a refused value would make mallopt return 0).
-        assert_eq!(super::keep_freed_memory(), cfg!(all(target_os = "linux", target_env = "gnu")));
+        assert_eq!(
+            super::keep_freed_memory(),
+            cfg!(all(target_os = "linux", target_env = "gnu"))
+        );
     }
 }
