@@ -101,10 +101,15 @@ thread_local! {
 /// Run `f` with every product it makes on the calling thread alone: for two
 /// independent products run side by side, one per thread (see `LinearBackward`).
 pub(crate) fn on_one_thread<R>(f: impl FnOnce() -> R) -> R {
-    let before = ONE_THREAD.with(|c| c.replace(true));
-    let r = f();
-    ONE_THREAD.with(|c| c.set(before));
-    r
+    /// Puts the flag back even if `f` panics (rayon catches panics and reuses the thread).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ONE_THREAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ONE_THREAD.with(|c| c.replace(true)));
+    f()
 }
 
 /// Width of the blocks a side of `side` rows or columns is cut into for `threads`

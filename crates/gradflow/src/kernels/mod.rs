@@ -26,10 +26,11 @@ pub fn set_num_threads(n: usize) -> bool {
 /// thread) should call this instead of [`set_num_threads`]: the calling thread then
 /// splits work in place rather than handing every parallel kernel to a pool thread and
 /// sleeping until it is done, a round trip through the scheduler that measured 10% of
-/// a small network's training step. The thread must outlive every later op, and it
-/// serves the pool only while it is inside a kernel: with `n = 1`, ops that other
-/// threads call wait for it, so a program that runs ops on several threads should
-/// call [`set_num_threads`]. Call once, before the first op; later calls are ignored.
+/// a small network's training step. The thread must outlive every later op. It
+/// takes other threads' work only while it waits inside a kernel, so with `n = 1`
+/// (no other pool thread) an op called from any other thread never runs: a program
+/// that runs ops on several threads should call [`set_num_threads`] instead. Call
+/// once, before the first op; later calls are ignored (and return false).
 pub fn set_num_threads_on_this_thread(n: usize) -> bool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
@@ -49,17 +50,28 @@ pub fn set_num_threads_on_this_thread(n: usize) -> bool {
 /// with glibc's defaults against 1.2 ms with this setting, run to run. The cost is
 /// that the process keeps its peak memory until it exits, which is what a training
 /// run needs anyway. Programs that train call this once at start (the `gradflow`
-/// command does).
+/// command does). It has no effect on a program that installs its own global
+/// allocator.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // Buffers up to 32 MiB (the most glibc accepts) come from the heap, and heaps
-        // are trimmed only when more than 1 GiB at their top is free; fixed values
-        // also switch off the adaptation.
+        // Buffers up to the largest mmap threshold glibc accepts (32 MiB on 64-bit
+        // systems, 512 KiB on 32-bit ones) come from the heap, and heaps are trimmed only
+        // when more than 1 GiB at their top is free; fixed values also switch off the
+        // adaptation.
+        let mmap_max: libc::c_int = if cfg!(target_pointer_width = "64") {
+            32 << 20
+        } else {
+            512 << 10
+        };
         // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
-        }
+        let (mmap, trim) = unsafe {
+            (
+                libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_max),
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30),
+            )
+        };
+        mmap == 1 && trim == 1
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false

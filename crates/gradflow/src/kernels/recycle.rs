@@ -29,6 +29,9 @@ fn pool<T: Element>() -> &'static Mutex<Vec<Vec<T>>> {
 /// An empty buffer with room for `len` elements: the smallest kept one that fits,
 /// else a new one.
 pub(crate) fn take<T: Element>(len: usize) -> Vec<T> {
+    if len == 0 {
+        return Vec::new();
+    }
     let mut kept = pool::<T>().lock().unwrap_or_else(PoisonError::into_inner);
     let best = (0..kept.len())
         .filter(|&i| kept[i].capacity() >= len)

@@ -158,7 +158,7 @@ fn im2col_unit_stride<T: Element>(x: &[T], g: &Geometry, cols: &mut [MaybeUninit
         let src: &[T] = if padded.is_empty() {
             plane
         } else {
-            for (r, row) in plane.chunks_exact(g.w).enumerate() {
+            for (r, row) in plane.chunks_exact(g.w.max(1)).enumerate() {
                 padded[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
             }
             &padded
@@ -299,7 +299,9 @@ fn conv_forward<T: Element>(
     };
     // (`max(1)`: with no output channels or no columns there is nothing to chunk.)
     let out_chunk = (g.o * l).max(1);
-    if keep_cols && cols_len > 0 {
+    // (With no output channels there is nothing to multiply, and nothing would
+    // write the columns.)
+    if keep_cols && cols_len > 0 && g.o > 0 {
         // Not zeroed first: im2col writes every element. (A buffer of the previous
         // step's graph, handed back when its node was freed; see kernels::recycle.)
         let mut cols = crate::kernels::recycle::take::<T>(g.n * cols_len);
@@ -403,7 +405,8 @@ fn conv_backward<T: Element>(
     let init = || {
         (
             vec![T::zero(); if need_w { wlen } else { 0 }],
-            vec![T::zero(); cols_len],
+            // Scratch columns: for dx, and for dW when forward kept none.
+            vec![T::zero(); if need_x || saved_cols.is_none() { cols_len } else { 0 }],
         )
     };
     let dw = if need_x {
@@ -871,6 +874,20 @@ mod tests {
     #[test]
     fn empty_batch_and_channels() {
         both_paths(empty_batch_and_channels_on_one_path);
+    }
+
+    #[test]
+    fn zero_width_input_with_padding_sees_only_padding() {
+        // Width 0, padded by 1 on each side: every window reads padding, so the output is the bias.
+        let p = params((1, 1), (0, 1), (1, 1), 1);
+        let x = Tensor::zeros(&[1, 1, 2, 0], DType::F64).requires_grad_(true);
+        let w = rand64(&[2, 1, 1, 1], 1).requires_grad_(true);
+        let b = Tensor::from_vec(vec![0.5f64, -1.0], &[2]).unwrap();
+        let y = x.conv2d(&w, Some(&b), p).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 2, 2]);
+        assert_eq!(y.to_vec_f64(), vec![0.5, 0.5, 0.5, 0.5, -1.0, -1.0, -1.0, -1.0]);
+        let g = y.sum_all().backward().unwrap();
+        assert_eq!(g.get(&w).unwrap().to_vec_f64(), vec![0.0, 0.0]);
     }
 
     fn empty_batch_and_channels_on_one_path() {

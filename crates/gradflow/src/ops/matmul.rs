@@ -97,10 +97,21 @@ fn side_by_side(
     grad_b: impl FnOnce() -> Result<Tensor> + Send,
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     if need_a && need_b && rayon::current_num_threads() > 1 && macs >= GEMM_PAR_THRESHOLD {
-        let (a, b) = rayon::join(|| on_one_thread(grad_a), || on_one_thread(grad_b));
+        // Graph recording is per thread: the pool thread that takes a closure must
+        // record (or not) as this one does.
+        let record = crate::autograd::is_grad_enabled();
+        let (a, b) = rayon::join(|| as_caller(record, grad_a), || as_caller(record, grad_b));
         return Ok((Some(a?), Some(b?)));
     }
     Ok((need_a.then(grad_a).transpose()?, need_b.then(grad_b).transpose()?))
+}
+
+/// Run `f` unsplit on this thread, recording the graph only if `record`.
+fn as_caller<R>(record: bool, f: impl FnOnce() -> R) -> R {
+    match record {
+        true => on_one_thread(f),
+        false => crate::autograd::no_grad_scope(|| on_one_thread(f)),
+    }
 }
 
 struct MatmulBackward {
@@ -820,6 +831,8 @@ mod tests {
             let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
             assert_close(&vals(g.get(&x).unwrap()), &want_x, 1e-12);
             assert_close(&vals(g.get(&w).unwrap()), &want_w, 1e-12);
+            // Computed on pool threads, yet not recorded into a graph.
+            assert!(!g.get(&x).unwrap().requires_grad() && !g.get(&w).unwrap().requires_grad());
         }
     }
 
