@@ -3,7 +3,7 @@
 # run on one machine, and print a markdown comparison.
 #
 #   pip install -r bench/requirements.txt     # torch + numpy (once)
-#   bench/compare.sh                          # ~10 minutes on 2 cores
+#   bench/compare.sh                          # ~12 minutes on 2 cores
 #
 # Protocol, both sides: MNIST normalized (mean 0.1307, std 0.3081), softmax
 # cross-entropy, Adam lr 1e-3 (torch defaults otherwise), a new shuffle every
