@@ -141,7 +141,11 @@ fn mlp_800() -> (gradflow_nn::Sequential, Vec<Param>) {
 }
 
 fn preset(name: &str) -> (gradflow_nn::Sequential, Vec<Param>) {
-    let spec = ModelSpec::preset(name).expect("a preset model");
+    build(ModelSpec::preset(name).expect("a preset model"))
+}
+
+/// The model in f32 with PyTorch's default initialization, and its parameters.
+fn build(spec: ModelSpec) -> (gradflow_nn::Sequential, Vec<Param>) {
     let model = spec
         .build(BuildOptions {
             init: Init::PytorchDefault,
@@ -210,20 +214,7 @@ fn mlp(widths: &[usize]) -> (gradflow_nn::Sequential, Vec<Param>) {
             toml += "[[layer]]\ntype = \"ReLU\"\n";
         }
     }
-    let spec = ModelSpec::parse(&toml, "bench mlp").unwrap();
-    let model = spec
-        .build(BuildOptions {
-            init: Init::PytorchDefault,
-            dtype: DType::F32,
-            seed: 0,
-        })
-        .unwrap();
-    let params = model
-        .parameters()
-        .into_iter()
-        .map(|p| Param::new(p.name, p.tensor))
-        .collect();
-    (model, params)
+    build(ModelSpec::parse(&toml, "bench mlp").unwrap())
 }
 
 /// `--step-profile [WIDTHS|lenet5 [BATCH]]` (e.g. `784,1024,1024,10 128`): median time of each
