@@ -66,7 +66,7 @@ pub trait Module: Send + Sync {
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
     /// Shape of one output sample for an input sample of shape `input` (no batch dimension),
     /// or an error saying why this layer cannot take it.
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String>;
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>>;
     /// Trainable tensors under local names (`weight`, `bias`).
     fn parameters(&self) -> Vec<NamedTensor> {
         Vec::new()

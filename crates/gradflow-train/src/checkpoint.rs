@@ -163,10 +163,10 @@ pub fn save(
     // scalars...): a flipped digit there would resume at the wrong place.
     let meta_crc = format!("{:08x}", crc32fast::hash(json.as_bytes()));
     let md = HashMap::from([("gradflow".to_string(), json), (META_CRC_KEY.to_string(), meta_crc)]);
-    let bytes = to_safetensors(&tensors, Some(md)).map_err(|e| e.0)?;
+    let bytes = to_safetensors(&tensors, Some(md)).map_err(|e| e.to_string())?;
     let ck = dir.join(CHECKPOINT_FILE);
     atomic_write(&ck, &bytes).map_err(|e| format!("{}: cannot write checkpoint: {e}", ck.display()))?;
-    let weights = to_safetensors(model, None).map_err(|e| e.0)?;
+    let weights = to_safetensors(model, None).map_err(|e| e.to_string())?;
     let wf = dir.join(WEIGHTS_FILE);
     atomic_write(&wf, &weights).map_err(|e| format!("{}: cannot write weights: {e}", wf.display()))
 }
@@ -181,7 +181,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
 /// Parse a checkpoint from memory; `shown` names it in error messages. Exists
 /// so fuzzers and tests can exercise the parser without files.
 pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
-    let (tensors, md) = from_safetensors(bytes, shown).map_err(|e| e.0)?;
+    let (tensors, md) = from_safetensors(bytes, shown).map_err(|e| e.to_string())?;
     let json = md
         .get("gradflow")
         .ok_or_else(|| format!("{shown}: not a gradflow checkpoint (no 'gradflow' metadata)"))?;

@@ -141,7 +141,7 @@ pub fn resolve_model(name: &str) -> TResult<ModelSpec> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| TrainError(format!("{name}: cannot read model file: {e}")))?;
-    ModelSpec::parse(&text, name).map_err(|e| TrainError(e.0))
+    ModelSpec::parse(&text, name).map_err(|e| TrainError(e.to_string()))
 }
 
 /// The model the settings describe: preset or file, with `--activation` and `--dropout` applied.
@@ -196,7 +196,7 @@ impl Trainer {
                 dtype: DType::F32,
                 seed: config.seed,
             })
-            .map_err(|e| TrainError(format!("model: {}", e.0)))?;
+            .map_err(|e| TrainError(format!("model: {}", e)))?;
         Trainer::with_model(config, spec, model, data, out_dir)
     }
 
@@ -240,7 +240,7 @@ impl Trainer {
         }
         fit_samples(&mut train, &spec.input, "training")?;
         fit_samples(&mut test, &spec.input, "test")?;
-        let out_shape = spec.output_shape().map_err(|e| TrainError(format!("model: {}", e.0)))?;
+        let out_shape = spec.output_shape().map_err(|e| TrainError(format!("model: {}", e)))?;
         let classes = train.num_classes().unwrap_or(0);
         if out_shape != [classes] {
             return Err(TrainError(format!(
@@ -316,10 +316,10 @@ impl Trainer {
             config.epochs = e;
         }
         let spec = ModelSpec::parse(&ck.meta.model_toml, &format!("{} (model)", path.display()))
-            .map_err(|e| TrainError(e.0))?;
+            .map_err(|e| TrainError(e.to_string()))?;
         let mut t = Trainer::new(config, spec, data, dir)?;
         let shown = path.display().to_string();
-        load_into(&t.model.state_dict(), &ck.model, &shown, false).map_err(|e| TrainError(e.0))?;
+        load_into(&t.model.state_dict(), &ck.model, &shown, false).map_err(|e| TrainError(e.to_string()))?;
         checkpoint::verify(&ck.meta, &t.model.state_dict(), &ck.optimizer, &shown).map_err(TrainError)?;
         t.optimizer
             .load_state(&ck.optimizer)
@@ -339,7 +339,7 @@ impl Trainer {
         if t.best.is_some() && best_path.exists() {
             let bytes = std::fs::read(&best_path).map_err(|e| TrainError(format!("{}: {e}", best_path.display())))?;
             let (loaded, _) =
-                from_safetensors(&bytes, &best_path.display().to_string()).map_err(|e| TrainError(e.0))?;
+                from_safetensors(&bytes, &best_path.display().to_string()).map_err(|e| TrainError(e.to_string()))?;
             let sd = t.model.state_dict();
             t.best_weights = Some(
                 sd.iter()
@@ -606,7 +606,8 @@ impl Trainer {
                 if self.config.early_stopping.is_some() {
                     self.best_weights = Some(self.snapshot_weights());
                     let sd = self.model.state_dict();
-                    let bytes = gradflow_nn::serialize::to_safetensors(&sd, None).map_err(|e| TrainError(e.0))?;
+                    let bytes =
+                        gradflow_nn::serialize::to_safetensors(&sd, None).map_err(|e| TrainError(e.to_string()))?;
                     checkpoint::atomic_write(&self.out_dir.join("best.safetensors"), &bytes)
                         .map_err(|e| TrainError(e.to_string()))?;
                 }
@@ -674,8 +675,8 @@ impl Trainer {
 pub fn load_weights_file(model: &Sequential, path: &Path) -> TResult<()> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| TrainError(format!("{shown}: cannot read weights: {e}")))?;
-    let (loaded, _) = from_safetensors(&bytes, &shown).map_err(|e| TrainError(e.0))?;
-    load_into(&model.state_dict(), &loaded, &shown, true).map_err(|e| TrainError(e.0))
+    let (loaded, _) = from_safetensors(&bytes, &shown).map_err(|e| TrainError(e.to_string()))?;
+    load_into(&model.state_dict(), &loaded, &shown, true).map_err(|e| TrainError(e.to_string()))
 }
 
 /// Restore optimizer state saved elsewhere (used by tests).

@@ -66,7 +66,7 @@ pub fn run(a: GradArgs) -> Result<()> {
             dtype,
             ..Default::default()
         })
-        .map_err(|e| anyhow::anyhow!("{}: {}", a.model, e.0))?;
+        .map_err(|e| anyhow::anyhow!("{}: {}", a.model, e))?;
     load_into(&net.state_dict(), &weights, &wshown, false)?;
 
     let bshown = a.batch.display().to_string();

@@ -48,7 +48,7 @@ pub fn load_model(
     };
     let net = spec
         .build(gradflow_nn::BuildOptions::default())
-        .map_err(|e| anyhow::anyhow!("model: {}", e.0))?;
+        .map_err(|e| anyhow::anyhow!("model: {}", e))?;
     gradflow_train::trainer::load_weights_file(&net, &weights)?;
     Ok((spec, net))
 }

@@ -116,7 +116,7 @@ impl Module for Activation {
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         Ok(self.apply(x))
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         Ok(input.to_vec())
     }
 }
