@@ -87,17 +87,6 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
     }
 }
 
-/// The gain PyTorch's `calculate_gain` gives the activation that follows a layer.
-pub fn gain(activation: &str, negative_slope: f64) -> f64 {
-    match activation.to_ascii_lowercase().as_str() {
-        "relu" | "elu" | "gelu" | "silu" => 2f64.sqrt(),
-        "leakyrelu" | "leaky_relu" => (2.0 / (1.0 + negative_slope * negative_slope)).sqrt(),
-        "tanh" => 5.0 / 3.0,
-        "selu" => 0.75,
-        _ => 1.0,
-    }
-}
-
 /// The gain an initializer should use before an activation with gain `activation_gain`.
 /// Xavier/Glorot is used as published (gain 1: it assumes a roughly linear, symmetric
 /// activation, and with ReLU it lets the signal halve at every layer); He/Kaiming and the

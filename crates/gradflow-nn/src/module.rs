@@ -79,6 +79,10 @@ pub trait Module: Send + Sync {
     fn penalty_targets(&self) -> Vec<PenaltyTarget> {
         Vec::new()
     }
+    /// The activation this layer is, if it is one (the diagnostics read its saturation rule).
+    fn as_activation(&self) -> Option<crate::layers::Activation> {
+        None
+    }
     /// A one-line description for summaries (`Linear(784 → 800)`).
     fn describe(&self) -> String {
         self.kind().to_string()

@@ -18,7 +18,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::init::{gain, Init};
+use crate::init::Init;
 use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
 use gradflow::{Conv2dParams, DType, Pool2dParams};
 use std::fmt::Write as _;
@@ -381,31 +381,15 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
                 LayerSpec::BatchNorm2d { eps, momentum }
             }
         }
-        "relu" => LayerSpec::Activation(Activation::ReLU),
-        "leakyrelu" => LayerSpec::Activation(Activation::LeakyReLU(k.float("negative_slope", 0.01)?)),
-        "elu" => LayerSpec::Activation(Activation::ELU(k.float("alpha", 1.0)?)),
-        "selu" => LayerSpec::Activation(Activation::SELU),
-        "gelu" => {
-            let tanh = match k.get("approximate") {
-                None => false,
-                Some(toml::Value::String(s)) if s == "none" => false,
-                Some(toml::Value::String(s)) if s == "tanh" => true,
-                Some(v) => return k.err(format!("'approximate' must be \"none\" or \"tanh\", got {v}")),
-            };
-            LayerSpec::Activation(Activation::GELU(tanh))
-        }
-        "silu" => LayerSpec::Activation(Activation::SiLU),
-        "sigmoid" => LayerSpec::Activation(Activation::Sigmoid),
-        "tanh" => LayerSpec::Activation(Activation::Tanh),
-        "softplus" => LayerSpec::Activation(Activation::Softplus(k.float("beta", 1.0)?, k.float("threshold", 20.0)?)),
-        "softsign" => LayerSpec::Activation(Activation::Softsign),
-        "hardtanh" => LayerSpec::Activation(Activation::Hardtanh(k.float("min_val", -1.0)?, k.float("max_val", 1.0)?)),
-        _ => {
-            return Err(Error::Spec(format!(
-                "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
-                Activation::NAMES.join(", ")
-            )))
-        }
+        _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
+            Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
+            None => {
+                return Err(Error::Spec(format!(
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
+                    Activation::names()
+                )))
+            }
+        },
     };
     k.finish()?;
     Ok(spec)
@@ -544,7 +528,7 @@ impl ModelSpec {
                 LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(Activation::Sigmoid),
                 _ => None,
             });
-            let g = next_act.map(|a| gain(a.name(), a.negative_slope())).unwrap_or(1.0);
+            let g = next_act.map(|a| a.gain()).unwrap_or(1.0);
             match l {
                 LayerSpec::Linear {
                     out_features,
@@ -705,22 +689,13 @@ impl ModelSpec {
                 LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
                     let _ = writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}");
                 }
-                LayerSpec::Activation(a) => match a {
-                    Activation::LeakyReLU(v) => {
-                        let _ = writeln!(s, "negative_slope = {v:?}");
+                LayerSpec::Activation(a) => {
+                    for (key, value) in a.args() {
+                        if let Some(text) = value.to_toml() {
+                            let _ = writeln!(s, "{key} = {text}");
+                        }
                     }
-                    Activation::ELU(v) => {
-                        let _ = writeln!(s, "alpha = {v:?}");
-                    }
-                    Activation::GELU(true) => s.push_str("approximate = \"tanh\"\n"),
-                    Activation::Softplus(b, t) => {
-                        let _ = writeln!(s, "beta = {b:?}\nthreshold = {t:?}");
-                    }
-                    Activation::Hardtanh(a, b) => {
-                        let _ = writeln!(s, "min_val = {a:?}\nmax_val = {b:?}");
-                    }
-                    _ => {}
-                },
+                }
             }
         }
         s

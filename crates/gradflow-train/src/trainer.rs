@@ -151,7 +151,7 @@ pub fn model_from_config(config: &TrainConfig) -> TResult<ModelSpec> {
         let act = Activation::parse(a).ok_or_else(|| {
             TrainError(format!(
                 "--activation {a}: unknown (expected one of {})",
-                Activation::NAMES.join(", ")
+                Activation::names()
             ))
         })?;
         spec = spec.with_activation(act);
