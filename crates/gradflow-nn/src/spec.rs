@@ -20,7 +20,9 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+use crate::module::Module;
 use gradflow::{Conv2dParams, DType, Pool2dParams};
+use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 
 /// One layer of a model file, with its constructor arguments.
@@ -522,102 +524,31 @@ impl ModelSpec {
         for (i, l) in self.layers.iter().enumerate() {
             let ctx = |msg: String| Error::Spec(format!("layer {i} ({}): {msg}", l.kind()));
             check_layer_sizes(l).map_err(ctx)?;
-            // The activation that follows decides the init gain.
-            let next_act = self.layers[i + 1..].iter().find_map(|n| match n {
-                LayerSpec::Activation(a) => Some(*a),
-                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(Activation::Sigmoid),
-                _ => None,
-            });
-            let g = next_act.map(|a| a.gain()).unwrap_or(1.0);
-            match l {
-                LayerSpec::Linear {
-                    out_features,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let [n] = shape[..] else {
-                        return Err(ctx(format!(
-                            "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
-                        )));
-                    };
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    let mut lin = Linear::new(
-                        n,
-                        *out_features,
-                        *bias,
-                        init.unwrap_or(opts.init),
-                        crate::init::gain_for(init.unwrap_or(opts.init), g),
-                        opts.dtype,
-                        &mut rng,
-                    );
-                    lin.l1 = *l1;
-                    lin.l2 = *l2;
-                    net = net.push(lin);
-                }
-                LayerSpec::Conv2d {
-                    out_channels,
-                    kernel_size,
-                    params,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let [c, ..] = shape[..] else {
-                        unreachable!("shapes are never empty")
-                    };
-                    if shape.len() != 3 {
-                        return Err(ctx(format!(
-                            "expects [channels, height, width] input, gets shape {shape:?}"
-                        )));
-                    }
-                    if c % params.groups != 0 || out_channels % params.groups != 0 {
-                        return Err(ctx(format!(
-                            "{c} input and {out_channels} output channels are not divisible by groups = {}",
-                            params.groups
-                        )));
-                    }
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    let mut conv = Conv2d::new(
-                        c,
-                        *out_channels,
-                        *kernel_size,
-                        *params,
-                        *bias,
-                        init.unwrap_or(opts.init),
-                        crate::init::gain_for(init.unwrap_or(opts.init), g),
-                        opts.dtype,
-                        &mut rng,
-                    );
-                    conv.l1 = *l1;
-                    conv.l2 = *l2;
-                    net = net.push(conv);
-                }
-                LayerSpec::MaxPool2d(p) => net = net.push(MaxPool2d(*p)),
-                LayerSpec::AvgPool2d(p) => net = net.push(AvgPool2d(*p)),
-                LayerSpec::Flatten => net = net.push(Flatten),
-                LayerSpec::Dropout(p) => net = net.push(Dropout(*p)),
-                LayerSpec::BatchNorm1d { eps, momentum } => {
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    net = net.push(BatchNorm::new(shape[0], *eps, *momentum, false, opts.dtype))
-                }
-                LayerSpec::BatchNorm2d { eps, momentum } => {
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    net = net.push(BatchNorm::new(shape[0], *eps, *momentum, true, opts.dtype))
-                }
-                LayerSpec::Activation(a) => net = net.push(*a),
-            }
-            let last = net.layers.last().expect("just pushed");
-            shape = last.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
+            check_input_rank(l, &shape).map_err(ctx)?;
+            allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
+            let layer = l.instantiate(&shape, self.gain_after(i), opts, &mut rng);
+            shape = layer.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
             if elements(&shape).is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
                 return Err(ctx(format!(
                     "output shape {shape:?} has more than {MAX_SAMPLE_ELEMENTS} values per sample"
                 )));
             }
+            net.layers.push(layer);
         }
         Ok(net)
+    }
+
+    /// The init gain for layer `i`: that of the activation that follows it (1
+    /// when another weighted layer or nothing comes first).
+    fn gain_after(&self, i: usize) -> f64 {
+        self.layers[i + 1..]
+            .iter()
+            .find_map(|n| match n {
+                LayerSpec::Activation(a) => Some(a.gain()),
+                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
+                _ => None,
+            })
+            .unwrap_or(1.0)
     }
 
     /// The per-sample output shape, or the first layer that does not fit.
@@ -702,6 +633,26 @@ impl ModelSpec {
     }
 }
 
+/// Checks that a weighted layer gets an input of the rank it needs (and, for
+/// a convolution, channels its groups divide), before any size arithmetic.
+fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), String> {
+    match l {
+        LayerSpec::Linear { .. } if shape.len() != 1 => Err(format!(
+            "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
+        )),
+        LayerSpec::Conv2d { .. } if shape.len() != 3 => {
+            Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
+        }
+        LayerSpec::Conv2d {
+            out_channels, params, ..
+        } if shape[0] % params.groups != 0 || out_channels % params.groups != 0 => Err(format!(
+            "{} input and {out_channels} output channels are not divisible by groups = {}",
+            shape[0], params.groups
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Adds layer `l`'s allocation on input `shape` to `allocated`, or explains
 /// why that would exceed `limit`.
 fn budget(l: &LayerSpec, shape: &[usize], allocated: usize, limit: usize) -> std::result::Result<usize, String> {
@@ -729,6 +680,62 @@ fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<I
 }
 
 impl LayerSpec {
+    /// The layer, on a per-sample input of `shape` (already checked to fit),
+    /// drawing its weights from `rng` for an activation of gain `gain` after it.
+    fn instantiate(&self, shape: &[usize], gain: f64, opts: BuildOptions, rng: &mut ChaCha8Rng) -> Box<dyn Module> {
+        let weight_init = |init: &Option<Init>| {
+            let init = init.unwrap_or(opts.init);
+            (init, crate::init::gain_for(init, gain))
+        };
+        match self {
+            LayerSpec::Linear {
+                out_features,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let (init, gain) = weight_init(init);
+                let linear = Linear::new(shape[0], *out_features).bias(*bias).init(init).gain(gain);
+                let mut linear = linear.dtype(opts.dtype).build(rng);
+                (linear.l1, linear.l2) = (*l1, *l2);
+                Box::new(linear)
+            }
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel_size,
+                params,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let (init, gain) = weight_init(init);
+                let conv = Conv2d::new(shape[0], *out_channels, *kernel_size).params(*params);
+                let mut conv = conv.bias(*bias).init(init).gain(gain).dtype(opts.dtype).build(rng);
+                (conv.l1, conv.l2) = (*l1, *l2);
+                Box::new(conv)
+            }
+            LayerSpec::MaxPool2d(p) => Box::new(MaxPool2d(*p)),
+            LayerSpec::AvgPool2d(p) => Box::new(AvgPool2d(*p)),
+            LayerSpec::Flatten => Box::new(Flatten),
+            LayerSpec::Dropout(p) => Box::new(Dropout(*p)),
+            LayerSpec::BatchNorm1d { eps, momentum } => Box::new(
+                BatchNorm::new_1d(shape[0])
+                    .eps(*eps)
+                    .momentum(*momentum)
+                    .dtype(opts.dtype),
+            ),
+            LayerSpec::BatchNorm2d { eps, momentum } => Box::new(
+                BatchNorm::new_2d(shape[0])
+                    .eps(*eps)
+                    .momentum(*momentum)
+                    .dtype(opts.dtype),
+            ),
+            LayerSpec::Activation(a) => Box::new(*a),
+        }
+    }
+
     /// The PyTorch class name.
     pub fn kind(&self) -> &'static str {
         match self {
