@@ -320,6 +320,64 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
     }
 }
 
+/// The readers of each layer's keys, with the defaults and checks of PyTorch's constructors.
+impl Keys<'_> {
+    fn linear(&mut self) -> Result<LayerSpec> {
+        Ok(LayerSpec::Linear {
+            out_features: self.usize("out_features", None)?,
+            bias: self.bool("bias", true)?,
+            l1: self.opt_float("l1")?,
+            l2: self.opt_float("l2")?,
+            init: self.init()?,
+        })
+    }
+    fn conv2d(&mut self) -> Result<LayerSpec> {
+        Ok(LayerSpec::Conv2d {
+            out_channels: self.usize("out_channels", None)?,
+            kernel_size: self.pair("kernel_size", None, false)?,
+            params: Conv2dParams {
+                stride: self.pair("stride", Some((1, 1)), false)?,
+                padding: self.pair("padding", Some((0, 0)), true)?,
+                dilation: self.pair("dilation", Some((1, 1)), false)?,
+                groups: self.usize("groups", Some(1))?,
+            },
+            bias: self.bool("bias", true)?,
+            l1: self.opt_float("l1")?,
+            l2: self.opt_float("l2")?,
+            init: self.init()?,
+        })
+    }
+    fn pool(&mut self) -> Result<Pool2dParams> {
+        let kernel = self.pair("kernel_size", None, false)?;
+        let stride = self.pair("stride", Some(kernel), false)?;
+        let padding = self.pair("padding", Some((0, 0)), true)?;
+        Ok(Pool2dParams {
+            kernel,
+            stride,
+            padding,
+        })
+    }
+    fn dropout(&mut self) -> Result<LayerSpec> {
+        let p = self.float("p", 0.5)?;
+        if !(0.0..1.0).contains(&p) {
+            return self.err(format!("'p' must be in [0, 1), got {p}"));
+        }
+        Ok(LayerSpec::Dropout(p))
+    }
+    fn batchnorm(&mut self, spatial: bool) -> Result<LayerSpec> {
+        let eps = self.float("eps", 1e-5)?;
+        let momentum = self.float("momentum", 0.1)?;
+        if eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
+            return self.err("'eps' must be positive and 'momentum' in [0, 1]");
+        }
+        Ok(if spatial {
+            LayerSpec::BatchNorm2d { eps, momentum }
+        } else {
+            LayerSpec::BatchNorm1d { eps, momentum }
+        })
+    }
+}
+
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
     let Some(toml::Value::String(ty)) = table.get("type") else {
         return Err(Error::Spec(format!("{ctx}: missing string key 'type'")));
@@ -329,60 +387,15 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         ctx: format!("{ctx} ({ty})"),
         used: Vec::new(),
     };
-    let pool = |k: &mut Keys| -> Result<Pool2dParams> {
-        let kernel = k.pair("kernel_size", None, false)?;
-        let stride = k.pair("stride", Some(kernel), false)?;
-        let padding = k.pair("padding", Some((0, 0)), true)?;
-        Ok(Pool2dParams {
-            kernel,
-            stride,
-            padding,
-        })
-    };
     let spec = match ty.to_ascii_lowercase().as_str() {
-        "linear" => LayerSpec::Linear {
-            out_features: k.usize("out_features", None)?,
-            bias: k.bool("bias", true)?,
-            l1: k.opt_float("l1")?,
-            l2: k.opt_float("l2")?,
-            init: k.init()?,
-        },
-        "conv2d" => LayerSpec::Conv2d {
-            out_channels: k.usize("out_channels", None)?,
-            kernel_size: k.pair("kernel_size", None, false)?,
-            params: Conv2dParams {
-                stride: k.pair("stride", Some((1, 1)), false)?,
-                padding: k.pair("padding", Some((0, 0)), true)?,
-                dilation: k.pair("dilation", Some((1, 1)), false)?,
-                groups: k.usize("groups", Some(1))?,
-            },
-            bias: k.bool("bias", true)?,
-            l1: k.opt_float("l1")?,
-            l2: k.opt_float("l2")?,
-            init: k.init()?,
-        },
-        "maxpool2d" => LayerSpec::MaxPool2d(pool(&mut k)?),
-        "avgpool2d" => LayerSpec::AvgPool2d(pool(&mut k)?),
+        "linear" => k.linear()?,
+        "conv2d" => k.conv2d()?,
+        "maxpool2d" => LayerSpec::MaxPool2d(k.pool()?),
+        "avgpool2d" => LayerSpec::AvgPool2d(k.pool()?),
         "flatten" => LayerSpec::Flatten,
-        "dropout" => {
-            let p = k.float("p", 0.5)?;
-            if !(0.0..1.0).contains(&p) {
-                return k.err(format!("'p' must be in [0, 1), got {p}"));
-            }
-            LayerSpec::Dropout(p)
-        }
-        "batchnorm1d" | "batchnorm2d" => {
-            let eps = k.float("eps", 1e-5)?;
-            let momentum = k.float("momentum", 0.1)?;
-            if eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
-                return k.err("'eps' must be positive and 'momentum' in [0, 1]");
-            }
-            if ty.eq_ignore_ascii_case("batchnorm1d") {
-                LayerSpec::BatchNorm1d { eps, momentum }
-            } else {
-                LayerSpec::BatchNorm2d { eps, momentum }
-            }
-        }
+        "dropout" => k.dropout()?,
+        "batchnorm1d" => k.batchnorm(false)?,
+        "batchnorm2d" => k.batchnorm(true)?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
@@ -563,73 +576,20 @@ impl ModelSpec {
     /// The model as TOML in the same format it was read from (for `RUN_DIR/model.toml`).
     pub fn to_toml(&self) -> String {
         let mut s = format!("input = {:?}\n", self.input);
-        let pair = |(a, b): (usize, usize)| if a == b { a.to_string() } else { format!("[{a}, {b}]") };
         for l in &self.layers {
-            s.push_str("\n[[layer]]\n");
-            let _ = writeln!(s, "type = \"{}\"", l.kind());
-            match l {
-                LayerSpec::Linear {
-                    out_features,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let _ = writeln!(s, "out_features = {out_features}");
-                    if !bias {
-                        s.push_str("bias = false\n");
-                    }
-                    write_extras(&mut s, *l1, *l2, *init);
-                }
-                LayerSpec::Conv2d {
-                    out_channels,
-                    kernel_size,
-                    params,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let _ = writeln!(s, "out_channels = {out_channels}\nkernel_size = {}", pair(*kernel_size));
-                    let _ = writeln!(
-                        s,
-                        "stride = {}\npadding = {}\ndilation = {}\ngroups = {}",
-                        pair(params.stride),
-                        pair(params.padding),
-                        pair(params.dilation),
-                        params.groups
-                    );
-                    if !bias {
-                        s.push_str("bias = false\n");
-                    }
-                    write_extras(&mut s, *l1, *l2, *init);
-                }
-                LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => {
-                    let _ = writeln!(
-                        s,
-                        "kernel_size = {}\nstride = {}\npadding = {}",
-                        pair(p.kernel),
-                        pair(p.stride),
-                        pair(p.padding)
-                    );
-                }
-                LayerSpec::Flatten => {}
-                LayerSpec::Dropout(p) => {
-                    let _ = writeln!(s, "p = {p:?}");
-                }
-                LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
-                    let _ = writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}");
-                }
-                LayerSpec::Activation(a) => {
-                    for (key, value) in a.args() {
-                        if let Some(text) = value.to_toml() {
-                            let _ = writeln!(s, "{key} = {text}");
-                        }
-                    }
-                }
-            }
+            let _ = writeln!(s, "\n[[layer]]\ntype = \"{}\"", l.kind());
+            l.write_keys(&mut s);
         }
         s
+    }
+}
+
+/// A size as a model file writes it: `5`, or `[5, 3]` when the two differ.
+fn pair_text((a, b): (usize, usize)) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("[{a}, {b}]")
     }
 }
 
@@ -667,7 +627,10 @@ fn budget(l: &LayerSpec, shape: &[usize], allocated: usize, limit: usize) -> std
     }
 }
 
-fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<Init>) {
+fn write_extras(s: &mut String, bias: bool, l1: Option<f64>, l2: Option<f64>, init: Option<Init>) {
+    if !bias {
+        s.push_str("bias = false\n");
+    }
     if let Some(v) = l1 {
         let _ = writeln!(s, "l1 = {v:?}");
     }
@@ -680,6 +643,61 @@ fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<I
 }
 
 impl LayerSpec {
+    /// This layer's keys as a model file writes them (the reader takes them back).
+    fn write_keys(&self, s: &mut String) {
+        let _ = match self {
+            LayerSpec::Linear {
+                out_features,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let _ = writeln!(s, "out_features = {out_features}");
+                write_extras(s, *bias, *l1, *l2, *init);
+                Ok(())
+            }
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel_size,
+                params: p,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let _ = writeln!(
+                    s,
+                    "out_channels = {out_channels}\nkernel_size = {}\nstride = {}\npadding = {}\ndilation = {}\ngroups = {}",
+                    pair_text(*kernel_size),
+                    pair_text(p.stride),
+                    pair_text(p.padding),
+                    pair_text(p.dilation),
+                    p.groups
+                );
+                write_extras(s, *bias, *l1, *l2, *init);
+                Ok(())
+            }
+            LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => writeln!(
+                s,
+                "kernel_size = {}\nstride = {}\npadding = {}",
+                pair_text(p.kernel),
+                pair_text(p.stride),
+                pair_text(p.padding)
+            ),
+            LayerSpec::Flatten => Ok(()),
+            LayerSpec::Dropout(p) => writeln!(s, "p = {p:?}"),
+            LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
+                writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}")
+            }
+            LayerSpec::Activation(a) => a
+                .args()
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value.to_toml()?)))
+                .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
+        };
+    }
+
     /// The layer, on a per-sample input of `shape` (already checked to fit),
     /// drawing its weights from `rng` for an activation of gain `gain` after it.
     fn instantiate(&self, shape: &[usize], gain: f64, opts: BuildOptions, rng: &mut ChaCha8Rng) -> Box<dyn Module> {
