@@ -193,14 +193,7 @@ impl TrainConfig {
     pub fn schedule_spec(&self) -> Result<ScheduleSpec, String> {
         let after = self.epochs.saturating_sub(self.warmup_epochs).max(1);
         let spec = ScheduleSpec::parse(&self.schedule, after).map_err(|e| format!("--schedule: {e}"))?;
-        Ok(if self.warmup_epochs > 0 {
-            ScheduleSpec::Warmup {
-                epochs: self.warmup_epochs,
-                start_factor: 1.0 / (self.warmup_epochs as f64 + 1.0),
-                then: Box::new(spec),
-            }
-        } else {
-            spec
-        })
+        let start_factor = 1.0 / (self.warmup_epochs as f64 + 1.0);
+        Ok(spec.with_warmup(self.warmup_epochs, start_factor))
     }
 }
