@@ -2,7 +2,7 @@
 //! (and an optional `--config run.toml`); it is saved in the checkpoint so a
 //! resumed run continues under the same settings.
 
-use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::optim::{OptimizerConfig, OptimizerSpec, SgdConfig};
 use gradflow_nn::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +178,7 @@ impl TrainConfig {
             }
             // The default --momentum 0.9 is meant for SGD; the others keep PyTorch's 0
             // unless the flag is given.
-            if spec.name() == "sgd" || self.momentum != TrainConfig::default().momentum {
+            if spec.name() == SgdConfig::NAME || self.momentum != TrainConfig::default().momentum {
                 spec.set("momentum", self.momentum)?;
             }
             Ok(spec)
