@@ -6,7 +6,7 @@
 
 use gradflow_data::{Dataset, Targets};
 use gradflow_nn::ModelSpec;
-use gradflow_train::{DataSource, EpochMetrics, Silent, Summary, TrainConfig, Trainer};
+use gradflow_train::{DataSource, EpochMetrics, Silent, StopReason, Summary, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -183,7 +183,7 @@ fn tiny_sgd_run_interrupted_and_resumed_keeps_its_recorded_metrics() {
     let mut t = Trainer::new(tiny_config(), tiny_spec(), tiny_source(), dir.path()).unwrap();
     // Stop after the first step: the checkpoint then holds a partial epoch.
     let first = t.fit(&mut Silent, &AtomicBool::new(true)).unwrap();
-    assert_eq!(first.stopped, "interrupted");
+    assert_eq!(first.stopped, StopReason::Interrupted);
     let mut t = Trainer::resume(dir.path(), tiny_source(), None).unwrap();
     let summary = t.fit(&mut Silent, &AtomicBool::new(false)).unwrap();
     let got = fingerprint(t.history(), &summary, &weights_of(&t));
