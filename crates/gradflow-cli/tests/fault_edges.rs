@@ -38,7 +38,11 @@ fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
 fn a_weight_decay_that_overflows_the_weights_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let a = train(&out, &["--epochs", "1", "--optimizer", "adamw", "--weight-decay", "1e308"]).code(1);
+    let a = train(
+        &out,
+        &["--epochs", "1", "--optimizer", "adamw", "--weight-decay", "1e308"],
+    )
+    .code(1);
     let err = stderr_of(&a);
     assert!(err.contains("parameter '1.weight' became non-finite"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -57,9 +61,21 @@ fn impossible_hyperparameters_are_refused_naming_the_flag() {
     for (flag, value, message) in [
         ("--lr", "-1", "--lr must be a positive number, got -1"),
         ("--lr", "NaN", "--lr must be a positive number, got NaN"),
-        ("--weight-decay", "-0.1", "--weight-decay must be a non-negative number, got -0.1"),
-        ("--weight-decay", "inf", "--weight-decay must be a non-negative number, got inf"),
-        ("--momentum", "-0.5", "--momentum must be a non-negative number, got -0.5"),
+        (
+            "--weight-decay",
+            "-0.1",
+            "--weight-decay must be a non-negative number, got -0.1",
+        ),
+        (
+            "--weight-decay",
+            "inf",
+            "--weight-decay must be a non-negative number, got inf",
+        ),
+        (
+            "--momentum",
+            "-0.5",
+            "--momentum must be a non-negative number, got -0.5",
+        ),
         ("--momentum", "NaN", "--momentum must be a non-negative number, got NaN"),
     ] {
         let a = train(&out, &[flag, value]).code(1);
@@ -76,7 +92,16 @@ fn eval_uses_the_checkpoints_epoch_when_a_kill_left_the_weights_file_behind() {
     train(&out, &["--epochs", "1"]).success();
     let epoch_one = std::fs::read(out.join("model.safetensors")).unwrap();
     gradflow()
-        .args(["train", "--threads", "1", "--data", &repo_data(), "--epochs", "2", "--resume"])
+        .args([
+            "train",
+            "--threads",
+            "1",
+            "--data",
+            &repo_data(),
+            "--epochs",
+            "2",
+            "--resume",
+        ])
         .arg(&out)
         .assert()
         .success();
@@ -120,7 +145,17 @@ fn eval_prints_non_finite_losses_as_nan() {
     let weights = dir.path().join("poisoned.safetensors");
     std::fs::write(&weights, gradflow_nn::serialize::to_safetensors(&named, None).unwrap()).unwrap();
     let a = gradflow()
-        .args(["eval", "--threads", "1", "--limit", "50", "--data", &repo_data(), "--model", "mlp"])
+        .args([
+            "eval",
+            "--threads",
+            "1",
+            "--limit",
+            "50",
+            "--data",
+            &repo_data(),
+            "--model",
+            "mlp",
+        ])
         .arg("--weights")
         .arg(&weights)
         .assert()

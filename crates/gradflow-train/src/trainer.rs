@@ -736,3 +736,74 @@ pub fn optimizer_state_of(t: &Trainer) -> OptimizerState {
 pub fn schedule_state_of(t: &Trainer) -> ScheduleState {
     t.schedule.state()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow_data::Targets;
+    use gradflow_nn::optim::OptimizerSpec;
+    use gradflow_nn::schedule::ScheduleSpec;
+
+    #[test]
+    fn stop_reasons_serialize_to_the_strings_summary_json_always_had() {
+        for (reason, name) in [
+            (StopReason::Completed, "completed"),
+            (StopReason::EarlyStopping, "early_stopping"),
+            (StopReason::Interrupted, "interrupted"),
+            (StopReason::NonFiniteLoss, "non_finite_loss"),
+            (StopReason::NonFiniteParameter, "non_finite_parameter"),
+        ] {
+            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{name}\""));
+            assert_eq!(reason.to_string(), name);
+            assert_eq!(
+                serde_json::from_str::<StopReason>(&format!("\"{name}\"")).unwrap(),
+                reason
+            );
+        }
+    }
+
+    fn blobs(n: usize) -> Dataset {
+        let features = (0..n * 2).map(|i| if i % 3 == 0 { 1.0 } else { -0.5 }).collect();
+        let labels = (0..n).map(|i| i % 2).collect();
+        Dataset::new(features, vec![2], Targets::Classes { labels, num_classes: 2 }).unwrap()
+    }
+
+    #[test]
+    fn a_parameter_that_overflows_stops_the_run_and_keeps_the_last_good_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ModelSpec::parse("input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n", "m").unwrap();
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 4,
+            diagnostics_every: 0,
+            ..TrainConfig::default()
+        };
+        let data = DataSource::Datasets {
+            train: blobs(8),
+            val: None,
+            test: blobs(4),
+        };
+        let mut t = Trainer::new(config, spec, data, dir.path()).unwrap();
+        assert_eq!(
+            t.fit(&mut Silent, &AtomicBool::new(false)).unwrap().stopped,
+            StopReason::Completed
+        );
+        let good = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        let good_weights = std::fs::read(dir.path().join(crate::checkpoint::WEIGHTS_FILE)).unwrap();
+        // A second epoch under an update that overflows every weight.
+        t.config.epochs = 2;
+        t.optimizer = optim::build(&OptimizerSpec::sgd(f64::MAX));
+        t.schedule = ScheduleSpec::parse("constant", 2).unwrap().build(f64::MAX);
+        let s = t.fit(&mut Silent, &AtomicBool::new(false)).unwrap();
+        assert_eq!(s.stopped, StopReason::NonFiniteParameter);
+        let detail = s.stop_detail.unwrap();
+        assert!(detail.starts_with("parameter '0.weight' became non-finite"), "{detail}");
+        assert!(detail.contains("at epoch 2 step 1"), "{detail}");
+        assert_eq!(std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap(), good);
+        assert_eq!(
+            std::fs::read(dir.path().join(crate::checkpoint::WEIGHTS_FILE)).unwrap(),
+            good_weights
+        );
+        assert_eq!(s.warnings.last().unwrap().kind, "non_finite_loss");
+    }
+}
