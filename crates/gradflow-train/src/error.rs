@@ -36,12 +36,10 @@ pub enum Error {
     /// Loading or preparing data failed.
     #[error(transparent)]
     Data(#[from] gradflow_data::DataError),
-    /// A model file could not be read or built.
+    /// A model file could not be read or built, a name or hyperparameter is
+    /// unknown, or a weights file does not match the model.
     #[error(transparent)]
-    Spec(#[from] gradflow_nn::SpecError),
-    /// A weights file could not be read or matched to the model.
-    #[error(transparent)]
-    Weights(#[from] gradflow_nn::serialize::WeightsError),
+    Nn(#[from] gradflow_nn::Error),
 }
 
 /// Result alias of this crate.

@@ -168,7 +168,7 @@ pub fn model_from_config(config: &TrainConfig) -> Result<ModelSpec> {
         let act = Activation::parse(a).ok_or_else(|| {
             Error::Setting(format!(
                 "--activation {a}: unknown (expected one of {})",
-                Activation::NAMES.join(", ")
+                Activation::names()
             ))
         })?;
         spec = spec.with_activation(act);
@@ -205,7 +205,7 @@ impl Trainer {
                 dtype: DType::F32,
                 seed: config.seed,
             })
-            .map_err(|e| Error::Model(format!("model: {}", e.0)))?;
+            .map_err(|e| Error::Model(format!("model: {e}")))?;
         Trainer::with_model(config, spec, model, data, out_dir)
     }
 
@@ -241,8 +241,8 @@ impl Trainer {
             .into_iter()
             .map(|p| Param::new(p.name, p.tensor))
             .collect();
-        let optimizer = optim::build(&config.optimizer_spec().map_err(Error::Setting)?);
-        let schedule = config.schedule_spec().map_err(Error::Setting)?.build(config.lr);
+        let optimizer = optim::build(&config.optimizer_spec()?);
+        let schedule = config.schedule_spec()?.build(config.lr);
         Ok(Trainer {
             params,
             penalty_targets: model.named_penalty_targets(),
