@@ -525,7 +525,7 @@ def model_list():
             input=[3, 8, 8],
             n=6,
             dtype=F32,
-            seed=256,
+            seed=258,
             mode="train",
             label_smoothing=0.2,
             l1=1e-3,
