@@ -148,23 +148,34 @@ pub fn first_non_finite(params: &[Param]) -> Result<Option<&Param>> {
     Ok(None)
 }
 
-/// Whether every element is finite. It runs after every step, so it compares
-/// exponent bits with integer maxima, which vectorize, instead of an
-/// early-exit `is_finite` loop, which does not.
+/// Whether every element is finite. It runs after every step, over every
+/// parameter, so it splits large tensors over the kernel threads and compares
+/// exponent bits with integer maxima, which vectorize, where an early-exit
+/// `is_finite` loop does not.
 pub fn all_finite(t: &Tensor) -> Result<bool> {
-    const CHUNK: usize = 4096;
     Ok(match t.dtype() {
-        DType::F32 => t.with_slice::<f32, _>(|d| {
-            const EXP: u32 = 0x7f80_0000;
-            d.chunks(CHUNK)
-                .all(|c| c.iter().fold(0, |m, v| m.max(v.to_bits() & EXP)) != EXP)
-        })?,
-        DType::F64 => t.with_slice::<f64, _>(|d| {
-            const EXP: u64 = 0x7ff0_0000_0000_0000;
-            d.chunks(CHUNK)
-                .all(|c| c.iter().fold(0, |m, v| m.max(v.to_bits() & EXP)) != EXP)
-        })?,
+        DType::F32 => t.with_slice::<f32, _>(|d| all_below(d, |v| v.to_bits(), 0x7f80_0000))?,
+        DType::F64 => t.with_slice::<f64, _>(|d| all_below(d, |v| v.to_bits(), 0x7ff0_0000_0000_0000))?,
     })
+}
+
+/// Whether no element has all exponent bits set (the encoding of NaN and ±infinity).
+fn all_below<T, B>(d: &[T], bits: impl Fn(&T) -> B + Sync, exponent: B) -> bool
+where
+    T: Sync,
+    B: Copy + Ord + Default + std::ops::BitAnd<Output = B> + Send + Sync,
+{
+    const CHUNK: usize = 4096;
+    let finite = std::sync::atomic::AtomicBool::new(true);
+    gradflow::kernels::for_each_range(d.len(), 1 << 16, |range| {
+        let ok = d[range]
+            .chunks(CHUNK)
+            .all(|c| c.iter().fold(B::default(), |m, v| m.max(bits(v) & exponent)) != exponent);
+        if !ok {
+            finite.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    finite.into_inner()
 }
 
 #[cfg(test)]
@@ -318,6 +329,11 @@ mod tests {
                 assert!(!all_finite(&Tensor::from_vec(v, &[10_000]).unwrap()).unwrap());
             }
         }
+        // Long enough to be split over the kernel threads.
+        let mut long = vec![0.5f32; 300_000];
+        long[299_999] = f32::NAN;
+        assert!(!all_finite(&Tensor::from_vec(long, &[300_000]).unwrap()).unwrap());
+        assert!(all_finite(&Tensor::from_vec(vec![0.5f32; 300_000], &[300_000]).unwrap()).unwrap());
         let edge = vec![f64::MAX, f64::MIN, f64::MIN_POSITIVE, -0.0];
         assert!(all_finite(&Tensor::from_vec(edge, &[4]).unwrap()).unwrap());
         assert!(all_finite(&Tensor::from_vec(vec![f32::MAX, f32::MIN], &[2]).unwrap()).unwrap());

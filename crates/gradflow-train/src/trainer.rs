@@ -439,7 +439,9 @@ impl Trainer {
                 }
             };
             let metrics = self.validate(sums, lr, steps)?;
-            if let Some(why) = self.end_epoch(metrics, obs, stop)? {
+            self.record_epoch(metrics, obs)?;
+            self.checkpoint()?;
+            if let Some(why) = self.stop_after_epoch(stop) {
                 stopped = why;
                 break;
             }
@@ -621,8 +623,8 @@ impl Trainer {
         })
     }
 
-    /// Record the epoch, step the schedule, checkpoint, and say whether to stop.
-    fn end_epoch(&mut self, m: EpochMetrics, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Option<Stop>> {
+    /// Add the epoch to the history, tell the observer, track the best epoch and step the schedule.
+    fn record_epoch(&mut self, m: EpochMetrics, obs: &mut dyn Observer) -> Result<()> {
         self.history.push(m.clone());
         self.epoch += 1;
         self.step_in_epoch = 0;
@@ -637,18 +639,22 @@ impl Trainer {
         self.track_best(monitored)?;
         let next_lr = self.schedule.step(Some(monitored));
         self.optimizer.set_lr(next_lr);
-        self.checkpoint()?;
+        Ok(())
+    }
+
+    /// Early stopping's verdict, or an interruption, at an epoch boundary.
+    fn stop_after_epoch(&self, stop: &AtomicBool) -> Option<Stop> {
         if let (Some(patience), Some((_, best_epoch))) = (self.config.early_stopping, self.best) {
             if self.epoch - best_epoch >= patience && self.epoch < self.config.epochs {
                 let detail = format!("validation loss has not improved for {patience} epochs; restored the weights of epoch {best_epoch}");
-                return Ok(Some((StopReason::EarlyStopping, Some(detail))));
+                return Some((StopReason::EarlyStopping, Some(detail)));
             }
         }
         if stop.load(Ordering::SeqCst) && self.epoch < self.config.epochs {
             let detail = format!("interrupted after epoch {}", self.epoch);
-            return Ok(Some((StopReason::Interrupted, Some(detail))));
+            return Some((StopReason::Interrupted, Some(detail)));
         }
-        Ok(None)
+        None
     }
 
     /// Remember the best epoch so far (and, with early stopping, its weights).
