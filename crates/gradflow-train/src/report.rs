@@ -765,7 +765,7 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
     );
     let stopped = match &s.stop_detail {
         Some(d) => format!("{} — {}", s.stopped, d),
-        None => s.stopped.clone(),
+        None => s.stopped.to_string(),
     };
     let _ = writeln!(
         h,

@@ -68,7 +68,7 @@ fn weight_decay_reaches_adam_adagrad_and_adamw_keeps_its_own_default() {
     }
     .optimizer_spec()
     .unwrap_err();
-    assert!(e.contains("unknown optimizer 'adamax'"), "{e}");
+    assert!(e.to_string().contains("unknown optimizer 'adamax'"), "{e}");
 }
 
 #[test]
