@@ -8,6 +8,7 @@
 //!   same parallelism gradflow chooses: the difference is the wrapper's overhead.
 //! * `conv2d/lenet1_b64` — LeNet-5's first layer, input [64, 1, 28, 28], weight [6, 1, 5, 5],
 //!   padding 2: forward + backward (dx, dW, db); FLOPs are the three im2col products.
+//! * `linear/IN_OUT_bN` — `Tensor::linear` forward (with bias) of the benchmark MLPs' layers.
 //! * `elementwise/relu_1m`, `elementwise/add_1m` — one op over 2^20 f32 elements (elements/s).
 //! * `train_step/mlp_784_800_10_b128` — forward, cross-entropy, backward and an Adam step.
 //!
@@ -118,6 +119,22 @@ fn bench_conv(c: &mut Criterion) {
         let (wd, bd) = (w.detach(), bias.detach());
         g.bench_function(format!("{name}_b64_fwd"), |bch| {
             bch.iter(|| black_box(xd.conv2d(&wd, Some(&bd), p).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn bench_linear(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    // (batch, in, out): the benchmark MLPs' layers; 800→10 takes the narrow-output path.
+    for (nb, nin, nout) in [(128, 784, 800), (32, 784, 800), (128, 1024, 1024), (128, 800, 10)] {
+        g.throughput(Throughput::Elements(2 * (nb * nin * nout) as u64));
+        let (x, w, b) = (rand(&[nb, nin], 9), rand(&[nout, nin], 10), rand(&[nout], 11));
+        g.bench_function(format!("{nin}_{nout}_b{nb}"), |bch| {
+            bch.iter(|| black_box(x.linear(&w, Some(&b)).unwrap()))
         });
     }
     g.finish();
@@ -449,6 +466,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_matmul(&mut c);
     bench_conv(&mut c);
+    bench_linear(&mut c);
     bench_elementwise(&mut c);
     bench_train_step(&mut c);
     c.final_summary();
