@@ -3,10 +3,11 @@
 //! `gemm` crate with strides, so transposed operands are never copied.
 
 use crate::autograd::{node, GradFn};
-use crate::error::{shape_err, Result};
+use crate::error::{shape_err, Error, Result};
 use crate::kernels::gemm::{batched_kernel, on_one_thread, GEMM_PAR_THRESHOLD};
-use crate::kernels::linear::linear_kernel;
+use crate::kernels::linear::{linear_kernel, Dense};
 use crate::layout::{broadcast_shapes, fmt_shape};
+use crate::ops::with_typed;
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
 
@@ -67,39 +68,7 @@ impl Tensor {
     /// Matrix product of the last two dimensions, broadcasting the others.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         self.same_dtype("matmul", other)?;
-        let (sa, sb) = (self.shape(), other.shape());
-        if sa.len() < 2 || sb.len() < 2 {
-            return shape_err(
-                "matmul",
-                format!(
-                    "{} x {}: both operands need at least 2 dimensions",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            );
-        }
-        let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-        let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
-        if k != k2 {
-            return shape_err(
-                "matmul",
-                format!(
-                    "{} x {}: inner dimensions {k} and {k2} differ",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            );
-        }
-        let batch = broadcast_shapes("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2]).or_else(|_| {
-            shape_err(
-                "matmul",
-                format!(
-                    "{} x {}: batch dimensions do not broadcast",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            )
-        })?;
+        let (batch, m, k, n) = product_dims(self.shape(), other.shape())?;
         let mut shape_a = batch.clone();
         shape_a.extend([m, k]);
         let mut shape_b = batch.clone();
@@ -152,33 +121,7 @@ impl Tensor {
                 );
             }
         }
-        let out = {
-            let (xs, ws) = (self.storage(), weight.storage());
-            let bs = bias.map(|b| b.contiguous_storage());
-            match (xs.cpu(), ws.cpu()) {
-                (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(linear_kernel(
-                    x,
-                    self.layout(),
-                    w,
-                    weight.layout(),
-                    bs.as_ref().map(|b| f32::slice(b).expect("dtype")),
-                    nrows,
-                    nin,
-                    nout,
-                )),
-                (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(linear_kernel(
-                    x,
-                    self.layout(),
-                    w,
-                    weight.layout(),
-                    bs.as_ref().map(|b| f64::slice(b).expect("dtype")),
-                    nrows,
-                    nin,
-                    nout,
-                )),
-                _ => unreachable!("dtype checked"),
-            }
-        };
+        let out = dense_product(self, weight, bias, (nrows, nin, nout));
         let mut inputs = vec![self, weight];
         if let Some(b) = bias {
             inputs.push(b);
@@ -191,6 +134,37 @@ impl Tensor {
             })
         }))
     }
+}
+
+/// The broadcast batch shape and (m, k, n) of the product of shapes `sa` and `sb`.
+fn product_dims(sa: &[usize], sb: &[usize]) -> Result<(Vec<usize>, usize, usize, usize)> {
+    let error = |why: String| Error::Shape {
+        op: "matmul",
+        msg: format!("{} x {}: {why}", fmt_shape(sa), fmt_shape(sb)),
+    };
+    if sa.len() < 2 || sb.len() < 2 {
+        return Err(error("both operands need at least 2 dimensions".into()));
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    if k != k2 {
+        return Err(error(format!("inner dimensions {k} and {k2} differ")));
+    }
+    let batch = broadcast_shapes("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2])
+        .map_err(|_| error("batch dimensions do not broadcast".into()))?;
+    Ok((batch, m, k, n))
+}
+
+/// `x·Wᵀ + b` of checked operands through [`linear_kernel`], in their dtype.
+fn dense_product(x: &Tensor, w: &Tensor, b: Option<&Tensor>, (nrows, nin, nout): (usize, usize, usize)) -> CpuStorage {
+    let (xs, ws) = (x.storage(), w.storage());
+    let bs = b.map(|b| b.contiguous_storage());
+    let (lx, lw) = (x.layout(), w.layout());
+    with_typed!(xs.cpu(), x => {
+        let w = Element::slice(ws.cpu()).expect("dtype checked");
+        let b = bs.as_ref().map(|b| Element::slice(b).expect("dtype checked"));
+        Element::into_storage(linear_kernel(Dense { x, lx, w, lw, b, nrows, nin, nout }))
+    })
 }
 
 struct LinearBackward {
