@@ -424,6 +424,19 @@ fn forward_storage<T: Element>(
     Some((T::into_storage(out), cols.map(T::into_storage)))
 }
 
+/// A bias, if any, must be `[o]` in the input's dtype.
+fn check_bias(x: &Tensor, bias: Option<&Tensor>, o: usize) -> Result<()> {
+    let Some(b) = bias else { return Ok(()) };
+    x.same_dtype("conv2d", b)?;
+    if b.shape() != [o] {
+        return shape_err(
+            "conv2d",
+            format!("bias {} does not match {o} output channels", fmt_shape(b.shape())),
+        );
+    }
+    Ok(())
+}
+
 /// The sizes of `x`'s convolution with `weight`, once every shape and parameter is checked.
 fn conv_geometry(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Geometry> {
     x.same_dtype("conv2d", weight)?;
@@ -465,15 +478,7 @@ fn conv_geometry(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dPa
             ),
         );
     };
-    if let Some(b) = bias {
-        x.same_dtype("conv2d", b)?;
-        if b.shape() != [o] {
-            return shape_err(
-                "conv2d",
-                format!("bias {} does not match {o} output channels", fmt_shape(b.shape())),
-            );
-        }
-    }
+    check_bias(x, bias, o)?;
     Ok(Geometry {
         n,
         c,
