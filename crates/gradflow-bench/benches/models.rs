@@ -9,7 +9,7 @@
 
 use criterion::{black_box, Criterion, Throughput};
 use gradflow::{seeded_rng, DType, Tensor};
-use gradflow_nn::optim::{Adam, Optimizer, Param};
+use gradflow_nn::optim::{self, Optimizer, OptimizerSpec, Param};
 use gradflow_nn::{BuildOptions, Ctx, Init, Loss, ModelSpec, Module, Target};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,11 @@ fn build(spec: ModelSpec) -> (gradflow_nn::Sequential, Vec<Param>) {
     (model, params)
 }
 
+/// Adam at lr 1e-3 with PyTorch's other defaults, built as `gradflow train --optimizer adam` builds it.
+fn adam() -> Box<dyn Optimizer> {
+    optim::build(&OptimizerSpec::parse("adam", 1e-3).unwrap())
+}
+
 fn bench_train_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10)
@@ -52,7 +57,7 @@ fn bench_train_step(c: &mut Criterion) {
     let (l1, l2) = (784u64 * 800, 800u64 * 10);
     g.throughput(Throughput::Elements(2 * batch * (2 * l1 + 3 * l2)));
     let (model, params) = mlp_800();
-    let mut opt = Adam::new(1e-3, (0.9, 0.999), 1e-8, 0.0, false);
+    let mut opt = adam();
     let x = rand(&[128, 1, 28, 28], 8);
     let y: Vec<usize> = (0..128).map(|i| (i * 7) % 10).collect();
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
@@ -94,7 +99,7 @@ fn step_profile(widths: &[usize], batch: usize) {
     } else {
         mlp(widths)
     };
-    let mut opt = Adam::new(1e-3, (0.9, 0.999), 1e-8, 0.0, false);
+    let mut opt = adam();
     let x = rand(&[batch, 1, 28, 28], 8);
     let y: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
