@@ -2,6 +2,7 @@
 //! (and an optional `--config run.toml`); it is saved in the checkpoint so a
 //! resumed run continues under the same settings.
 
+use crate::error::{Error, Result};
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Learning rate.
     pub lr: f64,
-    /// sgd, adam, adamw, rmsprop or adagrad.
+    /// An optimizer's short name (`OptimizerSpec::registry` lists them).
     pub optimizer: String,
     /// Momentum for SGD and RMSprop.
     pub momentum: f64,
@@ -36,7 +37,7 @@ pub struct TrainConfig {
     pub activation: Option<String>,
     /// Initializer for Linear and Conv2d weights.
     pub init: Option<String>,
-    /// Learning-rate schedule: constant, step, exponential, cosine, plateau.
+    /// A learning-rate schedule's name (`ScheduleSpec::registry` lists them).
     pub schedule: String,
     /// Epochs of linear warm-up before the schedule.
     pub warmup_epochs: usize,
@@ -102,155 +103,109 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Check every value a user can get wrong; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("--{name} must be a positive number, got {v}"))
-            }
-        };
-        let nonneg = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(format!("--{name} must be a non-negative number, got {v}"))
-            }
-        };
-        if self.epochs == 0 {
-            return Err("--epochs must be at least 1".into());
-        }
-        if self.batch_size == 0 {
-            return Err("--batch-size must be at least 1".into());
-        }
-        pos("lr", self.lr)?;
-        if self.lr > 1e3 {
-            return Err(format!("--lr {} is absurdly large (above 1000)", self.lr));
-        }
-        nonneg("momentum", self.momentum)?;
-        nonneg("weight-decay", self.weight_decay)?;
-        nonneg("l1", self.l1)?;
-        nonneg("l2", self.l2)?;
-        nonneg("min-delta", self.min_delta)?;
-        nonneg("label-smoothing", self.label_smoothing)?;
-        if self.label_smoothing > 1.0 {
-            return Err("--label-smoothing must be at most 1".into());
-        }
-        if let Some(p) = self.dropout {
-            if !(0.0..1.0).contains(&p) {
-                return Err(format!("--dropout must be in [0, 1), got {p}"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.val_split) {
-            return Err(format!("--val-split must be in [0, 1), got {}", self.val_split));
-        }
-        for (name, v) in [
-            ("max-norm", self.max_norm),
-            ("clip-norm", self.clip_norm),
-            ("clip-value", self.clip_value),
-        ] {
-            if let Some(v) = v {
-                pos(name, v)?;
-            }
-        }
-        if self.early_stopping == Some(0) {
-            return Err("--early-stopping patience must be at least 1".into());
-        }
-        if let Some(0) = self.limit_train {
-            return Err("--limit-train must be at least 1".into());
-        }
+    pub fn validate(&self) -> Result<()> {
+        self.validate_sizes()?;
+        self.validate_rates()?;
+        self.validate_fractions()?;
         self.optimizer_spec()?;
         self.schedule_spec()?;
         Ok(())
     }
 
-    /// The optimizer these settings describe.
-    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
-        let spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
-        let spec = match spec {
-            OptimizerSpec::Sgd { lr, dampening, .. } => OptimizerSpec::Sgd {
-                lr,
-                momentum: self.momentum,
-                dampening,
-                nesterov: self.nesterov,
-                weight_decay: self.weight_decay,
-            },
-            OptimizerSpec::Adam {
-                lr,
-                betas,
-                eps,
-                amsgrad,
-                ..
-            } => OptimizerSpec::Adam {
-                lr,
-                betas,
-                eps,
-                weight_decay: self.weight_decay,
-                amsgrad,
-            },
-            OptimizerSpec::AdamW {
-                lr,
-                betas,
-                eps,
-                amsgrad,
-                weight_decay,
-            } => OptimizerSpec::AdamW {
-                lr,
-                betas,
-                eps,
-                amsgrad,
-                weight_decay: if self.weight_decay > 0.0 {
-                    self.weight_decay
-                } else {
-                    weight_decay
-                },
-            },
-            OptimizerSpec::RmsProp {
-                lr,
-                alpha,
-                eps,
-                centered,
-                ..
-            } => OptimizerSpec::RmsProp {
-                lr,
-                alpha,
-                eps,
-                weight_decay: self.weight_decay,
-                momentum: if self.optimizer_was_explicit_momentum() {
-                    self.momentum
-                } else {
-                    0.0
-                },
-                centered,
-            },
-            OptimizerSpec::Adagrad {
-                lr,
-                lr_decay,
-                initial_accumulator_value,
-                eps,
-                ..
-            } => OptimizerSpec::Adagrad {
-                lr,
-                lr_decay,
-                weight_decay: self.weight_decay,
-                initial_accumulator_value,
-                eps,
-            },
+    /// Counts: epochs, batch size, patience, limits.
+    fn validate_sizes(&self) -> Result<()> {
+        let at_least_one = |flag: &str, v: Option<usize>| match v {
+            Some(0) => Err(Error::Setting(format!("--{flag} must be at least 1"))),
+            _ => Ok(()),
         };
+        at_least_one("epochs", Some(self.epochs))?;
+        at_least_one("batch-size", Some(self.batch_size))?;
+        if self.early_stopping == Some(0) {
+            return Err(Error::Setting("--early-stopping patience must be at least 1".into()));
+        }
+        at_least_one("limit-train", self.limit_train)
+    }
+
+    /// Learning rate, optimizer hyperparameters, penalties and clipping thresholds.
+    fn validate_rates(&self) -> Result<()> {
+        positive("lr", self.lr)?;
+        if self.lr > 1e3 {
+            return Err(Error::Setting(format!(
+                "--lr {} is absurdly large (above 1000)",
+                self.lr
+            )));
+        }
+        for (flag, v) in [
+            ("momentum", self.momentum),
+            ("weight-decay", self.weight_decay),
+            ("l1", self.l1),
+            ("l2", self.l2),
+            ("min-delta", self.min_delta),
+            ("label-smoothing", self.label_smoothing),
+        ] {
+            non_negative(flag, v)?;
+        }
+        for (flag, v) in [
+            ("max-norm", self.max_norm),
+            ("clip-norm", self.clip_norm),
+            ("clip-value", self.clip_value),
+        ] {
+            if let Some(v) = v {
+                positive(flag, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Label smoothing, dropout and the validation split.
+    fn validate_fractions(&self) -> Result<()> {
+        if self.label_smoothing > 1.0 {
+            return Err(Error::Setting("--label-smoothing must be at most 1".into()));
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Setting(format!("--dropout must be in [0, 1), got {p}")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.val_split) {
+            return Err(Error::Setting(format!(
+                "--val-split must be in [0, 1), got {}",
+                self.val_split
+            )));
+        }
+        Ok(())
+    }
+
+    /// The optimizer these settings describe: the chosen optimizer's PyTorch
+    /// defaults, with each shared flag set where that optimizer has it.
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec> {
+        let with_flags = || -> gradflow_nn::Result<OptimizerSpec> {
+            let mut spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
+            // An unset weight decay keeps the optimizer's own default (AdamW's 0.01).
+            if self.weight_decay > 0.0 {
+                spec.set("weight_decay", self.weight_decay)?;
+            }
+            if self.nesterov {
+                spec.set("nesterov", true)?;
+            }
+            // The default --momentum 0.9 is meant for SGD; the others keep PyTorch's 0
+            // unless the flag is given.
+            if spec.name() == "sgd" || self.momentum != TrainConfig::default().momentum {
+                spec.set("momentum", self.momentum)?;
+            }
+            Ok(spec)
+        };
+        let spec = with_flags().map_err(|e| Error::Setting(e.to_string()))?;
         spec.validate()
-            .map_err(|e| format!("--optimizer {}: {e}", self.optimizer))?;
+            .map_err(|e| Error::Setting(format!("--optimizer {}: {e}", self.optimizer)))?;
         Ok(spec)
     }
 
-    fn optimizer_was_explicit_momentum(&self) -> bool {
-        // RMSprop's PyTorch default momentum is 0; the CLI default 0.9 is meant for SGD.
-        self.momentum != TrainConfig::default().momentum
-    }
-
     /// The learning-rate schedule these settings describe (with warm-up if asked).
-    pub fn schedule_spec(&self) -> Result<ScheduleSpec, String> {
+    pub fn schedule_spec(&self) -> Result<ScheduleSpec> {
         let after = self.epochs.saturating_sub(self.warmup_epochs).max(1);
-        let spec = ScheduleSpec::parse(&self.schedule, after).map_err(|e| format!("--schedule: {e}"))?;
+        let spec =
+            ScheduleSpec::parse(&self.schedule, after).map_err(|e| Error::Setting(format!("--schedule: {e}")))?;
         Ok(if self.warmup_epochs > 0 {
             ScheduleSpec::Warmup {
                 epochs: self.warmup_epochs,
@@ -260,5 +215,100 @@ impl TrainConfig {
         } else {
             spec
         })
+    }
+}
+
+fn positive(flag: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Setting(format!("--{flag} must be a positive number, got {v}")))
+    }
+}
+
+fn non_negative(flag: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Setting(format!(
+            "--{flag} must be a non-negative number, got {v}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Edit = fn(&mut TrainConfig);
+
+    #[test]
+    fn the_defaults_are_valid() {
+        TrainConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_rule_names_its_flag() {
+        let exact: [(Edit, &str); 18] = [
+            (|c| c.epochs = 0, "--epochs must be at least 1"),
+            (|c| c.batch_size = 0, "--batch-size must be at least 1"),
+            (
+                |c| c.early_stopping = Some(0),
+                "--early-stopping patience must be at least 1",
+            ),
+            (|c| c.limit_train = Some(0), "--limit-train must be at least 1"),
+            (|c| c.lr = 0.0, "--lr must be a positive number, got 0"),
+            (|c| c.lr = f64::NAN, "--lr must be a positive number, got NaN"),
+            (|c| c.lr = 1e4, "--lr 10000 is absurdly large (above 1000)"),
+            (
+                |c| c.momentum = -1.0,
+                "--momentum must be a non-negative number, got -1",
+            ),
+            (
+                |c| c.weight_decay = f64::INFINITY,
+                "--weight-decay must be a non-negative number, got inf",
+            ),
+            (|c| c.l1 = -0.5, "--l1 must be a non-negative number, got -0.5"),
+            (|c| c.l2 = f64::NAN, "--l2 must be a non-negative number, got NaN"),
+            (
+                |c| c.min_delta = -1.0,
+                "--min-delta must be a non-negative number, got -1",
+            ),
+            (|c| c.label_smoothing = 1.5, "--label-smoothing must be at most 1"),
+            (|c| c.dropout = Some(1.0), "--dropout must be in [0, 1), got 1"),
+            (|c| c.val_split = -0.1, "--val-split must be in [0, 1), got -0.1"),
+            (
+                |c| c.max_norm = Some(0.0),
+                "--max-norm must be a positive number, got 0",
+            ),
+            (
+                |c| c.clip_norm = Some(-1.0),
+                "--clip-norm must be a positive number, got -1",
+            ),
+            (
+                |c| c.clip_value = Some(f64::NAN),
+                "--clip-value must be a positive number, got NaN",
+            ),
+        ];
+        for (edit, message) in exact {
+            let mut c = TrainConfig::default();
+            edit(&mut c);
+            assert_eq!(c.validate().unwrap_err().to_string(), message);
+        }
+        let starts: [(Edit, &str); 3] = [
+            (
+                |c| c.label_smoothing = -0.1,
+                "--label-smoothing must be a non-negative number",
+            ),
+            (|c| c.optimizer = "lbfgs".into(), "unknown optimizer 'lbfgs'"),
+            (|c| c.schedule = "zigzag".into(), "--schedule: "),
+        ];
+        for (edit, prefix) in starts {
+            let mut c = TrainConfig::default();
+            edit(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(matches!(e, Error::Setting(_)));
+            assert!(e.to_string().starts_with(prefix), "{e}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::metrics::EpochMetrics;
 use gradflow::{GradStore, Tensor};
+use gradflow_nn::layers::activation::Saturation;
 use gradflow_nn::Sequential;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -78,7 +79,7 @@ pub struct LayerStats {
     pub act_mean: f64,
     /// Standard deviation of the layer's output.
     pub act_std: f64,
-    /// Fraction of saturated units (sigmoid outside [0.01, 0.99], |tanh| > 0.99).
+    /// Fraction of saturated outputs, by the activation's declared rule ([`gradflow_nn::Activation::saturation`]).
     pub saturated: Option<f64>,
     /// Fraction of ReLU units that are zero for every sample of the batch.
     pub dead: Option<f64>,
@@ -173,16 +174,15 @@ impl DiagnosticsRecorder {
                 let mean = v.iter().sum::<f64>() / n;
                 s.act_mean = mean;
                 s.act_std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-                match layer.kind() {
-                    "Sigmoid" => {
-                        s.saturated = Some(v.iter().filter(|&&y| !(0.01..=0.99).contains(&y)).count() as f64 / n)
+                match layer.as_activation().map(|a| a.saturation()) {
+                    Some(Saturation::Saturates(flat)) => {
+                        s.saturated = Some(v.iter().filter(|&&y| flat(y)).count() as f64 / n)
                     }
-                    "Tanh" => s.saturated = Some(v.iter().filter(|y| y.abs() > 0.99).count() as f64 / n),
-                    "ReLU" => {
+                    Some(Saturation::Dies(flat)) => {
                         let batch = out.shape().first().copied().unwrap_or(1).max(1);
                         let units = v.len() / batch;
                         let dead = (0..units)
-                            .filter(|&u| (0..batch).all(|b| v[b * units + u] == 0.0))
+                            .filter(|&u| (0..batch).all(|b| flat(v[b * units + u])))
                             .count();
                         s.dead = Some(dead as f64 / units.max(1) as f64);
                     }

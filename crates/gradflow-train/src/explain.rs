@@ -358,7 +358,7 @@ fn check_structure(spec: &ModelSpec) -> EResult<Layout> {
 }
 
 fn parse_model(text: &str, source: &str) -> EResult<ModelSpec> {
-    ModelSpec::parse(text, source).map_err(|e| ExplainError(e.0))
+    ModelSpec::parse(text, source).map_err(|e| ExplainError(e.to_string()))
 }
 
 /// Parse a comma-separated list of numbers (`--input 0.05,0.1`), naming the flag in errors.
@@ -422,7 +422,7 @@ pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
             dtype: DType::F64,
             seed: opts.seed.unwrap_or(0),
         })
-        .map_err(|e| ExplainError(format!("model: {}", e.0)))?;
+        .map_err(|e| ExplainError(format!("model: {}", e)))?;
     let n_params = net.num_parameters();
     if n_params > MAX_PARAMETERS {
         return Err(ExplainError(format!(

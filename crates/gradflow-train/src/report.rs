@@ -194,20 +194,20 @@ impl RunData {
         let steps = read_jsonl::<StepRecord>(&dir.join("diagnostics.jsonl"))?;
         let mp = dir.join("model.toml");
         let shown = mp.display().to_string();
-        let spec = ModelSpec::parse(&read_text(&mp)?, &shown).map_err(|e| ReportError(e.0))?;
+        let spec = ModelSpec::parse(&read_text(&mp)?, &shown).map_err(|e| ReportError(e.to_string()))?;
         // Zero init: only the descriptions are wanted, not random numbers.
         let net = spec
             .build(BuildOptions {
                 init: Init::Zeros,
                 ..Default::default()
             })
-            .map_err(|e| ReportError(format!("{shown}: {}", e.0)))?;
+            .map_err(|e| ReportError(format!("{shown}: {}", e)))?;
         let layers: Vec<String> = net.layers.iter().map(|l| l.describe()).collect();
         let wp = dir.join(crate::checkpoint::WEIGHTS_FILE);
         let weights = if wp.exists() {
             let wshown = wp.display().to_string();
             let bytes = std::fs::read(&wp).map_err(|e| ReportError(format!("{wshown}: cannot read: {e}")))?;
-            let (loaded, _) = from_safetensors(&bytes, &wshown).map_err(|e| ReportError(e.0))?;
+            let (loaded, _) = from_safetensors(&bytes, &wshown).map_err(|e| ReportError(e.to_string()))?;
             let mut out = Vec::new();
             for (i, l) in spec.layers.iter().enumerate() {
                 if !matches!(l, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. }) {
@@ -765,7 +765,7 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
     );
     let stopped = match &s.stop_detail {
         Some(d) => format!("{} — {}", s.stopped, d),
-        None => s.stopped.clone(),
+        None => s.stopped.to_string(),
     };
     let _ = writeln!(
         h,

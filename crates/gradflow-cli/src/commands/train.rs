@@ -2,8 +2,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::schedule::ScheduleSpec;
+use gradflow_nn::{Activation, Init};
 use gradflow_train::diagnostics::Warning;
-use gradflow_train::{DataSource, EpochMetrics, Observer, TrainConfig, Trainer};
+use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, Summary, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -42,8 +45,7 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long)]
     lr: Option<f64>,
-    /// sgd, adam, adamw, rmsprop or adagrad.
-    #[arg(long)]
+    #[arg(long, help = choices("Optimizer", OptimizerSpec::registry().iter().map(|o| o.name)))]
     optimizer: Option<String>,
     /// Momentum (SGD, RMSprop).
     #[arg(long)]
@@ -63,14 +65,11 @@ pub struct TrainArgs {
     /// Dropout probability for every Dropout layer (adds them after activations if the model has none).
     #[arg(long)]
     dropout: Option<f64>,
-    /// Replace every activation (relu, leaky_relu, elu, selu, gelu, silu, sigmoid, tanh, softplus, softsign, hardtanh).
-    #[arg(long)]
+    #[arg(long, help = choices("Replace every activation", Activation::ALL.iter().map(|a| a.cli_name())))]
     activation: Option<String>,
-    /// Weight initializer (pytorch, xavier, xavier_normal, he, he_normal, lecun_normal).
-    #[arg(long)]
+    #[arg(long, help = choices("Weight initializer", Init::registry().iter().map(|i| i.name)))]
     init: Option<String>,
-    /// Learning-rate schedule: constant, step, exponential, cosine, plateau.
-    #[arg(long)]
+    #[arg(long, help = choices("Learning-rate schedule", ScheduleSpec::registry().iter().map(|s| s.name)))]
     schedule: Option<String>,
     /// Epochs of linear learning-rate warm-up.
     #[arg(long)]
@@ -120,6 +119,11 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+}
+
+/// A flag's help line listing the names its declarations carry.
+fn choices<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
+    format!("{what}: {}.", names.collect::<Vec<_>>().join(", "))
 }
 
 impl TrainArgs {
@@ -178,7 +182,7 @@ impl TrainArgs {
             limit_train,
             limit_test
         );
-        c.validate().map_err(anyhow::Error::msg)?;
+        c.validate()?;
         Ok(c)
     }
 }
@@ -246,24 +250,7 @@ impl Observer for Console {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
-    let mut trainer = if let Some(dir) = &args.resume {
-        Trainer::resume(dir, data, args.epochs)?
-    } else {
-        let config = args.config()?;
-        if config.early_stopping.is_some() && config.val_split == 0.0 {
-            bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
-        }
-        let spec = gradflow_train::trainer::model_from_config(&config)?;
-        let out = args
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&config.model)));
-        match &args.weights {
-            Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
-            None => Trainer::new(config, spec, data, &out)?,
-        }
-    };
+    let mut trainer = build_trainer(&args)?;
     let out_dir = args
         .resume
         .clone()
@@ -276,18 +263,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             trainer.config.epochs
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupt: stopping after this step and saving a checkpoint (press Ctrl-C again to quit at once)"
-            );
-        });
-    }
+    let stop = stop_on_ctrl_c();
     println!(
         "model {} ({} parameters), {} threads, run directory {}",
         trainer.config.model,
@@ -301,6 +277,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
         epochs: trainer.config.epochs,
     };
     let summary = trainer.fit(&mut console, &stop)?;
+    print_summary(summary, &out_dir)
+}
+
+/// A fresh run from the flags, or the run `--resume` names.
+fn build_trainer(args: &TrainArgs) -> Result<Trainer> {
+    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
+    if let Some(dir) = &args.resume {
+        return Ok(Trainer::resume(dir, data, args.epochs)?);
+    }
+    let config = args.config()?;
+    if config.early_stopping.is_some() && config.val_split == 0.0 {
+        bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
+    }
+    let spec = gradflow_train::trainer::model_from_config(&config)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&config.model)));
+    Ok(match &args.weights {
+        Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
+        None => Trainer::new(config, spec, data, &out)?,
+    })
+}
+
+/// The flag a first Ctrl-C sets (the run stops after the step and checkpoints); a second one quits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step and saving a checkpoint (press Ctrl-C again to quit at once)");
+    });
+    stop
+}
+
+fn print_summary(summary: Summary, out_dir: &std::path::Path) -> Result<()> {
     println!(
         "test accuracy {:.2}% (error {:.2}%), test loss {:.4}, {:.1}s training, {:.0} samples/s",
         summary.test_accuracy * 100.0,
@@ -309,19 +323,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         summary.train_seconds,
         summary.samples_per_second
     );
-    match summary.stopped.as_str() {
-        "completed" => {}
-        "interrupted" => {
-            println!(
-                "{}; resume with: gradflow train --resume {}",
-                summary.stop_detail.unwrap_or_default(),
-                out_dir.display()
-            );
+    let detail = summary.stop_detail.unwrap_or_default();
+    match summary.stopped {
+        StopReason::Completed => {}
+        StopReason::Interrupted => {
+            println!("{detail}; resume with: gradflow train --resume {}", out_dir.display());
         }
-        "non_finite_loss" => {
-            bail!("training stopped: {}", summary.stop_detail.unwrap_or_default());
-        }
-        _ => println!("{}", summary.stop_detail.unwrap_or_default()),
+        reason if reason.is_divergence() => bail!("training stopped: {detail}"),
+        _ => println!("{detail}"),
     }
     println!("wrote {}", out_dir.display());
     Ok(())
