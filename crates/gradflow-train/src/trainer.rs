@@ -639,7 +639,7 @@ impl Trainer {
         let test = evaluate(&self.model, &self.test, &self.loss, 1000, self.dtype)?;
         let summary = self.summary(&test, stopped);
         self.write_metrics()?;
-        self.diagnostics.write(&self.out_dir).map_err(TrainError)?;
+        self.diagnostics.write(&self.out_dir).map_err(|e| TrainError(e.to_string()))?;
         let p = self.out_dir.join("summary.json");
         checkpoint::atomic_write(&p, serde_json::to_string_pretty(&summary).expect("summary").as_bytes())
             .map_err(|e| TrainError(format!("{}: {e}", p.display())))?;
