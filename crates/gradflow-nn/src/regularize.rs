@@ -6,7 +6,7 @@
 //! constraint of Srivastava et al. 2014.
 
 use crate::module::PenaltyTarget;
-use gradflow::{no_grad, Result, Tensor};
+use gradflow::{no_grad, DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Global penalty strengths.
@@ -75,6 +75,35 @@ pub fn apply_max_norm(targets: &[PenaltyTarget], max_norm: f64) -> Result<()> {
     Ok(())
 }
 
+/// The proximal step of λ₁·Σ|w| after a gradient step of size `lr`:
+/// soft-thresholding, w ← sign(w)·max(|w| − lr·λ₁, 0). Unlike the subgradient
+/// λ₁·sign(w), which makes small weights jitter around zero, it lands them on
+/// exactly 0, so L1's sparsity shows. Each target's own λ₁ overrides `l1`.
+pub fn l1_proximal_step(targets: &[PenaltyTarget], l1: f64, lr: f64) -> Result<()> {
+    for t in targets {
+        let threshold = lr * t.l1.unwrap_or(l1);
+        if threshold <= 0.0 {
+            continue;
+        }
+        match t.tensor.dtype() {
+            DType::F32 => t.tensor.with_slice_mut::<f32, _>(|w| {
+                let threshold = threshold as f32;
+                for v in w {
+                    let shrunk = v.abs() - threshold;
+                    *v = if shrunk > 0.0 { shrunk.copysign(*v) } else { 0.0 };
+                }
+            })?,
+            DType::F64 => t.tensor.with_slice_mut::<f64, _>(|w| {
+                for v in w {
+                    let shrunk = v.abs() - threshold;
+                    *v = if shrunk > 0.0 { shrunk.copysign(*v) } else { 0.0 };
+                }
+            })?,
+        }
+    }
+    Ok(())
+}
+
 /// Fraction of entries with |w| below `threshold`, over all targets: the sparsity L1 produces.
 pub fn sparsity(targets: &[PenaltyTarget], threshold: f64) -> f64 {
     let (mut small, mut total) = (0usize, 0usize);
@@ -134,5 +163,16 @@ mod tests {
         assert!(((v[0] * v[0] + v[1] * v[1]).sqrt() - 1.0).abs() < 1e-6);
         assert_eq!(&v[2..], &[0.3, 0.4]);
         assert_eq!(sparsity(&[t], 0.35), 0.25);
+    }
+
+    #[test]
+    fn l1_proximal_step_soft_thresholds_to_exact_zeros() {
+        let t = target(vec![0.75, -0.125, 0.25, -2.0], &[2, 2]);
+        l1_proximal_step(std::slice::from_ref(&t), 0.5, 0.5).unwrap();
+        assert_eq!(t.tensor.to_vec::<f64>().unwrap(), [0.5, 0.0, 0.0, -1.75]);
+        let mut exempt = target(vec![0.05], &[1, 1]);
+        exempt.l1 = Some(0.0);
+        l1_proximal_step(std::slice::from_ref(&exempt), 0.1, 1.0).unwrap();
+        assert_eq!(exempt.tensor.to_vec::<f64>().unwrap(), [0.05]);
     }
 }

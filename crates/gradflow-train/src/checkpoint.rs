@@ -8,7 +8,8 @@
 //! metadata JSON itself; the loader verifies both.
 
 use crate::config::TrainConfig;
-use crate::metrics::EpochMetrics;
+use crate::error::{Error, Result};
+use crate::metrics::{EpochMetrics, EpochSums};
 use gradflow::Tensor;
 use gradflow_nn::optim::OptimizerState;
 use gradflow_nn::schedule::ScheduleState;
@@ -27,6 +28,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 const OPT_PREFIX: &str = "optimizer/";
 /// Metadata key holding the CRC-32 (hex) of the `gradflow` JSON metadata.
 const META_CRC_KEY: &str = "gradflow_crc32";
+/// Metadata key of the weights file holding its [`Progress`] as JSON (one key,
+/// so the file's bytes do not depend on a map's order).
+const WEIGHTS_PROGRESS_KEY: &str = "gradflow_progress";
 
 /// Progress and state saved beside the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +62,8 @@ pub struct CheckpointMeta {
     /// Best validation loss so far and its epoch (early stopping).
     pub best: Option<(f64, usize)>,
     /// Epoch-level accumulators of a partial epoch (loss sums, counts), to resume mid-epoch exactly.
-    pub partial: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub partial: EpochSums,
     /// CRC-32 of the tensor section.
     pub checksum: u32,
 }
@@ -138,13 +143,69 @@ fn crc_of(tensors: &[NamedTensor]) -> u32 {
     h.finalize()
 }
 
-/// Save a checkpoint (and the plain weights file) into `dir`.
-pub fn save(
-    dir: &Path,
-    model: &[NamedTensor],
-    optimizer: &OptimizerState,
-    mut meta: CheckpointMeta,
-) -> Result<(), String> {
+/// Save a checkpoint, then the plain weights file, into `dir`. The weights
+/// file records the epoch and step it holds ([`weights_progress`]), so a
+/// reader can tell when a kill between the two writes left it behind the
+/// checkpoint.
+pub fn save(dir: &Path, model: &[NamedTensor], optimizer: &OptimizerState, mut meta: CheckpointMeta) -> Result<()> {
+    let tensors = with_optimizer_buffers(model, optimizer);
+    meta.optimizer_kind = optimizer.kind.clone();
+    meta.optimizer_step = optimizer.step;
+    meta.optimizer_scalars = optimizer.scalars.clone();
+    meta.checksum = crc_of(&tensors);
+    let json = serde_json::to_string(&meta).map_err(|e| Error::Checkpoint(e.to_string()))?;
+    // Also proves the metadata reads back before anything is written.
+    let (json, _) =
+        parse_meta(&json).map_err(|e| Error::Checkpoint(format!("cannot encode checkpoint metadata: {e}")))?;
+    // The tensor checksum does not cover the JSON (epoch, history, optimizer
+    // scalars...): a flipped digit there would resume at the wrong place.
+    let meta_crc = format!("{:08x}", crc32fast::hash(json.as_bytes()));
+    let md = HashMap::from([("gradflow".to_string(), json), (META_CRC_KEY.to_string(), meta_crc)]);
+    let bytes = to_safetensors(&tensors, Some(md))?;
+    let ck = dir.join(CHECKPOINT_FILE);
+    atomic_write(&ck, &bytes).map_err(|e| Error::io(&ck, "cannot write checkpoint", e))?;
+    let progress = Progress {
+        epoch: meta.epoch,
+        step_in_epoch: meta.step_in_epoch,
+    };
+    let weights = to_safetensors(model, Some(progress.to_metadata()))?;
+    let wf = dir.join(WEIGHTS_FILE);
+    atomic_write(&wf, &weights).map_err(|e| Error::io(&wf, "cannot write weights", e))
+}
+
+/// How far a run had trained when a file was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Steps into the next epoch (0 at an epoch boundary).
+    pub step_in_epoch: usize,
+}
+
+impl Progress {
+    fn to_metadata(self) -> HashMap<String, String> {
+        let json = serde_json::to_string(&self).expect("two integers serialize");
+        HashMap::from([(WEIGHTS_PROGRESS_KEY.to_string(), json)])
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.step_in_epoch {
+            0 => write!(f, "epoch {}", self.epoch),
+            s => write!(f, "epoch {} step {s}", self.epoch + 1),
+        }
+    }
+}
+
+/// The progress a weights file records (files written by other tools, or by
+/// gradflow before it recorded this, have none).
+pub fn weights_progress(metadata: &HashMap<String, String>) -> Option<Progress> {
+    serde_json::from_str(metadata.get(WEIGHTS_PROGRESS_KEY)?).ok()
+}
+
+/// The model's tensors followed by the optimizer's buffers, as the checkpoint stores them.
+fn with_optimizer_buffers(model: &[NamedTensor], optimizer: &OptimizerState) -> Vec<NamedTensor> {
     let mut tensors: Vec<NamedTensor> = model.to_vec();
     for (name, t) in &optimizer.buffers {
         tensors.push(NamedTensor {
@@ -152,49 +213,34 @@ pub fn save(
             tensor: t.clone(),
         });
     }
-    meta.optimizer_kind = optimizer.kind.clone();
-    meta.optimizer_step = optimizer.step;
-    meta.optimizer_scalars = optimizer.scalars.clone();
-    meta.checksum = crc_of(&tensors);
-    let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
-    // Also proves the metadata reads back before anything is written.
-    let (json, _) = parse_meta(&json).map_err(|e| format!("cannot encode checkpoint metadata: {e}"))?;
-    // The tensor checksum does not cover the JSON (epoch, history, optimizer
-    // scalars...): a flipped digit there would resume at the wrong place.
-    let meta_crc = format!("{:08x}", crc32fast::hash(json.as_bytes()));
-    let md = HashMap::from([("gradflow".to_string(), json), (META_CRC_KEY.to_string(), meta_crc)]);
-    let bytes = to_safetensors(&tensors, Some(md)).map_err(|e| e.0)?;
-    let ck = dir.join(CHECKPOINT_FILE);
-    atomic_write(&ck, &bytes).map_err(|e| format!("{}: cannot write checkpoint: {e}", ck.display()))?;
-    let weights = to_safetensors(model, None).map_err(|e| e.0)?;
-    let wf = dir.join(WEIGHTS_FILE);
-    atomic_write(&wf, &weights).map_err(|e| format!("{}: cannot write weights: {e}", wf.display()))
+    tensors
 }
 
 /// Read and verify a checkpoint file.
-pub fn load(path: &Path) -> Result<Checkpoint, String> {
+pub fn load(path: &Path) -> Result<Checkpoint> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| format!("{shown}: cannot read checkpoint: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read checkpoint", e))?;
     load_bytes(&bytes, &shown)
 }
 
 /// Parse a checkpoint from memory; `shown` names it in error messages. Exists
 /// so fuzzers and tests can exercise the parser without files.
-pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint, String> {
-    let (tensors, md) = from_safetensors(bytes, shown).map_err(|e| e.0)?;
+pub fn load_bytes(bytes: &[u8], shown: &str) -> Result<Checkpoint> {
+    let (tensors, md) = from_safetensors(bytes, shown)?;
     let json = md
         .get("gradflow")
-        .ok_or_else(|| format!("{shown}: not a gradflow checkpoint (no 'gradflow' metadata)"))?;
+        .ok_or_else(|| Error::Checkpoint(format!("{shown}: not a gradflow checkpoint (no 'gradflow' metadata)")))?;
     // Checkpoints written before the metadata checksum existed have none.
     if let Some(stored) = md.get(META_CRC_KEY) {
         let computed = format!("{:08x}", crc32fast::hash(json.as_bytes()));
         if *stored != computed {
-            return Err(format!(
+            return Err(Error::Checkpoint(format!(
                 "{shown}: metadata checksum mismatch (stored {stored}, computed {computed}): the checkpoint is damaged"
-            ));
+            )));
         }
     }
-    let (_, meta) = parse_meta(json).map_err(|e| format!("{shown}: damaged checkpoint metadata: {e}"))?;
+    let (_, meta) =
+        parse_meta(json).map_err(|e| Error::Checkpoint(format!("{shown}: damaged checkpoint metadata: {e}")))?;
     let mut model = BTreeMap::new();
     let mut buffers = BTreeMap::new();
     for (n, t) in tensors {
@@ -258,20 +304,13 @@ pub fn verify(
     model_in_order: &[NamedTensor],
     optimizer: &OptimizerState,
     source: &str,
-) -> Result<(), String> {
-    let mut tensors: Vec<NamedTensor> = model_in_order.to_vec();
-    for (name, t) in &optimizer.buffers {
-        tensors.push(NamedTensor {
-            name: format!("{OPT_PREFIX}{name}"),
-            tensor: t.clone(),
-        });
-    }
-    let crc = crc_of(&tensors);
+) -> Result<()> {
+    let crc = crc_of(&with_optimizer_buffers(model_in_order, optimizer));
     if crc != meta.checksum {
-        return Err(format!(
+        return Err(Error::Checkpoint(format!(
             "{source}: checksum mismatch (stored {:08x}, computed {crc:08x}): the checkpoint is damaged",
             meta.checksum
-        ));
+        )));
     }
     Ok(())
 }

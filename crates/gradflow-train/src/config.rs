@@ -2,6 +2,7 @@
 //! (and an optional `--config run.toml`); it is saved in the checkpoint so a
 //! resumed run continues under the same settings.
 
+use crate::error::{Error, Result};
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
@@ -102,70 +103,81 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Check every value a user can get wrong; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("--{name} must be a positive number, got {v}"))
-            }
+    pub fn validate(&self) -> Result<()> {
+        self.validate_sizes()?;
+        self.validate_rates()?;
+        self.validate_fractions()?;
+        self.optimizer_spec().map_err(Error::Setting)?;
+        self.schedule_spec().map_err(Error::Setting)?;
+        Ok(())
+    }
+
+    /// Counts: epochs, batch size, patience, limits.
+    fn validate_sizes(&self) -> Result<()> {
+        let at_least_one = |flag: &str, v: Option<usize>| match v {
+            Some(0) => Err(Error::Setting(format!("--{flag} must be at least 1"))),
+            _ => Ok(()),
         };
-        let nonneg = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(format!("--{name} must be a non-negative number, got {v}"))
-            }
-        };
-        if self.epochs == 0 {
-            return Err("--epochs must be at least 1".into());
+        at_least_one("epochs", Some(self.epochs))?;
+        at_least_one("batch-size", Some(self.batch_size))?;
+        if self.early_stopping == Some(0) {
+            return Err(Error::Setting("--early-stopping patience must be at least 1".into()));
         }
-        if self.batch_size == 0 {
-            return Err("--batch-size must be at least 1".into());
-        }
-        pos("lr", self.lr)?;
+        at_least_one("limit-train", self.limit_train)
+    }
+
+    /// Learning rate, optimizer hyperparameters, penalties and clipping thresholds.
+    fn validate_rates(&self) -> Result<()> {
+        positive("lr", self.lr)?;
         if self.lr > 1e3 {
-            return Err(format!("--lr {} is absurdly large (above 1000)", self.lr));
+            return Err(Error::Setting(format!(
+                "--lr {} is absurdly large (above 1000)",
+                self.lr
+            )));
         }
-        nonneg("momentum", self.momentum)?;
-        nonneg("weight-decay", self.weight_decay)?;
-        nonneg("l1", self.l1)?;
-        nonneg("l2", self.l2)?;
-        nonneg("min-delta", self.min_delta)?;
-        nonneg("label-smoothing", self.label_smoothing)?;
-        if self.label_smoothing > 1.0 {
-            return Err("--label-smoothing must be at most 1".into());
+        for (flag, v) in [
+            ("momentum", self.momentum),
+            ("weight-decay", self.weight_decay),
+            ("l1", self.l1),
+            ("l2", self.l2),
+            ("min-delta", self.min_delta),
+            ("label-smoothing", self.label_smoothing),
+        ] {
+            non_negative(flag, v)?;
         }
-        if let Some(p) = self.dropout {
-            if !(0.0..1.0).contains(&p) {
-                return Err(format!("--dropout must be in [0, 1), got {p}"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.val_split) {
-            return Err(format!("--val-split must be in [0, 1), got {}", self.val_split));
-        }
-        for (name, v) in [
+        for (flag, v) in [
             ("max-norm", self.max_norm),
             ("clip-norm", self.clip_norm),
             ("clip-value", self.clip_value),
         ] {
             if let Some(v) = v {
-                pos(name, v)?;
+                positive(flag, v)?;
             }
         }
-        if self.early_stopping == Some(0) {
-            return Err("--early-stopping patience must be at least 1".into());
+        Ok(())
+    }
+
+    /// Label smoothing, dropout and the validation split.
+    fn validate_fractions(&self) -> Result<()> {
+        if self.label_smoothing > 1.0 {
+            return Err(Error::Setting("--label-smoothing must be at most 1".into()));
         }
-        if let Some(0) = self.limit_train {
-            return Err("--limit-train must be at least 1".into());
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Setting(format!("--dropout must be in [0, 1), got {p}")));
+            }
         }
-        self.optimizer_spec()?;
-        self.schedule_spec()?;
+        if !(0.0..1.0).contains(&self.val_split) {
+            return Err(Error::Setting(format!(
+                "--val-split must be in [0, 1), got {}",
+                self.val_split
+            )));
+        }
         Ok(())
     }
 
     /// The optimizer these settings describe.
-    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
+    pub fn optimizer_spec(&self) -> std::result::Result<OptimizerSpec, String> {
         let spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
         let spec = match spec {
             OptimizerSpec::Sgd { lr, dampening, .. } => OptimizerSpec::Sgd {
@@ -248,7 +260,7 @@ impl TrainConfig {
     }
 
     /// The learning-rate schedule these settings describe (with warm-up if asked).
-    pub fn schedule_spec(&self) -> Result<ScheduleSpec, String> {
+    pub fn schedule_spec(&self) -> std::result::Result<ScheduleSpec, String> {
         let after = self.epochs.saturating_sub(self.warmup_epochs).max(1);
         let spec = ScheduleSpec::parse(&self.schedule, after).map_err(|e| format!("--schedule: {e}"))?;
         Ok(if self.warmup_epochs > 0 {
@@ -260,5 +272,23 @@ impl TrainConfig {
         } else {
             spec
         })
+    }
+}
+
+fn positive(flag: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Setting(format!("--{flag} must be a positive number, got {v}")))
+    }
+}
+
+fn non_negative(flag: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Setting(format!(
+            "--{flag} must be a non-negative number, got {v}"
+        )))
     }
 }

@@ -10,8 +10,9 @@
 //!   stopping: the train/validation gap each one closes, and L1's sparsity.
 
 use crate::config::TrainConfig;
+use crate::error::{Error, Result as Res};
 use crate::metrics::batch_tensor;
-use crate::trainer::{DataSource, Silent, TrainError, Trainer};
+use crate::trainer::{DataSource, Silent, Trainer};
 use gradflow::DType;
 use gradflow_data::{Dataset, Mnist, MNIST_MEAN, MNIST_STD};
 use gradflow_nn::{regularize, Activation, Ctx, LayerSpec, Loss, ModelSpec, Module, Sequential, Target};
@@ -20,8 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-
-type Res<T> = Result<T, TrainError>;
 
 /// Progress across the runs of an experiment.
 pub trait Progress {
@@ -52,8 +51,8 @@ pub struct ExperimentOptions {
     pub seed: u64,
 }
 
-fn io_err(p: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError(format!("{}: {e}", p.display()))
+fn io_err(p: &Path, e: std::io::Error) -> Error {
+    Error::io(p, "", e)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Res<()> {
@@ -62,7 +61,7 @@ fn write(dir: &Path, name: &str, text: &str) -> Res<()> {
 }
 
 fn load_mnist(dir: &Path, train: usize, test: usize) -> Res<Mnist> {
-    let mut m = Mnist::load_limited(dir, Some(train), Some(test)).map_err(|e| TrainError(e.to_string()))?;
+    let mut m = Mnist::load_limited(dir, Some(train), Some(test))?;
     m.train.normalize(MNIST_MEAN, MNIST_STD);
     m.test.normalize(MNIST_MEAN, MNIST_STD);
     Ok(m)
@@ -98,7 +97,9 @@ pub fn deep_mlp(depth: usize, width: usize, act: Activation) -> ModelSpec {
 pub fn layer_gradient_norms(model: &Sequential, ds: &Dataset, n: usize) -> Res<Vec<f64>> {
     let idx: Vec<usize> = (0..n.min(ds.len())).collect();
     let x = batch_tensor(ds, &idx, DType::F32)?;
-    let labels = ds.labels().ok_or_else(|| TrainError("needs class labels".into()))?;
+    let labels = ds
+        .labels()
+        .ok_or_else(|| Error::Input("needs class labels".into()))?;
     let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
     let out = model.forward(&x, &mut Ctx::eval())?;
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 }.compute(&out, Target::Classes(&y))?;
@@ -498,7 +499,7 @@ pub fn line_plot(
     series: &[(String, Vec<f64>)],
     log_y: bool,
 ) -> Res<()> {
-    let err = |e: &dyn std::fmt::Display| io_err(path, format!("cannot draw plot: {e}"));
+    let err = |e: &dyn std::fmt::Display| Error::Output(format!("{}: cannot draw plot: {e}", path.display()));
     let finite = |v: &f64| v.is_finite() && (!log_y || *v > 0.0);
     let vals: Vec<f64> = series
         .iter()

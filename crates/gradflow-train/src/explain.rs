@@ -418,7 +418,7 @@ fn parse_model(text: &str, source: &str) -> EResult<ModelSpec> {
 }
 
 /// Parse a comma-separated list of numbers (`--input 0.05,0.1`), naming the flag in errors.
-pub fn parse_values(text: &str, flag: &str) -> EResult<Vec<f64>> {
+pub fn parse_values(text: &str, flag: &str) -> crate::Result<Vec<f64>> {
     text.split(',')
         .map(|s| {
             let s = s.trim();
@@ -427,7 +427,8 @@ pub fn parse_values(text: &str, flag: &str) -> EResult<Vec<f64>> {
                 _ => Err(ExplainError::NotANumber {
                     flag: flag.into(),
                     text: s.into(),
-                }),
+                }
+                .into()),
             }
         })
         .collect()
@@ -522,7 +523,7 @@ fn example(opts: &ExplainOptions, default_model: bool, n_in: usize, n_out: usize
 }
 
 /// Run the forward and backward pass and collect every number of the working.
-pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
+pub fn explain(opts: &ExplainOptions) -> crate::Result<Explanation> {
     let default_model = opts.model.is_none();
     let spec = match &opts.model {
         Some(s) => s.clone(),

@@ -6,17 +6,26 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod diagnostics;
+pub mod error;
 pub mod experiment;
 pub mod explain;
+pub mod grad;
 pub mod metrics;
 pub mod report;
+pub mod run_dir;
+pub mod step;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use data::DataSource;
 pub use diagnostics::Warning;
-pub use metrics::{evaluate, EpochMetrics, Evaluation};
-pub use trainer::{DataSource, Observer, Silent, Summary, TrainError, Trainer};
+pub use error::{Error, Result};
+pub use grad::{grad, GradOptions, Gradients};
+pub use metrics::{evaluate, EpochMetrics, EpochSums, Evaluation};
+pub use step::{train_step, Objective, Step, StepOutcome, Update};
+pub use trainer::{Observer, Silent, StopReason, Summary, Trainer};
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../../../README.md")]

@@ -35,6 +35,27 @@ pub struct EpochMetrics {
     pub weight_norm: f64,
 }
 
+/// The running sums of an epoch in progress, saved in a checkpoint taken
+/// mid-epoch so that a resumed run ends the epoch with the same metrics.
+/// Checkpoints written before this type existed stored a map with these keys
+/// (or an empty map at an epoch boundary); both read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EpochSums {
+    /// Sum of the objective over the steps so far.
+    pub loss: f64,
+    /// Sum of the data loss.
+    pub data: f64,
+    /// Sum of the penalty.
+    pub pen: f64,
+    /// Correctly classified training samples.
+    pub correct: f64,
+    /// Training samples seen.
+    pub seen: f64,
+    /// Seconds spent in the training loop.
+    pub seconds: f64,
+}
+
 /// Result of evaluating a classifier on a labelled set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Evaluation {

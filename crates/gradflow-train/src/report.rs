@@ -313,9 +313,9 @@ impl RunData {
     /// Read and check every file of a run directory. `model.safetensors` may
     /// be missing (a run that diverged in its first epoch has none); every
     /// other file is required, and any unreadable file is an error naming it.
-    pub fn load(dir: &Path) -> RResult<RunData> {
+    pub fn load(dir: &Path) -> crate::Result<RunData> {
         if !dir.is_dir() {
-            return Err(ReportError::NoRunDirectory(dir.to_path_buf()));
+            return Err(ReportError::NoRunDirectory(dir.to_path_buf()).into());
         }
         let sp = dir.join("summary.json");
         let summary: Summary =
@@ -385,7 +385,7 @@ fn load_weights(path: &Path, spec: &ModelSpec, model: &str, layers: &[String]) -
 }
 
 /// Load a run directory, draw the plots into it and write `report.html`.
-pub fn write_report(dir: &Path) -> RResult<Report> {
+pub fn write_report(dir: &Path) -> crate::Result<Report> {
     let data = RunData::load(dir)?;
     let plots = render_plots(&data, dir)?;
     let mut images = Vec::with_capacity(plots.len());
@@ -835,7 +835,7 @@ fn line_plots(data: &RunData) -> [(&'static str, LinePlot<'static>); 5] {
 }
 
 /// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]); returns their paths.
-pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
+pub fn render_plots(data: &RunData, out_dir: &Path) -> crate::Result<Vec<PathBuf>> {
     let fail = |path: &Path, e: Box<dyn std::error::Error>| ReportError::Draw {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -926,7 +926,7 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
     );
     let stopped = match &s.stop_detail {
         Some(d) => format!("{} — {}", s.stopped, d),
-        None => s.stopped.clone(),
+        None => s.stopped.to_string(),
     };
     let _ = writeln!(
         h,

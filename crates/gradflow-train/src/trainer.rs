@@ -1,14 +1,18 @@
-//! The fit loop: forward, loss (+ L1/L2 penalty), backward, optimizer step,
-//! epoch after epoch, with validation, schedules, early stopping,
-//! checkpoints after every epoch, and a clean stop on Ctrl-C or on a
-//! non-finite loss. It prints nothing; an [`Observer`] sees the progress.
+//! The fit loop: epoch after epoch of [`train_step`]s, with validation,
+//! schedules, early stopping, checkpoints after every epoch, and a clean stop
+//! on Ctrl-C or on a non-finite loss or parameter. It prints nothing; an
+//! [`Observer`] sees the progress.
 
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
 use crate::config::TrainConfig;
+pub use crate::data::DataSource;
+use crate::data::{self, SplitOptions};
 use crate::diagnostics::{DiagnosticsRecorder, Warning};
-use crate::metrics::{batch_tensor, evaluate, EpochMetrics, Evaluation};
+use crate::error::{Error, Result};
+use crate::metrics::{batch_tensor, evaluate, EpochMetrics, EpochSums, Evaluation};
+use crate::step::{self, train_step, Objective, Step, StepOutcome, Update};
 use gradflow::{no_grad, DType, Tensor};
-use gradflow_data::{Dataset, Loader, Mnist, MNIST_MEAN, MNIST_STD};
+use gradflow_data::{Dataset, Loader};
 use gradflow_nn::optim::{self, Optimizer, OptimizerState, Param};
 use gradflow_nn::schedule::{LrSchedule, ScheduleState};
 use gradflow_nn::serialize::{from_safetensors, load_into};
@@ -18,23 +22,9 @@ use gradflow_nn::{
 };
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-/// A training error, as one line for the user.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct TrainError(pub String);
-
-impl From<gradflow::Error> for TrainError {
-    fn from(e: gradflow::Error) -> Self {
-        TrainError(e.to_string())
-    }
-}
-
-type TResult<T> = Result<T, TrainError>;
 
 /// Progress callbacks, so the CLI can draw bars and print lines.
 pub trait Observer {
@@ -51,6 +41,50 @@ pub trait Observer {
 /// An observer that ignores everything (library use and tests).
 pub struct Silent;
 impl Observer for Silent {}
+
+/// Why training ended, as written to `summary.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Every configured epoch ran.
+    #[default]
+    Completed,
+    /// Validation loss stopped improving; the best weights were restored.
+    EarlyStopping,
+    /// Ctrl-C (or the caller's stop flag); the checkpoint resumes it.
+    Interrupted,
+    /// The objective became NaN or infinite; the last good checkpoint is kept.
+    NonFiniteLoss,
+    /// An update left a parameter NaN or infinite; the last good checkpoint is kept.
+    NonFiniteParameter,
+}
+
+impl StopReason {
+    /// The name `summary.json` holds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::EarlyStopping => "early_stopping",
+            StopReason::Interrupted => "interrupted",
+            StopReason::NonFiniteLoss => "non_finite_loss",
+            StopReason::NonFiniteParameter => "non_finite_parameter",
+        }
+    }
+
+    /// Whether the run diverged (the CLI exits with an error).
+    pub fn is_divergence(self) -> bool {
+        matches!(self, StopReason::NonFiniteLoss | StopReason::NonFiniteParameter)
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a run stopped, with the sentence that explains it.
+type Stop = (StopReason, Option<String>);
 
 /// What a finished (or stopped) run reports, written to `summary.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -69,8 +103,8 @@ pub struct Summary {
     pub best_epoch: usize,
     /// Trainable parameters.
     pub parameters: usize,
-    /// Why training ended: "completed", "early_stopping", "interrupted", "non_finite_loss".
-    pub stopped: String,
+    /// Why training ended.
+    pub stopped: StopReason,
     /// A sentence explaining `stopped` when it is not "completed".
     pub stop_detail: Option<String>,
     /// Warnings raised by the diagnostics, with evidence.
@@ -79,23 +113,6 @@ pub struct Summary {
     pub val_accuracy: Option<f64>,
     /// Final training accuracy (on the fly, last epoch).
     pub train_accuracy: f64,
-}
-
-/// Where the data comes from.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // built once per run; boxing would only add noise at call sites
-pub enum DataSource {
-    /// MNIST IDX files in this directory.
-    Mnist(PathBuf),
-    /// Ready-made datasets (already normalized), e.g. from Rust code.
-    Datasets {
-        /// Training set.
-        train: Dataset,
-        /// Validation set; when None, `val_split` carves one out of `train`.
-        val: Option<Dataset>,
-        /// Test set.
-        test: Dataset,
-    },
 }
 
 /// A prepared run: model, optimizer, data and progress, ready to [`fit`](Trainer::fit).
@@ -115,7 +132,7 @@ pub struct Trainer {
     train: Dataset,
     val: Option<Dataset>,
     test: Dataset,
-    out_dir: PathBuf,
+    out_dir: std::path::PathBuf,
     dtype: DType,
     // progress
     epoch: usize,
@@ -125,31 +142,31 @@ pub struct Trainer {
     history: Vec<EpochMetrics>,
     best: Option<(f64, usize)>,
     best_weights: Option<Vec<Tensor>>,
-    partial: BTreeMap<String, f64>,
+    partial: EpochSums,
     diagnostics: DiagnosticsRecorder,
 }
 
 /// Resolve `--model`: a preset name or a TOML file.
-pub fn resolve_model(name: &str) -> TResult<ModelSpec> {
+pub fn resolve_model(name: &str) -> Result<ModelSpec> {
     if let Some(spec) = ModelSpec::preset(name) {
         return Ok(spec);
     }
     let path = Path::new(name);
     if !path.exists() {
-        return Err(TrainError(format!(
+        return Err(Error::Model(format!(
             "--model {name}: no such preset (mlp, mlp3, lenet5) or file"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError(format!("{name}: cannot read model file: {e}")))?;
-    ModelSpec::parse(&text, name).map_err(|e| TrainError(e.0))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read model file", e))?;
+    Ok(ModelSpec::parse(&text, name)?)
 }
 
 /// The model the settings describe: preset or file, with `--activation` and `--dropout` applied.
-pub fn model_from_config(config: &TrainConfig) -> TResult<ModelSpec> {
+pub fn model_from_config(config: &TrainConfig) -> Result<ModelSpec> {
     let mut spec = resolve_model(&config.model)?;
     if let Some(a) = &config.activation {
         let act = Activation::parse(a).ok_or_else(|| {
-            TrainError(format!(
+            Error::Setting(format!(
                 "--activation {a}: unknown (expected one of {})",
                 Activation::NAMES.join(", ")
             ))
@@ -166,28 +183,20 @@ fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
     gradflow::seeded_rng(seed ^ 0x5eed_d80f ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Fit MNIST-shaped samples to the model's input: `[1, 28, 28]` data feeds a `[784]` model too.
-fn fit_samples(ds: &mut Dataset, input: &[usize], what: &str) -> TResult<()> {
-    if ds.sample_shape == input {
-        return Ok(());
-    }
-    if ds.sample_len() == input.iter().product::<usize>() {
-        ds.reshape_samples(input.to_vec())
-            .map_err(|e| TrainError(e.to_string()))?;
-        return Ok(());
-    }
-    Err(TrainError(format!(
-        "the model's input {input:?} does not fit the {what} samples of shape {:?}",
-        ds.sample_shape
-    )))
+/// How an epoch's loop over its batches ended.
+enum EpochRun {
+    /// Every batch ran: the sums, and the learning rate they ran at.
+    Finished { sums: EpochSums, lr: f64, steps: usize },
+    /// The run stops inside the epoch.
+    Stopped(Stop),
 }
 
 impl Trainer {
     /// Build a fresh run: load data, build and check the model, create the optimizer.
-    pub fn new(config: TrainConfig, spec: ModelSpec, data: DataSource, out_dir: &Path) -> TResult<Trainer> {
-        config.validate().map_err(TrainError)?;
+    pub fn new(config: TrainConfig, spec: ModelSpec, data: DataSource, out_dir: &Path) -> Result<Trainer> {
+        config.validate()?;
         let init = match &config.init {
-            Some(name) => Init::parse(name).map_err(|e| TrainError(format!("--init: {e}")))?,
+            Some(name) => Init::parse(name).map_err(|e| Error::Setting(format!("--init: {e}")))?,
             None => Init::PytorchDefault,
         };
         let model = spec
@@ -196,7 +205,7 @@ impl Trainer {
                 dtype: DType::F32,
                 seed: config.seed,
             })
-            .map_err(|e| TrainError(format!("model: {}", e.0)))?;
+            .map_err(|e| Error::Model(format!("model: {}", e.0)))?;
         Trainer::with_model(config, spec, model, data, out_dir)
     }
 
@@ -207,7 +216,7 @@ impl Trainer {
         weights: &Path,
         data: DataSource,
         out_dir: &Path,
-    ) -> TResult<Trainer> {
+    ) -> Result<Trainer> {
         let t = Trainer::new(config, spec, data, out_dir)?;
         load_weights_file(&t.model, weights)?;
         Ok(t)
@@ -219,74 +228,37 @@ impl Trainer {
         model: Sequential,
         data: DataSource,
         out_dir: &Path,
-    ) -> TResult<Trainer> {
-        let mut given_val = None;
-        let (mut train, mut test) = match data {
-            DataSource::Mnist(dir) => {
-                let m = Mnist::load_limited(&dir, config.limit_train, config.limit_test)
-                    .map_err(|e| TrainError(e.to_string()))?;
-                let (mut tr, mut te) = (m.train, m.test);
-                tr.normalize(MNIST_MEAN, MNIST_STD);
-                te.normalize(MNIST_MEAN, MNIST_STD);
-                (tr, te)
-            }
-            DataSource::Datasets { train, val, test } => {
-                given_val = val;
-                (train, test)
-            }
+    ) -> Result<Trainer> {
+        let split = SplitOptions {
+            limit_train: config.limit_train,
+            limit_test: config.limit_test,
+            val_split: config.val_split,
+            seed: config.seed,
         };
-        if let Some(v) = &mut given_val {
-            fit_samples(v, &spec.input, "validation")?;
-        }
-        fit_samples(&mut train, &spec.input, "training")?;
-        fit_samples(&mut test, &spec.input, "test")?;
-        let out_shape = spec.output_shape().map_err(|e| TrainError(format!("model: {}", e.0)))?;
-        let classes = train.num_classes().unwrap_or(0);
-        if out_shape != [classes] {
-            return Err(TrainError(format!(
-                "model: the last layer gives {out_shape:?} outputs per sample but the data has {classes} classes"
-            )));
-        }
-        let (train, val) = if given_val.is_some() {
-            (train, given_val)
-        } else if config.val_split > 0.0 {
-            let (a, b) = train
-                .split(config.val_split as f32, config.seed)
-                .map_err(|e| TrainError(e.to_string()))?;
-            (a, Some(b))
-        } else {
-            (train, None)
-        };
-        let params: Vec<Param> = model
+        let splits = data::prepare(data, &spec, split)?;
+        let params = model
             .parameters()
             .into_iter()
             .map(|p| Param::new(p.name, p.tensor))
             .collect();
-        let penalty_targets = model.named_penalty_targets();
-        let opt_spec = config.optimizer_spec().map_err(TrainError)?;
-        let optimizer = optim::build(&opt_spec);
-        let schedule = config.schedule_spec().map_err(TrainError)?.build(config.lr);
-        let loss = Loss::CrossEntropy {
-            label_smoothing: config.label_smoothing,
-        };
-        let penalty = Penalty {
-            l1: config.l1,
-            l2: config.l2,
-        };
-        let diagnostics = DiagnosticsRecorder::new(&model, config.diagnostics_every);
+        let optimizer = optim::build(&config.optimizer_spec().map_err(Error::Setting)?);
+        let schedule = config.schedule_spec().map_err(Error::Setting)?.build(config.lr);
         Ok(Trainer {
-            config,
-            spec,
-            model,
             params,
-            penalty_targets,
+            penalty_targets: model.named_penalty_targets(),
             optimizer,
             schedule,
-            loss,
-            penalty,
-            train,
-            val,
-            test,
+            loss: Loss::CrossEntropy {
+                label_smoothing: config.label_smoothing,
+            },
+            penalty: Penalty {
+                l1: config.l1,
+                l2: config.l2,
+            },
+            diagnostics: DiagnosticsRecorder::new(&model, config.diagnostics_every),
+            train: splits.train,
+            val: splits.val,
+            test: splits.test,
             out_dir: out_dir.to_path_buf(),
             dtype: DType::F32,
             epoch: 0,
@@ -296,58 +268,72 @@ impl Trainer {
             history: Vec::new(),
             best: None,
             best_weights: None,
-            partial: BTreeMap::new(),
-            diagnostics,
+            partial: EpochSums::default(),
+            config,
+            spec,
+            model,
         })
     }
 
     /// Continue the run saved in `dir`: same settings, weights, optimizer and schedule state, RNG position.
-    pub fn resume(dir: &Path, data: DataSource, epochs_override: Option<usize>) -> TResult<Trainer> {
+    pub fn resume(dir: &Path, data: DataSource, epochs_override: Option<usize>) -> Result<Trainer> {
         let path = dir.join(CHECKPOINT_FILE);
         if !path.exists() {
-            return Err(TrainError(format!(
+            return Err(Error::Checkpoint(format!(
                 "--resume {}: no {CHECKPOINT_FILE} in that directory",
                 dir.display()
             )));
         }
-        let ck = checkpoint::load(&path).map_err(TrainError)?;
+        let ck = checkpoint::load(&path)?;
         let mut config = ck.meta.config.clone();
         if let Some(e) = epochs_override {
             config.epochs = e;
         }
-        let spec = ModelSpec::parse(&ck.meta.model_toml, &format!("{} (model)", path.display()))
-            .map_err(|e| TrainError(e.0))?;
+        let spec = ModelSpec::parse(&ck.meta.model_toml, &format!("{} (model)", path.display()))?;
         let mut t = Trainer::new(config, spec, data, dir)?;
-        let shown = path.display().to_string();
-        load_into(&t.model.state_dict(), &ck.model, &shown, false).map_err(|e| TrainError(e.0))?;
-        checkpoint::verify(&ck.meta, &t.model.state_dict(), &ck.optimizer, &shown).map_err(TrainError)?;
-        t.optimizer
-            .load_state(&ck.optimizer)
-            .map_err(|e| TrainError(format!("{shown}: {e}")))?;
-        t.schedule
-            .load_state(&ck.meta.schedule)
-            .map_err(|e| TrainError(format!("{shown}: {e}")))?;
-        t.optimizer.set_lr(t.schedule.lr());
-        t.epoch = ck.meta.epoch;
-        t.step_in_epoch = ck.meta.step_in_epoch;
-        t.global_step = ck.meta.global_step;
-        t.rng_word_pos = ck.meta.rng_word_pos;
-        t.history = ck.meta.history;
-        t.best = ck.meta.best;
-        t.partial = ck.meta.partial;
-        let best_path = dir.join("best.safetensors");
-        if t.best.is_some() && best_path.exists() {
-            let bytes = std::fs::read(&best_path).map_err(|e| TrainError(format!("{}: {e}", best_path.display())))?;
-            let (loaded, _) =
-                from_safetensors(&bytes, &best_path.display().to_string()).map_err(|e| TrainError(e.0))?;
-            let sd = t.model.state_dict();
-            t.best_weights = Some(
-                sd.iter()
-                    .map(|p| loaded.get(&p.name).cloned().unwrap_or_else(|| p.tensor.detach()))
-                    .collect(),
-            );
+        t.restore(ck, &path.display().to_string())?;
+        if t.best.is_some() {
+            t.best_weights = t.read_best_weights()?;
         }
         Ok(t)
+    }
+
+    /// Put the checkpoint's weights, optimizer and schedule state and progress into this run.
+    fn restore(&mut self, ck: checkpoint::Checkpoint, shown: &str) -> Result<()> {
+        load_into(&self.model.state_dict(), &ck.model, shown, false)?;
+        checkpoint::verify(&ck.meta, &self.model.state_dict(), &ck.optimizer, shown)?;
+        self.optimizer
+            .load_state(&ck.optimizer)
+            .map_err(|e| Error::Checkpoint(format!("{shown}: {e}")))?;
+        self.schedule
+            .load_state(&ck.meta.schedule)
+            .map_err(|e| Error::Checkpoint(format!("{shown}: {e}")))?;
+        self.optimizer.set_lr(self.schedule.lr());
+        let meta = ck.meta;
+        self.epoch = meta.epoch;
+        self.step_in_epoch = meta.step_in_epoch;
+        self.global_step = meta.global_step;
+        self.rng_word_pos = meta.rng_word_pos;
+        self.history = meta.history;
+        self.best = meta.best;
+        self.partial = meta.partial;
+        Ok(())
+    }
+
+    /// The weights early stopping kept, in `state_dict` order, when the run directory has them.
+    fn read_best_weights(&self) -> Result<Option<Vec<Tensor>>> {
+        let path = self.out_dir.join("best.safetensors");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "", e))?;
+        let (loaded, _) = from_safetensors(&bytes, &path.display().to_string())?;
+        let sd = self.model.state_dict();
+        Ok(Some(
+            sd.iter()
+                .map(|p| loaded.get(&p.name).cloned().unwrap_or_else(|| p.tensor.detach()))
+                .collect(),
+        ))
     }
 
     /// Epochs completed so far.
@@ -369,7 +355,7 @@ impl Trainer {
         self.model.state_dict().iter().map(|p| p.tensor.copy()).collect()
     }
 
-    fn save_checkpoint(&self) -> TResult<()> {
+    fn save_checkpoint(&self) -> Result<()> {
         let meta = CheckpointMeta {
             version: 1,
             epoch: self.epoch,
@@ -380,255 +366,318 @@ impl Trainer {
             config: self.config.clone(),
             optimizer_kind: String::new(),
             optimizer_step: 0,
-            optimizer_scalars: BTreeMap::new(),
+            optimizer_scalars: Default::default(),
             schedule: self.schedule.state(),
             history: self.history.clone(),
             best: self.best,
-            partial: self.partial.clone(),
+            partial: self.partial,
             checksum: 0,
         };
-        checkpoint::save(&self.out_dir, &self.model.state_dict(), &self.optimizer.state(), meta).map_err(TrainError)
+        checkpoint::save(&self.out_dir, &self.model.state_dict(), &self.optimizer.state(), meta)
     }
 
-    fn write_metrics(&self) -> TResult<()> {
+    fn write_metrics(&self) -> Result<()> {
         let mut s = String::new();
         for m in &self.history {
             s.push_str(&serde_json::to_string(m).expect("metrics serialize"));
             s.push('\n');
         }
         let p = self.out_dir.join("metrics.jsonl");
-        checkpoint::atomic_write(&p, s.as_bytes()).map_err(|e| TrainError(format!("{}: {e}", p.display())))
+        checkpoint::atomic_write(&p, s.as_bytes()).map_err(|e| Error::io(&p, "", e))
     }
 
     /// Which layer first produced a non-finite value on this batch, for the divergence message.
-    fn locate_non_finite(&self, x: &Tensor) -> String {
-        for p in &self.params {
-            if p.tensor.to_vec_f64().iter().any(|v| !v.is_finite()) {
-                return format!("parameter '{}' holds a non-finite value", p.name);
-            }
+    fn locate_non_finite(&self, x: &Tensor) -> Result<String> {
+        if let Some(p) = step::first_non_finite(&self.params)? {
+            return Ok(format!("parameter '{}' holds a non-finite value", p.name));
         }
         let _g = no_grad();
         let mut ctx = Ctx::eval();
         ctx.record_outputs = true;
         if self.model.forward(x, &mut ctx).is_ok() {
             for (i, out) in ctx.outputs.iter().enumerate() {
-                if out.to_vec_f64().iter().any(|v| !v.is_finite()) {
-                    return format!(
+                if !step::all_finite(out)? {
+                    return Ok(format!(
                         "layer {i} ({}) produced the first non-finite value",
                         self.model.layers[i].kind()
-                    );
+                    ));
                 }
             }
         }
-        "the loss itself overflowed (the logits are finite but too large)".into()
+        Ok("the loss itself overflowed (the logits are finite but too large)".into())
+    }
+
+    /// Check the run directory can be written, and write the model file into it.
+    fn prepare_run_dir(&self) -> Result<()> {
+        let dir = &self.out_dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create run directory", e))?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"").map_err(|e| Error::io(dir, "run directory is not writable", e))?;
+        let _ = std::fs::remove_file(&probe);
+        checkpoint::atomic_write(&dir.join("model.toml"), self.spec.to_toml().as_bytes())
+            .map_err(|e| Error::io(dir, "", e))
     }
 
     /// Train until the configured epochs are done, early stopping triggers,
-    /// `stop` is set (Ctrl-C), or the loss becomes non-finite.
-    pub fn fit(&mut self, obs: &mut dyn Observer, stop: &AtomicBool) -> TResult<Summary> {
-        std::fs::create_dir_all(&self.out_dir)
-            .map_err(|e| TrainError(format!("{}: cannot create run directory: {e}", self.out_dir.display())))?;
-        let probe = self.out_dir.join(".write-test");
-        std::fs::write(&probe, b"").map_err(|e| {
-            TrainError(format!(
-                "{}: run directory is not writable: {e}",
-                self.out_dir.display()
-            ))
-        })?;
-        let _ = std::fs::remove_file(&probe);
-        checkpoint::atomic_write(&self.out_dir.join("model.toml"), self.spec.to_toml().as_bytes())
-            .map_err(|e| TrainError(format!("{}: {e}", self.out_dir.display())))?;
-
-        let loader = Loader::new(self.config.batch_size, true, self.config.drop_last, self.config.seed)
-            .map_err(|e| TrainError(e.to_string()))?;
-        let n = self.train.len();
+    /// `stop` is set (Ctrl-C), or the loss or a parameter becomes non-finite.
+    pub fn fit(&mut self, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Summary> {
+        self.prepare_run_dir()?;
+        let loader = Loader::new(self.config.batch_size, true, self.config.drop_last, self.config.seed)?;
         let labels = self
             .train
             .labels()
-            .ok_or_else(|| TrainError("training data has no class labels".into()))?
+            .ok_or_else(|| Error::Input("training data has no class labels".into()))?
             .to_vec();
-        let mut stopped = ("completed".to_string(), None::<String>);
         self.optimizer.set_lr(self.schedule.lr());
-
-        'epochs: while self.epoch < self.config.epochs {
-            let order = loader.order(n, self.epoch);
-            let batches: Vec<&[usize]> = loader.chunks(&order).collect();
-            obs.epoch_start(self.epoch + 1, self.config.epochs, batches.len());
-            let mut ctx = Ctx {
-                training: true,
-                rng: epoch_rng(self.config.seed, self.epoch),
-                record_outputs: false,
-                outputs: Vec::new(),
-            };
-            ctx.rng.set_word_pos(self.rng_word_pos);
-            let get = |p: &BTreeMap<String, f64>, k: &str| p.get(k).copied().unwrap_or(0.0);
-            let (mut sum_loss, mut sum_data, mut sum_pen) = (
-                get(&self.partial, "loss"),
-                get(&self.partial, "data"),
-                get(&self.partial, "pen"),
-            );
-            let (mut correct, mut seen, mut seconds) = (
-                get(&self.partial, "correct"),
-                get(&self.partial, "seen"),
-                get(&self.partial, "seconds"),
-            );
-            let lr = self.optimizer.lr();
-            let t0 = Instant::now();
-            for (s, idx) in batches.iter().enumerate().skip(self.step_in_epoch) {
-                let x = batch_tensor(&self.train, idx, self.dtype)?;
-                let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
-                let record = self.diagnostics.due(self.global_step);
-                ctx.record_outputs = record;
-                ctx.outputs.clear();
-                let out = self.model.forward(&x, &mut ctx)?;
-                let data_loss = self.loss.compute(&out, Target::Classes(&y))?;
-                let pen = self.penalty.term(&self.penalty_targets)?;
-                let total = match &pen {
-                    Some(p) => data_loss.add(p)?,
-                    None => data_loss.clone(),
-                };
-                let (lv, dv) = (total.item()?, data_loss.item()?);
-                if !lv.is_finite() {
-                    let where_ = self.locate_non_finite(&x);
-                    let detail = format!("non-finite loss ({lv}) at epoch {} step {}: {where_}; the last good checkpoint is kept. Lower the learning rate (--lr {}) or clip gradients (--clip-norm 1.0)", self.epoch + 1, s + 1, self.config.lr / 10.0);
-                    let w = Warning::non_finite(&detail);
-                    obs.warning(&w);
-                    self.diagnostics.warnings.push(w);
-                    stopped = ("non_finite_loss".into(), Some(detail));
-                    break 'epochs;
-                }
-                let mut grads = total.backward()?;
-                if let Some(c) = self.config.clip_norm {
-                    optim::clip_grad_norm(&self.params, &mut grads, c)?;
-                }
-                if let Some(c) = self.config.clip_value {
-                    optim::clip_grad_value(&self.params, &mut grads, c)?;
-                }
-                let before = if record {
-                    Some(self.diagnostics.weights_before(&self.model))
-                } else {
-                    None
-                };
-                self.optimizer.step(&self.params, &grads)?;
-                if let Some(m) = self.config.max_norm {
-                    regularize::apply_max_norm(&self.penalty_targets, m)?;
-                }
-                if let Some(before) = before {
-                    let ws = self.diagnostics.record(
-                        self.global_step,
-                        self.epoch + 1,
-                        &self.model,
-                        &ctx.outputs,
-                        &grads,
-                        &before,
-                    );
-                    for w in ws {
-                        obs.warning(&w);
-                    }
-                }
-                let pred = out.argmax(1)?;
-                correct += pred.iter().zip(&y).filter(|(p, t)| p == t).count() as f64;
-                seen += y.len() as f64;
-                sum_loss += lv;
-                sum_data += dv;
-                sum_pen += lv - dv;
-                self.step_in_epoch = s + 1;
-                self.global_step += 1;
-                obs.step(s + 1, lv);
-                if stop.load(Ordering::SeqCst) && self.step_in_epoch < batches.len() {
-                    seconds += t0.elapsed().as_secs_f64();
-                    self.rng_word_pos = ctx.rng.get_word_pos();
-                    self.partial = BTreeMap::from([
-                        ("loss".into(), sum_loss),
-                        ("data".into(), sum_data),
-                        ("pen".into(), sum_pen),
-                        ("correct".into(), correct),
-                        ("seen".into(), seen),
-                        ("seconds".into(), seconds),
-                    ]);
-                    self.save_checkpoint()?;
-                    stopped = (
-                        "interrupted".into(),
-                        Some(format!(
-                            "interrupted at epoch {} step {}",
-                            self.epoch + 1,
-                            self.step_in_epoch
-                        )),
-                    );
-                    break 'epochs;
-                }
-            }
-            seconds += t0.elapsed().as_secs_f64();
-            let steps = batches.len().max(1) as f64;
-            let (val_loss, val_acc) = match &self.val {
-                Some(v) => {
-                    let e = evaluate(&self.model, v, &self.loss, 1000, self.dtype)?;
-                    (Some(e.loss), Some(e.accuracy))
-                }
-                None => (None, None),
-            };
-            let m = EpochMetrics {
-                epoch: self.epoch + 1,
-                train_loss: sum_loss / steps,
-                train_data_loss: sum_data / steps,
-                train_penalty: sum_pen / steps,
-                train_accuracy: if seen > 0.0 { correct / seen } else { 0.0 },
-                val_loss,
-                val_accuracy: val_acc,
-                lr,
-                seconds,
-                samples_per_second: if seconds > 0.0 { seen / seconds } else { 0.0 },
-                weight_sparsity: regularize::sparsity(&self.penalty_targets, 1e-3),
-                weight_norm: self
-                    .penalty_targets
-                    .iter()
-                    .map(|t| t.tensor.square().sum_all().item().unwrap_or(0.0))
-                    .sum::<f64>()
-                    .sqrt(),
-            };
-            self.history.push(m.clone());
-            self.epoch += 1;
-            self.step_in_epoch = 0;
-            self.rng_word_pos = 0;
-            self.partial.clear();
-            for w in self.diagnostics.epoch_end(&self.history) {
-                obs.warning(&w);
-            }
-            obs.epoch_end(&m);
-            // Early stopping and the schedule look at validation loss when there is one.
-            let monitored = val_loss.unwrap_or(m.train_data_loss);
-            let improved = match self.best {
-                None => true,
-                Some((b, _)) => monitored < b - self.config.min_delta,
-            };
-            if improved {
-                self.best = Some((monitored, self.epoch));
-                if self.config.early_stopping.is_some() {
-                    self.best_weights = Some(self.snapshot_weights());
-                    let sd = self.model.state_dict();
-                    let bytes = gradflow_nn::serialize::to_safetensors(&sd, None).map_err(|e| TrainError(e.0))?;
-                    checkpoint::atomic_write(&self.out_dir.join("best.safetensors"), &bytes)
-                        .map_err(|e| TrainError(e.to_string()))?;
-                }
-            }
-            let next_lr = self.schedule.step(Some(monitored));
-            self.optimizer.set_lr(next_lr);
-            self.save_checkpoint()?;
-            self.write_metrics()?;
-            if let (Some(patience), Some((_, best_epoch))) = (self.config.early_stopping, self.best) {
-                if self.epoch - best_epoch >= patience && self.epoch < self.config.epochs {
-                    stopped = ("early_stopping".into(), Some(format!("validation loss has not improved for {patience} epochs; restored the weights of epoch {best_epoch}")));
+        let mut stopped: Stop = (StopReason::Completed, None);
+        while self.epoch < self.config.epochs {
+            let (sums, lr, steps) = match self.train_epoch(&loader, &labels, obs, stop)? {
+                EpochRun::Finished { sums, lr, steps } => (sums, lr, steps),
+                EpochRun::Stopped(why) => {
+                    stopped = why;
                     break;
                 }
-            }
-            if stop.load(Ordering::SeqCst) && self.epoch < self.config.epochs {
-                stopped = (
-                    "interrupted".into(),
-                    Some(format!("interrupted after epoch {}", self.epoch)),
-                );
+            };
+            let metrics = self.validate(sums, lr, steps)?;
+            if let Some(why) = self.end_epoch(metrics, obs, stop)? {
+                stopped = why;
                 break;
             }
         }
+        self.finish(stopped)
+    }
+
+    /// One pass over the training set (or the rest of it, on resume).
+    fn train_epoch(
+        &mut self,
+        loader: &Loader,
+        labels: &[usize],
+        obs: &mut dyn Observer,
+        stop: &AtomicBool,
+    ) -> Result<EpochRun> {
+        let order = loader.order(self.train.len(), self.epoch);
+        let batches: Vec<&[usize]> = loader.chunks(&order).collect();
+        obs.epoch_start(self.epoch + 1, self.config.epochs, batches.len());
+        let mut ctx = Ctx {
+            training: true,
+            rng: epoch_rng(self.config.seed, self.epoch),
+            record_outputs: false,
+            outputs: Vec::new(),
+        };
+        ctx.rng.set_word_pos(self.rng_word_pos);
+        let mut sums = self.partial;
+        let lr = self.optimizer.lr();
+        let t0 = Instant::now();
+        for (s, idx) in batches.iter().enumerate().skip(self.step_in_epoch) {
+            if let Some(why) = self.train_batch(s, idx, labels, &mut ctx, &mut sums, obs)? {
+                return Ok(EpochRun::Stopped(why));
+            }
+            if stop.load(Ordering::SeqCst) && self.step_in_epoch < batches.len() {
+                sums.seconds += t0.elapsed().as_secs_f64();
+                self.rng_word_pos = ctx.rng.get_word_pos();
+                self.partial = sums;
+                self.save_checkpoint()?;
+                let detail = format!("interrupted at epoch {} step {}", self.epoch + 1, self.step_in_epoch);
+                return Ok(EpochRun::Stopped((StopReason::Interrupted, Some(detail))));
+            }
+        }
+        sums.seconds += t0.elapsed().as_secs_f64();
+        Ok(EpochRun::Finished {
+            sums,
+            lr,
+            steps: batches.len(),
+        })
+    }
+
+    /// Step `s` of the epoch, on the samples `idx`: the update, the diagnostics and the epoch's sums.
+    fn train_batch(
+        &mut self,
+        s: usize,
+        idx: &[usize],
+        labels: &[usize],
+        ctx: &mut Ctx,
+        sums: &mut EpochSums,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<Stop>> {
+        let x = batch_tensor(&self.train, idx, self.dtype)?;
+        let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+        let record = self.diagnostics.due(self.global_step);
+        ctx.record_outputs = record;
+        ctx.outputs.clear();
+        // Forward and backward leave the weights alone: this is their value before the update.
+        let before = record.then(|| self.diagnostics.weights_before(&self.model));
+        let objective = Objective {
+            loss: &self.loss,
+            penalty: self.penalty,
+            penalty_targets: &self.penalty_targets,
+        };
+        let mut update = Update {
+            optimizer: self.optimizer.as_mut(),
+            params: &self.params,
+            clip_norm: self.config.clip_norm,
+            clip_value: self.config.clip_value,
+            max_norm: self.config.max_norm,
+        };
+        let step = match train_step(&self.model, &x, Target::Classes(&y), &objective, &mut update, ctx)? {
+            StepOutcome::Updated(step) => step,
+            StepOutcome::NonFiniteLoss { loss } => return self.non_finite_loss(loss, &x, s, obs).map(Some),
+            StepOutcome::NonFiniteParameter {
+                parameter,
+                gradient_non_finite,
+                ..
+            } => return Ok(Some(self.non_finite_parameter(&parameter, gradient_non_finite, s, obs))),
+        };
+        if let Some(before) = before {
+            let raised = self.diagnostics.record(
+                self.global_step,
+                self.epoch + 1,
+                &self.model,
+                &ctx.outputs,
+                &step.grads,
+                &before,
+            );
+            for w in raised {
+                obs.warning(&w);
+            }
+        }
+        self.count_step(&step, &y, sums)?;
+        self.step_in_epoch = s + 1;
+        self.global_step += 1;
+        obs.step(s + 1, step.loss);
+        Ok(None)
+    }
+
+    fn count_step(&self, step: &Step, y: &[usize], sums: &mut EpochSums) -> Result<()> {
+        let pred = step.output.argmax(1)?;
+        sums.correct += pred.iter().zip(y).filter(|(p, t)| p == t).count() as f64;
+        sums.seen += y.len() as f64;
+        sums.loss += step.loss;
+        sums.data += step.data_loss;
+        sums.pen += step.loss - step.data_loss;
+        Ok(())
+    }
+
+    fn non_finite_loss(&mut self, loss: f64, x: &Tensor, s: usize, obs: &mut dyn Observer) -> Result<Stop> {
+        let where_ = self.locate_non_finite(x)?;
+        let detail = format!(
+            "non-finite loss ({loss}) at epoch {} step {}: {where_}; the last good checkpoint is kept. Lower the learning rate (--lr {}) or clip gradients (--clip-norm 1.0)",
+            self.epoch + 1,
+            s + 1,
+            self.config.lr / 10.0
+        );
+        Ok(self.diverged(StopReason::NonFiniteLoss, detail, obs))
+    }
+
+    fn non_finite_parameter(&mut self, parameter: &str, gradient: bool, s: usize, obs: &mut dyn Observer) -> Stop {
+        let cause = if gradient { " (its gradient was non-finite)" } else { "" };
+        let detail = format!(
+            "parameter '{parameter}' became non-finite{cause} in the update at epoch {} step {}; the last good checkpoint is kept. Lower the learning rate (--lr {}) or the weight decay, or clip gradients (--clip-norm 1.0)",
+            self.epoch + 1,
+            s + 1,
+            self.config.lr / 10.0
+        );
+        self.diverged(StopReason::NonFiniteParameter, detail, obs)
+    }
+
+    fn diverged(&mut self, reason: StopReason, detail: String, obs: &mut dyn Observer) -> Stop {
+        let w = Warning::non_finite(&detail);
+        obs.warning(&w);
+        self.diagnostics.warnings.push(w);
+        (reason, Some(detail))
+    }
+
+    /// The finished epoch's metrics, with the validation set's loss and accuracy.
+    fn validate(&self, sums: EpochSums, lr: f64, steps: usize) -> Result<EpochMetrics> {
+        let steps = steps.max(1) as f64;
+        let (val_loss, val_accuracy) = match &self.val {
+            Some(v) => {
+                let e = evaluate(&self.model, v, &self.loss, 1000, self.dtype)?;
+                (Some(e.loss), Some(e.accuracy))
+            }
+            None => (None, None),
+        };
+        Ok(EpochMetrics {
+            epoch: self.epoch + 1,
+            train_loss: sums.loss / steps,
+            train_data_loss: sums.data / steps,
+            train_penalty: sums.pen / steps,
+            train_accuracy: if sums.seen > 0.0 { sums.correct / sums.seen } else { 0.0 },
+            val_loss,
+            val_accuracy,
+            lr,
+            seconds: sums.seconds,
+            samples_per_second: if sums.seconds > 0.0 {
+                sums.seen / sums.seconds
+            } else {
+                0.0
+            },
+            weight_sparsity: regularize::sparsity(&self.penalty_targets, 1e-3),
+            weight_norm: self
+                .penalty_targets
+                .iter()
+                .map(|t| t.tensor.square().sum_all().item().unwrap_or(0.0))
+                .sum::<f64>()
+                .sqrt(),
+        })
+    }
+
+    /// Record the epoch, step the schedule, checkpoint, and say whether to stop.
+    fn end_epoch(&mut self, m: EpochMetrics, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Option<Stop>> {
+        self.history.push(m.clone());
+        self.epoch += 1;
+        self.step_in_epoch = 0;
+        self.rng_word_pos = 0;
+        self.partial = EpochSums::default();
+        for w in self.diagnostics.epoch_end(&self.history) {
+            obs.warning(&w);
+        }
+        obs.epoch_end(&m);
+        // Early stopping and the schedule look at validation loss when there is one.
+        let monitored = m.val_loss.unwrap_or(m.train_data_loss);
+        self.track_best(monitored)?;
+        let next_lr = self.schedule.step(Some(monitored));
+        self.optimizer.set_lr(next_lr);
+        self.checkpoint()?;
+        if let (Some(patience), Some((_, best_epoch))) = (self.config.early_stopping, self.best) {
+            if self.epoch - best_epoch >= patience && self.epoch < self.config.epochs {
+                let detail = format!("validation loss has not improved for {patience} epochs; restored the weights of epoch {best_epoch}");
+                return Ok(Some((StopReason::EarlyStopping, Some(detail))));
+            }
+        }
+        if stop.load(Ordering::SeqCst) && self.epoch < self.config.epochs {
+            let detail = format!("interrupted after epoch {}", self.epoch);
+            return Ok(Some((StopReason::Interrupted, Some(detail))));
+        }
+        Ok(None)
+    }
+
+    /// Remember the best epoch so far (and, with early stopping, its weights).
+    fn track_best(&mut self, monitored: f64) -> Result<()> {
+        let improved = match self.best {
+            None => true,
+            Some((b, _)) => monitored < b - self.config.min_delta,
+        };
+        if !improved {
+            return Ok(());
+        }
+        self.best = Some((monitored, self.epoch));
+        if self.config.early_stopping.is_some() {
+            self.best_weights = Some(self.snapshot_weights());
+            let bytes = gradflow_nn::serialize::to_safetensors(&self.model.state_dict(), None)?;
+            let path = self.out_dir.join("best.safetensors");
+            checkpoint::atomic_write(&path, &bytes).map_err(|e| Error::io(&path, "", e))?;
+        }
+        Ok(())
+    }
+
+    /// The end-of-epoch files: the checkpoint (with the weights) and the metrics.
+    fn checkpoint(&self) -> Result<()> {
+        self.save_checkpoint()?;
+        self.write_metrics()
+    }
+
+    /// Restore the best weights if early stopping kept them, test, and write the summary.
+    fn finish(&mut self, stopped: Stop) -> Result<Summary> {
         if self.config.early_stopping.is_some() {
             if let Some(best) = &self.best_weights {
                 for (p, b) in self.model.state_dict().iter().zip(best) {
@@ -639,14 +688,14 @@ impl Trainer {
         let test = evaluate(&self.model, &self.test, &self.loss, 1000, self.dtype)?;
         let summary = self.summary(&test, stopped);
         self.write_metrics()?;
-        self.diagnostics.write(&self.out_dir).map_err(|e| TrainError(e.to_string()))?;
+        self.diagnostics.write(&self.out_dir)?;
         let p = self.out_dir.join("summary.json");
         checkpoint::atomic_write(&p, serde_json::to_string_pretty(&summary).expect("summary").as_bytes())
-            .map_err(|e| TrainError(format!("{}: {e}", p.display())))?;
+            .map_err(|e| Error::io(&p, "", e))?;
         Ok(summary)
     }
 
-    fn summary(&self, test: &Evaluation, stopped: (String, Option<String>)) -> Summary {
+    fn summary(&self, test: &Evaluation, stopped: Stop) -> Summary {
         // (Folded from +0.0: an empty f64 sum is −0.0, printed "-0.0s".)
         let secs = self.history.iter().fold(0.0, |s, m| s + m.seconds);
         let samples = self
@@ -671,11 +720,11 @@ impl Trainer {
 }
 
 /// Load PyTorch-named safetensors weights into a model (converting dtype if needed).
-pub fn load_weights_file(model: &Sequential, path: &Path) -> TResult<()> {
+pub fn load_weights_file(model: &Sequential, path: &Path) -> Result<()> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| TrainError(format!("{shown}: cannot read weights: {e}")))?;
-    let (loaded, _) = from_safetensors(&bytes, &shown).map_err(|e| TrainError(e.0))?;
-    load_into(&model.state_dict(), &loaded, &shown, true).map_err(|e| TrainError(e.0))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read weights", e))?;
+    let (loaded, _) = from_safetensors(&bytes, &shown)?;
+    Ok(load_into(&model.state_dict(), &loaded, &shown, true)?)
 }
 
 /// Restore optimizer state saved elsewhere (used by tests).

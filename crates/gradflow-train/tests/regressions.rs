@@ -8,7 +8,7 @@ use gradflow_nn::optim::OptimizerState;
 use gradflow_nn::schedule::ScheduleState;
 use gradflow_nn::{BuildOptions, ModelSpec};
 use gradflow_train::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
-use gradflow_train::{EpochMetrics, TrainConfig};
+use gradflow_train::{EpochMetrics, EpochSums, TrainConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -34,7 +34,7 @@ fn meta(history: Vec<EpochMetrics>, best: Option<(f64, usize)>) -> CheckpointMet
         },
         history,
         best,
-        partial: BTreeMap::new(),
+        partial: EpochSums::default(),
         checksum: 0,
     }
 }
@@ -127,7 +127,7 @@ fn older_checkpoints_with_null_metrics_load() {
     assert_eq!(ck.meta.history[0].weight_norm, f64::MAX);
     // A null where an integer belongs is still damage.
     rewrite_meta(&path, |j| j.replace("\"global_step\":7", "\"global_step\":null"), false);
-    let e = checkpoint::load(&path).err().unwrap();
+    let e = checkpoint::load(&path).err().unwrap().to_string();
     assert!(
         e.contains("damaged checkpoint metadata: invalid type: null, expected u64"),
         "{e}"
@@ -142,7 +142,7 @@ fn damaged_metadata_is_detected() {
     // Still valid JSON, still a valid checkpoint shape: only the checksum
     // of the metadata can tell.
     rewrite_meta(&path, |j| j.replace("\"global_step\":7", "\"global_step\":8"), true);
-    let e = checkpoint::load(&path).err().unwrap();
+    let e = checkpoint::load(&path).err().unwrap().to_string();
     assert!(
         e.contains("metadata checksum mismatch") && e.contains("the checkpoint is damaged"),
         "{e}"

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::Args;
-use gradflow_data::{Mnist, MNIST_MEAN, MNIST_STD};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -32,19 +31,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     super::set_threads(a.threads)?;
     let (spec, net) = super::load_model(a.run_dir.as_deref(), a.model.as_deref(), a.weights.as_deref())?;
-    let dir = super::data_dir(a.data);
-    let mut test = gradflow_data::mnist::load_split(&dir, gradflow_data::MnistSplit::Test, a.limit)?;
-    test.normalize(MNIST_MEAN, MNIST_STD);
-    if test.sample_shape != spec.input {
-        test.reshape_samples(spec.input.clone()).map_err(|_| {
-            anyhow::anyhow!(
-                "the model's input {:?} does not fit MNIST samples {:?}",
-                spec.input,
-                test.sample_shape
-            )
-        })?;
-    }
-    let _ = Mnist::load_limited; // the full loader is used by train
+    let test = gradflow_train::data::mnist_test_set(&super::data_dir(a.data), a.limit, &spec)?;
     let loss = gradflow_nn::Loss::CrossEntropy { label_smoothing: 0.0 };
     let e = gradflow_train::evaluate(&net, &test, &loss, 1000, gradflow::DType::F32)?;
     println!(

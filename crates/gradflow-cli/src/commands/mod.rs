@@ -9,7 +9,8 @@ pub mod predict;
 pub mod report;
 pub mod train;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use gradflow_train::run_dir;
 use std::path::{Path, PathBuf};
 
 /// `--data`, else `$GRADFLOW_DATA`, else the bundled `data/mnist`.
@@ -27,28 +28,22 @@ pub fn set_threads(n: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// Model and weights of a finished run directory (or explicit files).
+/// Model and weights of a finished run directory (or explicit files); says on
+/// stderr when the weights came from elsewhere than the user would expect.
 pub fn load_model(
     run_dir: Option<&Path>,
     model: Option<&str>,
     weights: Option<&Path>,
 ) -> Result<(gradflow_nn::ModelSpec, gradflow_nn::Sequential)> {
-    let (spec, weights) = match (run_dir, model, weights) {
-        (_, Some(m), Some(w)) => (gradflow_train::trainer::resolve_model(m)?, w.to_path_buf()),
-        (Some(dir), None, None) => {
-            let mt = dir.join("model.toml");
-            let text = std::fs::read_to_string(&mt)
-                .with_context(|| format!("{}: not a run directory (cannot read model.toml)", dir.display()))?;
-            let spec = gradflow_nn::ModelSpec::parse(&text, &mt.display().to_string())?;
-            (spec, dir.join(gradflow_train::checkpoint::WEIGHTS_FILE))
-        }
+    let trained = match (run_dir, model, weights) {
+        (_, Some(m), Some(w)) => run_dir::load_with_weights(m, w)?,
+        (Some(dir), None, None) => run_dir::load_run_dir(dir)?,
         (_, Some(_), None) => bail!("--model needs --weights"),
         (_, None, Some(_)) => bail!("--weights needs --model"),
         (None, None, None) => bail!("give a RUN_DIR, or --model and --weights"),
     };
-    let net = spec
-        .build(gradflow_nn::BuildOptions::default())
-        .map_err(|e| anyhow::anyhow!("model: {}", e.0))?;
-    gradflow_train::trainer::load_weights_file(&net, &weights)?;
-    Ok((spec, net))
+    if let Some(note) = &trained.note {
+        eprintln!("note: {note}");
+    }
+    Ok((trained.spec, trained.model))
 }

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use gradflow_train::diagnostics::Warning;
-use gradflow_train::{DataSource, EpochMetrics, Observer, TrainConfig, Trainer};
+use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -178,7 +178,7 @@ impl TrainArgs {
             limit_train,
             limit_test
         );
-        c.validate().map_err(anyhow::Error::msg)?;
+        c.validate()?;
         Ok(c)
     }
 }
@@ -309,19 +309,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         summary.train_seconds,
         summary.samples_per_second
     );
-    match summary.stopped.as_str() {
-        "completed" => {}
-        "interrupted" => {
-            println!(
-                "{}; resume with: gradflow train --resume {}",
-                summary.stop_detail.unwrap_or_default(),
-                out_dir.display()
-            );
+    let detail = summary.stop_detail.unwrap_or_default();
+    match summary.stopped {
+        StopReason::Completed => {}
+        StopReason::Interrupted => {
+            println!("{detail}; resume with: gradflow train --resume {}", out_dir.display());
         }
-        "non_finite_loss" => {
-            bail!("training stopped: {}", summary.stop_detail.unwrap_or_default());
-        }
-        _ => println!("{}", summary.stop_detail.unwrap_or_default()),
+        reason if reason.is_divergence() => bail!("training stopped: {detail}"),
+        _ => println!("{detail}"),
     }
     println!("wrote {}", out_dir.display());
     Ok(())
