@@ -40,7 +40,7 @@ impl Module for Residual {
         let h = self.inner.forward(x, ctx)?.relu();
         x.add(&self.outer.forward(&h, ctx)?)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> gradflow_nn::Result<Vec<usize>> {
         self.inner.output_shape(input).and_then(|h| self.outer.output_shape(&h))
     }
     fn parameters(&self) -> Vec<NamedTensor> {

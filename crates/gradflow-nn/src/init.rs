@@ -47,7 +47,7 @@ pub enum Init {
 
 impl Init {
     /// Parse a CLI name: pytorch, xavier_uniform (xavier, glorot), xavier_normal, he (kaiming_uniform), he_normal (kaiming_normal), lecun_normal, zeros.
-    pub fn parse(name: &str) -> Result<Init, String> {
+    pub fn parse(name: &str) -> crate::Result<Init> {
         Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
             "pytorch" | "default" => Init::PytorchDefault,
             "xavier" | "xavier_uniform" | "glorot" | "glorot_uniform" => Init::XavierUniform,
@@ -57,9 +57,19 @@ impl Init {
             "lecun" | "lecun_normal" => Init::LecunNormal,
             "zeros" => Init::Zeros,
             other => {
-                return Err(format!(
-                "unknown initializer '{other}' (expected pytorch, xavier_uniform, xavier_normal, he, he_normal, lecun_normal or zeros)"
-            ))
+                return Err(crate::Error::UnknownName {
+                    what: "initializer",
+                    name: other.to_string(),
+                    expected: crate::error::one_of(&[
+                        "pytorch",
+                        "xavier_uniform",
+                        "xavier_normal",
+                        "he",
+                        "he_normal",
+                        "lecun_normal",
+                        "zeros",
+                    ]),
+                })
             }
         })
     }
@@ -74,17 +84,6 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
             let receptive: usize = shape[2..].iter().product();
             (shape[1] * receptive, shape[0] * receptive)
         }
-    }
-}
-
-/// The gain PyTorch's `calculate_gain` gives the activation that follows a layer.
-pub fn gain(activation: &str, negative_slope: f64) -> f64 {
-    match activation.to_ascii_lowercase().as_str() {
-        "relu" | "elu" | "gelu" | "silu" => 2f64.sqrt(),
-        "leakyrelu" | "leaky_relu" => (2.0 / (1.0 + negative_slope * negative_slope)).sqrt(),
-        "tanh" => 5.0 / 3.0,
-        "selu" => 0.75,
-        _ => 1.0,
     }
 }
 
@@ -176,6 +175,7 @@ mod tests {
         assert_eq!(Init::parse("He").unwrap(), Init::KaimingUniform { fan_out: false });
         assert!(Init::parse("bogus")
             .unwrap_err()
+            .to_string()
             .contains("unknown initializer 'bogus'"));
     }
 }

@@ -6,6 +6,7 @@
 //! travel between the two.
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod init;
 pub mod layers;
 pub mod loss;
@@ -16,9 +17,10 @@ pub mod schedule;
 pub mod serialize;
 pub mod spec;
 
+pub use error::{Error, Result};
 pub use init::Init;
 pub use layers::*;
 pub use loss::{Loss, Target};
 pub use module::{Ctx, Module, NamedTensor, PenaltyTarget};
 pub use regularize::Penalty;
-pub use spec::{BuildOptions, LayerSpec, ModelSpec, SpecError};
+pub use spec::{BuildOptions, LayerSpec, ModelSpec};

@@ -36,7 +36,7 @@ pub enum Loss {
 
 impl Loss {
     /// Parse a CLI name: cross_entropy, nll, mse, bce, huber.
-    pub fn parse(name: &str) -> std::result::Result<Loss, String> {
+    pub fn parse(name: &str) -> crate::Result<Loss> {
         Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
             "cross_entropy" | "ce" | "crossentropy" => Loss::CrossEntropy { label_smoothing: 0.0 },
             "nll" => Loss::Nll,
@@ -44,9 +44,11 @@ impl Loss {
             "bce" | "bce_with_logits" => Loss::BceWithLogits,
             "huber" => Loss::Huber { delta: 1.0 },
             other => {
-                return Err(format!(
-                    "unknown loss '{other}' (expected cross_entropy, nll, mse, bce or huber)"
-                ))
+                return Err(crate::Error::UnknownName {
+                    what: "loss",
+                    name: other.to_string(),
+                    expected: crate::error::one_of(&["cross_entropy", "nll", "mse", "bce", "huber"]),
+                })
             }
         })
     }
@@ -155,6 +157,9 @@ mod tests {
     fn wrong_target_kind_is_an_error() {
         let x = t(vec![0.0; 4], &[2, 2]);
         assert!(Loss::Mse.compute(&x, Target::Classes(&[0, 1])).is_err());
-        assert!(Loss::parse("hinge").unwrap_err().contains("unknown loss 'hinge'"));
+        assert!(Loss::parse("hinge")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown loss 'hinge'"));
     }
 }

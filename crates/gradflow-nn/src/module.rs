@@ -66,7 +66,7 @@ pub trait Module: Send + Sync {
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
     /// Shape of one output sample for an input sample of shape `input` (no batch dimension),
     /// or an error saying why this layer cannot take it.
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String>;
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>>;
     /// Trainable tensors under local names (`weight`, `bias`).
     fn parameters(&self) -> Vec<NamedTensor> {
         Vec::new()
@@ -78,6 +78,10 @@ pub trait Module: Send + Sync {
     /// Weights subject to L1/L2 penalties and max-norm (by default none).
     fn penalty_targets(&self) -> Vec<PenaltyTarget> {
         Vec::new()
+    }
+    /// The activation this layer is, if it is one (the diagnostics read its saturation rule).
+    fn as_activation(&self) -> Option<crate::layers::Activation> {
+        None
     }
     /// A one-line description for summaries (`Linear(784 → 800)`).
     fn describe(&self) -> String {

@@ -634,7 +634,7 @@ impl ScheduleSpec {
     /// `epochs` epochs: `step` divides by 10 at each third of the run
     /// (step_size = max(epochs/3, 1)), `exponential` uses gamma 0.95, `cosine`
     /// anneals to 0 over the whole run, `plateau` takes torch's defaults.
-    pub fn parse(name: &str, epochs: usize) -> std::result::Result<ScheduleSpec, String> {
+    pub fn parse(name: &str, epochs: usize) -> crate::Result<ScheduleSpec> {
         match name.trim().to_ascii_lowercase().as_str() {
             "constant" => Ok(ScheduleSpec::Constant),
             "step" => Ok(ScheduleSpec::Step {
@@ -653,10 +653,11 @@ impl ScheduleSpec {
                 cooldown: 0,
                 min_lr: 0.0,
             }),
-            _ => Err(format!(
-                "unknown schedule '{name}'; expected one of: {}",
-                SCHEDULE_NAMES.join(", ")
-            )),
+            _ => Err(crate::Error::UnknownChoice {
+                what: "schedule",
+                name: name.to_string(),
+                expected: SCHEDULE_NAMES.join(", "),
+            }),
         }
     }
 
@@ -675,7 +676,11 @@ impl ScheduleSpec {
 
     /// Reject settings torch rejects or that make no schedule (a zero step
     /// size or period, a factor outside (0, 1), …), before training starts.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
+        self.check().map_err(crate::Error::Hyperparameter)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
         let positive = |what: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -723,7 +728,7 @@ impl ScheduleSpec {
                         "invalid warm-up start_factor: {start_factor} (must be in (0, 1])"
                     ));
                 }
-                then.validate()
+                then.check()
             }
         }
     }
@@ -971,7 +976,7 @@ mod tests {
                 gamma: 0.1
             }
         );
-        let e = ScheduleSpec::parse("onecycle", 3).unwrap_err();
+        let e = ScheduleSpec::parse("onecycle", 3).unwrap_err().to_string();
         assert!(e.contains("constant, step, exponential, cosine, plateau"), "{e}");
         let spec: ScheduleSpec =
             toml::from_str("kind = \"warmup\"\nepochs = 3\n[then]\nkind = \"cosine\"\nt_max = 7\n").unwrap();

@@ -2,15 +2,11 @@
 //! written here loads with `load_state_dict(safetensors.torch.load_file(…))`
 //! and a PyTorch file loads here.
 
+use crate::error::{Error, Result};
 use crate::module::NamedTensor;
 use gradflow::{DType, Tensor};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
-
-/// Reading or matching a weights file failed; the message names the file and every offending tensor.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct WeightsError(pub String);
 
 fn is_integer_buffer(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
@@ -18,10 +14,7 @@ fn is_integer_buffer(name: &str) -> bool {
 
 /// Serialize tensors (and string metadata) to safetensors bytes. Buffers named
 /// `*.num_batches_tracked` are written as int64, as PyTorch keeps them.
-pub fn to_safetensors(
-    tensors: &[NamedTensor],
-    metadata: Option<HashMap<String, String>>,
-) -> Result<Vec<u8>, WeightsError> {
+pub fn to_safetensors(tensors: &[NamedTensor], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     let mut bytes: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for t in tensors {
         let shape = t.tensor.shape().to_vec();
@@ -41,21 +34,18 @@ pub fn to_safetensors(
         .map(|(n, dt, s, d)| {
             Ok((
                 n.clone(),
-                TensorView::new(*dt, s.clone(), d).map_err(|e| WeightsError(format!("{n}: {e}")))?,
+                TensorView::new(*dt, s.clone(), d).map_err(|e| Error::Weights(format!("{n}: {e}")))?,
             ))
         })
-        .collect::<Result<_, WeightsError>>()?;
-    safetensors::serialize(views, &metadata).map_err(|e| WeightsError(format!("cannot serialize weights: {e}")))
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views, &metadata).map_err(|e| Error::Weights(format!("cannot serialize weights: {e}")))
 }
 
 /// Every tensor of a safetensors file, as f32/f64 tensors (int64 buffers become f64), plus its metadata.
-pub fn from_safetensors(
-    bytes: &[u8],
-    source: &str,
-) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>), WeightsError> {
+pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| WeightsError(format!("{source}: not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| WeightsError(format!("{source}: {e}")))?;
+        .map_err(|e| Error::Weights(format!("{source}: not a valid safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Weights(format!("{source}: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -69,7 +59,7 @@ pub fn from_safetensors(
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .is_none()
         {
-            return Err(WeightsError(format!(
+            return Err(Error::Weights(format!(
                 "{source}: tensor '{name}' has an impossible shape {shape:?} (its size overflows)"
             )));
         }
@@ -94,12 +84,12 @@ pub fn from_safetensors(
                 &shape,
             ),
             other => {
-                return Err(WeightsError(format!(
+                return Err(Error::Weights(format!(
                     "{source}: tensor '{name}' has dtype {other:?}; gradflow reads F32, F64 and I64"
                 )))
             }
         }
-        .map_err(|e| WeightsError(format!("{source}: tensor '{name}': {e}")))?;
+        .map_err(|e| Error::Weights(format!("{source}: tensor '{name}': {e}")))?;
         out.insert(name, t);
     }
     Ok((out, metadata))
@@ -113,7 +103,7 @@ pub fn load_into(
     loaded: &BTreeMap<String, Tensor>,
     source: &str,
     convert_dtype: bool,
-) -> Result<(), WeightsError> {
+) -> Result<()> {
     let mut problems = Vec::new();
     for t in model {
         match loaded.get(&t.name) {
@@ -141,7 +131,7 @@ pub fn load_into(
         }
     }
     if !problems.is_empty() {
-        return Err(WeightsError(format!(
+        return Err(Error::Weights(format!(
             "{source}: weights do not match the model:\n  {}",
             problems.join("\n  ")
         )));
@@ -149,7 +139,7 @@ pub fn load_into(
     for t in model {
         t.tensor
             .assign(&loaded[&t.name])
-            .map_err(|e| WeightsError(format!("{source}: {}: {e}", t.name)))?;
+            .map_err(|e| Error::Weights(format!("{source}: {}: {e}", t.name)))?;
     }
     Ok(())
 }
@@ -207,7 +197,7 @@ mod tests {
         wrong.insert("9.weight".into(), Tensor::zeros(&[1], DType::F32));
         let e = load_into(&b.state_dict(), &wrong, "w.safetensors", false)
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.contains("missing tensor '0.bias'"), "{e}");
         assert!(
             e.contains("tensor '0.weight' has shape [2, 4] in the file but [3, 4] in the model"),
@@ -220,9 +210,9 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let e = from_safetensors(b"not a safetensors file", "x.safetensors")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.starts_with("x.safetensors: not a valid safetensors file"), "{e}");
-        let e = from_safetensors(&[255; 16], "y").unwrap_err().0;
+        let e = from_safetensors(&[255; 16], "y").unwrap_err().to_string();
         assert!(e.starts_with("y: "));
     }
 }

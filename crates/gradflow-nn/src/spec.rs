@@ -17,15 +17,11 @@
 //! out_features = 10
 //! ```
 
-use crate::init::{gain, Init};
+use crate::error::{Error, Result};
+use crate::init::Init;
 use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
 use gradflow::{Conv2dParams, DType, Pool2dParams};
 use std::fmt::Write as _;
-
-/// A model file could not be read, parsed or built; the message names the layer and the cause.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct SpecError(pub String);
 
 /// One layer of a model file, with its constructor arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,14 +143,14 @@ struct Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
-    fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T, SpecError> {
-        Err(SpecError(format!("{}: {msg}", self.ctx)))
+    fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T> {
+        Err(Error::Spec(format!("{}: {msg}", self.ctx)))
     }
     fn get(&mut self, key: &'static str) -> Option<&'a toml::Value> {
         self.used.push(key);
         self.table.get(key)
     }
-    fn usize(&mut self, key: &'static str, default: Option<usize>) -> Result<usize, SpecError> {
+    fn usize(&mut self, key: &'static str, default: Option<usize>) -> Result<usize> {
         match self.get(key) {
             None => default.map_or_else(|| self.err(format!("missing key '{key}'")), Ok),
             Some(toml::Value::Integer(i)) if *i > MAX_DIM as i64 => self.err(too_large(key, *i)),
@@ -162,12 +158,7 @@ impl<'a> Keys<'a> {
             Some(v) => self.err(format!("'{key}' must be a positive integer, got {v}")),
         }
     }
-    fn pair(
-        &mut self,
-        key: &'static str,
-        default: Option<(usize, usize)>,
-        allow_zero: bool,
-    ) -> Result<(usize, usize), SpecError> {
+    fn pair(&mut self, key: &'static str, default: Option<(usize, usize)>, allow_zero: bool) -> Result<(usize, usize)> {
         let ok = |i: i64| i > 0 || (allow_zero && i == 0);
         let value = self.get(key);
         let huge = match value {
@@ -194,7 +185,7 @@ impl<'a> Keys<'a> {
             )),
         }
     }
-    fn float(&mut self, key: &'static str, default: f64) -> Result<f64, SpecError> {
+    fn float(&mut self, key: &'static str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),
             Some(toml::Value::Float(f)) if f.is_finite() => Ok(*f),
@@ -202,7 +193,7 @@ impl<'a> Keys<'a> {
             Some(v) => self.err(format!("'{key}' must be a number, got {v}")),
         }
     }
-    fn opt_float(&mut self, key: &'static str) -> Result<Option<f64>, SpecError> {
+    fn opt_float(&mut self, key: &'static str) -> Result<Option<f64>> {
         if self.table.contains_key(key) {
             let v = self.float(key, 0.0)?;
             if v < 0.0 {
@@ -214,21 +205,21 @@ impl<'a> Keys<'a> {
             Ok(None)
         }
     }
-    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool, SpecError> {
+    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
             Some(toml::Value::Boolean(b)) => Ok(*b),
             Some(v) => self.err(format!("'{key}' must be true or false, got {v}")),
         }
     }
-    fn init(&mut self) -> Result<Option<Init>, SpecError> {
+    fn init(&mut self) -> Result<Option<Init>> {
         match self.get("init") {
             None => Ok(None),
             Some(toml::Value::String(s)) => Init::parse(s).map(Some).or_else(|e| self.err(e)),
             Some(v) => self.err(format!("'init' must be a string, got {v}")),
         }
     }
-    fn finish(self) -> Result<(), SpecError> {
+    fn finish(self) -> Result<()> {
         for k in self.table.keys() {
             if k != "type" && k != "inplace" && !self.used.contains(&k.as_str()) {
                 return self.err(format!("unknown key '{k}' (known: {})", self.used.join(", ")));
@@ -249,7 +240,7 @@ fn elements(shape: &[usize]) -> Option<usize> {
 
 /// Every size of one layer, checked against [`MAX_DIM`] before any shape
 /// arithmetic uses it (specs built in code skip the parser's checks).
-fn check_layer_sizes(l: &LayerSpec) -> Result<(), String> {
+fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
     let sizes: Vec<(&str, usize)> = match l {
         LayerSpec::Linear { out_features, .. } => vec![("out_features", *out_features)],
         LayerSpec::Conv2d {
@@ -287,7 +278,7 @@ fn check_layer_sizes(l: &LayerSpec) -> Result<(), String> {
 
 /// Checks the per-sample input shape: every dimension positive and at most
 /// [`MAX_DIM`], and at most [`MAX_SAMPLE_ELEMENTS`] values in all.
-fn check_input(input: &[usize]) -> Result<(), String> {
+fn check_input(input: &[usize]) -> std::result::Result<(), String> {
     if input.is_empty() || input.iter().any(|&d| d == 0 || d > MAX_DIM) {
         return Err(format!(
             "'input' must be a non-empty list of positive integers of at most {MAX_DIM}, got {input:?}"
@@ -327,16 +318,16 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
     }
 }
 
-fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec, SpecError> {
+fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
     let Some(toml::Value::String(ty)) = table.get("type") else {
-        return Err(SpecError(format!("{ctx}: missing string key 'type'")));
+        return Err(Error::Spec(format!("{ctx}: missing string key 'type'")));
     };
     let mut k = Keys {
         table,
         ctx: format!("{ctx} ({ty})"),
         used: Vec::new(),
     };
-    let pool = |k: &mut Keys| -> Result<Pool2dParams, SpecError> {
+    let pool = |k: &mut Keys| -> Result<Pool2dParams> {
         let kernel = k.pair("kernel_size", None, false)?;
         let stride = k.pair("stride", Some(kernel), false)?;
         let padding = k.pair("padding", Some((0, 0)), true)?;
@@ -390,31 +381,15 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec, SpecError> {
                 LayerSpec::BatchNorm2d { eps, momentum }
             }
         }
-        "relu" => LayerSpec::Activation(Activation::ReLU),
-        "leakyrelu" => LayerSpec::Activation(Activation::LeakyReLU(k.float("negative_slope", 0.01)?)),
-        "elu" => LayerSpec::Activation(Activation::ELU(k.float("alpha", 1.0)?)),
-        "selu" => LayerSpec::Activation(Activation::SELU),
-        "gelu" => {
-            let tanh = match k.get("approximate") {
-                None => false,
-                Some(toml::Value::String(s)) if s == "none" => false,
-                Some(toml::Value::String(s)) if s == "tanh" => true,
-                Some(v) => return k.err(format!("'approximate' must be \"none\" or \"tanh\", got {v}")),
-            };
-            LayerSpec::Activation(Activation::GELU(tanh))
-        }
-        "silu" => LayerSpec::Activation(Activation::SiLU),
-        "sigmoid" => LayerSpec::Activation(Activation::Sigmoid),
-        "tanh" => LayerSpec::Activation(Activation::Tanh),
-        "softplus" => LayerSpec::Activation(Activation::Softplus(k.float("beta", 1.0)?, k.float("threshold", 20.0)?)),
-        "softsign" => LayerSpec::Activation(Activation::Softsign),
-        "hardtanh" => LayerSpec::Activation(Activation::Hardtanh(k.float("min_val", -1.0)?, k.float("max_val", 1.0)?)),
-        _ => {
-            return Err(SpecError(format!(
-                "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
-                Activation::NAMES.join(", ")
-            )))
-        }
+        _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
+            Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
+            None => {
+                return Err(Error::Spec(format!(
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
+                    Activation::names()
+                )))
+            }
+        },
     };
     k.finish()?;
     Ok(spec)
@@ -446,12 +421,12 @@ pub fn toml_error(source: &str, text: &str, e: &toml::de::Error, label: Option<&
 
 impl ModelSpec {
     /// Parse model TOML; `source` names the file in error messages.
-    pub fn parse(text: &str, source: &str) -> Result<ModelSpec, SpecError> {
+    pub fn parse(text: &str, source: &str) -> Result<ModelSpec> {
         let doc: Table =
-            toml::from_str(text).map_err(|e| SpecError(toml_error(source, text, &e, Some("invalid TOML"))))?;
+            toml::from_str(text).map_err(|e| Error::Spec(toml_error(source, text, &e, Some("invalid TOML"))))?;
         for key in doc.keys() {
             if key != "input" && key != "layer" {
-                return Err(SpecError(format!(
+                return Err(Error::Spec(format!(
                     "{source}: unknown top-level key '{key}' (expected 'input' and [[layer]] tables)"
                 )));
             }
@@ -461,28 +436,28 @@ impl ModelSpec {
                 .iter()
                 .map(|v| match v {
                     toml::Value::Integer(i) if *i > 0 => Ok(*i as usize),
-                    _ => Err(SpecError(format!(
+                    _ => Err(Error::Spec(format!(
                         "{source}: 'input' must be a list of positive integers"
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             _ => {
-                return Err(SpecError(format!(
+                return Err(Error::Spec(format!(
                     "{source}: missing 'input', the shape of one sample (e.g. input = [1, 28, 28])"
                 )))
             }
         };
-        check_input(&input).map_err(|e| SpecError(format!("{source}: {e}")))?;
+        check_input(&input).map_err(|e| Error::Spec(format!("{source}: {e}")))?;
         let layers = match doc.get("layer") {
             Some(toml::Value::Array(a)) if !a.is_empty() => a
                 .iter()
                 .enumerate()
                 .map(|(i, v)| match v {
                     toml::Value::Table(t) => parse_layer(t, format!("{source}: layer {i}")),
-                    _ => Err(SpecError(format!("{source}: layer {i} is not a table"))),
+                    _ => Err(Error::Spec(format!("{source}: layer {i} is not a table"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(SpecError(format!("{source}: no [[layer]] tables"))),
+            _ => return Err(Error::Spec(format!("{source}: no [[layer]] tables"))),
         };
         Ok(ModelSpec { input, layers })
     }
@@ -530,7 +505,7 @@ impl ModelSpec {
 
     /// Build the network, checking every layer's input shape first. Models
     /// with more than [`MAX_PARAMETERS`] parameters and buffers are refused.
-    pub fn build(&self, opts: BuildOptions) -> Result<Sequential, SpecError> {
+    pub fn build(&self, opts: BuildOptions) -> Result<Sequential> {
         self.build_with_limit(opts, MAX_PARAMETERS)
     }
 
@@ -538,14 +513,14 @@ impl ModelSpec {
     /// `max_parameters` parameters and buffers. Every layer's sizes are
     /// checked *before* its tensors are allocated, so a hostile file costs an
     /// error message, not memory.
-    pub fn build_with_limit(&self, opts: BuildOptions, max_parameters: usize) -> Result<Sequential, SpecError> {
-        check_input(&self.input).map_err(SpecError)?;
+    pub fn build_with_limit(&self, opts: BuildOptions, max_parameters: usize) -> Result<Sequential> {
+        check_input(&self.input).map_err(Error::Spec)?;
         let mut rng = gradflow::seeded_rng(opts.seed);
         let mut shape = self.input.clone();
         let mut net = Sequential::new();
         let mut allocated = 0usize;
         for (i, l) in self.layers.iter().enumerate() {
-            let ctx = |msg: String| SpecError(format!("layer {i} ({}): {msg}", l.kind()));
+            let ctx = |msg: String| Error::Spec(format!("layer {i} ({}): {msg}", l.kind()));
             check_layer_sizes(l).map_err(ctx)?;
             // The activation that follows decides the init gain.
             let next_act = self.layers[i + 1..].iter().find_map(|n| match n {
@@ -553,7 +528,7 @@ impl ModelSpec {
                 LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(Activation::Sigmoid),
                 _ => None,
             });
-            let g = next_act.map(|a| gain(a.name(), a.negative_slope())).unwrap_or(1.0);
+            let g = next_act.map(|a| a.gain()).unwrap_or(1.0);
             match l {
                 LayerSpec::Linear {
                     out_features,
@@ -635,7 +610,7 @@ impl ModelSpec {
                 LayerSpec::Activation(a) => net = net.push(*a),
             }
             let last = net.layers.last().expect("just pushed");
-            shape = last.output_shape(&shape).map_err(ctx)?;
+            shape = last.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
             if elements(&shape).is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
                 return Err(ctx(format!(
                     "output shape {shape:?} has more than {MAX_SAMPLE_ELEMENTS} values per sample"
@@ -646,14 +621,12 @@ impl ModelSpec {
     }
 
     /// The per-sample output shape, or the first layer that does not fit.
-    pub fn output_shape(&self) -> Result<Vec<usize>, SpecError> {
+    pub fn output_shape(&self) -> Result<Vec<usize>> {
         let net = self.build(BuildOptions {
             init: Init::Zeros,
             ..Default::default()
         })?;
-        net.infer_shapes(&self.input)
-            .map(|mut s| s.pop().unwrap_or_default())
-            .map_err(SpecError)
+        net.infer_shapes(&self.input).map(|mut s| s.pop().unwrap_or_default())
     }
 
     /// The model as TOML in the same format it was read from (for `RUN_DIR/model.toml`).
@@ -716,22 +689,13 @@ impl ModelSpec {
                 LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
                     let _ = writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}");
                 }
-                LayerSpec::Activation(a) => match a {
-                    Activation::LeakyReLU(v) => {
-                        let _ = writeln!(s, "negative_slope = {v:?}");
+                LayerSpec::Activation(a) => {
+                    for (key, value) in a.args() {
+                        if let Some(text) = value.to_toml() {
+                            let _ = writeln!(s, "{key} = {text}");
+                        }
                     }
-                    Activation::ELU(v) => {
-                        let _ = writeln!(s, "alpha = {v:?}");
-                    }
-                    Activation::GELU(true) => s.push_str("approximate = \"tanh\"\n"),
-                    Activation::Softplus(b, t) => {
-                        let _ = writeln!(s, "beta = {b:?}\nthreshold = {t:?}");
-                    }
-                    Activation::Hardtanh(a, b) => {
-                        let _ = writeln!(s, "min_val = {a:?}\nmax_val = {b:?}");
-                    }
-                    _ => {}
-                },
+                }
             }
         }
         s
@@ -740,7 +704,7 @@ impl ModelSpec {
 
 /// Adds layer `l`'s allocation on input `shape` to `allocated`, or explains
 /// why that would exceed `limit`.
-fn budget(l: &LayerSpec, shape: &[usize], allocated: usize, limit: usize) -> Result<usize, String> {
+fn budget(l: &LayerSpec, shape: &[usize], allocated: usize, limit: usize) -> std::result::Result<usize, String> {
     match layer_allocation(l, shape).and_then(|n| Some((n, allocated.checked_add(n)?))) {
         Some((_, total)) if total <= limit => Ok(total),
         Some((n, _)) => Err(format!(
@@ -819,7 +783,7 @@ mod tests {
             .unwrap()
             .build(BuildOptions::default())
             .unwrap_err()
-            .0;
+            .to_string();
         assert_eq!(
             e,
             "layer 0 (Linear): expects a flat input, gets shape [1, 28, 28] (add a Flatten layer before it)"
@@ -829,7 +793,7 @@ mod tests {
             .unwrap()
             .build(BuildOptions::default())
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(
             e.starts_with("layer 0 (Conv2d): kernel 5x5 does not fit input [1, 4, 4]"),
             "{e}"
@@ -863,7 +827,7 @@ mod tests {
             ),
         ];
         for (text, want) in bad {
-            let e = ModelSpec::parse(text, "m.toml").unwrap_err().0;
+            let e = ModelSpec::parse(text, "m.toml").unwrap_err().to_string();
             assert!(e.starts_with(want), "{e}\n  wanted: {want}");
         }
     }

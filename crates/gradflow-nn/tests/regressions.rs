@@ -10,14 +10,14 @@ use gradflow_nn::{BuildOptions, ModelSpec, NamedTensor};
 use std::time::Instant;
 
 fn parse(text: &str) -> Result<ModelSpec, String> {
-    ModelSpec::parse(text, "m.toml").map_err(|e| e.0)
+    ModelSpec::parse(text, "m.toml").map_err(|e| e.to_string())
 }
 
 /// Parse, then build; the error of whichever step fails.
 fn build(text: &str) -> Result<usize, String> {
     let spec = parse(text)?;
-    let net = spec.build(BuildOptions::default()).map_err(|e| e.0)?;
-    spec.output_shape().map_err(|e| e.0)?;
+    let net = spec.build(BuildOptions::default()).map_err(|e| e.to_string())?;
+    spec.output_shape().map_err(|e| e.to_string())?;
     Ok(net.num_parameters())
 }
 
@@ -105,13 +105,13 @@ fn huge_or_overflowing_shapes_are_errors_not_panics() {
 fn specs_built_in_code_are_checked_too() {
     let mut spec = parse(&linear("[4]", "3")).unwrap();
     spec.input = vec![usize::MAX, 2];
-    let e = spec.build(BuildOptions::default()).unwrap_err().0;
+    let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
     assert!(e.contains("'input' must be"), "{e}");
     let mut spec = parse(&linear("[4]", "3")).unwrap();
     if let gradflow_nn::LayerSpec::Linear { out_features, .. } = &mut spec.layers[1] {
         *out_features = usize::MAX;
     }
-    let e = spec.output_shape().unwrap_err().0;
+    let e = spec.output_shape().unwrap_err().to_string();
     assert!(
         e.starts_with("layer 1 (Linear): 'out_features' = 18446744073709551615 is too large"),
         "{e}"
@@ -121,7 +121,10 @@ fn specs_built_in_code_are_checked_too() {
 #[test]
 fn a_small_limit_caps_the_build() {
     let spec = ModelSpec::preset("mlp").unwrap();
-    let e = spec.build_with_limit(BuildOptions::default(), 1000).unwrap_err().0;
+    let e = spec
+        .build_with_limit(BuildOptions::default(), 1000)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         "layer 1 (Linear): 628000 parameters on input [784] would make the model larger than the limit of 1000"
@@ -143,7 +146,7 @@ fn weights_with_impossible_shapes_are_errors() {
     let header = br#"{"e":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#;
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header);
-    let e = from_safetensors(&bytes, "w.safetensors").unwrap_err().0;
+    let e = from_safetensors(&bytes, "w.safetensors").unwrap_err().to_string();
     assert!(e.starts_with("w.safetensors: tensor 'e'"), "{e}");
     // An honest empty tensor still loads.
     let header = br#"{"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]}}"#;
@@ -195,9 +198,9 @@ fn fuzz_crash_inputs_are_clean_errors() {
     for (name, want) in cases {
         let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap();
         let spec = ModelSpec::parse(std::str::from_utf8(bytes).unwrap(), name).unwrap();
-        let e = spec.build(BuildOptions::default()).unwrap_err().0;
+        let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
         assert!(e.starts_with(want), "{name}: {e}");
-        assert_eq!(spec.output_shape().unwrap_err().0, e);
+        assert_eq!(spec.output_shape().unwrap_err().to_string(), e);
     }
 }
 

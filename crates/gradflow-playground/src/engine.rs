@@ -358,7 +358,7 @@ impl Engine {
             .map(|p| Param::new(p.name, p.tensor))
             .collect();
         let targets = net.named_penalty_targets();
-        let opt = optim::try_build(&cfg.optimizer_spec()?)?;
+        let opt = optim::try_build(&cfg.optimizer_spec()?).map_err(err)?;
         let ngrid = match cfg.layers.iter().map(|l| l.neurons).sum::<usize>() {
             0..=64 => 20,
             65..=256 => 12,
@@ -430,7 +430,7 @@ impl Engine {
             return Ok(true);
         }
         if !cfg.optimizer.eq_ignore_ascii_case(&self.cfg.optimizer) {
-            self.opt = optim::try_build(&cfg.optimizer_spec()?)?;
+            self.opt = optim::try_build(&cfg.optimizer_spec()?).map_err(err)?;
         } else {
             self.opt.set_lr(cfg.learning_rate);
         }

@@ -178,7 +178,7 @@ impl TrainConfig {
 
     /// The optimizer these settings describe.
     pub fn optimizer_spec(&self) -> std::result::Result<OptimizerSpec, String> {
-        let spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
+        let spec = OptimizerSpec::parse(&self.optimizer, self.lr).map_err(|e| e.to_string())?;
         let spec = match spec {
             OptimizerSpec::Sgd { lr, dampening, .. } => OptimizerSpec::Sgd {
                 lr,

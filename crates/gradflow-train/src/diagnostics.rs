@@ -6,7 +6,8 @@
 
 use crate::metrics::EpochMetrics;
 use gradflow::{GradStore, Tensor};
-use gradflow_nn::Sequential;
+use gradflow_nn::layers::activation::Saturation;
+use gradflow_nn::{Module, Sequential};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -119,7 +120,7 @@ pub struct LayerStats {
     pub act_mean: f64,
     /// Standard deviation of the layer's output.
     pub act_std: f64,
-    /// Fraction of saturated units (sigmoid outside [0.01, 0.99], |tanh| > 0.99).
+    /// Fraction of saturated outputs, by the activation's declared rule ([`gradflow_nn::Activation::saturation`]).
     pub saturated: Option<f64>,
     /// Fraction of ReLU units that are zero for every sample of the batch.
     pub dead: Option<f64>,
@@ -217,7 +218,7 @@ impl DiagnosticsRecorder {
                     weight_stats(&mut s, &t.tensor, grads, before.get(i).and_then(Option::as_ref));
                 }
                 if let Some(out) = outputs.get(i) {
-                    output_stats(&mut s, out);
+                    output_stats(&mut s, layer.as_ref(), out);
                 }
                 s
             })
@@ -266,21 +267,21 @@ fn weight_stats(s: &mut LayerStats, weight: &Tensor, grads: &GradStore, before: 
     s.near_zero = Some(w.iter().filter(|x| x.abs() < 1e-3).count() as f64 / w.len().max(1) as f64);
 }
 
-/// Mean and spread of a layer's output, and its saturated or dead share.
-fn output_stats(s: &mut LayerStats, out: &Tensor) {
+/// Mean and spread of a layer's output, and its saturated or dead share by
+/// the activation's declared rule.
+fn output_stats(s: &mut LayerStats, layer: &dyn Module, out: &Tensor) {
     let v = out.to_vec_f64();
     let n = v.len().max(1) as f64;
     let mean = v.iter().sum::<f64>() / n;
     s.act_mean = mean;
     s.act_std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    match s.kind.as_str() {
-        "Sigmoid" => s.saturated = Some(v.iter().filter(|&&y| !(0.01..=0.99).contains(&y)).count() as f64 / n),
-        "Tanh" => s.saturated = Some(v.iter().filter(|y| y.abs() > 0.99).count() as f64 / n),
-        "ReLU" => {
+    match layer.as_activation().map(|a| a.saturation()) {
+        Some(Saturation::Saturates(flat)) => s.saturated = Some(v.iter().filter(|&&y| flat(y)).count() as f64 / n),
+        Some(Saturation::Dies(flat)) => {
             let batch = out.shape().first().copied().unwrap_or(1).max(1);
             let units = v.len() / batch;
             let dead = (0..units)
-                .filter(|&u| (0..batch).all(|b| v[b * units + u] == 0.0))
+                .filter(|&u| (0..batch).all(|b| flat(v[b * units + u])))
                 .count();
             s.dead = Some(dead as f64 / units.max(1) as f64);
         }

@@ -36,12 +36,9 @@ pub enum Error {
     /// Loading or preparing data failed.
     #[error(transparent)]
     Data(#[from] gradflow_data::DataError),
-    /// A model file could not be read or built.
+    /// A model file could not be read or built, or a weights file matched to it.
     #[error(transparent)]
-    Spec(#[from] gradflow_nn::SpecError),
-    /// A weights file could not be read or matched to the model.
-    #[error(transparent)]
-    Weights(#[from] gradflow_nn::serialize::WeightsError),
+    Nn(#[from] gradflow_nn::Error),
     /// `diagnostics.jsonl` could not be written.
     #[error(transparent)]
     Diagnostics(#[from] crate::diagnostics::DiagnosticsError),

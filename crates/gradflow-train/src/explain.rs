@@ -15,7 +15,7 @@
 //! a reader can lay the output beside that article.
 
 use gradflow::{no_grad, DType, GradStore, Tensor};
-use gradflow_nn::{Activation, BuildOptions, Ctx, Init, LayerSpec, ModelSpec, Module, Sequential, SpecError};
+use gradflow_nn::{Activation, BuildOptions, Ctx, Init, LayerSpec, ModelSpec, Module, Sequential};
 use rand::Rng;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -26,10 +26,10 @@ use std::fmt::Write as _;
 pub enum ExplainError {
     /// The model file could not be read or parsed.
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(#[from] gradflow_nn::Error),
     /// The model parsed but could not be built.
     #[error("model: {0}")]
-    Build(#[source] SpecError),
+    Build(gradflow_nn::Error),
     /// The input is not a vector.
     #[error("explain needs a flat input (input = [n]), the model has input = {0:?}")]
     NotFlat(Vec<usize>),

@@ -116,7 +116,7 @@ pub fn load_model_for_grad(model: &str, weights: &Path) -> Result<(ModelSpec, Se
             dtype: dominant_dtype(&loaded),
             ..Default::default()
         })
-        .map_err(|e| Error::Model(format!("{model}: {}", e.0)))?;
+        .map_err(|e| Error::Model(format!("{model}: {e}")))?;
     load_into(&net.state_dict(), &loaded, &shown, false)?;
     Ok((spec, net))
 }
@@ -191,7 +191,7 @@ fn class_targets(batch: &Batch, n: usize) -> Result<Vec<usize>> {
 fn value_targets(spec: &ModelSpec, batch: &Batch, n: usize, dtype: DType) -> Result<Tensor> {
     let values = batch.target.to_dtype(dtype);
     let out: Vec<usize> = std::iter::once(n)
-        .chain(spec.output_shape().map_err(|e| Error::Model(e.0))?)
+        .chain(spec.output_shape().map_err(|e| Error::Model(e.to_string()))?)
         .collect();
     if values.shape() != out {
         return Err(Error::Input(format!(

@@ -12,8 +12,8 @@ use crate::diagnostics::{LayerStats, StepRecord, Warning};
 use crate::metrics::EpochMetrics;
 use crate::trainer::Summary;
 use base64::Engine as _;
-use gradflow_nn::serialize::{from_safetensors, WeightsError};
-use gradflow_nn::{BuildOptions, Init, LayerSpec, ModelSpec, SpecError};
+use gradflow_nn::serialize::from_safetensors;
+use gradflow_nn::{BuildOptions, Init, LayerSpec, ModelSpec};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -55,16 +55,16 @@ pub enum ReportError {
         /// What serde saw.
         error: serde_json::Error,
     },
-    /// `model.toml` does not parse.
+    /// `model.toml` does not parse, or `model.safetensors` is not a weights file.
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Nn(#[from] gradflow_nn::Error),
     /// `model.toml` parses but does not build.
     #[error("{model}: {error}")]
     Build {
         /// The model file, as shown.
         model: String,
         /// Why.
-        error: SpecError,
+        error: gradflow_nn::Error,
     },
     /// `model.safetensors` could not be read.
     #[error("{}: cannot read: {error}", path.display())]
@@ -74,9 +74,6 @@ pub enum ReportError {
         /// Why.
         error: std::io::Error,
     },
-    /// `model.safetensors` is not a weights file.
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
     /// `model.safetensors` lacks a tensor that `model.toml` declares.
     #[error("{weights}: no tensor '{name}', but {model} has a {kind} there")]
     MissingTensor {

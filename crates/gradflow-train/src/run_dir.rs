@@ -74,5 +74,5 @@ pub fn load_with_weights(model: &str, weights: &Path) -> Result<TrainedModel> {
 
 fn build(spec: &ModelSpec) -> Result<Sequential> {
     spec.build(BuildOptions::default())
-        .map_err(|e| Error::Model(format!("model: {}", e.0)))
+        .map_err(|e| Error::Model(format!("model: {e}")))
 }

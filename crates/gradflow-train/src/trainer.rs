@@ -168,7 +168,7 @@ pub fn model_from_config(config: &TrainConfig) -> Result<ModelSpec> {
         let act = Activation::parse(a).ok_or_else(|| {
             Error::Setting(format!(
                 "--activation {a}: unknown (expected one of {})",
-                Activation::NAMES.join(", ")
+                Activation::names()
             ))
         })?;
         spec = spec.with_activation(act);
@@ -205,7 +205,7 @@ impl Trainer {
                 dtype: DType::F32,
                 seed: config.seed,
             })
-            .map_err(|e| Error::Model(format!("model: {}", e.0)))?;
+            .map_err(|e| Error::Model(format!("model: {e}")))?;
         Trainer::with_model(config, spec, model, data, out_dir)
     }
 

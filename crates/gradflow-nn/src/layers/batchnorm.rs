@@ -89,7 +89,7 @@ impl Module for BatchNorm {
             .add(&self.bias.reshape(&bshape)?)
     }
 
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         let ok_rank = if self.spatial {
             input.len() == 3
         } else {
@@ -97,10 +97,10 @@ impl Module for BatchNorm {
         };
         if !ok_rank {
             let want = if self.spatial { "[C, H, W]" } else { "[C] or [C, L]" };
-            return Err(format!("expects {want} input, gets shape {input:?}"));
+            return crate::error::bad_shape(format!("expects {want} input, gets shape {input:?}"));
         }
         if input[0] != self.channels() {
-            return Err(format!(
+            return crate::error::bad_shape(format!(
                 "expects {} channels, gets {} (shape {input:?})",
                 self.channels(),
                 input[0]

@@ -61,14 +61,14 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.params)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         let w = self.weight.shape();
         let cin = w[1] * self.params.groups;
         let [c, h, wd] = input else {
-            return Err(format!("expects [channels, height, width] input, gets shape {input:?}"));
+            return crate::error::bad_shape(format!("expects [channels, height, width] input, gets shape {input:?}"));
         };
         if *c != cin {
-            return Err(format!("expects {cin} input channels, gets {c} (shape {input:?})"));
+            return crate::error::bad_shape(format!("expects {cin} input channels, gets {c} (shape {input:?})"));
         }
         let p = &self.params;
         match (
@@ -76,7 +76,7 @@ impl Module for Conv2d {
             conv_out_size(*wd, w[3], p.stride.1, p.padding.1, p.dilation.1),
         ) {
             (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok(vec![w[0], oh, ow]),
-            _ => Err(format!(
+            _ => crate::error::bad_shape(format!(
                 "kernel {}x{} does not fit input {input:?} with padding {:?}",
                 w[2], w[3], p.padding
             )),

@@ -62,11 +62,11 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         x.linear(&self.weight, self.bias.as_ref())
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         match input {
             [n] if *n == self.in_features() => Ok(vec![self.out_features()]),
-            [n] => Err(format!("expects {} input features, gets {n}", self.in_features())),
-            _ => Err(format!(
+            [n] => crate::error::bad_shape(format!("expects {} input features, gets {n}", self.in_features())),
+            _ => crate::error::bad_shape(format!(
                 "expects a flat input of {} features, gets shape {input:?} (add a Flatten layer before it)",
                 self.in_features()
             )),

@@ -65,13 +65,13 @@ impl Sequential {
     }
 
     /// Per-sample output shape after each layer, or the first layer that cannot take its input.
-    pub fn infer_shapes(&self, input: &[usize]) -> std::result::Result<Vec<Vec<usize>>, String> {
+    pub fn infer_shapes(&self, input: &[usize]) -> crate::Result<Vec<Vec<usize>>> {
         let mut shapes = Vec::with_capacity(self.layers.len());
         let mut cur = input.to_vec();
         for (i, l) in self.layers.iter().enumerate() {
             cur = l
                 .output_shape(&cur)
-                .map_err(|e| format!("layer {i} ({}): {e}", l.kind()))?;
+                .map_err(|e| crate::Error::Shape(format!("layer {i} ({}): {e}", l.kind())))?;
             shapes.push(cur.clone());
         }
         Ok(shapes)
@@ -92,7 +92,7 @@ impl Module for Sequential {
         }
         Ok(h)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         Ok(self.infer_shapes(input)?.pop().unwrap_or_else(|| input.to_vec()))
     }
     fn parameters(&self) -> Vec<NamedTensor> {

@@ -4,12 +4,12 @@ use crate::module::{Ctx, Module};
 use gradflow::ops::conv::conv_out_size;
 use gradflow::{Pool2dParams, Result, Tensor};
 
-fn pooled(input: &[usize], p: &Pool2dParams) -> std::result::Result<Vec<usize>, String> {
+fn pooled(input: &[usize], p: &Pool2dParams) -> crate::Result<Vec<usize>> {
     let [c, h, w] = input else {
-        return Err(format!("expects [channels, height, width] input, gets shape {input:?}"));
+        return crate::error::bad_shape(format!("expects [channels, height, width] input, gets shape {input:?}"));
     };
     if 2 * p.padding.0 > p.kernel.0 || 2 * p.padding.1 > p.kernel.1 {
-        return Err(format!(
+        return crate::error::bad_shape(format!(
             "padding {:?} must be at most half the kernel {:?}",
             p.padding, p.kernel
         ));
@@ -19,7 +19,7 @@ fn pooled(input: &[usize], p: &Pool2dParams) -> std::result::Result<Vec<usize>, 
         conv_out_size(*w, p.kernel.1, p.stride.1, p.padding.1, 1),
     ) {
         (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok(vec![*c, oh, ow]),
-        _ => Err(format!("window {:?} does not fit input {input:?}", p.kernel)),
+        _ => crate::error::bad_shape(format!("window {:?} does not fit input {input:?}", p.kernel)),
     }
 }
 
@@ -33,7 +33,7 @@ impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         x.max_pool2d(self.0)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         pooled(input, &self.0)
     }
     fn describe(&self) -> String {
@@ -51,7 +51,7 @@ impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         x.avg_pool2d(self.0)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         pooled(input, &self.0)
     }
     fn describe(&self) -> String {
@@ -72,7 +72,7 @@ impl Module for Flatten {
         }
         x.flatten(1, -1)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         Ok(vec![input.iter().product()])
     }
 }
@@ -87,7 +87,7 @@ impl Module for Dropout {
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         x.dropout(self.0, ctx.training, &mut ctx.rng)
     }
-    fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         Ok(input.to_vec())
     }
     fn describe(&self) -> String {

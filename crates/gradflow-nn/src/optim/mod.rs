@@ -313,17 +313,18 @@ impl OptimizerSpec {
     }
 
     /// The spec for a command-line name (case-insensitive) with torch's defaults and this lr.
-    pub fn parse(name: &str, lr: f64) -> std::result::Result<OptimizerSpec, String> {
+    pub fn parse(name: &str, lr: f64) -> crate::Result<OptimizerSpec> {
         match name.trim().to_ascii_lowercase().as_str() {
             "sgd" => Ok(OptimizerSpec::sgd(lr)),
             "adam" => Ok(OptimizerSpec::adam(lr)),
             "adamw" => Ok(OptimizerSpec::adamw(lr)),
             "rmsprop" => Ok(OptimizerSpec::rmsprop(lr)),
             "adagrad" => Ok(OptimizerSpec::adagrad(lr)),
-            _ => Err(format!(
-                "unknown optimizer '{name}'; expected one of: {}",
-                OPTIMIZER_NAMES.join(", ")
-            )),
+            _ => Err(crate::Error::UnknownChoice {
+                what: "optimizer",
+                name: name.to_string(),
+                expected: OPTIMIZER_NAMES.join(", "),
+            }),
         }
     }
 
@@ -364,26 +365,32 @@ impl OptimizerSpec {
     /// Reject hyperparameters torch's constructors reject (negative or NaN lr,
     /// betas outside [0, 1), Nesterov without momentum or with dampening, …),
     /// so that a bad config fails before training starts.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        fn non_negative(what: &str, v: f64) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
+        fn non_negative(what: &str, v: f64) -> crate::Result<()> {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("invalid {what}: {v} (must be finite and >= 0)"))
+                Err(crate::Error::Hyperparameter(format!(
+                    "invalid {what}: {v} (must be finite and >= 0)"
+                )))
             }
         }
-        fn finite(what: &str, v: f64) -> std::result::Result<(), String> {
+        fn finite(what: &str, v: f64) -> crate::Result<()> {
             if v.is_finite() {
                 Ok(())
             } else {
-                Err(format!("invalid {what}: {v} (must be finite)"))
+                Err(crate::Error::Hyperparameter(format!(
+                    "invalid {what}: {v} (must be finite)"
+                )))
             }
         }
-        fn beta(i: usize, v: f64) -> std::result::Result<(), String> {
+        fn beta(i: usize, v: f64) -> crate::Result<()> {
             if (0.0..1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("invalid beta parameter at index {i}: {v} (must be in [0, 1))"))
+                Err(crate::Error::Hyperparameter(format!(
+                    "invalid beta parameter at index {i}: {v} (must be in [0, 1))"
+                )))
             }
         }
         non_negative("learning rate", self.lr())?;
@@ -399,7 +406,9 @@ impl OptimizerSpec {
                 finite("dampening", dampening)?;
                 non_negative("weight_decay value", weight_decay)?;
                 if nesterov && (momentum <= 0.0 || dampening != 0.0) {
-                    return Err("Nesterov momentum requires a momentum and zero dampening".into());
+                    return Err(crate::Error::Hyperparameter(
+                        "Nesterov momentum requires a momentum and zero dampening".into(),
+                    ));
                 }
             }
             OptimizerSpec::Adam {
@@ -493,7 +502,7 @@ pub fn build(spec: &OptimizerSpec) -> Box<dyn Optimizer> {
 }
 
 /// [`OptimizerSpec::validate`] then [`build`]: the one call a CLI needs.
-pub fn try_build(spec: &OptimizerSpec) -> std::result::Result<Box<dyn Optimizer>, String> {
+pub fn try_build(spec: &OptimizerSpec) -> crate::Result<Box<dyn Optimizer>> {
     spec.validate()?;
     Ok(build(spec))
 }
@@ -977,7 +986,7 @@ mod tests {
         assert_eq!(OptimizerSpec::parse("AdamW", 0.1).unwrap(), OptimizerSpec::adamw(0.1));
         assert_eq!(OptimizerSpec::parse("sgd", 0.5).unwrap().lr(), 0.5);
         assert_eq!(OptimizerSpec::parse("RMSprop", 0.5).unwrap().name(), "rmsprop");
-        let e = OptimizerSpec::parse("lbfgs", 0.1).unwrap_err();
+        let e = OptimizerSpec::parse("lbfgs", 0.1).unwrap_err().to_string();
         assert!(
             e.contains("lbfgs") && e.contains("sgd, adam, adamw, rmsprop, adagrad"),
             "{e}"
@@ -1031,7 +1040,7 @@ mod tests {
             weight_decay: 0.0,
             amsgrad: false,
         };
-        assert!(bad_beta.validate().unwrap_err().contains("index 1"));
+        assert!(bad_beta.validate().unwrap_err().to_string().contains("index 1"));
         let nesterov = |momentum, dampening| OptimizerSpec::Sgd {
             lr: 0.1,
             momentum,
