@@ -3,6 +3,7 @@
 //! [`Config::validate`] enforces the caps that keep one page from exhausting
 //! the server's memory or time.
 
+use crate::error::{Error, Result};
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::{Activation, Init, LayerSpec, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -182,16 +183,13 @@ pub const ACTIVATIONS: [&str; 11] = [
 pub const INITS: [&str; 4] = ["xavier", "he", "lecun_normal", "pytorch"];
 
 /// Parse an activation name; `Ok(None)` is `linear` (no activation).
-pub fn parse_activation(name: &str) -> Result<Option<Activation>, String> {
+pub fn parse_activation(name: &str) -> Result<Option<Activation>> {
     if name.eq_ignore_ascii_case("linear") || name.eq_ignore_ascii_case("identity") {
         return Ok(None);
     }
-    Activation::parse(name).map(Some).ok_or_else(|| {
-        format!(
-            "unknown activation '{name}' (expected linear, {})",
-            ACTIVATIONS.join(", ")
-        )
-    })
+    Activation::parse(name)
+        .map(Some)
+        .ok_or_else(|| Error::UnknownActivation { name: name.to_string() })
 }
 
 /// The whole setup of a session.
@@ -256,60 +254,60 @@ impl Default for Config {
     }
 }
 
-fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(())
     } else {
-        Err(format!("{name} must be between {lo} and {hi}, got {v}"))
+        Err(Error::OutOfRange {
+            field: name.into(),
+            lo,
+            hi,
+            value: v,
+        })
+    }
+}
+
+fn count_in_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::CountOutOfRange {
+            field: name.into(),
+            lo,
+            hi,
+            value: v,
+        })
     }
 }
 
 impl Config {
     /// Check every field against the caps; the message names the first offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         in_range("noise", self.noise, 0.0, 50.0)?;
         in_range("train_ratio", self.train_ratio, 10.0, 90.0)?;
-        if !(MIN_POINTS..=MAX_POINTS).contains(&self.points) {
-            return Err(format!(
-                "points must be between {MIN_POINTS} and {MAX_POINTS}, got {}",
-                self.points
-            ));
-        }
-        if !(1..=MAX_POINTS).contains(&self.batch_size) {
-            return Err(format!(
-                "batch_size must be between 1 and {MAX_POINTS}, got {}",
-                self.batch_size
-            ));
-        }
+        count_in_range("points", self.points, MIN_POINTS, MAX_POINTS)?;
+        count_in_range("batch_size", self.batch_size, 1, MAX_POINTS)?;
         if self.features.is_empty() || self.features.len() > MAX_FEATURES {
-            return Err(format!(
-                "features: choose between 1 and {MAX_FEATURES}, got {}",
-                self.features.len()
-            ));
+            return Err(Error::FeatureCount(self.features.len()));
         }
         for (i, f) in self.features.iter().enumerate() {
             if self.features[..i].contains(f) {
-                return Err(format!("features: {} is listed twice", f.label()));
+                return Err(Error::RepeatedFeature(f.label()));
             }
         }
         if self.layers.len() > MAX_LAYERS {
-            return Err(format!(
-                "layers: at most {MAX_LAYERS} hidden layers, got {}",
-                self.layers.len()
-            ));
+            return Err(Error::LayerCount(self.layers.len()));
         }
         for (i, l) in self.layers.iter().enumerate() {
-            if !(1..=MAX_NEURONS).contains(&l.neurons) {
-                return Err(format!(
-                    "layers[{i}].neurons must be between 1 and {MAX_NEURONS}, got {}",
-                    l.neurons
-                ));
-            }
-            parse_activation(&l.activation).map_err(|e| format!("layers[{i}].activation: {e}"))?;
+            count_in_range(&format!("layers[{i}].neurons"), l.neurons, 1, MAX_NEURONS)?;
+            parse_activation(&l.activation).map_err(|e| Error::LayerActivation {
+                layer: i,
+                error: Box::new(e),
+            })?;
             in_range(&format!("layers[{i}].dropout"), l.dropout, 0.0, 0.9)?;
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            return Err(format!("learning_rate must be in (0, 10], got {}", self.learning_rate));
+            return Err(Error::LearningRate(self.learning_rate));
         }
         self.optimizer_spec()?;
         in_range("reg_rate", self.reg_rate, 0.0, 10.0)?;
@@ -318,21 +316,18 @@ impl Config {
     }
 
     /// The optimizer with PyTorch's defaults and this learning rate.
-    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
-        OptimizerSpec::parse(&self.optimizer, self.learning_rate).map_err(|e| format!("optimizer: {e}"))
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec> {
+        OptimizerSpec::parse(&self.optimizer, self.learning_rate).map_err(Error::Optimizer)
     }
 
     /// The weight initializer.
-    pub fn init_kind(&self) -> Result<Init, String> {
+    pub fn init_kind(&self) -> Result<Init> {
         match self.init.to_ascii_lowercase().as_str() {
             "xavier" | "xavier_uniform" | "glorot" => Ok(Init::XavierUniform),
             "he" | "kaiming" | "kaiming_uniform" => Ok(Init::KaimingUniform { fan_out: false }),
             "lecun_normal" | "lecun" => Ok(Init::LecunNormal),
             "pytorch" | "default" => Ok(Init::PytorchDefault),
-            other => Err(format!(
-                "init: unknown initializer '{other}' (expected {})",
-                INITS.join(", ")
-            )),
+            other => Err(Error::UnknownInit { name: other.to_string() }),
         }
     }
 
@@ -347,7 +342,7 @@ impl Config {
 
     /// The network as a gradflow model file: `input = [features]`, then per hidden
     /// layer Linear → activation (→ Dropout), then the output Linear of `outputs` units.
-    pub fn model_spec(&self, outputs: usize) -> Result<ModelSpec, String> {
+    pub fn model_spec(&self, outputs: usize) -> Result<ModelSpec> {
         let init = self.init_kind()?;
         let linear = |out_features| LayerSpec::Linear {
             out_features,
@@ -458,19 +453,19 @@ mod tests {
     fn caps_are_enforced() {
         let mut c = Config::default();
         c.layers = vec![LayerConfig::default(); MAX_LAYERS + 1];
-        assert!(c.validate().unwrap_err().contains("at most 20"));
+        assert!(c.validate().unwrap_err().to_string().contains("at most 20"));
         let mut c = Config::default();
         c.layers[0].neurons = 33;
-        assert!(c.validate().unwrap_err().contains("neurons"));
+        assert!(c.validate().unwrap_err().to_string().contains("neurons"));
         let mut c = Config::default();
         c.points = 5000;
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.features = vec![Feature::X1, Feature::X1];
-        assert!(c.validate().unwrap_err().contains("twice"));
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
         let mut c = Config::default();
         c.layers[0].activation = "swoosh".into();
-        assert!(c.validate().unwrap_err().contains("unknown activation"));
+        assert!(c.validate().unwrap_err().to_string().contains("unknown activation"));
         let mut c = Config::default();
         c.learning_rate = f64::NAN;
         assert!(c.validate().is_err());

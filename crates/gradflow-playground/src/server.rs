@@ -72,10 +72,10 @@ pub struct ApiError {
 
 impl ApiError {
     /// A 400 Bad Request.
-    pub fn bad(message: impl Into<String>) -> ApiError {
+    pub fn bad(message: impl std::fmt::Display) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            message: message.into(),
+            message: message.to_string(),
         }
     }
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
@@ -123,7 +123,7 @@ impl Session {
         }
     }
     /// Build and publish the current frame.
-    fn refresh(&self, engine: &mut Engine) -> Result<(), String> {
+    fn refresh(&self, engine: &mut Engine) -> crate::Result<()> {
         let f = engine.frame(self.playing.load(Ordering::SeqCst))?;
         self.publish(&f);
         Ok(())
