@@ -45,33 +45,98 @@ pub enum Init {
     Constant(f64),
 }
 
+/// One initializer as a name chooses it: in model files (`init = "he"`), on
+/// the command line (`--init he`) and in the playground's menu.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct InitInfo {
+    /// The name written in files and flags.
+    pub name: &'static str,
+    /// Other names accepted for it.
+    #[serde(skip)]
+    pub aliases: &'static [&'static str],
+    /// The initializer.
+    #[serde(skip)]
+    pub init: Init,
+    /// One line on what it draws.
+    pub description: &'static str,
+}
+
+/// Every initializer a name can choose, declared once.
+const DECLARED: &[InitInfo] = &[
+    InitInfo {
+        name: "pytorch",
+        aliases: &["default"],
+        init: Init::PytorchDefault,
+        description: "PyTorch's default for Linear and Conv2d: U(±1/√fan_in), the bias too",
+    },
+    InitInfo {
+        name: "xavier_uniform",
+        aliases: &["xavier", "glorot", "glorot_uniform"],
+        init: Init::XavierUniform,
+        description: "Glorot & Bengio: U(±√(6/(fan_in+fan_out))), for tanh and sigmoid",
+    },
+    InitInfo {
+        name: "xavier_normal",
+        aliases: &["glorot_normal"],
+        init: Init::XavierNormal,
+        description: "Glorot & Bengio: N(0, 2/(fan_in+fan_out))",
+    },
+    InitInfo {
+        name: "he",
+        aliases: &["kaiming", "he_uniform", "kaiming_uniform"],
+        init: Init::KaimingUniform { fan_out: false },
+        description: "He et al.: U(±gain·√(3/fan_in)), for ReLU and its kin",
+    },
+    InitInfo {
+        name: "he_normal",
+        aliases: &["kaiming_normal"],
+        init: Init::KaimingNormal { fan_out: false },
+        description: "He et al.: N(0, gain²/fan_in)",
+    },
+    InitInfo {
+        name: "lecun_normal",
+        aliases: &["lecun"],
+        init: Init::LecunNormal,
+        description: "LeCun: N(0, 1/fan_in), the SELU companion",
+    },
+    InitInfo {
+        name: "zeros",
+        aliases: &[],
+        init: Init::Zeros,
+        description: "All zeros (every unit learns the same thing: for experiments only)",
+    },
+];
+
 impl Init {
-    /// Parse a CLI name: pytorch, xavier_uniform (xavier, glorot), xavier_normal, he (kaiming_uniform), he_normal (kaiming_normal), lecun_normal, zeros.
+    /// Every initializer a name can choose, for lists (the CLI's help, the playground's menu).
+    pub fn registry() -> &'static [InitInfo] {
+        DECLARED
+    }
+
+    /// Parse a name from [`registry`](Self::registry) or one of its aliases (case-insensitive, `-` as `_`).
     pub fn parse(name: &str) -> crate::Result<Init> {
-        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
-            "pytorch" | "default" => Init::PytorchDefault,
-            "xavier" | "xavier_uniform" | "glorot" | "glorot_uniform" => Init::XavierUniform,
-            "xavier_normal" | "glorot_normal" => Init::XavierNormal,
-            "he" | "kaiming" | "he_uniform" | "kaiming_uniform" => Init::KaimingUniform { fan_out: false },
-            "he_normal" | "kaiming_normal" => Init::KaimingNormal { fan_out: false },
-            "lecun" | "lecun_normal" => Init::LecunNormal,
-            "zeros" => Init::Zeros,
-            other => {
-                return Err(crate::Error::UnknownName {
-                    what: "initializer",
-                    name: other.to_string(),
-                    expected: crate::error::one_of(&[
-                        "pytorch",
-                        "xavier_uniform",
-                        "xavier_normal",
-                        "he",
-                        "he_normal",
-                        "lecun_normal",
-                        "zeros",
-                    ]),
-                })
-            }
-        })
+        let name = name.to_ascii_lowercase().replace('-', "_");
+        DECLARED
+            .iter()
+            .find(|d| d.name == name || d.aliases.contains(&name.as_str()))
+            .map(|d| d.init)
+            .ok_or_else(|| crate::Error::UnknownName {
+                what: "initializer",
+                name,
+                expected: crate::error::one_of(&DECLARED.iter().map(|d| d.name).collect::<Vec<_>>()),
+            })
+    }
+
+    /// The name a file or flag uses for this kind of initializer (a constant is written as `zeros`).
+    pub fn name(&self) -> &'static str {
+        let kind = std::mem::discriminant(match self {
+            Init::Constant(_) => &Init::Zeros,
+            other => other,
+        });
+        DECLARED
+            .iter()
+            .find(|d| std::mem::discriminant(&d.init) == kind)
+            .map_or("zeros", |d| d.name)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod init;
+mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod module;

@@ -34,23 +34,80 @@ pub enum Loss {
     },
 }
 
+/// One loss as a name chooses it (`--loss`), with PyTorch's class and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LossInfo {
+    /// The name written in flags.
+    pub name: &'static str,
+    /// Other names accepted for it.
+    #[serde(skip)]
+    pub aliases: &'static [&'static str],
+    /// PyTorch's class name.
+    pub torch_name: &'static str,
+    /// The loss with PyTorch's default arguments.
+    pub loss: Loss,
+    /// One line on what it measures.
+    pub description: &'static str,
+}
+
+/// Every loss, declared once.
+const DECLARED: &[LossInfo] = &[
+    LossInfo {
+        name: "cross_entropy",
+        aliases: &["ce", "crossentropy"],
+        torch_name: "CrossEntropyLoss",
+        loss: Loss::CrossEntropy { label_smoothing: 0.0 },
+        description: "Softmax cross-entropy of logits against class indices",
+    },
+    LossInfo {
+        name: "nll",
+        aliases: &[],
+        torch_name: "NLLLoss",
+        loss: Loss::Nll,
+        description: "Negative log-likelihood of log-probabilities against class indices",
+    },
+    LossInfo {
+        name: "mse",
+        aliases: &[],
+        torch_name: "MSELoss",
+        loss: Loss::Mse,
+        description: "Mean squared error against real targets",
+    },
+    LossInfo {
+        name: "bce",
+        aliases: &["bce_with_logits"],
+        torch_name: "BCEWithLogitsLoss",
+        loss: Loss::BceWithLogits,
+        description: "Binary cross-entropy of logits against probabilities",
+    },
+    LossInfo {
+        name: "huber",
+        aliases: &[],
+        torch_name: "HuberLoss",
+        loss: Loss::Huber { delta: 1.0 },
+        description: "Quadratic below delta, linear above: MSE robust to outliers",
+    },
+];
+
 impl Loss {
-    /// Parse a CLI name: cross_entropy, nll, mse, bce, huber.
+    /// Every loss, for lists (the CLI's help, the playground's menu).
+    pub fn registry() -> &'static [LossInfo] {
+        DECLARED
+    }
+
+    /// Parse a name from [`registry`](Self::registry) or one of its aliases
+    /// (case-insensitive, `-` as `_`), with PyTorch's default arguments.
     pub fn parse(name: &str) -> crate::Result<Loss> {
-        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
-            "cross_entropy" | "ce" | "crossentropy" => Loss::CrossEntropy { label_smoothing: 0.0 },
-            "nll" => Loss::Nll,
-            "mse" => Loss::Mse,
-            "bce" | "bce_with_logits" => Loss::BceWithLogits,
-            "huber" => Loss::Huber { delta: 1.0 },
-            other => {
-                return Err(crate::Error::UnknownName {
-                    what: "loss",
-                    name: other.to_string(),
-                    expected: crate::error::one_of(&["cross_entropy", "nll", "mse", "bce", "huber"]),
-                })
-            }
-        })
+        let name = name.to_ascii_lowercase().replace('-', "_");
+        DECLARED
+            .iter()
+            .find(|d| d.name == name || d.aliases.contains(&name.as_str()))
+            .map(|d| d.loss)
+            .ok_or_else(|| crate::Error::UnknownName {
+                what: "loss",
+                name,
+                expected: crate::error::one_of(&DECLARED.iter().map(|d| d.name).collect::<Vec<_>>()),
+            })
     }
 
     /// True for losses that take class indices.

@@ -626,10 +626,52 @@ pub enum ScheduleSpec {
     },
 }
 
-/// Names accepted by [`ScheduleSpec::parse`], for error messages and help texts.
-pub const SCHEDULE_NAMES: &[&str] = &["constant", "step", "exponential", "cosine", "plateau"];
+/// One schedule as the command line chooses it (`--schedule`), for lists.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScheduleInfo {
+    /// The name [`ScheduleSpec::parse`] takes, also the `kind` of its state.
+    pub name: &'static str,
+    /// PyTorch's class name.
+    pub torch_name: &'static str,
+    /// One line on what it does with the lr, as `parse` sizes it.
+    pub description: &'static str,
+}
+
+/// Every schedule a name can choose, declared once.
+const DECLARED: &[ScheduleInfo] = &[
+    ScheduleInfo {
+        name: "constant",
+        torch_name: "ConstantLR",
+        description: "The base lr throughout",
+    },
+    ScheduleInfo {
+        name: "step",
+        torch_name: "StepLR",
+        description: "Divide by 10 at each third of the run",
+    },
+    ScheduleInfo {
+        name: "exponential",
+        torch_name: "ExponentialLR",
+        description: "Multiply by 0.95 every epoch",
+    },
+    ScheduleInfo {
+        name: "cosine",
+        torch_name: "CosineAnnealingLR",
+        description: "Half a cosine down to 0 over the run",
+    },
+    ScheduleInfo {
+        name: "plateau",
+        torch_name: "ReduceLROnPlateau",
+        description: "Divide by 10 when the validation loss stalls for 10 epochs",
+    },
+];
 
 impl ScheduleSpec {
+    /// Every schedule a name can choose, for lists (the CLI's help, the playground's menu).
+    pub fn registry() -> &'static [ScheduleInfo] {
+        DECLARED
+    }
+
     /// The spec for a command-line name (case-insensitive), sized for a run of
     /// `epochs` epochs: `step` divides by 10 at each third of the run
     /// (step_size = max(epochs/3, 1)), `exponential` uses gamma 0.95, `cosine`
@@ -656,7 +698,7 @@ impl ScheduleSpec {
             _ => Err(crate::Error::UnknownChoice {
                 what: "schedule",
                 name: name.to_string(),
-                expected: SCHEDULE_NAMES.join(", "),
+                expected: DECLARED.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
             }),
         }
     }
@@ -794,6 +836,15 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn registry_matches_the_names_parse_takes() {
+        let names: Vec<&str> = ScheduleSpec::registry().iter().map(|s| s.name).collect();
+        assert_eq!(names, ["constant", "step", "exponential", "cosine", "plateau"]);
+        for name in names {
+            assert_eq!(ScheduleSpec::parse(name, 9).unwrap().build(0.1).name(), name);
         }
     }
 
@@ -1014,7 +1065,7 @@ mod tests {
         assert!(plateau(1.0).validate().is_err());
         assert!(plateau(0.5).validate().is_ok());
         assert!(ScheduleSpec::Constant.with_warmup(3, 0.0).validate().is_err());
-        for name in SCHEDULE_NAMES {
+        for name in ScheduleSpec::registry().iter().map(|s| s.name) {
             assert!(ScheduleSpec::parse(name, 10).unwrap().validate().is_ok());
         }
     }

@@ -724,16 +724,7 @@ fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<I
         let _ = writeln!(s, "l2 = {v:?}");
     }
     if let Some(i) = init {
-        let name = match i {
-            Init::PytorchDefault => "pytorch",
-            Init::XavierUniform => "xavier_uniform",
-            Init::XavierNormal => "xavier_normal",
-            Init::KaimingUniform { .. } => "he",
-            Init::KaimingNormal { .. } => "he_normal",
-            Init::LecunNormal => "lecun_normal",
-            Init::Zeros | Init::Constant(_) => "zeros",
-        };
-        let _ = writeln!(s, "init = \"{name}\"");
+        let _ = writeln!(s, "init = \"{}\"", i.name());
     }
 }
 

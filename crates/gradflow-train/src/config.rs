@@ -19,7 +19,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Learning rate.
     pub lr: f64,
-    /// sgd, adam, adamw, rmsprop or adagrad.
+    /// An optimizer's short name (`OptimizerSpec::registry` lists them).
     pub optimizer: String,
     /// Momentum for SGD and RMSprop.
     pub momentum: f64,
@@ -37,7 +37,7 @@ pub struct TrainConfig {
     pub activation: Option<String>,
     /// Initializer for Linear and Conv2d weights.
     pub init: Option<String>,
-    /// Learning-rate schedule: constant, step, exponential, cosine, plateau.
+    /// A learning-rate schedule's name (`ScheduleSpec::registry` lists them).
     pub schedule: String,
     /// Epochs of linear warm-up before the schedule.
     pub warmup_epochs: usize,
@@ -176,87 +176,29 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The optimizer these settings describe.
-    pub fn optimizer_spec(&self) -> std::result::Result<OptimizerSpec, String> {
-        let spec = OptimizerSpec::parse(&self.optimizer, self.lr).map_err(|e| e.to_string())?;
-        let spec = match spec {
-            OptimizerSpec::Sgd { lr, dampening, .. } => OptimizerSpec::Sgd {
-                lr,
-                momentum: self.momentum,
-                dampening,
-                nesterov: self.nesterov,
-                weight_decay: self.weight_decay,
-            },
-            OptimizerSpec::Adam {
-                lr,
-                betas,
-                eps,
-                amsgrad,
-                ..
-            } => OptimizerSpec::Adam {
-                lr,
-                betas,
-                eps,
-                weight_decay: self.weight_decay,
-                amsgrad,
-            },
-            OptimizerSpec::AdamW {
-                lr,
-                betas,
-                eps,
-                amsgrad,
-                weight_decay,
-            } => OptimizerSpec::AdamW {
-                lr,
-                betas,
-                eps,
-                amsgrad,
-                weight_decay: if self.weight_decay > 0.0 {
-                    self.weight_decay
-                } else {
-                    weight_decay
-                },
-            },
-            OptimizerSpec::RmsProp {
-                lr,
-                alpha,
-                eps,
-                centered,
-                ..
-            } => OptimizerSpec::RmsProp {
-                lr,
-                alpha,
-                eps,
-                weight_decay: self.weight_decay,
-                momentum: if self.optimizer_was_explicit_momentum() {
-                    self.momentum
-                } else {
-                    0.0
-                },
-                centered,
-            },
-            OptimizerSpec::Adagrad {
-                lr,
-                lr_decay,
-                initial_accumulator_value,
-                eps,
-                ..
-            } => OptimizerSpec::Adagrad {
-                lr,
-                lr_decay,
-                weight_decay: self.weight_decay,
-                initial_accumulator_value,
-                eps,
-            },
+    /// The optimizer these settings describe: the chosen optimizer's PyTorch
+    /// defaults, with each shared flag set where that optimizer has it.
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
+        let with_flags = || -> gradflow_nn::Result<OptimizerSpec> {
+            let mut spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
+            // An unset weight decay keeps the optimizer's own default (AdamW's 0.01).
+            if self.weight_decay > 0.0 {
+                spec.set("weight_decay", self.weight_decay)?;
+            }
+            if self.nesterov {
+                spec.set("nesterov", true)?;
+            }
+            // The default --momentum 0.9 is meant for SGD; the others keep PyTorch's 0
+            // unless the flag is given.
+            if spec.name() == "sgd" || self.momentum != TrainConfig::default().momentum {
+                spec.set("momentum", self.momentum)?;
+            }
+            Ok(spec)
         };
+        let spec = with_flags().map_err(|e| e.to_string())?;
         spec.validate()
             .map_err(|e| format!("--optimizer {}: {e}", self.optimizer))?;
         Ok(spec)
-    }
-
-    fn optimizer_was_explicit_momentum(&self) -> bool {
-        // RMSprop's PyTorch default momentum is 0; the CLI default 0.9 is meant for SGD.
-        self.momentum != TrainConfig::default().momentum
     }
 
     /// The learning-rate schedule these settings describe (with warm-up if asked).

@@ -19,7 +19,7 @@
 
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use gradflow::{seeded_rng, Conv2dParams, DType, Tensor};
-use gradflow_nn::optim::{Adam, Optimizer, Param};
+use gradflow_nn::optim::{Adam, AdamConfig, Optimizer, Param};
 use gradflow_nn::{BuildOptions, Ctx, Init, Loss, ModelSpec, Module, Target};
 use std::time::{Duration, Instant};
 
@@ -171,7 +171,7 @@ fn bench_train_step(c: &mut Criterion) {
     let (l1, l2) = (784u64 * 800, 800u64 * 10);
     g.throughput(Throughput::Elements(2 * batch * (2 * l1 + 3 * l2)));
     let (model, params) = mlp_800();
-    let mut opt = Adam::new(1e-3, (0.9, 0.999), 1e-8, 0.0, false);
+    let mut opt = Adam::new(AdamConfig::default());
     let x = rand(&[128, 1, 28, 28], 8);
     let y: Vec<usize> = (0..128).map(|i| (i * 7) % 10).collect();
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
@@ -230,7 +230,7 @@ fn step_profile(widths: &[usize], batch: usize) {
     } else {
         mlp(widths)
     };
-    let mut opt = Adam::new(1e-3, (0.9, 0.999), 1e-8, 0.0, false);
+    let mut opt = Adam::new(AdamConfig::default());
     let x = rand(&[batch, 1, 28, 28], 8);
     let y: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 };

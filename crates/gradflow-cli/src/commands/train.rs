@@ -2,6 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::schedule::ScheduleSpec;
+use gradflow_nn::{Activation, Init};
 use gradflow_train::diagnostics::Warning;
 use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,8 +45,7 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long)]
     lr: Option<f64>,
-    /// sgd, adam, adamw, rmsprop or adagrad.
-    #[arg(long)]
+    #[arg(long, help = choices("Optimizer", OptimizerSpec::registry().iter().map(|o| o.name)))]
     optimizer: Option<String>,
     /// Momentum (SGD, RMSprop).
     #[arg(long)]
@@ -63,14 +65,11 @@ pub struct TrainArgs {
     /// Dropout probability for every Dropout layer (adds them after activations if the model has none).
     #[arg(long)]
     dropout: Option<f64>,
-    /// Replace every activation (relu, leaky_relu, elu, selu, gelu, silu, sigmoid, tanh, softplus, softsign, hardtanh).
-    #[arg(long)]
+    #[arg(long, help = choices("Replace every activation", Activation::ALL.iter().map(|a| a.cli_name())))]
     activation: Option<String>,
-    /// Weight initializer (pytorch, xavier, xavier_normal, he, he_normal, lecun_normal).
-    #[arg(long)]
+    #[arg(long, help = choices("Weight initializer", Init::registry().iter().map(|i| i.name)))]
     init: Option<String>,
-    /// Learning-rate schedule: constant, step, exponential, cosine, plateau.
-    #[arg(long)]
+    #[arg(long, help = choices("Learning-rate schedule", ScheduleSpec::registry().iter().map(|s| s.name)))]
     schedule: Option<String>,
     /// Epochs of linear learning-rate warm-up.
     #[arg(long)]
@@ -120,6 +119,11 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+}
+
+/// A flag's help line listing the names its declarations carry.
+fn choices<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
+    format!("{what}: {}.", names.collect::<Vec<_>>().join(", "))
 }
 
 impl TrainArgs {

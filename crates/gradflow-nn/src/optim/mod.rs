@@ -16,16 +16,6 @@
 //! RMSprop, Adagrad), exactly as torch does: a parameter that received no
 //! gradient on some step does not advance its bias correction.
 
-mod adagrad;
-mod adam;
-mod rmsprop;
-mod sgd;
-
-pub use adagrad::Adagrad;
-pub use adam::Adam;
-pub use rmsprop::RmsProp;
-pub use sgd::Sgd;
-
 use gradflow::{CpuStorage, DType, Element, Error, GradStore, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -131,329 +121,191 @@ impl OptimizerState {
     }
 }
 
-// ------------------------------------------------------------------ spec
+// ------------------------------------------------------------------ registry
 
-fn lr_1e3() -> f64 {
-    1e-3
-}
-fn lr_1e2() -> f64 {
-    1e-2
-}
-fn betas_default() -> (f64, f64) {
-    (0.9, 0.999)
-}
-fn eps_1e8() -> f64 {
-    1e-8
-}
-fn eps_1e10() -> f64 {
-    1e-10
-}
-fn wd_adamw() -> f64 {
-    1e-2
-}
-fn alpha_default() -> f64 {
-    0.99
-}
-
-/// Which optimizer to build, with its hyperparameters: what a config file or
-/// the command line chooses. Serialized with a `kind` tag (`sgd`, `adam`,
-/// `adamw`, `rmsprop`, `adagrad`); omitted fields take PyTorch's defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum OptimizerSpec {
-    /// Stochastic gradient descent, optionally with (Nesterov) momentum.
-    Sgd {
-        /// Learning rate (torch default 1e-3).
-        #[serde(default = "lr_1e3")]
-        lr: f64,
-        /// Momentum factor; 0 disables the momentum buffer.
-        #[serde(default)]
-        momentum: f64,
-        /// Dampening of the gradient added to the momentum buffer.
-        #[serde(default)]
-        dampening: f64,
-        /// Use Nesterov momentum (needs momentum > 0 and dampening = 0).
-        #[serde(default)]
-        nesterov: bool,
-        /// L2 penalty added to the gradient (coupled weight decay).
-        #[serde(default)]
-        weight_decay: f64,
-    },
-    /// Adam with L2 weight decay added to the gradient.
-    Adam {
-        /// Learning rate (torch default 1e-3).
-        #[serde(default = "lr_1e3")]
-        lr: f64,
-        /// Decay rates of the first and second moment estimates.
-        #[serde(default = "betas_default")]
-        betas: (f64, f64),
-        /// Added to the denominator for numerical stability.
-        #[serde(default = "eps_1e8")]
-        eps: f64,
-        /// L2 penalty added to the gradient (coupled).
-        #[serde(default)]
-        weight_decay: f64,
-        /// Use the running maximum of the second moment (AMSGrad).
-        #[serde(default)]
-        amsgrad: bool,
-    },
-    /// Adam with decoupled weight decay (Loshchilov & Hutter).
-    AdamW {
-        /// Learning rate (torch default 1e-3).
-        #[serde(default = "lr_1e3")]
-        lr: f64,
-        /// Decay rates of the first and second moment estimates.
-        #[serde(default = "betas_default")]
-        betas: (f64, f64),
-        /// Added to the denominator for numerical stability.
-        #[serde(default = "eps_1e8")]
-        eps: f64,
-        /// Decoupled decay: each step multiplies weights by `1 − lr·weight_decay` (default 0.01).
-        #[serde(default = "wd_adamw")]
-        weight_decay: f64,
-        /// Use the running maximum of the second moment (AMSGrad).
-        #[serde(default)]
-        amsgrad: bool,
-    },
-    /// RMSprop (Hinton), optionally centered and with momentum.
-    RmsProp {
-        /// Learning rate (torch default 1e-2).
-        #[serde(default = "lr_1e2")]
-        lr: f64,
-        /// Smoothing constant of the squared-gradient average.
-        #[serde(default = "alpha_default")]
-        alpha: f64,
-        /// Added to the denominator for numerical stability.
-        #[serde(default = "eps_1e8")]
-        eps: f64,
-        /// L2 penalty added to the gradient.
-        #[serde(default)]
-        weight_decay: f64,
-        /// Momentum factor; 0 disables the momentum buffer.
-        #[serde(default)]
-        momentum: f64,
-        /// Normalize by the estimated variance instead of the raw second moment.
-        #[serde(default)]
-        centered: bool,
-    },
-    /// Adagrad: per-coordinate steps shrinking with the accumulated squared gradient.
-    Adagrad {
-        /// Learning rate (torch default 1e-2).
-        #[serde(default = "lr_1e2")]
-        lr: f64,
-        /// The lr is divided by `1 + (step − 1)·lr_decay`.
-        #[serde(default)]
-        lr_decay: f64,
-        /// L2 penalty added to the gradient.
-        #[serde(default)]
-        weight_decay: f64,
-        /// Starting value of the squared-gradient sum.
-        #[serde(default)]
-        initial_accumulator_value: f64,
-        /// Added to the denominator for numerical stability (torch default 1e-10).
-        #[serde(default = "eps_1e10")]
-        eps: f64,
-    },
+/// What every optimizer declares in its own file: its hyperparameters (the
+/// fields of a serde struct whose `Default` is PyTorch's), its names, how to
+/// check them and how to build the optimizer. [`OptimizerSpec`], the command
+/// line's and the playground's lists and the checkpoint's state all derive
+/// from these declarations.
+pub trait OptimizerConfig: Default + Serialize + Into<OptimizerSpec> {
+    /// The short name (`adam`): the `kind` of configs and saved states.
+    const NAME: &'static str;
+    /// PyTorch's class name (`Adam`).
+    const TORCH_NAME: &'static str;
+    /// One line on what it does.
+    const DESCRIPTION: &'static str;
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// The learning rate, to change.
+    fn lr_mut(&mut self) -> &mut f64;
+    /// Reject hyperparameters PyTorch's constructor rejects.
+    fn validate(&self) -> crate::Result<()>;
+    /// The optimizer, at step 0.
+    fn build(&self) -> Box<dyn Optimizer>;
 }
 
-/// Names accepted by [`OptimizerSpec::parse`], for error messages and help texts.
-pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "adamw", "rmsprop", "adagrad"];
+/// One optimizer's declaration as the playground and the CLI list it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptimizerInfo {
+    /// The short name (`adam`).
+    pub name: &'static str,
+    /// PyTorch's class name (`Adam`).
+    pub torch_name: &'static str,
+    /// One line on what it does.
+    pub description: &'static str,
+    /// Every hyperparameter with PyTorch's default.
+    pub defaults: serde_json::Value,
+}
+
+/// `Err(Error::Hyperparameter)` unless `v` is finite and not negative.
+pub(crate) fn non_negative(what: &str, v: f64) -> crate::Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(crate::Error::Hyperparameter(format!(
+            "invalid {what}: {v} (must be finite and >= 0)"
+        )))
+    }
+}
+
+/// Registers each optimizer: `Variant(module::Config)` adds it to
+/// [`OptimizerSpec`] and to every list.
+macro_rules! optimizers {
+    ($($variant:ident($module:ident::$config:ident)),+ $(,)?) => {
+        $(mod $module; pub use $module::*;)+
+
+        /// Which optimizer to build, with its hyperparameters: what a config file or
+        /// the command line chooses. Serialized with a `kind` tag (the optimizer's
+        /// [`OptimizerConfig::NAME`]); omitted fields take PyTorch's defaults.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        pub enum OptimizerSpec {
+            $(#[doc = concat!("[`", stringify!($config), "`].")] $variant($config),)+
+        }
+
+        $(impl From<$config> for OptimizerSpec {
+            fn from(c: $config) -> OptimizerSpec {
+                OptimizerSpec::$variant(c)
+            }
+        })+
+
+        /// Names accepted by [`OptimizerSpec::parse`], for error messages and help texts.
+        pub const OPTIMIZER_NAMES: &[&str] = &[$(<$config as OptimizerConfig>::NAME),+];
+
+        impl OptimizerSpec {
+            /// Every optimizer's declaration, for lists (the CLI's help, the playground's menu).
+            pub fn registry() -> Vec<OptimizerInfo> {
+                vec![$(OptimizerInfo {
+                    name: <$config as OptimizerConfig>::NAME,
+                    torch_name: <$config as OptimizerConfig>::TORCH_NAME,
+                    description: <$config as OptimizerConfig>::DESCRIPTION,
+                    defaults: serde_json::to_value($config::default()).expect("configs serialize"),
+                }),+]
+            }
+
+            /// The spec for a command-line name (case-insensitive) with PyTorch's defaults and this lr.
+            pub fn parse(name: &str, lr: f64) -> crate::Result<OptimizerSpec> {
+                let lower = name.trim().to_ascii_lowercase();
+                $(if lower == <$config as OptimizerConfig>::NAME {
+                    let mut c = $config::default();
+                    *c.lr_mut() = lr;
+                    return Ok(c.into());
+                })+
+                Err(crate::Error::UnknownChoice {
+                    what: "optimizer",
+                    name: name.to_string(),
+                    expected: OPTIMIZER_NAMES.join(", "),
+                })
+            }
+
+            /// The short name, as accepted by [`parse`](Self::parse) and reported by [`Optimizer::name`].
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(OptimizerSpec::$variant(_) => <$config as OptimizerConfig>::NAME,)+
+                }
+            }
+
+            /// The initial learning rate (the base lr a schedule starts from).
+            pub fn lr(&self) -> f64 {
+                match self {
+                    $(OptimizerSpec::$variant(c) => c.lr(),)+
+                }
+            }
+
+            /// The same spec with another learning rate (a command-line `--lr` over a config file).
+            pub fn with_lr(mut self, new_lr: f64) -> OptimizerSpec {
+                match &mut self {
+                    $(OptimizerSpec::$variant(c) => *c.lr_mut() = new_lr,)+
+                }
+                self
+            }
+
+            /// Reject hyperparameters torch's constructors reject (negative or NaN lr,
+            /// betas outside [0, 1), Nesterov without momentum or with dampening, …),
+            /// so that a bad config fails before training starts.
+            pub fn validate(&self) -> crate::Result<()> {
+                non_negative("learning rate", self.lr())?;
+                match self {
+                    $(OptimizerSpec::$variant(c) => c.validate(),)+
+                }
+            }
+
+            fn build_unchecked(&self) -> Box<dyn Optimizer> {
+                match self {
+                    $(OptimizerSpec::$variant(c) => c.build(),)+
+                }
+            }
+        }
+    };
+}
+
+optimizers! {
+    Sgd(sgd::SgdConfig),
+    Adam(adam::AdamConfig),
+    AdamW(adamw::AdamWConfig),
+    RmsProp(rmsprop::RmsPropConfig),
+    Adagrad(adagrad::AdagradConfig),
+}
 
 impl OptimizerSpec {
     /// Plain SGD with torch's defaults (no momentum, no decay).
     pub fn sgd(lr: f64) -> OptimizerSpec {
-        OptimizerSpec::Sgd {
+        SgdConfig {
             lr,
-            momentum: 0.0,
-            dampening: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
+            ..Default::default()
         }
+        .into()
     }
     /// Adam with torch's defaults: betas (0.9, 0.999), eps 1e-8, no decay.
     pub fn adam(lr: f64) -> OptimizerSpec {
-        OptimizerSpec::Adam {
+        AdamConfig {
             lr,
-            betas: betas_default(),
-            eps: eps_1e8(),
-            weight_decay: 0.0,
-            amsgrad: false,
+            ..Default::default()
         }
+        .into()
     }
     /// AdamW with torch's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
     pub fn adamw(lr: f64) -> OptimizerSpec {
-        OptimizerSpec::AdamW {
+        AdamWConfig {
             lr,
-            betas: betas_default(),
-            eps: eps_1e8(),
-            weight_decay: wd_adamw(),
-            amsgrad: false,
+            ..Default::default()
         }
-    }
-    /// RMSprop with torch's defaults: alpha 0.99, eps 1e-8, no momentum, not centered.
-    pub fn rmsprop(lr: f64) -> OptimizerSpec {
-        OptimizerSpec::RmsProp {
-            lr,
-            alpha: alpha_default(),
-            eps: eps_1e8(),
-            weight_decay: 0.0,
-            momentum: 0.0,
-            centered: false,
-        }
-    }
-    /// Adagrad with torch's defaults: no lr decay, accumulator starting at 0, eps 1e-10.
-    pub fn adagrad(lr: f64) -> OptimizerSpec {
-        OptimizerSpec::Adagrad {
-            lr,
-            lr_decay: 0.0,
-            weight_decay: 0.0,
-            initial_accumulator_value: 0.0,
-            eps: eps_1e10(),
-        }
+        .into()
     }
 
-    /// The spec for a command-line name (case-insensitive) with torch's defaults and this lr.
-    pub fn parse(name: &str, lr: f64) -> crate::Result<OptimizerSpec> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "sgd" => Ok(OptimizerSpec::sgd(lr)),
-            "adam" => Ok(OptimizerSpec::adam(lr)),
-            "adamw" => Ok(OptimizerSpec::adamw(lr)),
-            "rmsprop" => Ok(OptimizerSpec::rmsprop(lr)),
-            "adagrad" => Ok(OptimizerSpec::adagrad(lr)),
-            _ => Err(crate::Error::UnknownChoice {
-                what: "optimizer",
-                name: name.to_string(),
-                expected: OPTIMIZER_NAMES.join(", "),
-            }),
-        }
-    }
-
-    /// The short name, as accepted by [`parse`](Self::parse) and reported by [`Optimizer::name`].
-    pub fn name(&self) -> &'static str {
-        match self {
-            OptimizerSpec::Sgd { .. } => "sgd",
-            OptimizerSpec::Adam { .. } => "adam",
-            OptimizerSpec::AdamW { .. } => "adamw",
-            OptimizerSpec::RmsProp { .. } => "rmsprop",
-            OptimizerSpec::Adagrad { .. } => "adagrad",
-        }
-    }
-
-    /// The initial learning rate (the base lr a schedule starts from).
-    pub fn lr(&self) -> f64 {
-        match *self {
-            OptimizerSpec::Sgd { lr, .. }
-            | OptimizerSpec::Adam { lr, .. }
-            | OptimizerSpec::AdamW { lr, .. }
-            | OptimizerSpec::RmsProp { lr, .. }
-            | OptimizerSpec::Adagrad { lr, .. } => lr,
-        }
-    }
-
-    /// The same spec with another learning rate (a command-line `--lr` over a config file).
-    pub fn with_lr(mut self, new_lr: f64) -> OptimizerSpec {
-        match &mut self {
-            OptimizerSpec::Sgd { lr, .. }
-            | OptimizerSpec::Adam { lr, .. }
-            | OptimizerSpec::AdamW { lr, .. }
-            | OptimizerSpec::RmsProp { lr, .. }
-            | OptimizerSpec::Adagrad { lr, .. } => *lr = new_lr,
-        }
-        self
-    }
-
-    /// Reject hyperparameters torch's constructors reject (negative or NaN lr,
-    /// betas outside [0, 1), Nesterov without momentum or with dampening, …),
-    /// so that a bad config fails before training starts.
-    pub fn validate(&self) -> crate::Result<()> {
-        fn non_negative(what: &str, v: f64) -> crate::Result<()> {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(crate::Error::Hyperparameter(format!(
-                    "invalid {what}: {v} (must be finite and >= 0)"
-                )))
-            }
-        }
-        fn finite(what: &str, v: f64) -> crate::Result<()> {
-            if v.is_finite() {
-                Ok(())
-            } else {
-                Err(crate::Error::Hyperparameter(format!(
-                    "invalid {what}: {v} (must be finite)"
-                )))
-            }
-        }
-        fn beta(i: usize, v: f64) -> crate::Result<()> {
-            if (0.0..1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(crate::Error::Hyperparameter(format!(
-                    "invalid beta parameter at index {i}: {v} (must be in [0, 1))"
-                )))
-            }
-        }
-        non_negative("learning rate", self.lr())?;
-        match *self {
-            OptimizerSpec::Sgd {
-                momentum,
-                dampening,
-                nesterov,
-                weight_decay,
-                ..
-            } => {
-                non_negative("momentum value", momentum)?;
-                finite("dampening", dampening)?;
-                non_negative("weight_decay value", weight_decay)?;
-                if nesterov && (momentum <= 0.0 || dampening != 0.0) {
-                    return Err(crate::Error::Hyperparameter(
-                        "Nesterov momentum requires a momentum and zero dampening".into(),
-                    ));
-                }
-            }
-            OptimizerSpec::Adam {
-                betas,
-                eps,
-                weight_decay,
-                ..
-            }
-            | OptimizerSpec::AdamW {
-                betas,
-                eps,
-                weight_decay,
-                ..
-            } => {
-                non_negative("epsilon value", eps)?;
-                beta(0, betas.0)?;
-                beta(1, betas.1)?;
-                non_negative("weight_decay value", weight_decay)?;
-            }
-            OptimizerSpec::RmsProp {
-                alpha,
-                eps,
-                weight_decay,
-                momentum,
-                ..
-            } => {
-                non_negative("epsilon value", eps)?;
-                non_negative("momentum value", momentum)?;
-                non_negative("weight_decay value", weight_decay)?;
-                non_negative("alpha value", alpha)?;
-            }
-            OptimizerSpec::Adagrad {
-                lr_decay,
-                weight_decay,
-                initial_accumulator_value,
-                eps,
-                ..
-            } => {
-                non_negative("lr_decay value", lr_decay)?;
-                non_negative("weight_decay value", weight_decay)?;
-                non_negative("initial_accumulator_value", initial_accumulator_value)?;
-                non_negative("epsilon value", eps)?;
-            }
-        }
-        Ok(())
+    /// Set one hyperparameter by name, if this optimizer has it; returns whether
+    /// it does. This is how a command line's shared flags (`--momentum`,
+    /// `--weight-decay`) reach whichever optimizer was chosen.
+    pub fn set(&mut self, key: &str, value: impl Serialize) -> crate::Result<bool> {
+        let bad = |e: serde_json::Error| crate::Error::Hyperparameter(format!("{key}: {e}"));
+        let mut fields = serde_json::to_value(&*self).map_err(bad)?;
+        let Some(slot) = fields.get_mut(key) else {
+            return Ok(false);
+        };
+        *slot = serde_json::to_value(value).map_err(bad)?;
+        *self = serde_json::from_value(fields).map_err(bad)?;
+        Ok(true)
     }
 }
 
@@ -461,44 +313,7 @@ impl OptimizerSpec {
 /// [`OptimizerSpec::validate`] first (or use [`try_build`]) to reject bad
 /// hyperparameters with a message instead of training with them.
 pub fn build(spec: &OptimizerSpec) -> Box<dyn Optimizer> {
-    match *spec {
-        OptimizerSpec::Sgd {
-            lr,
-            momentum,
-            dampening,
-            nesterov,
-            weight_decay,
-        } => Box::new(Sgd::new(lr, momentum, dampening, nesterov, weight_decay)),
-        OptimizerSpec::Adam {
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-        } => Box::new(Adam::new(lr, betas, eps, weight_decay, amsgrad)),
-        OptimizerSpec::AdamW {
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-        } => Box::new(Adam::adamw(lr, betas, eps, weight_decay, amsgrad)),
-        OptimizerSpec::RmsProp {
-            lr,
-            alpha,
-            eps,
-            weight_decay,
-            momentum,
-            centered,
-        } => Box::new(RmsProp::new(lr, alpha, eps, weight_decay, momentum, centered)),
-        OptimizerSpec::Adagrad {
-            lr,
-            lr_decay,
-            weight_decay,
-            initial_accumulator_value,
-            eps,
-        } => Box::new(Adagrad::new(lr, lr_decay, weight_decay, initial_accumulator_value, eps)),
-    }
+    spec.build_unchecked()
 }
 
 /// [`OptimizerSpec::validate`] then [`build`]: the one call a CLI needs.
@@ -995,34 +810,27 @@ mod tests {
 
     #[test]
     fn defaults_are_torchs() {
-        match OptimizerSpec::adamw(1e-3) {
-            OptimizerSpec::AdamW {
-                betas,
-                eps,
-                weight_decay,
-                ..
-            } => {
-                assert_eq!((betas, eps, weight_decay), ((0.9, 0.999), 1e-8, 0.01));
-            }
-            _ => unreachable!(),
-        }
-        match OptimizerSpec::adagrad(1e-2) {
-            OptimizerSpec::Adagrad { eps, .. } => assert_eq!(eps, 1e-10),
-            _ => unreachable!(),
-        }
+        let OptimizerSpec::AdamW(c) = OptimizerSpec::adamw(1e-3) else {
+            unreachable!()
+        };
+        assert_eq!((c.betas, c.eps, c.weight_decay), ((0.9, 0.999), 1e-8, 0.01));
+        let OptimizerSpec::Adagrad(c) = OptimizerSpec::parse("adagrad", 1e-2).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(c.eps, 1e-10);
         // Omitted fields in a config take the same defaults.
         let s: OptimizerSpec = serde_json::from_str(r#"{"kind":"adamw","lr":0.003}"#).unwrap();
         assert_eq!(s, OptimizerSpec::adamw(0.003));
         let s: OptimizerSpec = toml::from_str("kind = \"rmsprop\"").unwrap();
-        assert_eq!(s, OptimizerSpec::rmsprop(1e-2));
+        assert_eq!(s, OptimizerSpec::parse("rmsprop", 1e-2).unwrap());
         assert!(serde_json::from_str::<OptimizerSpec>(r#"{"kind":"sgd","lr":0.1,"momentun":0.9}"#).is_err());
-        let spec = OptimizerSpec::Sgd {
+        let spec = OptimizerSpec::Sgd(SgdConfig {
             lr: 0.1,
             momentum: 0.9,
             dampening: 0.0,
             nesterov: true,
             weight_decay: 5e-4,
-        };
+        });
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<OptimizerSpec>(&json).unwrap(), spec);
         assert_eq!(spec.clone().with_lr(0.2).lr(), 0.2);
@@ -1033,34 +841,65 @@ mod tests {
         assert!(OptimizerSpec::sgd(-0.1).validate().is_err());
         assert!(OptimizerSpec::adam(f64::NAN).validate().is_err());
         assert!(OptimizerSpec::adam(0.0).validate().is_ok());
-        let bad_beta = OptimizerSpec::Adam {
-            lr: 1e-3,
+        let bad_beta = OptimizerSpec::Adam(AdamConfig {
             betas: (0.9, 1.0),
-            eps: 1e-8,
-            weight_decay: 0.0,
-            amsgrad: false,
-        };
+            ..Default::default()
+        });
         assert!(bad_beta.validate().unwrap_err().to_string().contains("index 1"));
-        let nesterov = |momentum, dampening| OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum,
-            dampening,
-            nesterov: true,
-            weight_decay: 0.0,
+        let nesterov = |momentum, dampening| {
+            OptimizerSpec::Sgd(SgdConfig {
+                lr: 0.1,
+                momentum,
+                dampening,
+                nesterov: true,
+                weight_decay: 0.0,
+            })
         };
         assert!(nesterov(0.0, 0.0).validate().is_err());
         assert!(nesterov(0.9, 0.1).validate().is_err());
         assert!(nesterov(0.9, 0.0).validate().is_ok());
-        let neg_wd = OptimizerSpec::Adagrad {
+        let neg_wd = OptimizerSpec::Adagrad(AdagradConfig {
             lr: 0.1,
-            lr_decay: 0.0,
             weight_decay: -1.0,
-            initial_accumulator_value: 0.0,
-            eps: 1e-10,
-        };
+            ..Default::default()
+        });
         assert!(neg_wd.validate().is_err());
         assert!(try_build(&OptimizerSpec::sgd(-1.0)).is_err());
-        assert_eq!(try_build(&OptimizerSpec::rmsprop(0.1)).unwrap().name(), "rmsprop");
+        assert_eq!(
+            try_build(&OptimizerSpec::parse("rmsprop", 0.1).unwrap())
+                .unwrap()
+                .name(),
+            "rmsprop"
+        );
+    }
+
+    #[test]
+    fn set_reaches_only_the_optimizers_that_have_the_hyperparameter() {
+        let mut sgd = OptimizerSpec::sgd(0.1);
+        assert!(sgd.set("momentum", 0.9).unwrap());
+        assert!(sgd.set("nesterov", true).unwrap());
+        assert_eq!(
+            sgd,
+            OptimizerSpec::Sgd(SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+                ..Default::default()
+            })
+        );
+        let mut adam = OptimizerSpec::adam(0.1);
+        assert!(!adam.set("momentum", 0.9).unwrap());
+        assert_eq!(adam, OptimizerSpec::adam(0.1));
+        assert!(adam.set("weight_decay", "x").is_err());
+    }
+
+    #[test]
+    fn registry_lists_every_optimizer_with_its_defaults() {
+        let reg = OptimizerSpec::registry();
+        assert_eq!(reg.iter().map(|i| i.name).collect::<Vec<_>>(), OPTIMIZER_NAMES);
+        let adamw = reg.iter().find(|i| i.name == "adamw").unwrap();
+        assert_eq!(adamw.torch_name, "AdamW");
+        assert_eq!(adamw.defaults["weight_decay"], serde_json::json!(0.01));
     }
 
     #[test]
@@ -1126,7 +965,13 @@ mod tests {
 
     #[test]
     fn step_checks_everything_before_touching_parameters() {
-        let mut opt = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false);
+        let mut opt = Adam::new(AdamConfig {
+            lr: 0.1,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+        });
         let a = param::<f32>("a", &[1.0, 2.0]);
         let b = param::<f32>("b", &[1.0]);
         let mut gs = grads_for(&a, &[1.0f32, 1.0]);
@@ -1141,7 +986,13 @@ mod tests {
 
     #[test]
     fn state_of_another_model_is_rejected_by_name() {
-        let mut opt = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false);
+        let mut opt = Adam::new(AdamConfig {
+            lr: 0.1,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+        });
         let a = param::<f32>("0.weight", &[1.0, 2.0]);
         opt.step(std::slice::from_ref(&a), &grads_for(&a, &[1.0f32, 1.0]))
             .unwrap();
@@ -1149,14 +1000,26 @@ mod tests {
         let other = param::<f32>("0.weight", &[1.0, 2.0, 3.0]);
         let e = st.validate_against(std::slice::from_ref(&other)).unwrap_err();
         assert!(e.to_string().contains("exp_avg"), "{e}");
-        let mut fresh = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0, false);
+        let mut fresh = Adam::new(AdamConfig {
+            lr: 0.1,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+        });
         fresh.load_state(&st).unwrap();
         let e = fresh
             .step(std::slice::from_ref(&other), &grads_for(&other, &[1.0f32, 1.0, 1.0]))
             .unwrap_err();
         assert!(e.to_string().contains("/0.weight"), "{e}");
         // Wrong kind, inconsistent shapes, unknown and missing buffers.
-        let mut sgd = Sgd::new(0.1, 0.9, 0.0, false, 0.0);
+        let mut sgd = Sgd::new(SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        });
         assert!(sgd.load_state(&st).unwrap_err().to_string().contains("adam"));
         let mut bad = st.clone();
         bad.buffers
@@ -1186,13 +1049,25 @@ mod tests {
 
     #[test]
     fn state_loaded_in_f64_continues_an_f32_model() {
-        let mut opt = Sgd::new(0.1, 0.9, 0.0, false, 0.0);
+        let mut opt = Sgd::new(SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        });
         let a = param::<f32>("w", &[1.0]);
         opt.step(std::slice::from_ref(&a), &grads_for(&a, &[1.0f32])).unwrap();
         let mut st = opt.state();
         let b = st.buffers["momentum_buffer/w"].to_dtype(DType::F64);
         st.buffers.insert("momentum_buffer/w".into(), b);
-        let mut opt2 = Sgd::new(0.1, 0.9, 0.0, false, 0.0);
+        let mut opt2 = Sgd::new(SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        });
         opt2.load_state(&st).unwrap();
         opt2.step(std::slice::from_ref(&a), &grads_for(&a, &[1.0f32])).unwrap();
         // buf = 0.9·1 + 1 = 1.9; w = 0.9 − 0.19

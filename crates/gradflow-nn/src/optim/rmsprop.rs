@@ -1,14 +1,70 @@
 //! RMSprop, following `torch.optim.RMSprop`.
 
-use super::{buf, check_header, header, lerp, opt_buf, with_param_grad, Optimizer, OptimizerState, Param, Slots};
+use super::{
+    buf, check_header, header, lerp, non_negative, opt_buf, with_param_grad, Optimizer, OptimizerConfig,
+    OptimizerState, Param, Slots,
+};
 use gradflow::{DType, Element, GradStore, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// `torch.optim.RMSprop`'s hyperparameters, with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RmsPropConfig {
+    /// Learning rate (torch default 1e-2).
+    pub lr: f64,
+    /// Smoothing constant of the squared-gradient average.
+    pub alpha: f64,
+    /// Added to the denominator for numerical stability.
+    pub eps: f64,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f64,
+    /// Momentum factor; 0 disables the momentum buffer.
+    pub momentum: f64,
+    /// Normalize by the estimated variance instead of the raw second moment.
+    pub centered: bool,
+}
+
+impl Default for RmsPropConfig {
+    fn default() -> Self {
+        RmsPropConfig {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+        }
+    }
+}
+
+impl OptimizerConfig for RmsPropConfig {
+    const NAME: &'static str = "rmsprop";
+    const TORCH_NAME: &'static str = "RMSprop";
+    const DESCRIPTION: &'static str = "Steps divided by a running RMS of the gradients (Hinton)";
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn lr_mut(&mut self) -> &mut f64 {
+        &mut self.lr
+    }
+    fn validate(&self) -> crate::Result<()> {
+        non_negative("epsilon value", self.eps)?;
+        non_negative("momentum value", self.momentum)?;
+        non_negative("weight_decay value", self.weight_decay)?;
+        non_negative("alpha value", self.alpha)
+    }
+    fn build(&self) -> Box<dyn Optimizer> {
+        Box::new(RmsProp::new(*self))
+    }
+}
 
 /// `torch.optim.RMSprop`: divides each coordinate's step by a running RMS of its
 /// gradients, which suits recurrent networks and non-stationary objectives.
 ///
-/// Per element:
+/// Per element (PyTorch's documentation):
 /// ```text
-/// g ← g + wd·p
+/// g ← g + weight_decay·p
 /// s ← α·s + (1 − α)·g²
 /// a ← √(s − ḡ²) with ḡ ← lerp(ḡ, g, 1 − α)   (centered)   or   a ← √s
 /// a ← a + eps
@@ -19,88 +75,58 @@ use gradflow::{DType, Element, GradStore, Result, Tensor};
 /// State: `square_avg`, `momentum_buffer` (momentum > 0), `grad_avg`
 /// (centered) and `step/<name>` per parameter.
 pub struct RmsProp {
-    lr: f64,
-    alpha: f64,
-    eps: f64,
-    weight_decay: f64,
-    momentum: f64,
-    centered: bool,
+    config: RmsPropConfig,
     steps: u64,
     slots: Slots<3>,
 }
 
 impl RmsProp {
-    /// RMSprop; torch's defaults are alpha 0.99, eps 1e-8, weight decay 0,
-    /// momentum 0, not centered.
-    pub fn new(lr: f64, alpha: f64, eps: f64, weight_decay: f64, momentum: f64, centered: bool) -> RmsProp {
+    /// RMSprop at step 0.
+    pub fn new(config: RmsPropConfig) -> RmsProp {
         RmsProp {
-            lr,
-            alpha,
-            eps,
-            weight_decay,
-            momentum,
-            centered,
+            config,
             steps: 0,
             slots: Slots::new(["square_avg", "momentum_buffer", "grad_avg"]),
         }
     }
-
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            alpha: self.alpha,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            momentum: self.momentum,
-        }
-    }
 }
 
-struct Hyper {
-    lr: f64,
-    alpha: f64,
-    eps: f64,
-    weight_decay: f64,
-    momentum: f64,
-}
-
+/// The rule above for one parameter: `s` is `square_avg`, `b` the momentum
+/// buffer (momentum > 0), `grad_avg` ḡ (centered).
 fn update<T: Element>(
     param: &Tensor,
     grad: &Tensor,
-    sq: &mut [T],
-    mut mom: Option<&mut [T]>,
-    mut gavg: Option<&mut [T]>,
-    h: &Hyper,
+    s: &mut [T],
+    mut b: Option<&mut [T]>,
+    mut grad_avg: Option<&mut [T]>,
+    c: &RmsPropConfig,
 ) -> Result<()> {
-    let decay = h.weight_decay != 0.0;
-    let wd = T::of(h.weight_decay);
-    let alpha = T::of(h.alpha);
-    let w = T::of(1.0 - h.alpha);
-    let eps = T::of(h.eps);
-    let momentum = T::of(h.momentum);
-    let neg_lr = T::of(-h.lr);
+    let decay = c.weight_decay != 0.0;
+    let weight_decay = T::of(c.weight_decay);
+    let alpha = T::of(c.alpha);
+    let one_minus_alpha = T::of(1.0 - c.alpha);
+    let eps = T::of(c.eps);
+    let momentum = T::of(c.momentum);
+    let neg_lr = T::of(-c.lr);
     with_param_grad::<T>(param, grad, |p, g| {
         let n = p.len();
-        let (g, sq) = (&g[..n], &mut sq[..n]);
+        let (g, s) = (&g[..n], &mut s[..n]);
         for i in 0..n {
-            let gi = if decay { g[i] + wd * p[i] } else { g[i] };
-            let s = sq[i] * alpha + w * gi * gi;
-            sq[i] = s;
-            let avg = match gavg.as_deref_mut() {
-                Some(ga) => {
-                    let a = lerp(ga[i], gi, w);
-                    ga[i] = a;
-                    (s - a * a).sqrt()
+            let g = if decay { g[i] + weight_decay * p[i] } else { g[i] };
+            s[i] = s[i] * alpha + one_minus_alpha * g * g;
+            let a = match grad_avg.as_deref_mut() {
+                Some(avg) => {
+                    avg[i] = lerp(avg[i], g, one_minus_alpha);
+                    (s[i] - avg[i] * avg[i]).sqrt()
                 }
-                None => s.sqrt(),
+                None => s[i].sqrt(),
             } + eps;
-            match mom.as_deref_mut() {
+            match b.as_deref_mut() {
                 Some(b) => {
-                    let bi = b[i] * momentum + gi / avg;
-                    b[i] = bi;
-                    p[i] += neg_lr * bi;
+                    b[i] = b[i] * momentum + g / a;
+                    p[i] += neg_lr * b[i];
                 }
-                None => p[i] += neg_lr * gi / avg,
+                None => p[i] += neg_lr * g / a,
             }
         }
     })
@@ -110,9 +136,9 @@ impl Optimizer for RmsProp {
     fn step(&mut self, params: &[Param], grads: &GradStore) -> Result<()> {
         let work = self.slots.prepare(params, grads)?;
         self.steps += 1;
-        let (use_mom, centered) = (self.momentum > 0.0, self.centered);
+        let c = self.config;
+        let (use_mom, centered) = (c.momentum > 0.0, c.centered);
         let init = [Some(0.0), use_mom.then_some(0.0), centered.then_some(0.0)];
-        let h = self.hyper();
         for (p, g) in work {
             let e = self.slots.entry(p, init);
             e.step += 1;
@@ -121,11 +147,11 @@ impl Optimizer for RmsProp {
             match p.tensor.dtype() {
                 DType::F32 => {
                     let (mom, gavg) = (opt_buf(mom).filter(|_| use_mom), opt_buf(gavg).filter(|_| centered));
-                    update::<f32>(&p.tensor, g, buf(sq), mom, gavg, &h)?
+                    update::<f32>(&p.tensor, g, buf(sq), mom, gavg, &c)?
                 }
                 DType::F64 => {
                     let (mom, gavg) = (opt_buf(mom).filter(|_| use_mom), opt_buf(gavg).filter(|_| centered));
-                    update::<f64>(&p.tensor, g, buf(sq), mom, gavg, &h)?
+                    update::<f64>(&p.tensor, g, buf(sq), mom, gavg, &c)?
                 }
             }
         }
@@ -133,30 +159,30 @@ impl Optimizer for RmsProp {
     }
 
     fn lr(&self) -> f64 {
-        self.lr
+        self.config.lr
     }
 
     fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
+        self.config.lr = lr;
     }
 
     fn name(&self) -> &'static str {
-        "rmsprop"
+        RmsPropConfig::NAME
     }
 
     fn state(&self) -> OptimizerState {
-        let mut st = header(self.name(), self.steps, self.lr);
+        let mut st = header(self.name(), self.steps, self.config.lr);
         self.slots.export(&mut st, true);
         st
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
         let lr = check_header(state, self.name())?;
-        self.slots
-            .import(state, [true, self.momentum > 0.0, self.centered], true)?;
+        let required = [true, self.config.momentum > 0.0, self.config.centered];
+        self.slots.import(state, required, true)?;
         self.steps = state.step;
         if let Some(lr) = lr {
-            self.lr = lr;
+            self.config.lr = lr;
         }
         Ok(())
     }
@@ -178,24 +204,24 @@ mod tests {
     #[test]
     fn first_step_by_hand() {
         // s = 0.01·1 → a = 0.1 + eps → w = 1 − 0.01·1/a
-        let w = steps(RmsProp::new(0.01, 0.99, 1e-8, 0.0, 0.0, false), &[1.0]);
+        let w = steps(RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }), &[1.0]);
         assert!((w - (1.0 - 0.01 / (0.1 + 1e-8))).abs() < 1e-15, "{w}");
         // Two steps: s = 0.0199
-        let w = steps(RmsProp::new(0.01, 0.99, 0.0, 0.0, 0.0, false), &[1.0, 1.0]);
+        let w = steps(RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.99, eps: 0.0, weight_decay: 0.0, momentum: 0.0, centered: false }), &[1.0, 1.0]);
         assert!((w - (1.0 - 0.1 - 0.01 / 0.0199f64.sqrt())).abs() < 1e-12, "{w}");
     }
 
     #[test]
     fn centered_subtracts_the_squared_mean() {
         // ḡ = 0.01, s − ḡ² = 0.0099
-        let w = steps(RmsProp::new(0.01, 0.99, 0.0, 0.0, 0.0, true), &[1.0]);
+        let w = steps(RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.99, eps: 0.0, weight_decay: 0.0, momentum: 0.0, centered: true }), &[1.0]);
         assert!((w - (1.0 - 0.01 / 0.0099f64.sqrt())).abs() < 1e-12, "{w}");
     }
 
     #[test]
     fn momentum_accumulates_scaled_steps() {
         // b1 = 1/0.1 = 10; b2 = 9 + 1/√0.0199
-        let w = steps(RmsProp::new(0.01, 0.99, 0.0, 0.0, 0.9, false), &[1.0, 1.0]);
+        let w = steps(RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.99, eps: 0.0, weight_decay: 0.0, momentum: 0.9, centered: false }), &[1.0, 1.0]);
         let b2 = 9.0 + 1.0 / 0.0199f64.sqrt();
         assert!((w - (1.0 - 0.1 - 0.01 * b2)).abs() < 1e-12, "{w}");
     }
@@ -203,21 +229,21 @@ mod tests {
     #[test]
     fn weight_decay_is_added_to_the_gradient() {
         // g = 1 + 0.5·1 = 1.5: s = 0.0225, a = 0.15, step = 0.01
-        let w = steps(RmsProp::new(0.001, 0.99, 0.0, 0.5, 0.0, false), &[1.0]);
+        let w = steps(RmsProp::new(RmsPropConfig { lr: 0.001, alpha: 0.99, eps: 0.0, weight_decay: 0.5, momentum: 0.0, centered: false }), &[1.0]);
         assert!((w - (1.0 - 0.001 * 1.5 / 0.15)).abs() < 1e-12, "{w}");
     }
 
     #[test]
     fn minimizes_a_quadratic() {
-        let w = minimize_quadratic(&mut RmsProp::new(0.03, 0.99, 1e-8, 0.0, 0.0, false), 500);
+        let w = minimize_quadratic(&mut RmsProp::new(RmsPropConfig { lr: 0.03, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }), 500);
         assert!(w.iter().all(|x| (x - 3.0).abs() < 1e-2), "{w:?}");
-        let w = minimize_quadratic(&mut RmsProp::new(0.01, 0.9, 1e-8, 0.0, 0.5, true), 500);
+        let w = minimize_quadratic(&mut RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.9, eps: 1e-8, weight_decay: 0.0, momentum: 0.5, centered: true }), 500);
         assert!(w.iter().all(|x| (x - 3.0).abs() < 1e-2), "{w:?}");
     }
 
     #[test]
     fn resumes_exactly() {
-        check_resume(|| Box::new(RmsProp::new(0.01, 0.99, 1e-8, 0.01, 0.9, true)));
-        check_resume(|| Box::new(RmsProp::new(0.01, 0.9, 1e-8, 0.0, 0.0, false)));
+        check_resume(|| Box::new(RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.99, eps: 1e-8, weight_decay: 0.01, momentum: 0.9, centered: true })));
+        check_resume(|| Box::new(RmsProp::new(RmsPropConfig { lr: 0.01, alpha: 0.9, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false })));
     }
 }
