@@ -65,6 +65,35 @@ pub enum Problem {
     Regression,
 }
 
+impl Problem {
+    /// Every problem type, in menu order.
+    pub const ALL: [Problem; 2] = [Problem::Classification, Problem::Regression];
+
+    /// The name the API takes.
+    pub fn id(self) -> &'static str {
+        match self {
+            Problem::Classification => "classification",
+            Problem::Regression => "regression",
+        }
+    }
+
+    /// The name the page shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Problem::Classification => "Classification",
+            Problem::Regression => "Regression",
+        }
+    }
+
+    /// What the head and loss become.
+    pub fn description(self) -> &'static str {
+        match self {
+            Problem::Classification => "Predict a class: binary cross-entropy for two, softmax cross-entropy for more.",
+            Problem::Regression => "Predict a value: mean squared error.",
+        }
+    }
+}
+
 /// An input feature computed from the point (x1, x2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Feature {
@@ -142,6 +171,38 @@ pub enum Regularization {
     L2,
 }
 
+impl Regularization {
+    /// Every choice, in menu order.
+    pub const ALL: [Regularization; 3] = [Regularization::None, Regularization::L1, Regularization::L2];
+
+    /// The name the API takes.
+    pub fn id(self) -> &'static str {
+        match self {
+            Regularization::None => "none",
+            Regularization::L1 => "l1",
+            Regularization::L2 => "l2",
+        }
+    }
+
+    /// The name the page shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Regularization::None => "None",
+            Regularization::L1 => "L1",
+            Regularization::L2 => "L2",
+        }
+    }
+
+    /// How the penalty is applied.
+    pub fn description(self) -> &'static str {
+        match self {
+            Regularization::None => "No penalty on the weights.",
+            Regularization::L1 => "λ·Σ|w|, as a proximal step after each update: small weights become exactly 0.",
+            Regularization::L2 => "λ·Σw², added to the loss.",
+        }
+    }
+}
+
 /// One hidden layer: Linear → activation (→ Dropout).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -164,23 +225,23 @@ impl Default for LayerConfig {
     }
 }
 
-/// Activation names the page offers (besides `linear`).
-pub const ACTIVATIONS: [&str; 11] = [
-    "tanh",
-    "sigmoid",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "silu",
-    "softplus",
-    "softsign",
-    "hardtanh",
-];
+/// Activation names the page offers (besides `linear`): every declared activation, by its command-line name.
+pub fn activation_names() -> Vec<&'static str> {
+    Activation::registry().iter().map(|a| a.cli_name).collect()
+}
 
-/// Initializer names the page offers.
-pub const INITS: [&str; 4] = ["xavier", "he", "lecun_normal", "pytorch"];
+/// Initializers the page offers: every declared one but `zeros`, with which
+/// the units of a layer could never learn different things.
+pub fn init_names() -> Vec<&'static str> {
+    Init::registry()
+        .iter()
+        .map(|d| d.name)
+        .filter(|&n| n != Init::Zeros.name())
+        .collect()
+}
+
+/// Training steps per frame the speed control offers; 0 trains for most of each frame interval.
+pub const SPEEDS: [usize; 6] = [1, 3, 10, 30, 100, 0];
 
 /// Parse an activation name; `Ok(None)` is `linear` (no activation).
 pub fn parse_activation(name: &str) -> Result<Option<Activation>> {
@@ -222,8 +283,10 @@ pub struct Config {
     pub reg_rate: f64,
     /// Classification or regression.
     pub problem: Problem,
-    /// Weight initializer: xavier, he, lecun_normal or pytorch.
+    /// Weight initializer: a declared one's name or alias (xavier, he, lecun_normal, pytorch…), not zeros.
     pub init: String,
+    /// Optimizer steps per frame (the speed control), one of [`SPEEDS`]; 0 trains for most of each frame interval.
+    pub steps_per_frame: usize,
 }
 
 impl Default for Config {
@@ -250,6 +313,7 @@ impl Default for Config {
             reg_rate: 0.0,
             problem: Problem::Classification,
             init: "xavier".into(),
+            steps_per_frame: 0,
         }
     }
 }
@@ -311,6 +375,11 @@ impl Config {
         }
         self.optimizer_spec()?;
         in_range("reg_rate", self.reg_rate, 0.0, 10.0)?;
+        if !SPEEDS.contains(&self.steps_per_frame) {
+            return Err(Error::Speed {
+                value: self.steps_per_frame,
+            });
+        }
         self.init_kind()?;
         Ok(())
     }
@@ -322,12 +391,11 @@ impl Config {
 
     /// The weight initializer.
     pub fn init_kind(&self) -> Result<Init> {
-        match self.init.to_ascii_lowercase().as_str() {
-            "xavier" | "xavier_uniform" | "glorot" => Ok(Init::XavierUniform),
-            "he" | "kaiming" | "kaiming_uniform" => Ok(Init::KaimingUniform { fan_out: false }),
-            "lecun_normal" | "lecun" => Ok(Init::LecunNormal),
-            "pytorch" | "default" => Ok(Init::PytorchDefault),
-            other => Err(Error::UnknownInit { name: other.to_string() }),
+        match Init::parse(&self.init) {
+            Ok(init) if init_names().contains(&init.name()) => Ok(init),
+            _ => Err(Error::UnknownInit {
+                name: self.init.to_ascii_lowercase(),
+            }),
         }
     }
 

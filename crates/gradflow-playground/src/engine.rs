@@ -604,9 +604,21 @@ impl Engine {
     /// Train until the current epoch ends or `deadline` passes, whichever is first
     /// (an epoch cut short resumes on the next call). Returns true when an epoch ended.
     pub fn train_until(&mut self, deadline: Instant) -> Result<bool> {
+        self.train_steps(deadline, None)
+    }
+
+    /// One frame's training: as [`train_until`](Self::train_until), stopping
+    /// also after the speed control's steps per frame when it sets a number.
+    pub fn train_frame(&mut self, deadline: Instant) -> Result<bool> {
+        let limit = (self.cfg.steps_per_frame > 0).then_some(self.cfg.steps_per_frame);
+        self.train_steps(deadline, limit)
+    }
+
+    fn train_steps(&mut self, deadline: Instant, limit: Option<usize>) -> Result<bool> {
         if self.diverged {
             return Ok(false);
         }
+        let mut taken = 0usize;
         let n = self.train.len();
         let bs = self.cfg.batch_size.min(n).max(1);
         loop {
@@ -616,6 +628,7 @@ impl Engine {
             let end = (self.cursor + bs).min(n);
             let idx: Vec<usize> = self.order[self.cursor..end].to_vec();
             self.step_on(&idx)?;
+            taken += 1;
             if self.diverged {
                 return Ok(false);
             }
@@ -624,7 +637,7 @@ impl Engine {
                 self.epoch += 1;
                 return Ok(true);
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || limit.is_some_and(|l| taken >= l) {
                 return Ok(false);
             }
         }

@@ -1,7 +1,7 @@
 //! The one error type of the playground. Every message is one line the page
 //! shows as it is, naming the setting, CSV line or example at fault.
 
-use crate::config::{ACTIVATIONS, INITS, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_POINTS};
+use crate::config::{activation_names, init_names, MAX_CSV_BYTES, SPEEDS, MAX_FEATURES, MAX_LAYERS, MAX_POINTS};
 
 /// Everything a request can get wrong, and the engine failures behind it.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum Error {
         error: Box<Error>,
     },
     /// An activation name no declaration carries.
-    #[error("unknown activation '{name}' (expected linear, {})", ACTIVATIONS.join(", "))]
+    #[error("unknown activation '{name}' (expected linear, {})", activation_names().join(", "))]
     UnknownActivation {
         /// The name given.
         name: String,
@@ -56,11 +56,17 @@ pub enum Error {
     /// The learning rate is not in (0, 10].
     #[error("learning_rate must be in (0, 10], got {0}")]
     LearningRate(f64),
+    /// A speed the control does not offer.
+    #[error("steps_per_frame must be one of {}, got {value}", SPEEDS.map(|s| s.to_string()).join(", "))]
+    Speed {
+        /// The value given.
+        value: usize,
+    },
     /// The optimizer is unknown or its settings invalid.
     #[error("optimizer: {0}")]
     Optimizer(gradflow_nn::Error),
     /// An initializer name the page does not offer.
-    #[error("init: unknown initializer '{name}' (expected {})", INITS.join(", "))]
+    #[error("init: unknown initializer '{name}' (expected {})", init_names().join(", "))]
     UnknownInit {
         /// The name given.
         name: String,

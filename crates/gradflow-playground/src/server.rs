@@ -6,7 +6,9 @@
 //! `{"error": "…"}`; caps on sessions, streams, connections and body sizes keep
 //! one page from exhausting the machine.
 
-use crate::config::{Config, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_NEURONS, MAX_POINTS};
+use crate::config::{Config, Problem, Regularization, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_NEURONS, MAX_POINTS};
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::Init;
 use crate::data::parse_csv;
 use crate::engine::{Engine, Frame, StateView};
 use axum::body::Bytes;
@@ -150,7 +152,7 @@ fn session_loop(s: Arc<Session>, interval: Duration) {
         {
             let mut e = lock(&s.engine);
             let budget = interval.mul_f64(0.75);
-            let result = e.train_until(start + budget);
+            let result = e.train_frame(start + budget);
             if result.is_err() || e.diverged() {
                 s.playing.store(false, Ordering::SeqCst);
             }
@@ -327,10 +329,43 @@ fn limits_json(l: &Limits) -> serde_json::Value {
         "max_points": MAX_POINTS,
         "max_csv_bytes": MAX_CSV_BYTES,
         "max_sessions": l.max_sessions,
-        "activations": crate::config::ACTIVATIONS,
-        "inits": crate::config::INITS,
-        "optimizers": gradflow_nn::optim::OPTIMIZER_NAMES,
+        "activations": activation_choices(),
+        "inits": Init::registry()
+            .iter()
+            .filter(|d| crate::config::init_names().contains(&d.name))
+            .map(|d| choice(d.name, d.name, d.description))
+            .collect::<Vec<_>>(),
+        "optimizers": OptimizerSpec::registry()
+            .iter()
+            .map(|o| choice(o.name, o.torch_name, o.description))
+            .collect::<Vec<_>>(),
+        "regularizations": Regularization::ALL
+            .iter()
+            .map(|r| choice(r.id(), r.label(), r.description()))
+            .collect::<Vec<_>>(),
+        "problems": Problem::ALL
+            .iter()
+            .map(|p| choice(p.id(), p.label(), p.description()))
+            .collect::<Vec<_>>(),
+        "speeds": crate::config::SPEEDS,
+        "defaults": Config::default(),
     })
+}
+
+/// One entry of a menu: the value the API takes, what the page shows, and a tooltip.
+fn choice(id: &str, label: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({ "id": id, "label": label, "description": description })
+}
+
+/// `linear` (no activation), then every declared activation.
+fn activation_choices() -> Vec<serde_json::Value> {
+    let mut v = vec![choice("linear", "Linear", "No activation: the layer stays linear.")];
+    v.extend(
+        gradflow_nn::Activation::registry()
+            .iter()
+            .map(|a| choice(a.cli_name, a.name, a.description)),
+    );
+    v
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
