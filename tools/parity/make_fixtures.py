@@ -27,6 +27,7 @@ it is loaded into the same nn.Sequential with strict=True and the eval outputs a
 compared with gradflow's (from_gradflow_mlp.check.safetensors).
 """
 
+import copy
 import json
 import math
 import sys
@@ -477,6 +478,21 @@ def bn2d():
     )
 
 
+def bn_illcond():
+    # Two train-mode BatchNorms (2d, then 1d) fed a batch of 2 with a large mean
+    # and a small spread: f32 sums lose most of their digits here.
+    return nn.Sequential(
+        nn.BatchNorm2d(3),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 8),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    )
+
+
 def model_list():
     ms = []
     for i, act in enumerate(ACTS):
@@ -507,6 +523,18 @@ def model_list():
     return ms
 
 
+def ill_conditioned_list():
+    # Compared with f64 gradients from the same rounded weights and batch
+    # (`ref64/grad/*`), not tensor by tensor with PyTorch's f32 ones: in such
+    # batches both frameworks' f32 results carry 1e-5-level noise, and a small
+    # gradient tensor's own relative error says nothing.
+    common = dict(build=bn_illcond, input=[3, 4, 4], dtype=F32, mode="train", ref64=True)
+    return [
+        dict(name="bn_batch2_train_f32", n=2, seed=256, **common),
+        dict(name="bn_offset_train_f32", n=8, seed=257, offset=100.0, spread=0.01, **common),
+    ]
+
+
 def penalty(model, l1, l2):
     total = torch.zeros((), dtype=next(model.parameters()).dtype)
     for m in model.modules():
@@ -516,6 +544,13 @@ def penalty(model, l1, l2):
             if l2:
                 total = total + l2 * (m.weight**2).sum()
     return total
+
+
+def reference_grads_f64(model, x, target, mode, ls):
+    m64 = copy.deepcopy(model).double()
+    m64.train(mode == "train")
+    F.cross_entropy(m64(x.double()), target, label_smoothing=ls).backward()
+    return {f"ref64/grad/{k}": p.grad.detach().clone() for k, p in m64.named_parameters()}
 
 
 def write_model(spec):
@@ -538,6 +573,8 @@ def write_model(spec):
     n, shape = spec["n"], spec["input"]
     if spec.get("image"):
         x = torch.rand(n, *shape, generator=g, dtype=F64)
+    elif "offset" in spec:
+        x = spec["offset"] + spec["spread"] * torch.randn(n, *shape, generator=g, dtype=F64)
     else:
         x = 1.5 * torch.randn(n, *shape, generator=g, dtype=F64)
     x = x.to(dtype)
@@ -548,6 +585,10 @@ def write_model(spec):
     save_file(state, str(OUT / f"{name}.weights.safetensors"))
     save_file({"input": x, "target": target}, str(OUT / f"{name}.batch.safetensors"))
     (OUT / f"{name}.toml").write_text(toml_of(shape, model))
+
+    # The same (rounded) weights and batch in f64: the reference that both
+    # frameworks' f32 gradients are measured against.
+    ref64 = reference_grads_f64(model, x, target, mode, ls) if spec.get("ref64") else {}
 
     model.train(mode == "train")
     xi = x.clone().requires_grad_(True)
@@ -561,6 +602,7 @@ def write_model(spec):
     exp["grad/input"] = xi.grad.detach().clone()
     for k, b in model.named_buffers():
         exp[f"state/{k}"] = b.detach().clone()
+    exp.update(ref64)
     save_file(exp, str(OUT / f"{name}.expected.safetensors"))
     return {
         "name": name,
@@ -813,12 +855,14 @@ def main():
     n64 = write_ops(F64)
     n32 = write_ops(F32)
     models = [write_model(m) for m in model_list()]
+    ill = [write_model(m) for m in ill_conditioned_list()]
     nopt = write_optim()
     nsched = write_schedules()
     fg = check_from_gradflow()
     manifest = {
         "torch": torch.__version__,
         "models": models,
+        "ill_conditioned": ill,
         "from_gradflow": fg,
     }
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -696,3 +696,47 @@ fn schedules_match_pytorch() {
     }
     rep.finish();
 }
+
+/// Small, ill-conditioned batches through two train-mode BatchNorms (2d then
+/// 1d) in f32: a batch of 2, and a batch with a large mean and a small spread.
+/// Measured against f64 gradients from the same rounded weights and batch,
+/// gradflow must be as close as PyTorch, which accumulates BatchNorm's sums in
+/// double: within 2× of PyTorch's own error.
+#[test]
+fn ill_conditioned_batchnorm_f32_is_as_close_to_f64_as_pytorch() {
+    let cases = manifest()["ill_conditioned"].as_array().unwrap().clone();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let (e_ours, e_torch) = f32_error_against_f64(name);
+        println!("{name}: f32 gradients vs f64: gradflow {e_ours:.2e}, PyTorch {e_torch:.2e}");
+        assert!(
+            e_ours <= 2.0 * e_torch.max(1e-6),
+            "{name}: gradflow {e_ours:.2e} vs PyTorch {e_torch:.2e}"
+        );
+    }
+}
+
+/// (gradflow's, PyTorch's) relative error of all f32 parameter gradients
+/// against the fixture's f64 reference.
+fn f32_error_against_f64(name: &str) -> (f64, f64) {
+    let net = build(name, DType::F32);
+    let wfile = format!("{name}.weights.safetensors");
+    let (weights, _) = load(&wfile);
+    load_into(&net.state_dict(), &weights, &wfile, false).unwrap();
+    let (batch, _) = load(&format!("{name}.batch.safetensors"));
+    let (want, _) = load(&format!("{name}.expected.safetensors"));
+    let labels = to_indices(&batch["target"]);
+    let out = net.forward(&batch["input"], &mut Ctx::train(0)).unwrap();
+    let loss = Loss::CrossEntropy { label_smoothing: 0.0 }
+        .compute(&out, Target::Classes(&labels))
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let (mut ours, mut theirs, mut refs) = (Vec::new(), Vec::new(), Vec::new());
+    for p in net.parameters() {
+        ours.extend(grads.get(&p.tensor).unwrap().to_vec_f64());
+        theirs.extend(want[&format!("grad/{}", p.name)].to_vec_f64());
+        refs.extend(want[&format!("ref64/grad/{}", p.name)].to_vec_f64());
+    }
+    (rel_err_vec(&ours, &refs), rel_err_vec(&theirs, &refs))
+}

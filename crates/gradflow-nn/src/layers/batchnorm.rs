@@ -40,6 +40,28 @@ impl BatchNorm {
         }
     }
 
+    /// running ← (1 − momentum)·running + momentum·batch, with the variance
+    /// unbiased as PyTorch does.
+    fn update_running_stats(&self, axes: &[isize], shape: &[usize], mean: &Tensor, var: &Tensor) -> Result<()> {
+        let _g = no_grad();
+        let count: usize = axes.iter().map(|&a| shape[a as usize]).product();
+        let unbias = count as f64 / (count.max(2) - 1) as f64;
+        let m = self.momentum;
+        let c = [self.channels()];
+        let rm = self
+            .running_mean
+            .mul_scalar(1.0 - m)
+            .add(&mean.reshape(&c)?.mul_scalar(m))?;
+        let rv = self
+            .running_var
+            .mul_scalar(1.0 - m)
+            .add(&var.reshape(&c)?.mul_scalar(m * unbias))?;
+        self.running_mean.assign(&rm)?;
+        self.running_var.assign(&rv)?;
+        self.num_batches_tracked
+            .assign(&self.num_batches_tracked.add_scalar(1.0))
+    }
+
     fn channels(&self) -> usize {
         self.weight.shape()[0]
     }
@@ -59,32 +81,16 @@ impl Module for BatchNorm {
         let axes: Vec<isize> = std::iter::once(0).chain(2..nd as isize).collect();
         let mut bshape = vec![1usize; nd];
         bshape[1] = self.channels();
-        let (mean, var) = if ctx.training {
-            let mean = x.mean(&axes, true)?;
-            let var = x.var(&axes, true, 0)?;
-            {
-                let _g = no_grad();
-                let count: usize = axes.iter().map(|&a| x.shape()[a as usize]).product();
-                let unbias = count as f64 / (count.max(2) - 1) as f64;
-                let m = self.momentum;
-                let rm = self
-                    .running_mean
-                    .mul_scalar(1.0 - m)
-                    .add(&mean.detach().reshape(&[self.channels()])?.mul_scalar(m))?;
-                let rv = self
-                    .running_var
-                    .mul_scalar(1.0 - m)
-                    .add(&var.detach().reshape(&[self.channels()])?.mul_scalar(m * unbias))?;
-                self.running_mean.assign(&rm)?;
-                self.running_var.assign(&rv)?;
-                self.num_batches_tracked
-                    .assign(&self.num_batches_tracked.add_scalar(1.0))?;
-            }
-            (mean, var)
+        let xhat = if ctx.training {
+            // One fused op, its sums in f64: statistics of small or
+            // ill-conditioned f32 batches as accurate as PyTorch's.
+            let n = x.normalize(&axes, self.eps)?;
+            self.update_running_stats(&axes, x.shape(), &n.mean, &n.var)?;
+            n.xhat
         } else {
-            (self.running_mean.reshape(&bshape)?, self.running_var.reshape(&bshape)?)
+            let (mean, var) = (self.running_mean.reshape(&bshape)?, self.running_var.reshape(&bshape)?);
+            x.sub(&mean)?.div(&var.add_scalar(self.eps).sqrt())?
         };
-        let xhat = x.sub(&mean)?.div(&var.add_scalar(self.eps).sqrt())?;
         xhat.mul(&self.weight.reshape(&bshape)?)?
             .add(&self.bias.reshape(&bshape)?)
     }

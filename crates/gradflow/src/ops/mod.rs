@@ -8,6 +8,7 @@ pub mod dropout;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod normalize;
 pub mod pool;
 pub mod reduce;
 pub mod shape;

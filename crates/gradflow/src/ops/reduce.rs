@@ -12,7 +12,7 @@ use crate::layout::normalize_axis;
 use crate::ops::with_typed;
 use crate::{Element, Tensor};
 
-fn resolve_axes(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {
+pub(crate) fn resolve_axes(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {
     if axes.is_empty() {
         return Ok((0..ndim).collect());
     }
