@@ -519,6 +519,18 @@ def model_list():
             l1=1e-3,
             l2=1e-2,
         ),
+        dict(
+            name="bn2d_train_ls_penalty_f32",
+            build=bn2d,
+            input=[3, 8, 8],
+            n=6,
+            dtype=F32,
+            seed=258,
+            mode="train",
+            label_smoothing=0.2,
+            l1=1e-3,
+            l2=1e-2,
+        ),
     ]
     return ms
 
@@ -850,7 +862,29 @@ def check_from_gradflow():
     return {"tensors": sorted(sd), "rel_err": err}
 
 
+def write_only(names):
+    """Write only the named model fixtures and merge them into the manifest,
+    leaving every other fixture file as it is (a new torch version may round
+    differently in the last bit)."""
+    specs = [m for m in model_list() if m["name"] in names]
+    missing = set(names) - {m["name"] for m in specs}
+    if missing:
+        sys.exit(f"no such model fixture: {', '.join(sorted(missing))}")
+    path = OUT / "manifest.json"
+    manifest = json.loads(path.read_text())
+    order = [m["name"] for m in model_list()]
+    models = {m["name"]: m for m in manifest["models"]}
+    for spec in specs:
+        models[spec["name"]] = write_model(spec)
+    manifest["models"] = sorted(models.values(), key=lambda m: order.index(m["name"]))
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {', '.join(m['name'] for m in specs)} (torch {torch.__version__})")
+
+
 def main():
+    if sys.argv[1:2] == ["--only"]:
+        write_only(sys.argv[2:])
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     n64 = write_ops(F64)
     n32 = write_ops(F32)

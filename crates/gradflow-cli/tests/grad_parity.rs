@@ -70,13 +70,10 @@ fn gradflow_grad_matches_pytorch() {
     let mut table = String::from("\n== parity: gradflow grad vs PyTorch ==\nmodel                       mode   dtype  worst err   tol    worst at\n");
     let mut ran = BTreeSet::new();
     for m in manifest["models"].as_array().unwrap() {
-        // `gradflow grad` has no label-smoothing flag; those models are covered by gradflow-nn's parity test.
-        if m["label_smoothing"].as_f64().unwrap() != 0.0 {
-            continue;
-        }
         let name = m["name"].as_str().unwrap();
         let mode = m["mode"].as_str().unwrap();
         let (l1, l2) = (m["l1"].as_f64().unwrap(), m["l2"].as_f64().unwrap());
+        let label_smoothing = m["label_smoothing"].as_f64().unwrap();
         let tol = if m["dtype"] == "f64" { 1e-9 } else { 1e-4 };
         let f = |ext: &str| dir.join(format!("{name}.{ext}"));
         let out = tmp.path().join(format!("{name}.grads.safetensors"));
@@ -93,6 +90,9 @@ fn gradflow_grad_matches_pytorch() {
             .arg(&out);
         if l1 != 0.0 || l2 != 0.0 {
             cmd.args(["--l1", &l1.to_string(), "--l2", &l2.to_string()]);
+        }
+        if label_smoothing != 0.0 {
+            cmd.args(["--label-smoothing", &label_smoothing.to_string()]);
         }
         cmd.assert().success();
 
@@ -155,6 +155,8 @@ fn gradflow_grad_matches_pytorch() {
         "lenet_f32",
         "bn2d_train_f64",
         "bn2d_train_penalty_f32",
+        "mlp_tanh_ls_f64",
+        "bn2d_train_ls_penalty_f32",
     ] {
         assert!(
             ran.contains(required),

@@ -314,3 +314,105 @@ pub fn verify(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow::DType;
+    use gradflow_nn::{BuildOptions, ModelSpec};
+
+    const MODEL: &str = "input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 3\n";
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            version: 1,
+            epoch: 2,
+            step_in_epoch: 5,
+            global_step: 21,
+            rng_word_pos: 1234,
+            model_toml: MODEL.into(),
+            config: TrainConfig::default(),
+            optimizer_kind: String::new(),
+            optimizer_step: 0,
+            optimizer_scalars: BTreeMap::new(),
+            schedule: ScheduleState {
+                kind: "constant".into(),
+                last_epoch: 2,
+                scalars: BTreeMap::from([("base_lr".into(), 0.01)]),
+                inner: None,
+            },
+            history: vec![EpochMetrics {
+                epoch: 1,
+                train_loss: 0.5,
+                ..Default::default()
+            }],
+            best: Some((0.25, 1)),
+            partial: EpochSums {
+                loss: 1.5,
+                data: 1.25,
+                pen: 0.25,
+                correct: 7.0,
+                seen: 10.0,
+                seconds: 0.125,
+            },
+            checksum: 0,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = ModelSpec::parse(MODEL, "m")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap();
+        let optimizer = OptimizerState {
+            kind: "sgd".into(),
+            step: 21,
+            scalars: BTreeMap::from([("lr".into(), 0.01)]),
+            buffers: BTreeMap::from([("momentum_buffer/0.bias".into(), Tensor::ones(&[3], DType::F32))]),
+        };
+        save(dir.path(), &net.state_dict(), &optimizer, meta()).unwrap();
+        let ck = load(&dir.path().join(CHECKPOINT_FILE)).unwrap();
+        verify(&ck.meta, &net.state_dict(), &ck.optimizer, "ck").unwrap();
+        let written = meta();
+        assert_eq!(ck.meta.partial, written.partial);
+        assert_eq!(ck.meta.history, written.history);
+        assert_eq!(ck.meta.best, written.best);
+        assert_eq!(ck.meta.config, written.config);
+        assert_eq!(
+            (
+                ck.meta.epoch,
+                ck.meta.step_in_epoch,
+                ck.meta.global_step,
+                ck.meta.rng_word_pos
+            ),
+            (2, 5, 21, 1234)
+        );
+        assert_eq!((ck.optimizer.kind.as_str(), ck.optimizer.step), ("sgd", 21));
+        assert_eq!(ck.optimizer.scalars, optimizer.scalars);
+        assert_eq!(ck.optimizer.buffers["momentum_buffer/0.bias"].to_vec_f64(), [1.0; 3]);
+        for p in net.state_dict() {
+            assert_eq!(ck.model[&p.name].to_vec_f64(), p.tensor.to_vec_f64(), "{}", p.name);
+        }
+        // The weights file says which epoch it holds.
+        let bytes = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
+        let (_, metadata) = from_safetensors(&bytes, "w").unwrap();
+        let progress = weights_progress(&metadata).unwrap();
+        assert_eq!(
+            progress,
+            Progress {
+                epoch: 2,
+                step_in_epoch: 5
+            }
+        );
+        assert_eq!(progress.to_string(), "epoch 3 step 5");
+    }
+
+    #[test]
+    fn epoch_sums_read_the_map_older_checkpoints_wrote() {
+        let mid_epoch = r#"{"correct":7.0,"data":1.25,"loss":1.5,"pen":0.25,"seconds":0.125,"seen":10.0}"#;
+        assert_eq!(serde_json::from_str::<EpochSums>(mid_epoch).unwrap(), meta().partial);
+        assert_eq!(serde_json::from_str::<EpochSums>("{}").unwrap(), EpochSums::default());
+    }
+}

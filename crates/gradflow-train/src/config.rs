@@ -107,8 +107,8 @@ impl TrainConfig {
         self.validate_sizes()?;
         self.validate_rates()?;
         self.validate_fractions()?;
-        self.optimizer_spec().map_err(Error::Setting)?;
-        self.schedule_spec().map_err(Error::Setting)?;
+        self.optimizer_spec()?;
+        self.schedule_spec()?;
         Ok(())
     }
 
@@ -178,7 +178,7 @@ impl TrainConfig {
 
     /// The optimizer these settings describe: the chosen optimizer's PyTorch
     /// defaults, with each shared flag set where that optimizer has it.
-    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec> {
         let with_flags = || -> gradflow_nn::Result<OptimizerSpec> {
             let mut spec = OptimizerSpec::parse(&self.optimizer, self.lr)?;
             // An unset weight decay keeps the optimizer's own default (AdamW's 0.01).
@@ -195,16 +195,17 @@ impl TrainConfig {
             }
             Ok(spec)
         };
-        let spec = with_flags().map_err(|e| e.to_string())?;
+        let spec = with_flags().map_err(|e| Error::Setting(e.to_string()))?;
         spec.validate()
-            .map_err(|e| format!("--optimizer {}: {e}", self.optimizer))?;
+            .map_err(|e| Error::Setting(format!("--optimizer {}: {e}", self.optimizer)))?;
         Ok(spec)
     }
 
     /// The learning-rate schedule these settings describe (with warm-up if asked).
-    pub fn schedule_spec(&self) -> std::result::Result<ScheduleSpec, String> {
+    pub fn schedule_spec(&self) -> Result<ScheduleSpec> {
         let after = self.epochs.saturating_sub(self.warmup_epochs).max(1);
-        let spec = ScheduleSpec::parse(&self.schedule, after).map_err(|e| format!("--schedule: {e}"))?;
+        let spec =
+            ScheduleSpec::parse(&self.schedule, after).map_err(|e| Error::Setting(format!("--schedule: {e}")))?;
         Ok(if self.warmup_epochs > 0 {
             ScheduleSpec::Warmup {
                 epochs: self.warmup_epochs,
@@ -232,5 +233,82 @@ fn non_negative(flag: &str, v: f64) -> Result<()> {
         Err(Error::Setting(format!(
             "--{flag} must be a non-negative number, got {v}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Edit = fn(&mut TrainConfig);
+
+    #[test]
+    fn the_defaults_are_valid() {
+        TrainConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_rule_names_its_flag() {
+        let exact: [(Edit, &str); 18] = [
+            (|c| c.epochs = 0, "--epochs must be at least 1"),
+            (|c| c.batch_size = 0, "--batch-size must be at least 1"),
+            (
+                |c| c.early_stopping = Some(0),
+                "--early-stopping patience must be at least 1",
+            ),
+            (|c| c.limit_train = Some(0), "--limit-train must be at least 1"),
+            (|c| c.lr = 0.0, "--lr must be a positive number, got 0"),
+            (|c| c.lr = f64::NAN, "--lr must be a positive number, got NaN"),
+            (|c| c.lr = 1e4, "--lr 10000 is absurdly large (above 1000)"),
+            (
+                |c| c.momentum = -1.0,
+                "--momentum must be a non-negative number, got -1",
+            ),
+            (
+                |c| c.weight_decay = f64::INFINITY,
+                "--weight-decay must be a non-negative number, got inf",
+            ),
+            (|c| c.l1 = -0.5, "--l1 must be a non-negative number, got -0.5"),
+            (|c| c.l2 = f64::NAN, "--l2 must be a non-negative number, got NaN"),
+            (
+                |c| c.min_delta = -1.0,
+                "--min-delta must be a non-negative number, got -1",
+            ),
+            (|c| c.label_smoothing = 1.5, "--label-smoothing must be at most 1"),
+            (|c| c.dropout = Some(1.0), "--dropout must be in [0, 1), got 1"),
+            (|c| c.val_split = -0.1, "--val-split must be in [0, 1), got -0.1"),
+            (
+                |c| c.max_norm = Some(0.0),
+                "--max-norm must be a positive number, got 0",
+            ),
+            (
+                |c| c.clip_norm = Some(-1.0),
+                "--clip-norm must be a positive number, got -1",
+            ),
+            (
+                |c| c.clip_value = Some(f64::NAN),
+                "--clip-value must be a positive number, got NaN",
+            ),
+        ];
+        for (edit, message) in exact {
+            let mut c = TrainConfig::default();
+            edit(&mut c);
+            assert_eq!(c.validate().unwrap_err().to_string(), message);
+        }
+        let starts: [(Edit, &str); 3] = [
+            (
+                |c| c.label_smoothing = -0.1,
+                "--label-smoothing must be a non-negative number",
+            ),
+            (|c| c.optimizer = "lbfgs".into(), "unknown optimizer 'lbfgs'"),
+            (|c| c.schedule = "zigzag".into(), "--schedule: "),
+        ];
+        for (edit, prefix) in starts {
+            let mut c = TrainConfig::default();
+            edit(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(matches!(e, Error::Setting(_)));
+            assert!(e.to_string().starts_with(prefix), "{e}");
+        }
     }
 }

@@ -100,9 +100,7 @@ fn fit_samples(ds: &mut Dataset, input: &[usize], what: &str) -> Result<()> {
 }
 
 fn check_classes(spec: &ModelSpec, train: &Dataset) -> Result<()> {
-    let out_shape = spec
-        .output_shape()
-        .map_err(|e| Error::Model(format!("model: {e}")))?;
+    let out_shape = spec.output_shape().map_err(|e| Error::Model(format!("model: {e}")))?;
     let classes = train.num_classes().unwrap_or(0);
     if out_shape != [classes] {
         return Err(Error::Model(format!(

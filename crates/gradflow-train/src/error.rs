@@ -36,7 +36,8 @@ pub enum Error {
     /// Loading or preparing data failed.
     #[error(transparent)]
     Data(#[from] gradflow_data::DataError),
-    /// A model file could not be read or built, or a weights file matched to it.
+    /// A model file could not be read or built, a name or hyperparameter is
+    /// unknown, or a weights file does not match the model.
     #[error(transparent)]
     Nn(#[from] gradflow_nn::Error),
     /// `diagnostics.jsonl` could not be written.

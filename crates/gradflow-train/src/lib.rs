@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod explain;
 pub mod grad;
 pub mod metrics;
+pub mod predict;
 pub mod report;
 pub mod run_dir;
 pub mod step;

@@ -141,3 +141,52 @@ pub fn evaluate(
         confusion,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow_data::Dataset;
+
+    #[test]
+    fn epoch_metrics_keep_their_json_keys_and_write_non_finite_values_as_null() {
+        let m = EpochMetrics {
+            epoch: 3,
+            train_loss: f64::NAN,
+            train_data_loss: f64::INFINITY,
+            train_penalty: 0.25,
+            train_accuracy: 0.5,
+            val_loss: Some(0.75),
+            val_accuracy: None,
+            lr: 0.001,
+            seconds: 2.0,
+            samples_per_second: 100.0,
+            weight_sparsity: 0.0,
+            weight_norm: 4.0,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"epoch":3,"train_loss":null,"train_data_loss":null,"train_penalty":0.25,"train_accuracy":0.5,"val_loss":0.75,"val_accuracy":null,"lr":0.001,"seconds":2.0,"samples_per_second":100.0,"weight_sparsity":0.0,"weight_norm":4.0}"#
+        );
+    }
+
+    #[test]
+    fn evaluation_counts_a_confusion_matrix() {
+        // Identity "model": the logits are the features.
+        let model = gradflow_nn::Sequential::new();
+        let ds = Dataset::new(
+            vec![2.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 2.0],
+            vec![2],
+            Targets::Classes {
+                labels: vec![0, 1, 1, 1],
+                num_classes: 2,
+            },
+        )
+        .unwrap();
+        let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
+        let e = evaluate(&model, &ds, &loss, 3, gradflow::DType::F64).unwrap();
+        assert_eq!(e.confusion, vec![vec![1, 0], vec![1, 2]]);
+        assert_eq!(e.accuracy, 0.75);
+        assert_eq!(e.per_class_accuracy(), vec![1.0, 2.0 / 3.0]);
+        assert_eq!(e.samples, 4);
+    }
+}

@@ -5,7 +5,7 @@ use crate::checkpoint::{self, weights_progress, Progress, CHECKPOINT_FILE, WEIGH
 use crate::error::{Error, Result};
 use crate::trainer::resolve_model;
 use gradflow_nn::serialize::{from_safetensors, load_into};
-use gradflow_nn::{BuildOptions, ModelSpec, Sequential};
+use gradflow_nn::{BuildOptions, ModelSpec, NamedTensor, Sequential};
 use std::path::Path;
 
 /// A model with its trained weights.
@@ -53,7 +53,19 @@ fn use_checkpoint_if_ahead(dir: &Path, model: &Sequential, weights: Progress) ->
     }
     let shown = path.display().to_string();
     let sd = model.state_dict();
-    checkpoint::verify(&ck.meta, &sd, &ck.optimizer, &shown).ok()?;
+    // Verified in the model's order before anything is loaded, so a damaged
+    // checkpoint leaves the weights file's weights in place.
+    let in_model_order = sd
+        .iter()
+        .map(|p| {
+            let tensor = ck.model.get(&p.name)?.clone();
+            Some(NamedTensor {
+                name: p.name.clone(),
+                tensor,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    checkpoint::verify(&ck.meta, &in_model_order, &ck.optimizer, &shown).ok()?;
     load_into(&sd, &ck.model, &shown, false).ok()?;
     Some(format!(
         "{WEIGHTS_FILE} holds the weights of {weights} but {CHECKPOINT_FILE} those of {ahead} (the run was stopped between the two writes): using the checkpoint's, which --resume continues from"

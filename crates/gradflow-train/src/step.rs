@@ -148,21 +148,194 @@ pub fn first_non_finite(params: &[Param]) -> Result<Option<&Param>> {
     Ok(None)
 }
 
-/// Whether every element is finite. It runs after every step, so it compares
-/// exponent bits with integer maxima, which vectorize, instead of an
-/// early-exit `is_finite` loop, which does not.
+/// Whether every element is finite. It runs after every step, over every
+/// parameter, so it splits large tensors over the kernel threads and compares
+/// exponent bits with integer maxima, which vectorize, where an early-exit
+/// `is_finite` loop does not.
 pub fn all_finite(t: &Tensor) -> Result<bool> {
-    const CHUNK: usize = 4096;
     Ok(match t.dtype() {
-        DType::F32 => t.with_slice::<f32, _>(|d| {
-            const EXP: u32 = 0x7f80_0000;
-            d.chunks(CHUNK)
-                .all(|c| c.iter().fold(0, |m, v| m.max(v.to_bits() & EXP)) != EXP)
-        })?,
-        DType::F64 => t.with_slice::<f64, _>(|d| {
-            const EXP: u64 = 0x7ff0_0000_0000_0000;
-            d.chunks(CHUNK)
-                .all(|c| c.iter().fold(0, |m, v| m.max(v.to_bits() & EXP)) != EXP)
-        })?,
+        DType::F32 => t.with_slice::<f32, _>(|d| all_below(d, |v| v.to_bits(), 0x7f80_0000))?,
+        DType::F64 => t.with_slice::<f64, _>(|d| all_below(d, |v| v.to_bits(), 0x7ff0_0000_0000_0000))?,
     })
+}
+
+/// Whether no element has all exponent bits set (the encoding of NaN and ±infinity).
+fn all_below<T, B>(d: &[T], bits: impl Fn(&T) -> B + Sync, exponent: B) -> bool
+where
+    T: Sync,
+    B: Copy + Ord + Default + std::ops::BitAnd<Output = B> + Send + Sync,
+{
+    const CHUNK: usize = 4096;
+    let finite = std::sync::atomic::AtomicBool::new(true);
+    gradflow::kernels::for_each_range(d.len(), 1 << 16, |range| {
+        let ok = d[range]
+            .chunks(CHUNK)
+            .all(|c| c.iter().fold(B::default(), |m, v| m.max(bits(v) & exponent)) != exponent);
+        if !ok {
+            finite.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    finite.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow_nn::optim::OptimizerSpec;
+    use gradflow_nn::{BuildOptions, ModelSpec};
+
+    const TINY: &str = "input = [3]\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+
+    struct Setup {
+        model: Sequential,
+        params: Vec<Param>,
+        targets: Vec<PenaltyTarget>,
+        loss: Loss,
+    }
+
+    fn setup() -> Setup {
+        let model = ModelSpec::parse(TINY, "tiny")
+            .unwrap()
+            .build(BuildOptions {
+                dtype: DType::F64,
+                ..Default::default()
+            })
+            .unwrap();
+        Setup {
+            params: model
+                .parameters()
+                .into_iter()
+                .map(|p| Param::new(p.name, p.tensor))
+                .collect(),
+            targets: model.named_penalty_targets(),
+            model,
+            loss: Loss::CrossEntropy { label_smoothing: 0.0 },
+        }
+    }
+
+    fn batch(first: f64) -> Tensor {
+        Tensor::from_vec(vec![first, -2.0, 0.5, 0.3, 0.8, -1.0], &[2, 3]).unwrap()
+    }
+
+    fn step_with(s: &Setup, optimizer: &mut dyn Optimizer, x: &Tensor, clip_norm: Option<f64>) -> StepOutcome {
+        let objective = Objective {
+            loss: &s.loss,
+            penalty: Penalty { l1: 0.0, l2: 0.01 },
+            penalty_targets: &s.targets,
+        };
+        let mut update = Update {
+            optimizer,
+            params: &s.params,
+            clip_norm,
+            clip_value: None,
+            max_norm: None,
+        };
+        train_step(
+            &s.model,
+            x,
+            Target::Classes(&[0, 1]),
+            &objective,
+            &mut update,
+            &mut Ctx::eval(),
+        )
+        .unwrap()
+    }
+
+    fn values(params: &[Param]) -> Vec<Vec<f64>> {
+        params.iter().map(|p| p.tensor.to_vec_f64()).collect()
+    }
+
+    #[test]
+    fn an_sgd_step_moves_each_weight_against_its_gradient_and_lowers_the_loss() {
+        let s = setup();
+        let before = values(&s.params);
+        let mut sgd = optim::build(&OptimizerSpec::sgd(0.1));
+        let StepOutcome::Updated(step) = step_with(&s, sgd.as_mut(), &batch(1.0), None) else {
+            panic!("the step did not update");
+        };
+        assert!(
+            (step.loss - step.data_loss) > 0.0,
+            "the L2 penalty is part of the objective"
+        );
+        for (p, old) in s.params.iter().zip(&before) {
+            let g = step.grads.get(&p.tensor).unwrap().to_vec_f64();
+            for ((new, old), g) in p.tensor.to_vec_f64().iter().zip(old).zip(&g) {
+                assert!(
+                    (new - (old - 0.1 * g)).abs() < 1e-15,
+                    "{}: {new} vs {old} - 0.1·{g}",
+                    p.name
+                );
+            }
+        }
+        let second = step_with(&s, sgd.as_mut(), &batch(1.0), None);
+        let StepOutcome::Updated(second) = second else { panic!() };
+        assert!(second.loss < step.loss, "{} then {}", step.loss, second.loss);
+    }
+
+    #[test]
+    fn clipping_caps_the_global_gradient_norm_the_optimizer_sees() {
+        let s = setup();
+        let mut sgd = optim::build(&OptimizerSpec::sgd(0.1));
+        let StepOutcome::Updated(step) = step_with(&s, sgd.as_mut(), &batch(50.0), Some(0.01)) else {
+            panic!()
+        };
+        let norm: f64 = s
+            .params
+            .iter()
+            .flat_map(|p| step.grads.get(&p.tensor).unwrap().to_vec_f64())
+            .map(|g| g * g)
+            .sum::<f64>()
+            .sqrt();
+        // PyTorch's rule: scale by max_norm / (norm + 1e-6), a hair under the cap.
+        assert!(norm <= 0.01 && norm > 0.01 * (1.0 - 1e-5), "{norm}");
+    }
+
+    #[test]
+    fn a_non_finite_loss_updates_nothing() {
+        let s = setup();
+        let before = values(&s.params);
+        let mut sgd = optim::build(&OptimizerSpec::sgd(0.1));
+        let outcome = step_with(&s, sgd.as_mut(), &batch(f64::NAN), None);
+        assert!(matches!(outcome, StepOutcome::NonFiniteLoss { loss } if loss.is_nan()));
+        assert_eq!(values(&s.params), before);
+    }
+
+    #[test]
+    fn an_update_that_overflows_a_weight_names_it() {
+        let s = setup();
+        // lr·weight_decay overflows f64: the decoupled decay multiplies every weight by −inf.
+        let mut spec = OptimizerSpec::parse("adamw", 10.0).unwrap();
+        spec.set("weight_decay", 1e308).unwrap();
+        let mut adamw = optim::build(&spec);
+        let outcome = step_with(&s, adamw.as_mut(), &batch(1.0), None);
+        let StepOutcome::NonFiniteParameter {
+            parameter,
+            gradient_non_finite,
+            ..
+        } = outcome
+        else {
+            panic!("the overflow went unnoticed");
+        };
+        assert_eq!(parameter, "0.weight");
+        assert!(!gradient_non_finite);
+    }
+
+    #[test]
+    fn all_finite_sees_every_kind_of_non_finite_value_anywhere() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 4095, 4096, 9999] {
+                let mut v = vec![1.5f32; 10_000];
+                v[at] = bad;
+                assert!(!all_finite(&Tensor::from_vec(v, &[10_000]).unwrap()).unwrap());
+            }
+        }
+        // Long enough to be split over the kernel threads.
+        let mut long = vec![0.5f32; 300_000];
+        long[299_999] = f32::NAN;
+        assert!(!all_finite(&Tensor::from_vec(long, &[300_000]).unwrap()).unwrap());
+        assert!(all_finite(&Tensor::from_vec(vec![0.5f32; 300_000], &[300_000]).unwrap()).unwrap());
+        let edge = vec![f64::MAX, f64::MIN, f64::MIN_POSITIVE, -0.0];
+        assert!(all_finite(&Tensor::from_vec(edge, &[4]).unwrap()).unwrap());
+        assert!(all_finite(&Tensor::from_vec(vec![f32::MAX, f32::MIN], &[2]).unwrap()).unwrap());
+    }
 }

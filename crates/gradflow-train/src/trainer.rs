@@ -241,8 +241,8 @@ impl Trainer {
             .into_iter()
             .map(|p| Param::new(p.name, p.tensor))
             .collect();
-        let optimizer = optim::build(&config.optimizer_spec().map_err(Error::Setting)?);
-        let schedule = config.schedule_spec().map_err(Error::Setting)?.build(config.lr);
+        let optimizer = optim::build(&config.optimizer_spec()?);
+        let schedule = config.schedule_spec()?.build(config.lr);
         Ok(Trainer {
             params,
             penalty_targets: model.named_penalty_targets(),
@@ -439,7 +439,9 @@ impl Trainer {
                 }
             };
             let metrics = self.validate(sums, lr, steps)?;
-            if let Some(why) = self.end_epoch(metrics, obs, stop)? {
+            self.record_epoch(metrics, obs)?;
+            self.checkpoint()?;
+            if let Some(why) = self.stop_after_epoch(stop) {
                 stopped = why;
                 break;
             }
@@ -621,8 +623,8 @@ impl Trainer {
         })
     }
 
-    /// Record the epoch, step the schedule, checkpoint, and say whether to stop.
-    fn end_epoch(&mut self, m: EpochMetrics, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Option<Stop>> {
+    /// Add the epoch to the history, tell the observer, track the best epoch and step the schedule.
+    fn record_epoch(&mut self, m: EpochMetrics, obs: &mut dyn Observer) -> Result<()> {
         self.history.push(m.clone());
         self.epoch += 1;
         self.step_in_epoch = 0;
@@ -637,18 +639,22 @@ impl Trainer {
         self.track_best(monitored)?;
         let next_lr = self.schedule.step(Some(monitored));
         self.optimizer.set_lr(next_lr);
-        self.checkpoint()?;
+        Ok(())
+    }
+
+    /// Early stopping's verdict, or an interruption, at an epoch boundary.
+    fn stop_after_epoch(&self, stop: &AtomicBool) -> Option<Stop> {
         if let (Some(patience), Some((_, best_epoch))) = (self.config.early_stopping, self.best) {
             if self.epoch - best_epoch >= patience && self.epoch < self.config.epochs {
                 let detail = format!("validation loss has not improved for {patience} epochs; restored the weights of epoch {best_epoch}");
-                return Ok(Some((StopReason::EarlyStopping, Some(detail))));
+                return Some((StopReason::EarlyStopping, Some(detail)));
             }
         }
         if stop.load(Ordering::SeqCst) && self.epoch < self.config.epochs {
             let detail = format!("interrupted after epoch {}", self.epoch);
-            return Ok(Some((StopReason::Interrupted, Some(detail))));
+            return Some((StopReason::Interrupted, Some(detail)));
         }
-        Ok(None)
+        None
     }
 
     /// Remember the best epoch so far (and, with early stopping, its weights).
@@ -735,4 +741,75 @@ pub fn optimizer_state_of(t: &Trainer) -> OptimizerState {
 /// Schedule state (used by tests).
 pub fn schedule_state_of(t: &Trainer) -> ScheduleState {
     t.schedule.state()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow_data::Targets;
+    use gradflow_nn::optim::OptimizerSpec;
+    use gradflow_nn::schedule::ScheduleSpec;
+
+    #[test]
+    fn stop_reasons_serialize_to_the_strings_summary_json_always_had() {
+        for (reason, name) in [
+            (StopReason::Completed, "completed"),
+            (StopReason::EarlyStopping, "early_stopping"),
+            (StopReason::Interrupted, "interrupted"),
+            (StopReason::NonFiniteLoss, "non_finite_loss"),
+            (StopReason::NonFiniteParameter, "non_finite_parameter"),
+        ] {
+            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{name}\""));
+            assert_eq!(reason.to_string(), name);
+            assert_eq!(
+                serde_json::from_str::<StopReason>(&format!("\"{name}\"")).unwrap(),
+                reason
+            );
+        }
+    }
+
+    fn blobs(n: usize) -> Dataset {
+        let features = (0..n * 2).map(|i| if i % 3 == 0 { 1.0 } else { -0.5 }).collect();
+        let labels = (0..n).map(|i| i % 2).collect();
+        Dataset::new(features, vec![2], Targets::Classes { labels, num_classes: 2 }).unwrap()
+    }
+
+    #[test]
+    fn a_parameter_that_overflows_stops_the_run_and_keeps_the_last_good_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ModelSpec::parse("input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n", "m").unwrap();
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 4,
+            diagnostics_every: 0,
+            ..TrainConfig::default()
+        };
+        let data = DataSource::Datasets {
+            train: blobs(8),
+            val: None,
+            test: blobs(4),
+        };
+        let mut t = Trainer::new(config, spec, data, dir.path()).unwrap();
+        assert_eq!(
+            t.fit(&mut Silent, &AtomicBool::new(false)).unwrap().stopped,
+            StopReason::Completed
+        );
+        let good = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        let good_weights = std::fs::read(dir.path().join(crate::checkpoint::WEIGHTS_FILE)).unwrap();
+        // A second epoch under an update that overflows every weight.
+        t.config.epochs = 2;
+        t.optimizer = optim::build(&OptimizerSpec::sgd(f64::MAX));
+        t.schedule = ScheduleSpec::parse("constant", 2).unwrap().build(f64::MAX);
+        let s = t.fit(&mut Silent, &AtomicBool::new(false)).unwrap();
+        assert_eq!(s.stopped, StopReason::NonFiniteParameter);
+        let detail = s.stop_detail.unwrap();
+        assert!(detail.starts_with("parameter '0.weight' became non-finite"), "{detail}");
+        assert!(detail.contains("at epoch 2 step 1"), "{detail}");
+        assert_eq!(std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap(), good);
+        assert_eq!(
+            std::fs::read(dir.path().join(crate::checkpoint::WEIGHTS_FILE)).unwrap(),
+            good_weights
+        );
+        assert_eq!(s.warnings.last().unwrap().kind, "non_finite_loss");
+    }
 }

@@ -2,9 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use gradflow::{no_grad, Tensor};
-use gradflow_data::{MNIST_MEAN, MNIST_STD};
-use gradflow_nn::{Ctx, Module};
+use gradflow_train::predict;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -33,34 +31,25 @@ pub fn run(a: PredictArgs) -> Result<()> {
         bail!("give at least one image after the run directory");
     }
     let (spec, net) = super::load_model(run_dir.as_deref(), a.model.as_deref(), a.weights.as_deref())?;
-    if spec.input.iter().product::<usize>() != 784 {
-        bail!(
-            "predict reads 28×28 grayscale images, but the model's input is {:?}",
-            spec.input
-        );
-    }
-    let _g = no_grad();
+    predict::check_image_model(&spec)?;
     for path in &images {
-        let mut px = gradflow_data::load_gray_image(path)?;
-        let inverted = gradflow_data::invert_if_light_background(&mut px, 28, 28);
-        let x: Vec<f32> = px.iter().map(|v| (v - MNIST_MEAN) / MNIST_STD).collect();
-        let mut shape = vec![1];
-        shape.extend_from_slice(&spec.input);
-        let logits = net.forward(&Tensor::from_vec(x, &shape)?, &mut Ctx::eval())?;
-        let probs = logits.softmax(1)?.to_vec_f64();
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
-        let top: Vec<String> = order
+        let p = predict::classify_image(&spec, &net, path)?;
+        let top: Vec<String> = p
+            .ranked
             .iter()
             .take(3)
-            .map(|&c| format!("{c} ({:.1}%)", probs[c] * 100.0))
+            .map(|&(c, prob)| format!("{c} ({:.1}%)", prob * 100.0))
             .collect();
         println!(
             "{}: {}  top-3: {}{}",
             path.display(),
-            order[0],
+            p.class(),
             top.join(", "),
-            if inverted { "  [inverted light background]" } else { "" }
+            if p.inverted {
+                "  [inverted light background]"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

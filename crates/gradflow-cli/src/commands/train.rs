@@ -6,7 +6,7 @@ use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use gradflow_nn::{Activation, Init};
 use gradflow_train::diagnostics::Warning;
-use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, TrainConfig, Trainer};
+use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, Summary, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -250,24 +250,7 @@ impl Observer for Console {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
-    let mut trainer = if let Some(dir) = &args.resume {
-        Trainer::resume(dir, data, args.epochs)?
-    } else {
-        let config = args.config()?;
-        if config.early_stopping.is_some() && config.val_split == 0.0 {
-            bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
-        }
-        let spec = gradflow_train::trainer::model_from_config(&config)?;
-        let out = args
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&config.model)));
-        match &args.weights {
-            Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
-            None => Trainer::new(config, spec, data, &out)?,
-        }
-    };
+    let mut trainer = build_trainer(&args)?;
     let out_dir = args
         .resume
         .clone()
@@ -280,18 +263,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             trainer.config.epochs
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupt: stopping after this step and saving a checkpoint (press Ctrl-C again to quit at once)"
-            );
-        });
-    }
+    let stop = stop_on_ctrl_c();
     println!(
         "model {} ({} parameters), {} threads, run directory {}",
         trainer.config.model,
@@ -305,6 +277,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
         epochs: trainer.config.epochs,
     };
     let summary = trainer.fit(&mut console, &stop)?;
+    print_summary(summary, &out_dir)
+}
+
+/// A fresh run from the flags, or the run `--resume` names.
+fn build_trainer(args: &TrainArgs) -> Result<Trainer> {
+    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
+    if let Some(dir) = &args.resume {
+        return Ok(Trainer::resume(dir, data, args.epochs)?);
+    }
+    let config = args.config()?;
+    if config.early_stopping.is_some() && config.val_split == 0.0 {
+        bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
+    }
+    let spec = gradflow_train::trainer::model_from_config(&config)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&config.model)));
+    Ok(match &args.weights {
+        Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
+        None => Trainer::new(config, spec, data, &out)?,
+    })
+}
+
+/// The flag a first Ctrl-C sets (the run stops after the step and checkpoints); a second one quits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step and saving a checkpoint (press Ctrl-C again to quit at once)");
+    });
+    stop
+}
+
+fn print_summary(summary: Summary, out_dir: &std::path::Path) -> Result<()> {
     println!(
         "test accuracy {:.2}% (error {:.2}%), test loss {:.4}, {:.1}s training, {:.0} samples/s",
         summary.test_accuracy * 100.0,
