@@ -810,6 +810,6 @@ mod tests {
             std::fs::read(dir.path().join(crate::checkpoint::WEIGHTS_FILE)).unwrap(),
             good_weights
         );
-        assert_eq!(s.warnings.last().unwrap().kind, "non_finite_loss");
+        assert_eq!(s.warnings.last().unwrap().kind.as_str(), "non_finite_loss");
     }
 }
