@@ -113,7 +113,9 @@ pub fn parse_csv_bytes(data: &[u8], source: &str, options: &CsvOptions) -> Resul
         let record = record.map_err(|e| csv_error(source, &e))?;
         rows.push(&record, &columns, label_idx, options.task).map_err(err)?;
     }
-    let (targets, class_names) = rows.targets(options.task).ok_or_else(|| err("no data rows after the header".into()))?;
+    let (targets, class_names) = rows
+        .targets(options.task)
+        .ok_or_else(|| err("no data rows after the header".into()))?;
     let dataset = Dataset::new(rows.features, vec![feature_names.len()], targets)
         .map_err(|e| err(format!("internal inconsistency: {e}")))?;
     Ok(CsvDataset {

@@ -39,7 +39,9 @@ pub fn generate(kind: DatasetKind, n: usize, noise: f64, rng: &mut ChaCha8Rng) -
         DatasetKind::Gauss => gauss(n, noise, rng),
         DatasetKind::Spiral => spirals(2, n, noise, rng),
         DatasetKind::Spiral3 => spirals(3, n, noise, rng),
-        DatasetKind::Plane => field(n, noise, rng, |x, nx, y, ny| ((x + nx + y + ny) / 10.0).clamp(-1.0, 1.0)),
+        DatasetKind::Plane => field(n, noise, rng, |x, nx, y, ny| {
+            ((x + nx + y + ny) / 10.0).clamp(-1.0, 1.0)
+        }),
         DatasetKind::Multigauss => field(n, noise, rng, |x, nx, y, ny| bumps(x + nx, y + ny)),
         DatasetKind::Csv => Vec::new(),
     }

@@ -9,8 +9,8 @@ use crate::data::{self, CsvData, Point};
 use crate::error::{Error, Result};
 use base64::Engine as _;
 use gradflow::{no_grad, DType, Tensor};
-use gradflow_nn::optim::{self, Optimizer, Param};
 use gradflow_nn::layers::activation::Saturation;
+use gradflow_nn::optim::{self, Optimizer, Param};
 use gradflow_nn::{
     regularize, Activation, BuildOptions, Ctx, LayerSpec, Loss, ModelSpec, Module, Penalty, PenaltyTarget, Sequential,
     Target,
@@ -306,22 +306,14 @@ fn raw_points(cfg: &Config, csv: Option<&CsvData>, rng: &mut ChaCha8Rng) -> Resu
 /// The head the problem asks for, with the labels it trains on.
 fn head_and_labels(problem: Problem, classes: Option<usize>, raw: Vec<Point>) -> (Head, Vec<Point>) {
     let relabel = |raw: Vec<Point>, f: &dyn Fn(f64) -> f64| -> Vec<Point> {
-        raw.into_iter()
-            .map(|q| Point {
-                label: f(q.label),
-                ..q
-            })
-            .collect()
+        raw.into_iter().map(|q| Point { label: f(q.label), ..q }).collect()
     };
     match (problem, classes) {
         (Problem::Classification, Some(2)) => (Head::Binary, raw),
         (Problem::Classification, Some(k)) => (Head::Multi(k), raw),
         // Real values asked as classes: the sign decides.
         (Problem::Classification, None) => (Head::Binary, relabel(raw, &|l| if l > 0.0 { 1.0 } else { 0.0 })),
-        (Problem::Regression, Some(k)) => (
-            Head::Regression,
-            relabel(raw, &|l| l / (k - 1) as f64 * 2.0 - 1.0),
-        ),
+        (Problem::Regression, Some(k)) => (Head::Regression, relabel(raw, &|l| l / (k - 1) as f64 * 2.0 - 1.0)),
         (Problem::Regression, None) => (Head::Regression, raw),
     }
 }

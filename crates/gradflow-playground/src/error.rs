@@ -1,7 +1,7 @@
 //! The one error type of the playground. Every message is one line the page
 //! shows as it is, naming the setting, CSV line or example at fault.
 
-use crate::config::{activation_names, init_names, MAX_CSV_BYTES, SPEEDS, MAX_FEATURES, MAX_LAYERS, MAX_POINTS};
+use crate::config::{activation_names, init_names, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_POINTS, SPEEDS};
 
 /// Everything a request can get wrong, and the engine failures behind it.
 #[derive(Debug, thiserror::Error)]

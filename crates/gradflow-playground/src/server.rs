@@ -6,9 +6,9 @@
 //! `{"error": "…"}`; caps on sessions, streams, connections and body sizes keep
 //! one page from exhausting the machine.
 
-use crate::config::{Config, Problem, Regularization, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_NEURONS, MAX_POINTS};
-use gradflow_nn::optim::OptimizerSpec;
-use gradflow_nn::Init;
+use crate::config::{
+    Config, Problem, Regularization, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_NEURONS, MAX_POINTS,
+};
 use crate::data::parse_csv;
 use crate::engine::{Engine, Frame, StateView};
 use axum::body::Bytes;
@@ -21,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::Init;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::convert::Infallible;

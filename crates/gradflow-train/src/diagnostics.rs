@@ -463,15 +463,25 @@ mod tests {
 
     #[test]
     fn healthy_steps_and_epochs_raise_nothing() {
-        let layers = [weighted(1, 0.5), activation(2, "ReLU", None, Some(0.1)), weighted(3, 1.0)];
+        let layers = [
+            weighted(1, 0.5),
+            activation(2, "ReLU", None, Some(0.1)),
+            weighted(3, 1.0),
+        ];
         assert!(step_warnings(&layers, 0, 1).is_empty());
-        let history: Vec<EpochMetrics> = (1..=5).map(|n| epoch(n, 1.0 / n as f64, 1.0 / n as f64, 0.9, 0.88)).collect();
+        let history: Vec<EpochMetrics> = (1..=5)
+            .map(|n| epoch(n, 1.0 / n as f64, 1.0 / n as f64, 0.9, 0.88))
+            .collect();
         assert!(epoch_warnings(&history).is_empty());
     }
 
     #[test]
     fn vanishing_gradients_compare_the_first_and_last_weighted_layers() {
-        let layers = [weighted(1, 2e-4), activation(2, "Sigmoid", Some(0.1), None), weighted(3, 0.5)];
+        let layers = [
+            weighted(1, 2e-4),
+            activation(2, "Sigmoid", Some(0.1), None),
+            weighted(3, 0.5),
+        ];
         let ws = step_warnings(&layers, 7, 2);
         assert_eq!(kinds(&ws), [WarningKind::VanishingGradients]);
         assert_eq!(
@@ -508,7 +518,10 @@ mod tests {
     fn dead_relu_units() {
         let ws = step_warnings(&[activation(3, "ReLU", None, Some(0.75))], 1, 1);
         assert_eq!(kinds(&ws), [WarningKind::DeadRelu]);
-        assert_eq!(ws[0].evidence, "75% of layer 3 (ReLU) units output zero for the whole batch");
+        assert_eq!(
+            ws[0].evidence,
+            "75% of layer 3 (ReLU) units output zero for the whole batch"
+        );
         assert!(step_warnings(&[activation(3, "ReLU", None, Some(0.5))], 1, 1).is_empty());
     }
 

@@ -97,9 +97,7 @@ pub fn deep_mlp(depth: usize, width: usize, act: Activation) -> ModelSpec {
 pub fn layer_gradient_norms(model: &Sequential, ds: &Dataset, n: usize) -> Res<Vec<f64>> {
     let idx: Vec<usize> = (0..n.min(ds.len())).collect();
     let x = batch_tensor(ds, &idx, DType::F32)?;
-    let labels = ds
-        .labels()
-        .ok_or_else(|| Error::Input("needs class labels".into()))?;
+    let labels = ds.labels().ok_or_else(|| Error::Input("needs class labels".into()))?;
     let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
     let out = model.forward(&x, &mut Ctx::eval())?;
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 }.compute(&out, Target::Classes(&y))?;
@@ -561,11 +559,7 @@ impl Curves<'_> {
     where
         Y: plotters::coord::ranged1d::Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
     {
-        chart
-            .configure_mesh()
-            .x_desc(self.xlabel)
-            .y_desc(self.ylabel)
-            .draw()?;
+        chart.configure_mesh().x_desc(self.xlabel).y_desc(self.ylabel).draw()?;
         for (i, (name, v)) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let style = ShapeStyle::from(color).stroke_width(if i % 2 == 0 { 2 } else { 1 });

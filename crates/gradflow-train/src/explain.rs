@@ -961,7 +961,8 @@ impl<'a> Working<'a> {
         (0..inn.len())
             .map(|k| {
                 let (symbolic, numeric) = if units <= MAX_TERMS {
-                    let (s, n): (Vec<String>, Vec<String>) = (0..units).map(|j| self.input_gradient_term(i, j, k)).unzip();
+                    let (s, n): (Vec<String>, Vec<String>) =
+                        (0..units).map(|j| self.input_gradient_term(i, j, k)).unzip();
                     (s.join(" + "), n.join(" + "))
                 } else {
                     (
@@ -986,11 +987,7 @@ impl<'a> Working<'a> {
         let g = self.out_grads[i][j];
         (
             format!("{} · {}", partial("L", &self.lay.names[i][j]), p.name),
-            format!(
-                "{} × {}",
-                if j == 0 { num(g) } else { factor(g) },
-                factor(p.value())
-            ),
+            format!("{} × {}", if j == 0 { num(g) } else { factor(g) }, factor(p.value())),
         )
     }
 

@@ -216,7 +216,13 @@ fn unnull_fields(v: &mut Value, fields: &[&'static str]) -> Vec<&'static str> {
 
 impl Lenient for Summary {
     fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
-        let fields = ["test_accuracy", "test_loss", "train_seconds", "samples_per_second", "train_accuracy"];
+        let fields = [
+            "test_accuracy",
+            "test_loss",
+            "train_seconds",
+            "samples_per_second",
+            "train_accuracy",
+        ];
         unnull_fields(v, &fields).into_iter().map(|f| (0, f)).collect()
     }
     fn set_nan(&mut self, (_, f): (usize, &'static str)) {
@@ -387,10 +393,7 @@ pub fn write_report(dir: &Path) -> crate::Result<Report> {
     let plots = render_plots(&data, dir)?;
     let mut images = Vec::with_capacity(plots.len());
     for p in &plots {
-        let bytes = std::fs::read(p).map_err(|error| ReportError::ReadBack {
-            path: p.clone(),
-            error,
-        })?;
+        let bytes = std::fs::read(p).map_err(|error| ReportError::ReadBack { path: p.clone(), error })?;
         images.push(bytes);
     }
     let html = render_html(&data, &images);
@@ -787,7 +790,10 @@ fn line_plots(data: &RunData) -> [(&'static str, LinePlot<'static>); 5] {
     };
     [
         ("loss.png", epoch_plot("Loss", "loss", YAxis::Linear, loss)),
-        ("accuracy.png", epoch_plot("Accuracy", "accuracy", YAxis::Percent, accuracy)),
+        (
+            "accuracy.png",
+            epoch_plot("Accuracy", "accuracy", YAxis::Percent, accuracy),
+        ),
         (
             "grad_norms.png",
             LinePlot {
@@ -1147,7 +1153,11 @@ mod tests {
             "weight_sparsity":0.0,"weight_norm":1.0}"#;
         let step = r#"{"step":3,"epoch":2,"layers":[{"index":0,"kind":"Linear","grad_norm":null,"weight_norm":null,
             "update_ratio":null,"near_zero":0.0,"act_mean":null,"act_std":2.0,"saturated":null,"dead":null}]}"#;
-        let spec = ModelSpec::parse("input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 5\n", "m.toml").unwrap();
+        let spec = ModelSpec::parse(
+            "input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 5\n",
+            "m.toml",
+        )
+        .unwrap();
         RunData {
             dir: PathBuf::from("run"),
             summary: parse_lenient(summary).unwrap(),
@@ -1167,7 +1177,10 @@ mod tests {
         // Test loss, throughput, the epoch's train and validation loss, the layer's norms and act mean.
         assert!(html.contains(&cell("NaN")), "{html}");
         assert!(html.contains(&cell("NaN samples/s")), "{html}");
-        let epoch_row = html.lines().find(|l| l.starts_with("<tr><td class=\"n\">2</td>")).unwrap();
+        let epoch_row = html
+            .lines()
+            .find(|l| l.starts_with("<tr><td class=\"n\">2</td>"))
+            .unwrap();
         assert_eq!(epoch_row.matches(&cell("NaN")).count(), 2, "{epoch_row}");
         let layer_row = html.lines().find(|l| l.contains("<td>Linear</td>")).unwrap();
         assert_eq!(layer_row.matches(&cell("NaN")).count(), 4, "{layer_row}");
@@ -1176,7 +1189,10 @@ mod tests {
         data.metrics[0].val_accuracy = None;
         data.metrics[0].val_loss = None;
         let row = render_html(&data, &[]);
-        let row = row.lines().find(|l| l.starts_with("<tr><td class=\"n\">2</td>")).unwrap();
+        let row = row
+            .lines()
+            .find(|l| l.starts_with("<tr><td class=\"n\">2</td>"))
+            .unwrap();
         assert_eq!(row.matches(&cell("–")).count(), 2, "{row}");
         // Numbers still in memory keep their kind of infinity.
         data.summary.test_loss = f64::INFINITY;
