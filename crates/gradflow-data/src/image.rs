@@ -349,20 +349,7 @@ fn decode_png(data: &[u8], source: &str) -> Result<GrayImage> {
     let frame = reader.next_frame(&mut buf).map_err(|e| png_error(source, e))?;
     let (width, height) = (frame.width as usize, frame.height as usize);
     let count = check_size(width, height, source)?;
-    let channels = match frame.color_type {
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Indexed => {
-            return Err(err("unsupported PNG: palette was not expanded".into()));
-        }
-    };
-    let bytes_per = match frame.bit_depth {
-        png::BitDepth::Eight => 1,
-        png::BitDepth::Sixteen => 2,
-        other => return Err(err(format!("unsupported PNG bit depth {other:?}"))),
-    };
+    let (channels, bytes_per) = png_layout(&frame, source)?;
     let row_bytes = width * channels * bytes_per;
     if frame.line_size < row_bytes || buf.len() < frame.line_size * height {
         return Err(err("truncated: PNG frame is smaller than its header says".into()));
@@ -393,6 +380,26 @@ fn decode_png(data: &[u8], source: &str) -> Result<GrayImage> {
         }
     }
     GrayImage::new(width, height, pixels).map_err(|e| err(e.to_string()))
+}
+
+/// Samples per pixel and bytes per sample of an expanded PNG frame.
+fn png_layout(frame: &png::OutputInfo, source: &str) -> Result<(usize, usize)> {
+    let err = |m: String| DataError::format(source, m);
+    let channels = match frame.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => {
+            return Err(err("unsupported PNG: palette was not expanded".into()));
+        }
+    };
+    let bytes_per = match frame.bit_depth {
+        png::BitDepth::Eight => 1,
+        png::BitDepth::Sixteen => 2,
+        other => return Err(err(format!("unsupported PNG bit depth {other:?}"))),
+    };
+    Ok((channels, bytes_per))
 }
 
 /// ITU-R BT.601 luma, the weighting most grayscale conversions use.

@@ -455,6 +455,11 @@ fn write_regularization(
         "regularization.json",
         &serde_json::to_string_pretty(&rows).expect("serialize"),
     )?;
+    plot_regularization(opts, rows)
+}
+
+/// Each regularizer's validation and training loss by epoch.
+fn plot_regularization(opts: &ExperimentOptions, rows: &[RegularizationRow]) -> Res<()> {
     let curves = |f: fn(&RegularizationRow) -> &Vec<f64>| -> Vec<(String, Vec<f64>)> {
         rows.iter().map(|r| (r.name.clone(), f(r).clone())).collect()
     };

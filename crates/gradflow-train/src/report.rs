@@ -775,10 +775,6 @@ fn epoch_curves(m: &[EpochMetrics]) -> (Vec<Series>, Vec<Series>) {
 fn line_plots(data: &RunData) -> [(&'static str, LinePlot<'static>); 5] {
     let m = &data.metrics;
     let (loss, accuracy) = epoch_curves(m);
-    let mut saturation = layer_series(&data.steps, " saturated", |l| l.saturated);
-    saturation.extend(layer_series(&data.steps, " dead", |l| l.dead));
-    let no_steps = "no diagnostics recorded (--diagnostics-every 0, or no step finished)";
-    let few_steps = data.steps.len() < 30;
     let epoch_plot = |title, y_desc, y, series| LinePlot {
         title,
         x_desc: "epoch",
@@ -788,52 +784,59 @@ fn line_plots(data: &RunData) -> [(&'static str, LinePlot<'static>); 5] {
         empty: "no epoch completed",
         markers: true,
     };
+    let sparsity = vec![Series::new(
+        "Linear/Conv2d weights",
+        epochs_of(m, |e| Some(e.weight_sparsity)),
+    )];
+    let [grad_norms, saturation] = step_plots(&data.steps);
     [
         ("loss.png", epoch_plot("Loss", "loss", YAxis::Linear, loss)),
         (
             "accuracy.png",
             epoch_plot("Accuracy", "accuracy", YAxis::Percent, accuracy),
         ),
-        (
-            "grad_norms.png",
-            LinePlot {
-                title: "Weight-gradient norm per layer (log scale)",
-                x_desc: "step",
-                y_desc: "L2 norm of the weight gradient",
-                y: YAxis::Log,
-                series: layer_series(&data.steps, "", |l| l.grad_norm),
-                empty: no_steps,
-                markers: few_steps,
-            },
-        ),
-        (
-            "saturation.png",
-            LinePlot {
-                title: "Saturated (sigmoid/tanh) and dead (ReLU) units",
-                x_desc: "step",
-                y_desc: "fraction of units",
-                y: YAxis::Percent,
-                series: saturation,
-                empty: if data.steps.is_empty() {
-                    no_steps
-                } else {
-                    "no Sigmoid, Tanh or ReLU layer to watch"
-                },
-                markers: few_steps,
-            },
-        ),
+        ("grad_norms.png", grad_norms),
+        ("saturation.png", saturation),
         (
             "sparsity.png",
             epoch_plot(
                 "Weight sparsity (|w| < 1e-3)",
                 "fraction of weights",
                 YAxis::Percent,
-                vec![Series::new(
-                    "Linear/Conv2d weights",
-                    epochs_of(m, |e| Some(e.weight_sparsity)),
-                )],
+                sparsity,
             ),
         ),
+    ]
+}
+
+/// The plots of the recorded steps: gradient norms, and saturated and dead units.
+fn step_plots(steps: &[StepRecord]) -> [LinePlot<'static>; 2] {
+    let no_steps = "no diagnostics recorded (--diagnostics-every 0, or no step finished)";
+    let mut saturation = layer_series(steps, " saturated", |l| l.saturated);
+    saturation.extend(layer_series(steps, " dead", |l| l.dead));
+    [
+        LinePlot {
+            title: "Weight-gradient norm per layer (log scale)",
+            x_desc: "step",
+            y_desc: "L2 norm of the weight gradient",
+            y: YAxis::Log,
+            series: layer_series(steps, "", |l| l.grad_norm),
+            empty: no_steps,
+            markers: steps.len() < 30,
+        },
+        LinePlot {
+            title: "Saturated (sigmoid/tanh) and dead (ReLU) units",
+            x_desc: "step",
+            y_desc: "fraction of units",
+            y: YAxis::Percent,
+            series: saturation,
+            empty: if steps.is_empty() {
+                no_steps
+            } else {
+                "no Sigmoid, Tanh or ReLU layer to watch"
+            },
+            markers: steps.len() < 30,
+        },
     ]
 }
 
