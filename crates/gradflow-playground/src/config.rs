@@ -49,6 +49,41 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
+    /// Every data set, in the page's order.
+    pub const ALL: [DatasetKind; 8] = [
+        DatasetKind::Circle,
+        DatasetKind::Xor,
+        DatasetKind::Gauss,
+        DatasetKind::Spiral,
+        DatasetKind::Spiral3,
+        DatasetKind::Plane,
+        DatasetKind::Multigauss,
+        DatasetKind::Csv,
+    ];
+
+    /// How the page labels it.
+    pub fn label(self) -> &'static str {
+        match self {
+            DatasetKind::Circle => "Circle",
+            DatasetKind::Xor => "Exclusive or",
+            DatasetKind::Gauss => "Gaussian",
+            DatasetKind::Spiral => "Spiral",
+            DatasetKind::Spiral3 => "3-class spiral",
+            DatasetKind::Plane => "Plane",
+            DatasetKind::Multigauss => "Multi Gaussian",
+            DatasetKind::Csv => "Your CSV",
+        }
+    }
+
+    /// The problem its labels pose; `None` for an upload, whose labels decide.
+    pub fn problem(self) -> Option<Problem> {
+        match self {
+            DatasetKind::Csv => None,
+            k if k.is_regression() => Some(Problem::Regression),
+            _ => Some(Problem::Classification),
+        }
+    }
+
     /// True for the data sets whose labels are real values.
     pub fn is_regression(self) -> bool {
         matches!(self, DatasetKind::Plane | DatasetKind::Multigauss)

@@ -7,7 +7,8 @@
 //! one page from exhausting the machine.
 
 use crate::config::{
-    Config, Problem, Regularization, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_NEURONS, MAX_POINTS,
+    Config, DatasetKind, Feature, Problem, Regularization, DOMAIN, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS,
+    MAX_NEURONS, MAX_POINTS,
 };
 use crate::data::parse_csv;
 use crate::engine::{Engine, Frame, StateView};
@@ -350,6 +351,8 @@ fn limits_json(l: &Limits) -> serde_json::Value {
             .map(|p| choice(p.id(), p.label(), p.description()))
             .collect::<Vec<_>>(),
         "speeds": crate::config::SPEEDS,
+        "datasets": DatasetKind::ALL.iter().map(|&d| dataset_choice(d)).collect::<Vec<_>>(),
+        "features": Feature::ALL.iter().map(|&f| feature_choice(f)).collect::<Vec<_>>(),
         "defaults": Config::default(),
     })
 }
@@ -357,6 +360,47 @@ fn limits_json(l: &Limits) -> serde_json::Value {
 /// One entry of a menu: the value the API takes, what the page shows, and a tooltip.
 fn choice(id: &str, label: &str, description: &str) -> serde_json::Value {
     serde_json::json!({ "id": id, "label": label, "description": description })
+}
+
+/// Side of a feature's thumbnail grid.
+const THUMB: usize = 20;
+
+/// A data set for the page's picker, with a sample of its points (no noise) to draw its thumbnail.
+fn dataset_choice(d: DatasetKind) -> serde_json::Value {
+    let mut rng = gradflow::seeded_rng(0);
+    let points: Vec<[f64; 3]> = crate::data::generate(d, 200, 0.0, &mut rng)
+        .iter()
+        .map(|p| [round2(p.x1), round2(p.x2), round2(p.label)])
+        .collect();
+    serde_json::json!({
+        "id": d,
+        "label": d.label(),
+        "problem": d.problem().map(Problem::id),
+        "points": points,
+    })
+}
+
+/// A feature for the network view, with its values over a grid of the square
+/// (row-major from the top left, scaled into [-1, 1]) to draw its thumbnail.
+fn feature_choice(f: Feature) -> serde_json::Value {
+    let cell = 2.0 * DOMAIN / THUMB as f64;
+    let values: Vec<f64> = (0..THUMB * THUMB)
+        .map(|k| {
+            let (i, j) = (k % THUMB, k / THUMB);
+            f.eval(-DOMAIN + (i as f64 + 0.5) * cell, DOMAIN - (j as f64 + 0.5) * cell)
+        })
+        .collect();
+    let scale = values.iter().fold(1e-9f64, |m, v| m.max(v.abs()));
+    serde_json::json!({
+        "id": f,
+        "label": f.label(),
+        "map": values.iter().map(|v| round2(v / scale)).collect::<Vec<_>>(),
+    })
+}
+
+/// Two decimals: enough for a 48-pixel thumbnail, and a small answer.
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
 /// `linear` (no activation), then every declared activation.

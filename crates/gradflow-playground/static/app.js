@@ -3,25 +3,8 @@
 // server-sent events, and keeps the setup in the address (#…) for sharing.
 'use strict';
 
-const FEATURES = [
-  { id: 'x1', label: 'X₁', f: (a, b) => a },
-  { id: 'x2', label: 'X₂', f: (a, b) => b },
-  { id: 'x1sq', label: 'X₁²', f: (a, b) => a * a },
-  { id: 'x2sq', label: 'X₂²', f: (a, b) => b * b },
-  { id: 'x1x2', label: 'X₁X₂', f: (a, b) => a * b },
-  { id: 'sinx1', label: 'sin(X₁)', f: (a, b) => Math.sin(a) },
-  { id: 'sinx2', label: 'sin(X₂)', f: (a, b) => Math.sin(b) },
-];
-const DATASETS = [
-  { id: 'circle', label: 'Circle', kind: 'c' },
-  { id: 'xor', label: 'Exclusive or', kind: 'c' },
-  { id: 'gauss', label: 'Gaussian', kind: 'c' },
-  { id: 'spiral', label: 'Spiral', kind: 'c' },
-  { id: 'spiral3', label: '3-class spiral', kind: 'c' },
-  { id: 'plane', label: 'Plane', kind: 'r' },
-  { id: 'multigauss', label: 'Multi Gaussian', kind: 'r' },
-  { id: 'csv', label: 'Your CSV', kind: 'u' },
-];
+// The data sets and the input features, with what their thumbnails show, come from the server too (see main).
+let FEATURES = [], DATASETS = [];
 const LRS = [0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const RATES = [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const DROPOUTS = [0, 0.1, 0.2, 0.3, 0.5];
@@ -343,8 +326,8 @@ function setupControls() {
   $('problem').onchange = (e) => applyConfig((c) => {
     c.problem = e.target.value;
     const d = DATASETS.find((x) => x.id === c.dataset);
-    if (c.problem === 'regression' && d.kind === 'c') c.dataset = 'plane';
-    if (c.problem === 'classification' && d.kind === 'r') c.dataset = 'circle';
+    // A data set of the other problem type gives way to the first one of this type.
+    if (d.problem && d.problem !== c.problem) c.dataset = DATASETS.find((x) => x.problem === c.problem).id;
   });
   $('opt').onchange = (e) => applyConfig((c) => { c.optimizer = e.target.value; });
   $('init').onchange = (e) => applyConfig((c) => { c.init = e.target.value; });
@@ -482,7 +465,7 @@ function drawDatasetThumbs() {
     b.title = d.label;
     const cv = document.createElement('canvas');
     cv.width = 48; cv.height = 48;
-    drawThumb(cv, d.id);
+    drawThumb(cv, d);
     const span = document.createElement('span');
     span.textContent = d.label;
     b.appendChild(cv);
@@ -501,47 +484,18 @@ function drawDatasetThumbs() {
   }
 }
 
-function drawThumb(cv, id) {
+/** A data set's thumbnail: a sample of its points (from the server), or stripes and "CSV" for an upload. */
+function drawThumb(cv, d) {
   const ctx = cv.getContext('2d');
-  const n = 24, img = ctx.createImageData(n, n);
-  for (let j = 0; j < n; j++) {
-    for (let i = 0; i < n; i++) {
-      const x = -6 + (i + 0.5) * 12 / n, y = 6 - (j + 0.5) * 12 / n;
-      let c = MID;
-      const r = Math.hypot(x, y);
-      if (id === 'circle') c = r < 2.5 ? POS : (r > 3.5 && r < 5 ? NEG : MID);
-      else if (id === 'xor') c = x * y >= 0 ? POS : NEG;
-      else if (id === 'gauss') c = Math.hypot(x - 2, y - 2) < 2.2 ? POS : (Math.hypot(x + 2, y + 2) < 2.2 ? NEG : MID);
-      else if (id === 'plane') c = scaleColor((x + y) / 10);
-      else if (id === 'multigauss') {
-        let v = 0;
-        for (const [cx, cy, s] of [[-4, 2.5, 1], [0, 2.5, -1], [4, 2.5, 1], [-4, -2.5, -1], [0, -2.5, 1], [4, -2.5, -1]]) {
-          const nv = s * Math.max(0, 1 - Math.hypot(x - cx, y - cy) / 2);
-          if (Math.abs(nv) > Math.abs(v)) v = nv;
-        }
-        c = scaleColor(v);
-      } else if (id === 'csv') c = (i + j) % 6 < 3 ? [220, 222, 224] : [240, 241, 242];
-      const k = (j * n + i) * 4;
-      img.data[k] = c[0]; img.data[k + 1] = c[1]; img.data[k + 2] = c[2]; img.data[k + 3] = 255;
-    }
+  ctx.fillStyle = css(MID);
+  ctx.fillRect(0, 0, cv.width, cv.height);
+  const classes = Math.max(2, ...d.points.map((p) => p[2] + 1));
+  for (const [x1, x2, l] of d.points) {
+    const c = d.kind === 'r' ? scaleColor(l) : classes === 2 ? (l > 0.5 ? POS : NEG) : CLASS_COLORS[l];
+    ctx.fillStyle = css(c);
+    ctx.fillRect((x1 + DOMAIN) / (2 * DOMAIN) * cv.width - 1.5, (DOMAIN - x2) / (2 * DOMAIN) * cv.height - 1.5, 3, 3);
   }
-  const off = document.createElement('canvas');
-  off.width = n; off.height = n;
-  off.getContext('2d').putImageData(img, 0, 0);
-  ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(off, 0, 0, cv.width, cv.height);
-  if (id === 'spiral' || id === 'spiral3') {
-    const k = id === 'spiral' ? 2 : 3;
-    for (let c = 0; c < k; c++) {
-      ctx.fillStyle = css(k === 2 ? (c === 0 ? POS : NEG) : CLASS_COLORS[c]);
-      for (let i = 0; i < 40; i++) {
-        const r = i / 40 * 5, t = 1.75 * i / 40 * 2 * Math.PI + 2 * Math.PI * c / k;
-        const px = (r * Math.sin(t) + 6) / 12 * cv.width, py = (6 - r * Math.cos(t)) / 12 * cv.height;
-        ctx.fillRect(px - 1.5, py - 1.5, 3, 3);
-      }
-    }
-  }
-  if (id === 'csv') {
+  if (d.kind === 'u') {
     ctx.fillStyle = '#555';
     ctx.font = 'bold 13px sans-serif';
     ctx.textAlign = 'center';
@@ -584,16 +538,9 @@ function computeLayout() {
   S.featureImages = FEATURES.map((f) => featureImage(f));
 }
 
+/** A feature's thumbnail: its values over the square, from the server, already in [-1, 1]. */
 function featureImage(f) {
-  const n = 20, vals = [];
-  let m = 1e-9;
-  for (let j = 0; j < n; j++) for (let i = 0; i < n; i++) {
-    const x = -6 + (i + 0.5) * 12 / n, y = 6 - (j + 0.5) * 12 / n;
-    const v = f.f(x, y);
-    vals.push(v);
-    m = Math.max(m, Math.abs(v));
-  }
-  return mapCanvas(n, (k) => scaleColor(vals[k] / m));
+  return mapCanvas(Math.round(Math.sqrt(f.map.length)), (k) => scaleColor(f.map[k]));
 }
 
 /** A small canvas of n×n cells colored by colorAt(cell index). */
@@ -1224,6 +1171,9 @@ async function main() {
     showError(`${e.message} — cannot reach the server.`);
     return;
   }
+  FEATURES = LIMITS.features;
+  // kind: c (classes), r (regression) or u (an upload, whose labels decide).
+  DATASETS = LIMITS.datasets.map((d) => ({ ...d, kind: d.problem === 'regression' ? 'r' : d.problem ? 'c' : 'u' }));
   setupControls();
   const cfg = decodeHash(location.hash);
   try {
