@@ -244,7 +244,7 @@ impl Regularization {
 pub struct LayerConfig {
     /// Width, 1..=[`MAX_NEURONS`].
     pub neurons: usize,
-    /// Activation name (`tanh`, `relu`, `leaky_relu`, `elu`, `gelu`, `silu`, `sigmoid`, …) or `linear` for none.
+    /// A declared activation's command-line name (`tanh`, `relu`…), or `linear` for none.
     pub activation: String,
     /// Dropout probability after the activation, in [0, 0.9].
     pub dropout: f64,
@@ -310,7 +310,7 @@ pub struct Config {
     pub layers: Vec<LayerConfig>,
     /// Learning rate, in (0, 10].
     pub learning_rate: f64,
-    /// Optimizer name: sgd, adam, adamw, rmsprop or adagrad (PyTorch defaults otherwise).
+    /// Optimizer name, one of the declared optimizers (PyTorch defaults otherwise).
     pub optimizer: String,
     /// Weight penalty.
     pub regularization: Regularization,
