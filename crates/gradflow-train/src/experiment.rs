@@ -51,6 +51,59 @@ pub struct ExperimentOptions {
     pub seed: u64,
 }
 
+/// Which study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Study {
+    /// Vanishing gradients: a deep MLP with each activation, Xavier and He init.
+    Activations,
+    /// Overfitting: a large MLP on a small training set with each regularizer.
+    Regularization,
+}
+
+impl Study {
+    /// Its name, which also names its files (`activations.md`) and default directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Study::Activations => "activations",
+            Study::Regularization => "regularization",
+        }
+    }
+
+    /// Default options: the full study, or with `quick` a small version that runs in seconds.
+    pub fn options(self, quick: bool, data_dir: PathBuf) -> ExperimentOptions {
+        let (depth, width, epochs, train_size) = match (self, quick) {
+            (Study::Activations, false) => (10, 256, 5, 10_000),
+            (Study::Activations, true) => (4, 32, 2, 1000),
+            (Study::Regularization, false) => (2, 1024, 60, 1000),
+            (Study::Regularization, true) => (2, 256, 6, 500),
+        };
+        ExperimentOptions {
+            data_dir,
+            out_dir: PathBuf::from("runs").join(format!("experiment-{}", self.name())),
+            quick,
+            depth,
+            width,
+            epochs,
+            train_size,
+            seed: 0,
+        }
+    }
+
+    /// Run the study, write its files into `opts.out_dir` and return its markdown table.
+    pub fn run(self, opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res<String> {
+        match self {
+            Study::Activations => {
+                activations(opts, progress)?;
+            }
+            Study::Regularization => {
+                regularization(opts, progress)?;
+            }
+        }
+        let path = opts.out_dir.join(format!("{}.md", self.name()));
+        std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))
+    }
+}
+
 fn io_err(p: &Path, e: std::io::Error) -> Error {
     Error::io(p, "", e)
 }
