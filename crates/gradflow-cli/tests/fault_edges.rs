@@ -163,3 +163,38 @@ fn eval_prints_non_finite_losses_as_nan() {
     let text = stdout_of(&a);
     assert!(text.starts_with("test loss NaN "), "{text}");
 }
+
+#[test]
+fn grad_refuses_label_smoothing_it_cannot_apply() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity");
+    let dir = tempfile::tempdir().unwrap();
+    let f = |ext: &str| fixtures.join(format!("mlp_tanh_ls_f64.{ext}"));
+    for (extra, message) in [
+        (vec!["--label-smoothing", "1.5"], "--label-smoothing must be at most 1"),
+        (
+            vec!["--label-smoothing=-0.1"],
+            "--label-smoothing must be a non-negative number, got -0.1",
+        ),
+        (
+            vec!["--label-smoothing", "0.1", "--loss", "mse"],
+            "--label-smoothing applies to the cross_entropy loss only",
+        ),
+    ] {
+        let a = gradflow()
+            .arg("grad")
+            .arg("--model")
+            .arg(f("toml"))
+            .arg("--weights")
+            .arg(f("weights.safetensors"))
+            .arg("--batch")
+            .arg(f("batch.safetensors"))
+            .arg("--out")
+            .arg(dir.path().join("g.safetensors"))
+            .args(&extra)
+            .assert()
+            .code(1);
+        let err = stderr_of(&a);
+        assert!(err.contains(message), "{extra:?}: {err}");
+        assert!(!dir.path().join("g.safetensors").exists());
+    }
+}

@@ -203,3 +203,90 @@ fn value_targets(spec: &ModelSpec, batch: &Batch, n: usize, dtype: DType) -> Res
     }
     Ok(values)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = "input = [3]\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+
+    #[test]
+    fn grad_writes_the_loss_every_parameter_and_the_input_by_name() {
+        let spec = ModelSpec::parse(TINY, "tiny").unwrap();
+        let net = spec
+            .build(BuildOptions {
+                dtype: DType::F64,
+                ..Default::default()
+            })
+            .unwrap();
+        let batch = Batch {
+            input: Tensor::from_vec(vec![1.0, -2.0, 0.5, 0.3, 0.8, -1.0], &[2, 3]).unwrap(),
+            target: Tensor::from_vec(vec![0.0, 1.0], &[2]).unwrap(),
+            source: "batch".into(),
+        };
+        let options = GradOptions {
+            loss: Loss::CrossEntropy { label_smoothing: 0.1 },
+            penalty: Penalty { l1: 0.0, l2: 0.5 },
+            training: false,
+            seed: 0,
+        };
+        let g = grad(&spec, &net, &batch, &options).unwrap();
+        let names: Vec<String> = g.to_named_tensors().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["loss", "0.weight", "0.bias", "input"]);
+        assert_eq!(g.input.shape(), &[2, 3]);
+        // The L2 term is in the loss: half its weight gradient is λ₂·2w.
+        let unpenalized = grad(
+            &spec,
+            &net,
+            &batch,
+            &GradOptions {
+                penalty: Penalty::default(),
+                ..options.clone()
+            },
+        )
+        .unwrap();
+        let w = net.parameters()[0].tensor.to_vec_f64();
+        let (a, b) = (
+            g.parameters[0].tensor.to_vec_f64(),
+            unpenalized.parameters[0].tensor.to_vec_f64(),
+        );
+        for i in 0..w.len() {
+            assert!((a[i] - b[i] - 2.0 * 0.5 * w[i]).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn bad_batches_and_options_are_named() {
+        let spec = ModelSpec::parse(TINY, "tiny").unwrap();
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let options = GradOptions {
+            loss: Loss::CrossEntropy { label_smoothing: 0.0 },
+            penalty: Penalty::default(),
+            training: false,
+            seed: 0,
+        };
+        let batch = |input: Vec<f32>, shape: &[usize], target: Vec<f32>| Batch {
+            input: Tensor::from_vec(input, shape).unwrap(),
+            target: Tensor::from_vec(target.clone(), &[target.len()]).unwrap(),
+            source: "b.safetensors".into(),
+        };
+        let wrong_width = batch(vec![0.0; 4], &[2, 2], vec![0.0, 1.0]);
+        assert_eq!(
+            grad(&spec, &net, &wrong_width, &options).err().unwrap().to_string(),
+            "b.safetensors: 'input' has shape [2, 2], the model takes [N, 3]"
+        );
+        let fractional = batch(vec![0.0; 6], &[2, 3], vec![0.5, 1.0]);
+        assert_eq!(
+            grad(&spec, &net, &fractional, &options).err().unwrap().to_string(),
+            "b.safetensors: 'target' must hold 2 non-negative class indices"
+        );
+        let negative_l1 = GradOptions {
+            penalty: Penalty { l1: -1.0, l2: 0.0 },
+            ..options
+        };
+        assert_eq!(
+            negative_l1.validate().unwrap_err().to_string(),
+            "--l1 must be a non-negative number, got -1"
+        );
+    }
+}

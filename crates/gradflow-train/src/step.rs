@@ -80,6 +80,15 @@ pub enum StepOutcome {
         /// The objective's value.
         loss: f64,
     },
+    /// A gradient was NaN or infinite where clipping each element would have
+    /// hidden it: nothing was updated. (Without `clip_value` a non-finite
+    /// gradient makes its parameter non-finite, which the next variant reports.)
+    NonFiniteGradient {
+        /// The objective's value.
+        loss: f64,
+        /// The `state_dict` name of the first parameter with a non-finite gradient.
+        parameter: String,
+    },
     /// The update left a parameter NaN or infinite (the step did run).
     NonFiniteParameter {
         /// The step, for its loss and gradients.
@@ -108,6 +117,11 @@ pub fn train_step(
         return Ok(StepOutcome::NonFiniteLoss { loss });
     }
     let mut grads = evaluated.total.backward()?;
+    if update.clip_value.is_some() {
+        if let Some(parameter) = first_non_finite_gradient(update.params, &grads)? {
+            return Ok(StepOutcome::NonFiniteGradient { loss, parameter });
+        }
+    }
     if let Some(c) = update.clip_norm {
         optim::clip_grad_norm(update.params, &mut grads, c)?;
     }
@@ -143,6 +157,18 @@ pub fn first_non_finite(params: &[Param]) -> Result<Option<&Param>> {
     for p in params {
         if !all_finite(&p.tensor)? {
             return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// The first parameter whose gradient holds a NaN or an infinity.
+fn first_non_finite_gradient(params: &[Param], grads: &GradStore) -> Result<Option<String>> {
+    for p in params {
+        if let Some(g) = grads.get(&p.tensor) {
+            if !all_finite(g)? {
+                return Ok(Some(p.name.clone()));
+            }
         }
     }
     Ok(None)
@@ -318,6 +344,43 @@ mod tests {
         };
         assert_eq!(parameter, "0.weight");
         assert!(!gradient_non_finite);
+    }
+
+    #[test]
+    fn an_infinite_gradient_that_clipping_would_hide_updates_nothing() {
+        let s = setup();
+        let mut sgd = optim::build(&OptimizerSpec::sgd(0.1));
+        // λ₂·Σw² stays finite (1e308 · 0.95²) while its gradient 2λ₂·0.95 does not.
+        let w = Tensor::from_vec(vec![0.95, 0.0, 0.0, 0.0, 0.0, 0.0], &[2, 3]).unwrap();
+        s.params[0].tensor.assign(&w).unwrap();
+        let before = values(&s.params);
+        let objective = Objective {
+            loss: &s.loss,
+            penalty: Penalty { l1: 0.0, l2: 1e308 },
+            penalty_targets: &s.targets,
+        };
+        let mut update = Update {
+            optimizer: sgd.as_mut(),
+            params: &s.params,
+            clip_norm: None,
+            clip_value: Some(1.0),
+            max_norm: None,
+        };
+        let x = batch(1.0);
+        let outcome = train_step(
+            &s.model,
+            &x,
+            Target::Classes(&[0, 1]),
+            &objective,
+            &mut update,
+            &mut Ctx::eval(),
+        );
+        match outcome.unwrap() {
+            StepOutcome::NonFiniteGradient { parameter, .. } => assert_eq!(parameter, "0.weight"),
+            StepOutcome::NonFiniteLoss { loss } => panic!("the loss overflowed first ({loss}): pick another input"),
+            _ => panic!("the infinite gradient went unnoticed"),
+        }
+        assert_eq!(values(&s.params), before);
     }
 
     #[test]

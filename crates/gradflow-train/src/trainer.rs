@@ -57,6 +57,8 @@ pub enum StopReason {
     NonFiniteLoss,
     /// An update left a parameter NaN or infinite; the last good checkpoint is kept.
     NonFiniteParameter,
+    /// A gradient was NaN or infinite (and `--clip-value` would have hidden it); the last good checkpoint is kept.
+    NonFiniteGradient,
 }
 
 impl StopReason {
@@ -68,12 +70,16 @@ impl StopReason {
             StopReason::Interrupted => "interrupted",
             StopReason::NonFiniteLoss => "non_finite_loss",
             StopReason::NonFiniteParameter => "non_finite_parameter",
+            StopReason::NonFiniteGradient => "non_finite_gradient",
         }
     }
 
     /// Whether the run diverged (the CLI exits with an error).
     pub fn is_divergence(self) -> bool {
-        matches!(self, StopReason::NonFiniteLoss | StopReason::NonFiniteParameter)
+        matches!(
+            self,
+            StopReason::NonFiniteLoss | StopReason::NonFiniteParameter | StopReason::NonFiniteGradient
+        )
     }
 }
 
@@ -528,6 +534,9 @@ impl Trainer {
                 gradient_non_finite,
                 ..
             } => return Ok(Some(self.non_finite_parameter(&parameter, gradient_non_finite, s, obs))),
+            StepOutcome::NonFiniteGradient { parameter, .. } => {
+                return Ok(Some(self.non_finite_gradient(&parameter, s, obs)))
+            }
         };
         if let Some(before) = before {
             let raised = self.diagnostics.record(
@@ -579,6 +588,16 @@ impl Trainer {
             self.config.lr / 10.0
         );
         self.diverged(StopReason::NonFiniteParameter, detail, obs)
+    }
+
+    fn non_finite_gradient(&mut self, parameter: &str, s: usize, obs: &mut dyn Observer) -> Stop {
+        let detail = format!(
+            "the gradient of parameter '{parameter}' is non-finite at epoch {} step {} (--clip-value would have hidden it); the last good checkpoint is kept. Lower the learning rate (--lr {}) or clip the gradient norm (--clip-norm 1.0)",
+            self.epoch + 1,
+            s + 1,
+            self.config.lr / 10.0
+        );
+        self.diverged(StopReason::NonFiniteGradient, detail, obs)
     }
 
     fn diverged(&mut self, reason: StopReason, detail: String, obs: &mut dyn Observer) -> Stop {
@@ -758,6 +777,7 @@ mod tests {
             (StopReason::Interrupted, "interrupted"),
             (StopReason::NonFiniteLoss, "non_finite_loss"),
             (StopReason::NonFiniteParameter, "non_finite_parameter"),
+            (StopReason::NonFiniteGradient, "non_finite_gradient"),
         ] {
             assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{name}\""));
             assert_eq!(reason.to_string(), name);
