@@ -605,7 +605,7 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
         }
         LayerSpec::Conv2d {
             out_channels, params, ..
-        } if shape[0] % params.groups != 0 || out_channels % params.groups != 0 => Err(format!(
+        } if !shape[0].is_multiple_of(params.groups) || !out_channels.is_multiple_of(params.groups) => Err(format!(
             "{} input and {out_channels} output channels are not divisible by groups = {}",
             shape[0], params.groups
         )),

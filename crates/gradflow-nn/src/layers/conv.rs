@@ -121,6 +121,7 @@ impl Conv2dConfig {
 impl Conv2d {
     /// `nn.Conv2d(in_channels, out_channels, kernel_size)`: options by the config's
     /// builder methods, e.g. `Conv2d::new(1, 6, 5).padding(2).build(&mut rng)`.
+    #[allow(clippy::new_ret_no_self)] // PyTorch's spelling; weights are drawn by `.build(&mut rng)`.
     pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Size2d) -> Conv2dConfig {
         Conv2dConfig {
             in_channels,

@@ -73,6 +73,7 @@ impl LinearConfig {
 impl Linear {
     /// `nn.Linear(in_features, out_features)`: options by the config's builder methods,
     /// e.g. `Linear::new(784, 800).init(Init::XavierUniform).build(&mut rng)`.
+    #[allow(clippy::new_ret_no_self)] // PyTorch's spelling; weights are drawn by `.build(&mut rng)`.
     pub fn new(in_features: usize, out_features: usize) -> LinearConfig {
         LinearConfig {
             in_features,
