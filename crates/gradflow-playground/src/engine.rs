@@ -575,7 +575,9 @@ impl Engine {
         };
         let step = match train_step(&self.net, &x, labels.target(), &objective, &mut update, &mut self.ctx)? {
             StepOutcome::Updated(step) => step,
-            StepOutcome::NonFiniteLoss { .. } | StepOutcome::NonFiniteParameter { .. } => {
+            StepOutcome::NonFiniteLoss { .. }
+            | StepOutcome::NonFiniteGradient { .. }
+            | StepOutcome::NonFiniteParameter { .. } => {
                 self.diverged = true;
                 return Ok(());
             }
