@@ -122,7 +122,7 @@ pub struct TrainArgs {
 }
 
 /// A flag's help line listing the names its declarations carry.
-fn choices<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn choices<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
     format!("{what}: {}.", names.collect::<Vec<_>>().join(", "))
 }
 
