@@ -24,7 +24,7 @@ pub use data::DataSource;
 pub use diagnostics::Warning;
 pub use error::{Error, Result};
 pub use grad::{grad, GradOptions, Gradients};
-pub use metrics::{evaluate, EpochMetrics, EpochSums, Evaluation};
+pub use metrics::{evaluate, predict_all, regression_metrics, EpochMetrics, EpochSums, Evaluation, RegressionMetrics};
 pub use step::{train_step, Objective, Step, StepOutcome, Update};
 pub use trainer::{Observer, Silent, StopReason, Summary, Trainer};
 
