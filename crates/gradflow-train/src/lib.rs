@@ -17,6 +17,7 @@ pub mod predict;
 pub mod report;
 pub mod run_dir;
 pub mod step;
+pub mod table;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -180,7 +180,11 @@ pub fn resolve_model(name: &str) -> Result<ModelSpec> {
 
 /// The model the settings describe: preset or file, with `--activation` and `--dropout` applied.
 pub fn model_from_config(config: &TrainConfig) -> Result<ModelSpec> {
-    let mut spec = resolve_model(&config.model)?;
+    with_overrides(resolve_model(&config.model)?, config)
+}
+
+/// `spec` with the settings' `--activation` and `--dropout` applied.
+pub fn with_overrides(mut spec: ModelSpec, config: &TrainConfig) -> Result<ModelSpec> {
     if let Some(a) = &config.activation {
         let act = Activation::parse(a).ok_or_else(|| {
             Error::Setting(format!(
