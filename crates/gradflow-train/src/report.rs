@@ -598,10 +598,19 @@ pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
     }
     loss.push(Series::new("validation", epochs_of(m, |e| e.val_loss)));
     loss.retain(|s| !s.points.is_empty());
-    let accuracy: Vec<Series> = vec![
-        Series::new("train", epochs_of(m, |e| Some(e.train_accuracy))),
-        Series::new("validation", epochs_of(m, |e| e.val_accuracy)),
-    ]
+    // A regression has no accuracy: its plot shows the RMSE in the target's units.
+    let regression = m.iter().any(|e| e.train_rmse.is_some());
+    let accuracy: Vec<Series> = if regression {
+        vec![
+            Series::new("train", epochs_of(m, |e| e.train_rmse)),
+            Series::new("validation", epochs_of(m, |e| e.val_regression.map(|r| r.val_rmse))),
+        ]
+    } else {
+        vec![
+            Series::new("train", epochs_of(m, |e| Some(e.train_accuracy))),
+            Series::new("validation", epochs_of(m, |e| e.val_accuracy)),
+        ]
+    }
     .into_iter()
     .filter(|s| !s.points.is_empty())
     .collect();
@@ -624,10 +633,10 @@ pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
         (
             "accuracy.png",
             LinePlot {
-                title: "Accuracy",
+                title: if regression { "RMSE (target units)" } else { "Accuracy" },
                 x_desc: "epoch",
-                y_desc: "accuracy",
-                y: YAxis::Percent,
+                y_desc: if regression { "rmse" } else { "accuracy" },
+                y: if regression { YAxis::Linear } else { YAxis::Percent },
                 series: accuracy,
                 empty: "no epoch completed",
                 markers: true,
@@ -715,6 +724,64 @@ fn esc(s: &str) -> String {
     o
 }
 
+/// The per-epoch table: accuracy columns, or RMSE columns for a regression.
+fn epochs_table(h: &mut String, metrics: &[EpochMetrics]) {
+    let regression = metrics.iter().any(|e| e.train_rmse.is_some());
+    h.push_str("<h2 id=\"epochs\">Epochs</h2>\n");
+    if metrics.is_empty() {
+        h.push_str("<p class=\"muted\">No epoch completed.</p>\n");
+    } else {
+        let (train_h, val_h) = if regression {
+            ("train rmse", "val rmse")
+        } else {
+            ("train acc", "val acc")
+        };
+        let _ = writeln!(h, "<table>\n<tr><th>epoch</th><th>train loss</th><th>{train_h}</th><th>val loss</th><th>{val_h}</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>");
+        for e in metrics {
+            let (train_v, val_v) = match e.train_rmse {
+                Some(rmse) => (
+                    format!("{rmse:.4}"),
+                    opt(e.val_regression.map(|r| r.val_rmse), |v| format!("{v:.4}")),
+                ),
+                None => (pct(e.train_accuracy), opt(e.val_accuracy, pct)),
+            };
+            let _ = writeln!(
+                h,
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2e}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.1}</td></tr>",
+                e.epoch,
+                e.train_loss,
+                train_v,
+                opt(e.val_loss, |v| format!("{v:.4}")),
+                val_v,
+                e.lr,
+                pct(e.weight_sparsity),
+                e.weight_norm,
+                e.seconds
+            );
+        }
+        h.push_str("</table>\n");
+    }
+}
+
+/// The summary's first rows: accuracy for a classifier, RMSE/MAE/R² (target units) for a regression.
+fn score_rows(s: &Summary) -> Vec<(&'static str, String)> {
+    if let (Some(rmse), Some(mae), Some(r2)) = (s.test_rmse, s.test_mae, s.test_r2) {
+        return vec![
+            ("Test RMSE", format!("{rmse:.4}")),
+            ("Test MAE", format!("{mae:.4}")),
+            ("Test R²", format!("{r2:.4}")),
+            ("Test loss (standardized target)", format!("{:.4}", s.test_loss)),
+        ];
+    }
+    vec![
+        ("Test accuracy", pct(s.test_accuracy)),
+        ("Test error", pct(1.0 - s.test_accuracy)),
+        ("Test loss", format!("{:.4}", s.test_loss)),
+        ("Final training accuracy", pct(s.train_accuracy)),
+        ("Final validation accuracy", opt(s.val_accuracy, pct)),
+    ]
+}
+
 fn pct(v: f64) -> String {
     format!("{:.2}%", v * 100.0)
 }
@@ -776,19 +843,15 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
     );
 
     h.push_str("<h2 id=\"summary\">Summary</h2>\n<table>\n");
-    let rows: Vec<(&str, String)> = vec![
-        ("Test accuracy", pct(s.test_accuracy)),
-        ("Test error", pct(1.0 - s.test_accuracy)),
-        ("Test loss", format!("{:.4}", s.test_loss)),
-        ("Final training accuracy", pct(s.train_accuracy)),
-        ("Final validation accuracy", opt(s.val_accuracy, pct)),
+    let mut rows = score_rows(s);
+    rows.extend([
         ("Epochs", s.epochs.to_string()),
         ("Best epoch", s.best_epoch.to_string()),
         ("Parameters", s.parameters.to_string()),
         ("Training time", format!("{:.1} s", s.train_seconds.max(0.0))),
         ("Throughput", format!("{:.0} samples/s", s.samples_per_second)),
         ("Stopped", stopped.clone()),
-    ];
+    ]);
     for (k, v) in rows {
         let _ = writeln!(h, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(k), esc(&v));
     }
@@ -840,28 +903,7 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
     );
     h.push_str(&img(5, "weight sparsity per epoch"));
 
-    h.push_str("<h2 id=\"epochs\">Epochs</h2>\n");
-    if data.metrics.is_empty() {
-        h.push_str("<p class=\"muted\">No epoch completed.</p>\n");
-    } else {
-        h.push_str("<table>\n<tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>\n");
-        for e in &data.metrics {
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2e}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.1}</td></tr>",
-                e.epoch,
-                e.train_loss,
-                pct(e.train_accuracy),
-                opt(e.val_loss, |v| format!("{v:.4}")),
-                opt(e.val_accuracy, pct),
-                e.lr,
-                pct(e.weight_sparsity),
-                e.weight_norm,
-                e.seconds
-            );
-        }
-        h.push_str("</table>\n");
-    }
+    epochs_table(&mut h, &data.metrics);
 
     h.push_str("<h2 id=\"layers\">Layers at the last recorded step</h2>\n");
     match data.steps.last() {
