@@ -274,8 +274,37 @@ fn decide(
     shown: &str,
 ) -> Result<Scan> {
     let t = std::mem::take(&mut stats[target]);
+    let task = choose_task(&t, task, &header[target], target, shown)?;
     let numeric = matches!(t.numeric, Some((true, _)));
-    let inferred = if !numeric || (t.integer && t.levels.len() <= MAX_INTEGER_CLASSES) {
+    let mut classes: Vec<(String, u64)> = t.levels.into_iter().collect();
+    if numeric {
+        classes.sort_by(|a, b| {
+            a.0.parse::<f64>()
+                .unwrap_or(0.0)
+                .total_cmp(&b.0.parse::<f64>().unwrap_or(0.0))
+        });
+    }
+    let (columns, warnings) = keep_columns(header, stats, ignored, target, shown)?;
+    let (classes, class_lines) = match task {
+        Task::Classification => classes.into_iter().unzip(),
+        Task::Regression => (Vec::new(), Vec::new()),
+    };
+    Ok(Scan {
+        columns,
+        target: (target, header[target].clone()),
+        task,
+        classes,
+        class_lines,
+        delimiter: b',',
+        warnings,
+    })
+}
+
+/// The task `--task` asks for, else the one the target's values suggest.
+fn choose_task(t: &ColStat, task: Option<Task>, name: &str, index: usize, shown: &str) -> Result<Task> {
+    let numeric = matches!(t.numeric, Some((true, _)));
+    let few = t.levels.len() <= MAX_INTEGER_CLASSES;
+    let inferred = if !numeric || (t.integer && few) {
         Task::Classification
     } else {
         Task::Regression
@@ -286,26 +315,28 @@ fn decide(
         return Err(DataError::format(
             shown,
             format!(
-                "line {line}, column {} '{}': '{first}' is not a number, so the target cannot be regressed",
-                target + 1,
-                header[target]
+                "line {line}, column {} '{name}': '{first}' is not a number, so the target cannot be regressed",
+                index + 1
             ),
         ));
     }
-    if task == Task::Classification && numeric && t.levels.len() > MAX_INTEGER_CLASSES && !t.integer {
+    if task == Task::Classification && numeric && !few {
         return Err(DataError::format(
             shown,
-            format!("column '{}': --task classification on a real-valued target with more than {MAX_INTEGER_CLASSES} values; use --task regression", header[target]),
+            format!("column '{name}': --task classification on a numeric target with more than {MAX_INTEGER_CLASSES} distinct values; use --task regression"),
         ));
     }
-    let mut classes: Vec<(String, u64)> = t.levels.into_iter().collect();
-    if numeric {
-        classes.sort_by(|a, b| {
-            a.0.parse::<f64>()
-                .unwrap_or(0.0)
-                .total_cmp(&b.0.parse::<f64>().unwrap_or(0.0))
-        });
-    }
+    Ok(task)
+}
+
+/// The input columns: all but the target, the ignored and the constant ones (each constant one a warning).
+fn keep_columns(
+    header: &[String],
+    stats: Vec<ColStat>,
+    ignored: &BTreeSet<usize>,
+    target: usize,
+    shown: &str,
+) -> Result<(Vec<ScanColumn>, Vec<String>)> {
     let mut warnings = Vec::new();
     let mut columns = Vec::new();
     for (i, s) in stats.into_iter().enumerate() {
@@ -331,19 +362,7 @@ fn decide(
             "line 1: no input columns left (besides the target, every column is ignored or constant)",
         ));
     }
-    let (classes, class_lines) = match task {
-        Task::Classification => classes.into_iter().unzip(),
-        Task::Regression => (Vec::new(), Vec::new()),
-    };
-    Ok(Scan {
-        columns,
-        target: (target, header[target].clone()),
-        task,
-        classes,
-        class_lines,
-        delimiter: b',',
-        warnings,
-    })
+    Ok((columns, warnings))
 }
 
 /// How the second pass turns one column's text into an f32.
