@@ -11,6 +11,8 @@ Everything lands in tests/fixtures/parity/ (a few hundred KB, committed, so that
       fixed random weights `<case>/w`, PyTorch's output `<case>/out` and the gradient
       of sum(out * w) with respect to each input, `<case>/g<i>`. The safetensors
       metadata key `cases` lists the cases (op name and arguments) as JSON.
+  ops_ties_f64.safetensors      the same for max and min with tied extrema over several axes
+                                (`make_fixtures.py --only ops_ties` writes this file alone)
   <model>.toml                  the model in gradflow's model TOML
   <model>.weights.safetensors   PyTorch's state_dict (safetensors.torch.save_file)
   <model>.batch.safetensors     `input` and `target` (int64 class indices)
@@ -160,8 +162,7 @@ def build_cases():
         for i, (axes, keep) in enumerate(red):
             cs.add(f"{op}_{i}", op, [randn(2, 3, 4)], {"axes": axes, "keepdim": keep})
     # Ties along one axis: torch.max(x, dim) gives the whole gradient to the index it
-    # returns (the first), as gradflow does. (torch.amax over several axes splits ties
-    # evenly instead; gradflow does not, so there are no multi-axis tie cases.)
+    # returns (the first), as gradflow does. (Ties over several axes: tie_cases.)
     ties = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, -1.0], [0.0, 5.0, 1.0, 5.0]], dtype=F64)
     cs.add("max_dim_ties", "max_dim", [ties.clone()], {"axis": 1, "keepdim": False})
     cs.add("min_dim_ties", "min_dim", [ties.clone()], {"axis": 0, "keepdim": True})
@@ -331,8 +332,23 @@ def torch_op(op, xs, a, idx):
     raise ValueError(op)
 
 
-def write_ops(dtype):
-    cases = build_cases()
+def tie_cases():
+    """Tied extrema over several axes, or all of them: torch.amax (and torch.max(x)) split
+    the gradient evenly among the ties, as gradflow's max and min do."""
+    cs = Cases()
+    ties = torch.tensor(
+        [[[1.0, 3.0, 3.0], [0.0, 3.0, -1.0]], [[2.0, 2.0, 0.0], [2.0, -4.0, -4.0]]], dtype=F64
+    )
+    for op in ["max", "min"]:
+        for i, (axes, keep) in enumerate([([], False), ([0, 2], True), ([1, 2], False), ([0, 1], False)]):
+            cs.add(f"{op}_ties_{i}", op, [ties.clone()], {"axes": axes, "keepdim": keep})
+    cs.add("max_ties_all_equal", "max", [torch.full((2, 3), 0.5, dtype=F64)], {"axes": [], "keepdim": False})
+    cs.add("min_ties_all_equal", "min", [torch.full((3, 2), -1.5, dtype=F64)], {"axes": [0, 1], "keepdim": True})
+    return cs
+
+
+def write_ops(dtype, cases=None, stem="ops"):
+    cases = cases or build_cases()
     tensors, meta = {}, []
     for n, (case, inputs, idx) in enumerate(cases.items):
         name = case["name"]
@@ -348,7 +364,7 @@ def write_ops(dtype):
         tensors[f"{name}/w"] = w.contiguous()
         tensors[f"{name}/out"] = out.detach().contiguous().clone()
         meta.append({**case, "inputs": len(xs), "has_idx": idx is not None})
-    path = OUT / f"ops_{DT_NAME[dtype]}.safetensors"
+    path = OUT / f"{stem}_{DT_NAME[dtype]}.safetensors"
     # One metadata key only: safetensors writes a map's keys in no fixed order.
     save_file(tensors, str(path), metadata={"cases": json.dumps(meta)})
     return len(meta)
@@ -886,7 +902,12 @@ def main():
         write_only(sys.argv[2:])
         return
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["--only", "ops_ties"]:
+        # Adds this one fixture without rewriting the others under another torch version.
+        print(f"wrote {write_ops(F64, tie_cases(), 'ops_ties')} tie cases")
+        return
     n64 = write_ops(F64)
+    nties = write_ops(F64, tie_cases(), "ops_ties")
     n32 = write_ops(F32)
     models = [write_model(m) for m in model_list()]
     ill = [write_model(m) for m in ill_conditioned_list()]
@@ -902,7 +923,7 @@ def main():
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(f.stat().st_size for f in OUT.iterdir() if f.is_file())
     print(
-        f"wrote {n64}+{n32} op cases, {len(models)} models, {nopt} optimizer and {nsched} schedule cases "
+        f"wrote {n64}+{n32} op cases, {nties} tie cases, {len(models)} models, {nopt} optimizer and {nsched} schedule cases "
         f"to {OUT.relative_to(ROOT)} ({total / 1024:.0f} KiB)"
     )
     if total > 2 * 1024 * 1024:

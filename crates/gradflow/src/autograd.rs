@@ -180,29 +180,7 @@ impl Tensor {
                 continue;
             };
             node.0.released.store(true, std::sync::atomic::Ordering::Relaxed);
-            let inputs = gf.inputs();
-            let needs: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
-            let input_grads = gf.backward(&node, &grad, &needs)?;
-            debug_assert_eq!(input_grads.len(), inputs.len(), "{}", gf.name());
-            for (input, g) in inputs.iter().zip(input_grads) {
-                let Some(g) = g else { continue };
-                if !input.requires_grad() {
-                    continue;
-                }
-                if g.shape() != input.shape() {
-                    return Err(Error::Backward(format!(
-                        "{} produced a gradient of shape {} for an input of shape {}",
-                        gf.name(),
-                        fmt_shape(g.shape()),
-                        fmt_shape(input.shape())
-                    )));
-                }
-                let acc = match pending.remove(&input.id()) {
-                    Some(prev) => prev.add(&g)?,
-                    None => g,
-                };
-                pending.insert(input.id(), acc);
-            }
+            pass_to_inputs(gf.as_ref(), &node, &grad, &mut pending)?;
             if retain_all {
                 store.grads.insert(node.id(), grad);
             }
@@ -210,6 +188,40 @@ impl Tensor {
         }
         Ok(store)
     }
+}
+
+/// Run one node's backward rule on its output gradient `grad` and add each input's
+/// gradient to what that input has `pending` from its other consumers.
+fn pass_to_inputs(
+    gf: &dyn GradFn,
+    node: &Tensor,
+    grad: &Tensor,
+    pending: &mut HashMap<TensorId, Tensor>,
+) -> Result<()> {
+    let inputs = gf.inputs();
+    let needs: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
+    let input_grads = gf.backward(node, grad, &needs)?;
+    debug_assert_eq!(input_grads.len(), inputs.len(), "{}", gf.name());
+    for (input, g) in inputs.iter().zip(input_grads) {
+        let Some(g) = g else { continue };
+        if !input.requires_grad() {
+            continue;
+        }
+        if g.shape() != input.shape() {
+            return Err(Error::Backward(format!(
+                "{} produced a gradient of shape {} for an input of shape {}",
+                gf.name(),
+                fmt_shape(g.shape()),
+                fmt_shape(input.shape())
+            )));
+        }
+        let acc = match pending.remove(&input.id()) {
+            Some(prev) => prev.add(&g)?,
+            None => g,
+        };
+        pending.insert(input.id(), acc);
+    }
+    Ok(())
 }
 
 /// Shorthand used by ops: wrap a backward rule.

@@ -108,26 +108,9 @@ pub fn gradcheck<F>(f: F, inputs: &[Tensor], opts: GradcheckOptions) -> Result<G
 where
     F: Fn(&[Tensor]) -> crate::Result<Tensor>,
 {
-    let mut values: Vec<Vec<f64>> = Vec::with_capacity(inputs.len());
-    for (i, t) in inputs.iter().enumerate() {
-        if t.dtype() != DType::F64 {
-            return Err(GradcheckError::NotF64(i, t.dtype()));
-        }
-        values.push(t.to_vec::<f64>()?);
-    }
-    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-    let leaves: Vec<Tensor> = values
-        .iter()
-        .zip(&shapes)
-        .map(|(v, s)| Ok(Tensor::from_vec(v.clone(), s)?.requires_grad_(true)))
-        .collect::<crate::Result<_>>()?;
-
+    let leaves = f64_leaves(inputs)?;
     let y = f(&leaves)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
-    let weights: Vec<f64> = (0..y.numel())
-        .map(|_| rng.gen_range(0.5..1.5) * if rng.gen::<bool>() { 1.0 } else { -1.0 })
-        .collect();
-    let r = Tensor::from_vec(weights, y.shape())?;
+    let r = output_weights(y.shape(), opts.seed)?;
     let objective = |y: &Tensor| -> crate::Result<f64> { y.to_dtype(DType::F64).mul(&r)?.sum_all().item() };
 
     let loss = y.to_dtype(DType::F64).mul(&r)?.sum_all();
@@ -138,45 +121,90 @@ where
     };
 
     let _guard = no_grad();
-    let mut report = GradcheckReport::default();
-    let mut mismatches = Vec::new();
+    let mut tally = Tally::default();
     for (i, leaf) in leaves.iter().enumerate() {
+        let values = leaf.to_vec::<f64>()?;
         let analytic = match grads.as_ref().and_then(|g| g.get(leaf)) {
             Some(g) => g.to_vec::<f64>()?,
-            None => vec![0.0; values[i].len()],
+            None => vec![0.0; values.len()],
         };
-        for e in 0..values[i].len() {
+        for (e, &a) in analytic.iter().enumerate() {
             let eval = |delta: f64| -> crate::Result<f64> {
                 let mut args: Vec<Tensor> = leaves.iter().map(|t| t.detach()).collect();
-                let mut v = values[i].clone();
+                let mut v = values.clone();
                 v[e] += delta;
-                args[i] = Tensor::from_vec(v, &shapes[i])?;
+                args[i] = Tensor::from_vec(v, leaf.shape())?;
                 objective(&f(&args)?)
             };
             let numeric = (eval(opts.eps)? - eval(-opts.eps)?) / (2.0 * opts.eps);
-            let a = analytic[e];
-            let err = (a - numeric).abs();
-            report.checked += 1;
-            if err.is_finite() {
-                report.max_abs_error = report.max_abs_error.max(err);
-            }
-            let within = err <= opts.atol + opts.rtol * numeric.abs();
-            if !within && mismatches.len() < 10 {
-                mismatches.push(Mismatch {
-                    input: i,
-                    index: unravel(e, &shapes[i]),
-                    analytic: a,
-                    numeric,
-                });
-            }
+            tally.compare(&opts, (i, e, leaf.shape()), a, numeric);
         }
     }
-    if mismatches.is_empty() {
-        Ok(report)
-    } else {
-        Err(GradcheckError::Mismatch {
-            checked: report.checked,
-            mismatches,
-        })
+    tally.finish()
+}
+
+/// Fresh f64 leaves that require grad, with the inputs' values.
+fn f64_leaves(inputs: &[Tensor]) -> Result<Vec<Tensor>, GradcheckError> {
+    let mut leaves = Vec::with_capacity(inputs.len());
+    for (i, t) in inputs.iter().enumerate() {
+        if t.dtype() != DType::F64 {
+            return Err(GradcheckError::NotF64(i, t.dtype()));
+        }
+        leaves.push(Tensor::from_vec(t.to_vec::<f64>()?, t.shape())?.requires_grad_(true));
+    }
+    Ok(leaves)
+}
+
+/// The fixed random weights r of L = Σ rᵢ·yᵢ: magnitudes in [0.5, 1.5), either sign.
+fn output_weights(shape: &[usize], seed: u64) -> crate::Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let weights: Vec<f64> = (0..n)
+        .map(|_| rng.gen_range(0.5..1.5) * if rng.gen::<bool>() { 1.0 } else { -1.0 })
+        .collect();
+    Tensor::from_vec(weights, shape)
+}
+
+/// The comparisons so far: the report, and the first few disagreeing elements.
+#[derive(Default)]
+struct Tally {
+    report: GradcheckReport,
+    mismatches: Vec<Mismatch>,
+}
+
+impl Tally {
+    /// Compare element `e` of input `input` (of shape `shape`).
+    fn compare(
+        &mut self,
+        opts: &GradcheckOptions,
+        (input, e, shape): (usize, usize, &[usize]),
+        analytic: f64,
+        numeric: f64,
+    ) {
+        let err = (analytic - numeric).abs();
+        self.report.checked += 1;
+        if err.is_finite() {
+            self.report.max_abs_error = self.report.max_abs_error.max(err);
+        }
+        let within = err <= opts.atol + opts.rtol * numeric.abs();
+        if !within && self.mismatches.len() < 10 {
+            self.mismatches.push(Mismatch {
+                input,
+                index: unravel(e, shape),
+                analytic,
+                numeric,
+            });
+        }
+    }
+
+    fn finish(self) -> Result<GradcheckReport, GradcheckError> {
+        if self.mismatches.is_empty() {
+            Ok(self.report)
+        } else {
+            Err(GradcheckError::Mismatch {
+                checked: self.report.checked,
+                mismatches: self.mismatches,
+            })
+        }
     }
 }

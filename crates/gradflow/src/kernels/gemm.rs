@@ -1,7 +1,10 @@
 //! Matrix products through the `gemm` crate, which takes row and column
 //! strides: a transposed operand is just swapped strides, never a copy.
 
+use super::SendPtr;
+use crate::layout::{for_each_offset2, Layout};
 use crate::Element;
+use rayon::prelude::*;
 use std::any::TypeId;
 
 /// Below this many multiply-adds (about 0.1 ms on one core) a product runs on one
@@ -158,6 +161,77 @@ unsafe fn gemm_one<T: Element>(
         false,
         par,
     );
+}
+
+/// The last two dimensions of a layout, from `offset` into `data`, as a strided operand.
+pub(crate) fn mat<T>(data: &[T], offset: usize, l: &Layout) -> MatRef<T> {
+    let nd = l.shape.len();
+    MatRef {
+        ptr: data[offset..].as_ptr(),
+        rs: l.strides[nd - 2] as isize,
+        cs: l.strides[nd - 1] as isize,
+    }
+}
+
+/// out[batch…, m, n] = a[batch…, m, k] · b[batch…, k, n], both already broadcast to the batch shape.
+pub(crate) fn batched_kernel<T: Element>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    batch: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<T> {
+    let nb: usize = batch.iter().product();
+    let len = nb * m * n;
+    // Every element is written by the products below (K = 0 writes zeros), so the
+    // buffer is not zeroed first.
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let nbd = batch.len();
+    let mut pairs = Vec::with_capacity(nb);
+    for_each_offset2(
+        batch,
+        &la.strides[..nbd],
+        la.offset,
+        &lb.strides[..nbd],
+        lb.offset,
+        |oa, ob| pairs.push((oa, ob)),
+    );
+    if len > 0 {
+        let optr = SendPtr(out.as_mut_ptr());
+        let optr = &optr;
+        let one = |i: usize, oa: usize, ob: usize, threaded: bool| {
+            // SAFETY: offsets and strides come from valid layouts of these buffers;
+            // batch i writes its own disjoint m×n block of `out`'s capacity.
+            unsafe {
+                gemm_to(
+                    m,
+                    n,
+                    k,
+                    optr.0.add(i * m * n),
+                    n as isize,
+                    1,
+                    mat(a, oa, la),
+                    mat(b, ob, lb),
+                    false,
+                    threaded,
+                )
+            }
+        };
+        if nb == 1 {
+            one(0, pairs[0].0, pairs[0].1, true);
+        } else {
+            pairs
+                .par_iter()
+                .enumerate()
+                .for_each(|(i, &(oa, ob))| one(i, oa, ob, false));
+        }
+    }
+    // SAFETY: every batch wrote its whole m×n block.
+    unsafe { out.set_len(len) };
+    out
 }
 
 #[cfg(test)]

@@ -4,8 +4,11 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub(crate) mod im2col;
+pub(crate) mod linear;
 pub(crate) mod recycle;
 pub mod reduce;
+pub(crate) mod transpose;
 
 /// Below this many elements an elementwise kernel runs on the calling thread.
 pub const PAR_THRESHOLD: usize = 1 << 15;
@@ -101,6 +104,12 @@ pub fn for_each_range(n: usize, min_chunk: usize, f: impl Fn(std::ops::Range<usi
         .into_par_iter()
         .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
 }
+
+/// A raw pointer that kernels hand to their threads, each writing its own disjoint
+/// part of the buffer behind it.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
 thread_local! {
     /// Per-thread scratch memory reused across calls (as u64 words, so any

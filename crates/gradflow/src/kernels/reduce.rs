@@ -148,6 +148,25 @@ pub fn extremum<T: Element>(x: &[T], lx: &Layout, axes: &[usize], take_max: bool
     (best, arg)
 }
 
+/// Backward of max or min over `axes` when tied extrema share the gradient evenly (as in
+/// PyTorch's `amax` and its `max` over all elements): each element of `x` equal to its
+/// slot's extremum in `best` (or NaN, where the extremum is NaN) receives that slot's
+/// `g` divided by the number of such elements. Row-major, in `x`'s shape.
+pub fn tied_extremum_backward<T: Element>(x: &[T], lx: &Layout, axes: &[usize], best: &[T], g: &[T]) -> Vec<T> {
+    let (_, ostrides) = reduced_shape(&lx.shape, axes);
+    let ties = |v: T, b: T| v == b || (v.is_nan() && b.is_nan());
+    let mut count = vec![0usize; best.len()];
+    for_each_offset2(&lx.shape, &lx.strides, lx.offset, &ostrides, 0, |ix, io| {
+        count[io] += usize::from(ties(x[ix], best[io]));
+    });
+    let share: Vec<T> = g.iter().zip(&count).map(|(&g, &n)| g / T::of(n as f64)).collect();
+    let mut out = Vec::with_capacity(lx.shape.iter().product());
+    for_each_offset2(&lx.shape, &lx.strides, lx.offset, &ostrides, 0, |ix, io| {
+        out.push(if ties(x[ix], best[io]) { share[io] } else { T::zero() });
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{DType, Tensor};

@@ -7,6 +7,7 @@
 use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, shape_err, Result};
 use crate::kernels::gemm::{gemm_to, MatRef};
+use crate::kernels::im2col::{col2im, im2col, im2col_uninit, Geometry};
 use crate::kernels::Contiguous;
 use crate::layout::fmt_shape;
 use crate::storage::CpuStorage;
@@ -48,197 +49,6 @@ pub fn conv_out_size(input: usize, kernel: usize, stride: usize, padding: usize,
     Some((padded - span) / stride + 1)
 }
 
-#[derive(Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    p: Conv2dParams,
-}
-
-impl Geometry {
-    fn cg(&self) -> usize {
-        self.c / self.p.groups
-    }
-    fn og(&self) -> usize {
-        self.o / self.p.groups
-    }
-    fn kk(&self) -> usize {
-        self.kh * self.kw
-    }
-    fn l(&self) -> usize {
-        self.oh * self.ow
-    }
-}
-
-/// For kernel column offset `off = j·dw − pw`: the output columns `lo..hi` whose input
-/// column `ow·sw + off` lies inside `0..w` (the others read padding).
-#[inline]
-fn valid_cols(off: isize, sw: usize, w: usize, ow: usize) -> (usize, usize) {
-    let sw = sw as isize;
-    // ow·sw + off ≥ 0  ⇔  ow ≥ ⌈−off / sw⌉;   ow·sw + off < w  ⇔  ow < ⌈(w − off) / sw⌉.
-    let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
-    let hi = if (w as isize) <= off {
-        0
-    } else {
-        (w as isize - off + sw - 1) / sw
-    };
-    let hi = (hi.max(0) as usize).min(ow);
-    ((lo as usize).min(hi), hi)
-}
-
-/// Unfold one sample `x [C, H, W]` into `cols [C·kh·kw, OH·OW]`.
-fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
-    // SAFETY: MaybeUninit<T> has T's layout, and im2col_uninit writes only initialized values.
-    let cols = unsafe { &mut *(cols as *mut [T] as *mut [MaybeUninit<T>]) };
-    im2col_uninit(x, g, cols)
-}
-
-/// [`im2col`] into memory that need not be initialized: every element is written.
-fn im2col_uninit<T: Element>(x: &[T], g: &Geometry, cols: &mut [MaybeUninit<T>]) {
-    if g.p.stride == (1, 1) && g.p.dilation == (1, 1) {
-        return im2col_unit_stride(x, g, cols);
-    }
-    let (sh, sw) = g.p.stride;
-    let (ph, pw) = g.p.padding;
-    let (dh, dw) = g.p.dilation;
-    let l = g.l();
-    let zero = MaybeUninit::new(T::zero());
-    for c in 0..g.c {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &mut cols[((c * g.kh + i) * g.kw + j) * l..][..l];
-                let off = (j * dw) as isize - pw as isize;
-                let (lo, hi) = valid_cols(off, sw, g.w, g.ow);
-                for oh in 0..g.oh {
-                    let ih = (oh * sh + i * dh) as isize - ph as isize;
-                    let dst = &mut row[oh * g.ow..(oh + 1) * g.ow];
-                    if ih < 0 || ih >= g.h as isize {
-                        dst.fill(zero);
-                        continue;
-                    }
-                    let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    dst[..lo].fill(zero);
-                    dst[hi..].fill(zero);
-                    if lo < hi {
-                        // First input column read: lo·sw + off ≥ 0.
-                        let start = (lo as isize * sw as isize + off) as usize;
-                        for (d, s) in dst[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
-                            d.write(*s);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The common case, stride and dilation 1: each plane is first copied into a zero-
-/// bordered one (when padded), so every row of `cols` is whole runs of OW elements
-/// copied without bounds or padding checks, in fixed-size pieces rather than through
-/// `memcpy`/`memset` calls (which cost more than the copy for LeNet-5's runs of 10 and 28).
-fn im2col_unit_stride<T: Element>(x: &[T], g: &Geometry, cols: &mut [MaybeUninit<T>]) {
-    let (ph, pw) = g.p.padding;
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let (l, ow) = (g.l(), g.ow);
-    let mut padded = if (ph, pw) == (0, 0) {
-        Vec::new()
-    } else {
-        vec![T::zero(); hp * wp]
-    };
-    for c in 0..g.c {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        let src: &[T] = if padded.is_empty() {
-            plane
-        } else {
-            for (r, row) in plane.chunks_exact(g.w.max(1)).enumerate() {
-                padded[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
-            }
-            &padded
-        };
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &mut cols[((c * g.kh + i) * g.kw + j) * l..][..l];
-                for (oh, dst) in row.chunks_exact_mut(ow.max(1)).enumerate() {
-                    copy_run(dst, &src[(oh + i) * wp + j..][..ow]);
-                }
-            }
-        }
-    }
-}
-
-/// `dst = src` for short runs: 8 elements at a time, the last 8 overlapping.
-#[inline(always)]
-fn copy_run<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
-    let n = src.len().min(dst.len());
-    let put8 = |dst: &mut [MaybeUninit<T>], at: usize| {
-        let v: [T; 8] = src[at..at + 8].try_into().expect("8 elements");
-        for (d, v) in dst[at..at + 8].iter_mut().zip(v) {
-            d.write(v);
-        }
-    };
-    if n < 8 {
-        for (d, &v) in dst[..n].iter_mut().zip(&src[..n]) {
-            d.write(v);
-        }
-        return;
-    }
-    let mut at = 0;
-    while at + 8 <= n {
-        put8(dst, at);
-        at += 8;
-    }
-    if at < n {
-        put8(dst, n - 8);
-    }
-}
-
-/// Fold columns back onto one sample, adding overlaps: the adjoint of im2col.
-fn col2im<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T]) {
-    let (sh, sw) = g.p.stride;
-    let (ph, pw) = g.p.padding;
-    let (dh, dw) = g.p.dilation;
-    let l = g.l();
-    for c in 0..g.c {
-        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &cols[((c * g.kh + i) * g.kw + j) * l..][..l];
-                let off = (j * dw) as isize - pw as isize;
-                let (lo, hi) = valid_cols(off, sw, g.w, g.ow);
-                if lo >= hi {
-                    continue;
-                }
-                let start = (lo as isize * sw as isize + off) as usize;
-                for oh in 0..g.oh {
-                    let ih = (oh * sh + i * dh) as isize - ph as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let src = &row[oh * g.ow + lo..oh * g.ow + hi];
-                    if sw == 1 {
-                        for (d, s) in dst[start..start + src.len()].iter_mut().zip(src) {
-                            *d += *s;
-                        }
-                    } else {
-                        for (d, s) in dst[start..].iter_mut().step_by(sw).zip(src) {
-                            *d += *s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// A strided operand: element (i, j) at `ptr + i·rs + j·cs`.
 fn mat<T>(ptr: *const T, rs: usize, cs: usize) -> MatRef<T> {
     MatRef {
@@ -256,10 +66,6 @@ const KEEP_COLS_BYTES: usize = 128 << 20;
 /// are still in cache (unfolding the whole batch first and multiplying once measured
 /// twice as slow on LeNet-5). Returns `out [N, O, L]`, plus every sample's columns
 /// `[C·kk, L]` when `keep_cols`, for backward to reuse.
-///
-/// Each product is written transposed, `outᵀ [L, O] = colsᵀ [L, C·kk] · Wᵀ`: few output
-/// channels (6 and 16 in LeNet-5) are then the narrow side of the product, which the
-/// GEMM micro-kernel covers in one pass, and the many output pixels its long side.
 fn conv_forward<T: Element>(
     x: &[T],
     w: &[T],
@@ -267,38 +73,11 @@ fn conv_forward<T: Element>(
     g: &Geometry,
     keep_cols: bool,
 ) -> (Vec<T>, Option<Vec<T>>) {
-    let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
     let sample = g.c * g.h * g.w;
-    let cols_len = g.c * kk * l;
-    let mut out = vec![T::zero(); g.n * g.o * l];
-    // out_n = this sample's columns times the weights (plus the bias).
-    let multiply = |out_n: &mut [T], cols: &[T]| {
-        if let Some(b) = b {
-            for (o, row) in out_n.chunks_mut(l).enumerate() {
-                row.fill(b[o]);
-            }
-        }
-        for grp in 0..g.p.groups {
-            // SAFETY: out_n holds O×L, cols C·kk×L and w O×Cg·kk elements; group grp
-            // reads and writes inside its own rows of each.
-            unsafe {
-                gemm_to(
-                    l,
-                    og,
-                    cg * kk,
-                    out_n[grp * og * l..].as_mut_ptr(),
-                    1,
-                    l as isize,
-                    mat(cols[grp * cg * kk * l..].as_ptr(), 1, l),
-                    mat(w[grp * og * cg * kk..].as_ptr(), 1, cg * kk),
-                    b.is_some(),
-                    false,
-                )
-            };
-        }
-    };
+    let cols_len = g.c * g.kk() * g.l();
+    let mut out = vec![T::zero(); g.n * g.o * g.l()];
     // (`max(1)`: with no output channels or no columns there is nothing to chunk.)
-    let out_chunk = (g.o * l).max(1);
+    let out_chunk = (g.o * g.l()).max(1);
     // (With no output channels there is nothing to multiply, and nothing would
     // write the columns.)
     if keep_cols && cols_len > 0 && g.o > 0 {
@@ -312,7 +91,7 @@ fn conv_forward<T: Element>(
                 im2col_uninit(&x[n * sample..(n + 1) * sample], g, cols_n);
                 // SAFETY: im2col_uninit initialized all of cols_n.
                 let cols_n = unsafe { &*(cols_n as *const [MaybeUninit<T>] as *const [T]) };
-                multiply(out_n, cols_n);
+                multiply_sample(out_n, cols_n, w, b, g);
             });
         // SAFETY: every sample's chunk was initialized above.
         unsafe { cols.set_len(g.n * cols_len) };
@@ -322,123 +101,186 @@ fn conv_forward<T: Element>(
             || vec![T::zero(); cols_len],
             |cols, (n, out_n)| {
                 im2col(&x[n * sample..(n + 1) * sample], g, cols);
-                multiply(out_n, cols);
+                multiply_sample(out_n, cols, w, b, g);
             },
         );
         (out, None)
     }
 }
 
-/// Backward of [`conv_forward`], sample by sample; returns (dx, dw, db) for the
-/// requested inputs. `saved_cols` are forward's columns of every sample, when kept.
-#[allow(clippy::too_many_arguments)]
-fn conv_backward<T: Element>(
-    x: &[T],
-    w: &[T],
-    gout: &[T],
-    saved_cols: Option<&[T]>,
-    g: &Geometry,
+/// One sample's `out_n [O, L]` = its columns times the weights (plus the bias).
+///
+/// Each product is written transposed, `outᵀ [L, O] = colsᵀ [L, C·kk] · Wᵀ`: few output
+/// channels (6 and 16 in LeNet-5) are then the narrow side of the product, which the
+/// GEMM micro-kernel covers in one pass, and the many output pixels its long side.
+#[inline]
+fn multiply_sample<T: Element>(out_n: &mut [T], cols: &[T], w: &[T], b: Option<&[T]>, g: &Geometry) {
+    let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
+    if let Some(b) = b {
+        for (o, row) in out_n.chunks_mut(l).enumerate() {
+            row.fill(b[o]);
+        }
+    }
+    for grp in 0..g.p.groups {
+        // SAFETY: out_n holds O×L, cols C·kk×L and w O×Cg·kk elements; group grp
+        // reads and writes inside its own rows of each.
+        unsafe {
+            gemm_to(
+                l,
+                og,
+                cg * kk,
+                out_n[grp * og * l..].as_mut_ptr(),
+                1,
+                l as isize,
+                mat(cols[grp * cg * kk * l..].as_ptr(), 1, l),
+                mat(w[grp * og * cg * kk..].as_ptr(), 1, cg * kk),
+                b.is_some(),
+                false,
+            )
+        };
+    }
+}
+
+/// What backward of [`conv_forward`] reads: its operands, the output gradient `gout
+/// [N, O, L]`, forward's columns of every sample when it kept them, and which of the
+/// input and weight gradients are wanted.
+struct ConvBackwardPass<'a, T> {
+    x: &'a [T],
+    w: &'a [T],
+    gout: &'a [T],
+    saved_cols: Option<&'a [T]>,
+    g: Geometry,
     need_x: bool,
     need_w: bool,
-    need_b: bool,
-) -> (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>) {
-    let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
-    let sample = g.c * g.h * g.w;
-    let cols_len = g.c * kk * l;
-    let wlen = g.o * cg * kk;
-    let mut dx = if need_x {
-        vec![T::zero(); g.n * sample]
-    } else {
-        Vec::new()
-    };
-    let per_sample = |n: usize, dx_n: Option<&mut [T]>, dw: &mut Vec<T>, cols: &mut Vec<T>| {
-        let go = &gout[n * g.o * l..(n + 1) * g.o * l];
-        if need_w {
-            let cols: &[T] = match saved_cols {
+}
+
+impl<T: Element> ConvBackwardPass<'_, T> {
+    /// (dx, dW), each empty when not needed: samples in parallel, each thread adding
+    /// its samples' weight gradients into its own buffer, summed at the end.
+    fn run(&self) -> (Vec<T>, Vec<T>) {
+        let g = &self.g;
+        let cols_len = g.c * g.kk() * g.l();
+        let wlen = if self.need_w { g.o * g.cg() * g.kk() } else { 0 };
+        let mut dx = vec![T::zero(); if self.need_x { g.n * g.c * g.h * g.w } else { 0 }];
+        let init = || {
+            (
+                vec![T::zero(); wlen],
+                // Scratch columns: for dx, and for dW when forward kept none.
+                vec![
+                    T::zero();
+                    if self.need_x || self.saved_cols.is_none() {
+                        cols_len
+                    } else {
+                        0
+                    }
+                ],
+            )
+        };
+        let dw = if self.need_x {
+            // (`max(1)`: with no input channels `dx` is empty and so is every weight gradient.)
+            dx.par_chunks_mut((g.c * g.h * g.w).max(1))
+                .enumerate()
+                .fold(init, |(mut dw, mut cols), (n, dx_n)| {
+                    self.sample(n, Some(dx_n), &mut dw, &mut cols);
+                    (dw, cols)
+                })
+                .map(|(dw, _)| dw)
+                .reduce(|| vec![T::zero(); wlen], add_vecs)
+        } else {
+            (0..g.n)
+                .into_par_iter()
+                .fold(init, |(mut dw, mut cols), n| {
+                    self.sample(n, None, &mut dw, &mut cols);
+                    (dw, cols)
+                })
+                .map(|(dw, _)| dw)
+                .reduce(|| vec![T::zero(); wlen], add_vecs)
+        };
+        (dx, dw)
+    }
+
+    /// Sample `n`'s share: its weight gradient added into `dw`, its input gradient
+    /// written into `dx_n`; `cols` is scratch of C·kk×L elements when needed.
+    fn sample(&self, n: usize, dx_n: Option<&mut [T]>, dw: &mut [T], cols: &mut [T]) {
+        let g = &self.g;
+        let (sample, cols_len) = (g.c * g.h * g.w, g.c * g.kk() * g.l());
+        let go = &self.gout[n * g.o * g.l()..(n + 1) * g.o * g.l()];
+        if self.need_w {
+            let cols: &[T] = match self.saved_cols {
                 Some(all) if cols_len > 0 => &all[n * cols_len..(n + 1) * cols_len],
                 _ => {
-                    im2col(&x[n * sample..(n + 1) * sample], g, cols);
+                    im2col(&self.x[n * sample..(n + 1) * sample], g, cols);
                     cols
                 }
             };
-            for grp in 0..g.p.groups {
-                // dW_gᵀ [cg·kk, og] += cols_g [cg·kk, L] · dY_gᵀ [L, og]
-                // SAFETY: dw holds O×Cg·kk, cols C·kk×L, go O×L; each group stays in its rows.
-                unsafe {
-                    gemm_to(
-                        cg * kk,
-                        og,
-                        l,
-                        dw[grp * og * cg * kk..].as_mut_ptr(),
-                        1,
-                        (cg * kk) as isize,
-                        mat(cols[grp * cg * kk * l..].as_ptr(), l, 1),
-                        mat(go[grp * og * l..].as_ptr(), 1, l),
-                        true,
-                        false,
-                    )
-                };
-            }
+            self.add_weight_grad(go, cols, dw);
         }
         if let Some(dx_n) = dx_n {
-            for grp in 0..g.p.groups {
-                // dcols_gᵀ [L, cg·kk] = dY_gᵀ [L, og] · W_g [og, cg·kk]
-                // SAFETY: cols holds C·kk×L; the rest as above.
-                unsafe {
-                    gemm_to(
-                        l,
-                        cg * kk,
-                        og,
-                        cols[grp * cg * kk * l..].as_mut_ptr(),
-                        1,
-                        l as isize,
-                        mat(go[grp * og * l..].as_ptr(), 1, l),
-                        mat(w[grp * og * cg * kk..].as_ptr(), cg * kk, 1),
-                        false,
-                        false,
-                    )
-                };
-            }
-            col2im(cols, g, dx_n);
+            self.input_grad(go, cols, dx_n);
         }
-    };
-    let init = || {
-        (
-            vec![T::zero(); if need_w { wlen } else { 0 }],
-            // Scratch columns: for dx, and for dW when forward kept none.
-            vec![T::zero(); if need_x || saved_cols.is_none() { cols_len } else { 0 }],
-        )
-    };
-    let dw = if need_x {
-        // (`max(1)`: with no input channels `dx` is empty and so is every weight gradient.)
-        dx.par_chunks_mut(sample.max(1))
-            .enumerate()
-            .fold(init, |(mut dw, mut cols), (n, dx_n)| {
-                per_sample(n, Some(dx_n), &mut dw, &mut cols);
-                (dw, cols)
-            })
-            .map(|(dw, _)| dw)
-            .reduce(|| vec![T::zero(); if need_w { wlen } else { 0 }], add_vecs)
-    } else {
-        (0..g.n)
-            .into_par_iter()
-            .fold(init, |(mut dw, mut cols), n| {
-                per_sample(n, None, &mut dw, &mut cols);
-                (dw, cols)
-            })
-            .map(|(dw, _)| dw)
-            .reduce(|| vec![T::zero(); if need_w { wlen } else { 0 }], add_vecs)
-    };
-    let db = need_b.then(|| {
-        let mut db = vec![T::zero(); g.o];
-        for n in 0..g.n {
-            for (o, d) in db.iter_mut().enumerate() {
-                *d += crate::kernels::reduce::sum_slice(&gout[(n * g.o + o) * l..(n * g.o + o + 1) * l]);
-            }
+    }
+
+    /// `dw += ` one sample's weight gradient, from its columns and output gradient `go`.
+    fn add_weight_grad(&self, go: &[T], cols: &[T], dw: &mut [T]) {
+        let g = &self.g;
+        let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
+        for grp in 0..g.p.groups {
+            // dW_gᵀ [cg·kk, og] += cols_g [cg·kk, L] · dY_gᵀ [L, og]
+            // SAFETY: dw holds O×Cg·kk, cols C·kk×L, go O×L; each group stays in its rows.
+            unsafe {
+                gemm_to(
+                    cg * kk,
+                    og,
+                    l,
+                    dw[grp * og * cg * kk..].as_mut_ptr(),
+                    1,
+                    (cg * kk) as isize,
+                    mat(cols[grp * cg * kk * l..].as_ptr(), l, 1),
+                    mat(go[grp * og * l..].as_ptr(), 1, l),
+                    true,
+                    false,
+                )
+            };
         }
-        db
-    });
-    (need_x.then_some(dx), need_w.then_some(dw), db)
+    }
+
+    /// One sample's input gradient: the columns' gradient (into the scratch `cols`),
+    /// folded back onto the sample's pixels.
+    fn input_grad(&self, go: &[T], cols: &mut [T], dx_n: &mut [T]) {
+        let g = &self.g;
+        let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
+        for grp in 0..g.p.groups {
+            // dcols_gᵀ [L, cg·kk] = dY_gᵀ [L, og] · W_g [og, cg·kk]
+            // SAFETY: cols holds C·kk×L, w O×Cg·kk, go O×L; each group stays in its rows.
+            unsafe {
+                gemm_to(
+                    l,
+                    cg * kk,
+                    og,
+                    cols[grp * cg * kk * l..].as_mut_ptr(),
+                    1,
+                    l as isize,
+                    mat(go[grp * og * l..].as_ptr(), 1, l),
+                    mat(self.w[grp * og * cg * kk..].as_ptr(), cg * kk, 1),
+                    false,
+                    false,
+                )
+            };
+        }
+        col2im(cols, g, dx_n);
+    }
+}
+
+/// The bias gradient: `gout [N, O, L]` summed over samples and pixels.
+fn bias_grad<T: Element>(gout: &[T], g: &Geometry) -> Vec<T> {
+    let l = g.l();
+    let mut db = vec![T::zero(); g.o];
+    for n in 0..g.n {
+        for (o, d) in db.iter_mut().enumerate() {
+            *d += crate::kernels::reduce::sum_slice(&gout[(n * g.o + o) * l..(n * g.o + o + 1) * l]);
+        }
+    }
+    db
 }
 
 fn add_vecs<T: Element>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
@@ -471,12 +313,6 @@ impl Drop for Conv2dBackward {
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Set by tests to take the recomputing path with small convolutions too.
-    static FORCE_RECOMPUTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 fn tests_force_recompute() -> bool {
     #[cfg(test)]
     return FORCE_RECOMPUTE.with(|f| f.get());
@@ -496,26 +332,14 @@ impl GradFn for Conv2dBackward {
         v
     }
     fn backward(&self, _o: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
-        let need_b = self.b.is_some() && needs[2];
         // Borrowed in place when contiguous (the usual case), copied otherwise.
         let (xs, ws, gs) = (Contiguous::of(&self.x), Contiguous::of(&self.w), Contiguous::of(g));
-        let wrap = |v: Option<CpuStorage>, shape: &[usize]| v.map(|s| Tensor::from_storage(s, shape));
-        let (dx, dw, db) = match (xs.slice::<f32>(), ws.slice::<f32>(), gs.slice::<f32>()) {
-            (Some(x), Some(w), Some(go)) => {
-                let cols = self.cols.as_ref().and_then(f32::slice);
-                let (a, b, c) = conv_backward(x, w, go, cols, &self.geom, needs[0], needs[1], need_b);
-                (a.map(CpuStorage::F32), b.map(CpuStorage::F32), c.map(CpuStorage::F32))
-            }
-            _ => match (xs.slice::<f64>(), ws.slice::<f64>(), gs.slice::<f64>()) {
-                (Some(x), Some(w), Some(go)) => {
-                    let cols = self.cols.as_ref().and_then(f64::slice);
-                    let (a, b, c) = conv_backward(x, w, go, cols, &self.geom, needs[0], needs[1], need_b);
-                    (a.map(CpuStorage::F64), b.map(CpuStorage::F64), c.map(CpuStorage::F64))
-                }
-                _ => unreachable!("same dtype"),
-            },
-        };
+        let [dx, dw, db] = self
+            .grads::<f32>(&xs, &ws, &gs, needs)
+            .or_else(|| self.grads::<f64>(&xs, &ws, &gs, needs))
+            .expect("same dtype");
         drop((xs, ws, gs));
+        let wrap = |v: Option<CpuStorage>, shape: &[usize]| v.map(|s| Tensor::from_storage(s, shape));
         let mut out = vec![wrap(dx, self.x.shape()), wrap(dw, self.w.shape())];
         if let Some(b) = &self.b {
             out.push(wrap(db, b.shape()));
@@ -524,107 +348,155 @@ impl GradFn for Conv2dBackward {
     }
 }
 
+impl Conv2dBackward {
+    /// The wanted gradients of x, W and b, when the operands are of element type `T`.
+    fn grads<T: Element>(
+        &self,
+        x: &Contiguous,
+        w: &Contiguous,
+        gout: &Contiguous,
+        needs: &[bool],
+    ) -> Option<[Option<CpuStorage>; 3]> {
+        let pass = ConvBackwardPass {
+            x: x.slice()?,
+            w: w.slice()?,
+            gout: gout.slice()?,
+            saved_cols: self.cols.as_ref().and_then(T::slice),
+            g: self.geom,
+            need_x: needs[0],
+            need_w: needs[1],
+        };
+        let (dx, dw) = pass.run();
+        let db = (self.b.is_some() && needs[2]).then(|| bias_grad(pass.gout, &self.geom));
+        Some([
+            pass.need_x.then(|| T::into_storage(dx)),
+            pass.need_w.then(|| T::into_storage(dw)),
+            db.map(T::into_storage),
+        ])
+    }
+}
+
 impl Tensor {
     /// Convolve `self [N, C, H, W]` with `weight [O, C/groups, kh, kw]`, plus optional `bias [O]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
-        self.same_dtype("conv2d", weight)?;
-        let (sx, sw) = (self.shape(), weight.shape());
-        if sx.len() != 4 || sw.len() != 4 {
-            return shape_err(
-                "conv2d",
-                format!("input {} and weight {} must both be 4-D", fmt_shape(sx), fmt_shape(sw)),
-            );
-        }
-        if p.groups == 0 || p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0 {
-            return arg_err(
-                "conv2d",
-                format!(
-                    "stride {:?}, dilation {:?} and groups {} must be positive",
-                    p.stride, p.dilation, p.groups
-                ),
-            );
-        }
-        let (n, c, h, w) = (sx[0], sx[1], sx[2], sx[3]);
-        let (o, cg, kh, kw) = (sw[0], sw[1], sw[2], sw[3]);
-        if c % p.groups != 0 || o % p.groups != 0 || cg * p.groups != c {
-            return shape_err(
-                "conv2d",
-                format!("input {} and weight {} do not fit groups={} (need in_channels = weight[1]·groups and out_channels divisible by groups)", fmt_shape(sx), fmt_shape(sw), p.groups),
-            );
-        }
-        let (Some(oh), Some(ow)) = (
-            conv_out_size(h, kh, p.stride.0, p.padding.0, p.dilation.0),
-            conv_out_size(w, kw, p.stride.1, p.padding.1, p.dilation.1),
-        ) else {
-            return shape_err(
-                "conv2d",
-                format!(
-                    "kernel {kh}x{kw} (dilation {:?}) does not fit input {} with padding {:?}",
-                    p.dilation,
-                    fmt_shape(sx),
-                    p.padding
-                ),
-            );
-        };
-        if let Some(b) = bias {
-            self.same_dtype("conv2d", b)?;
-            if b.shape() != [o] {
-                return shape_err(
-                    "conv2d",
-                    format!("bias {} does not match {o} output channels", fmt_shape(b.shape())),
-                );
-            }
-        }
-        let geom = Geometry {
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            oh,
-            ow,
-            p,
-        };
-        let (xs, ws) = (Contiguous::of(self), Contiguous::of(weight));
-        let bs = bias.map(Contiguous::of);
-        let cols_bytes = n * c * kh * kw * oh * ow * self.dtype().size_in_bytes();
+        let geom = conv_geometry(self, weight, bias, p)?;
+        let cols_bytes = geom.n * geom.c * geom.kk() * geom.l() * self.dtype().size_in_bytes();
         let keep_cols = crate::autograd::is_grad_enabled()
             && weight.requires_grad()
             && cols_bytes <= KEEP_COLS_BYTES
             && !tests_force_recompute();
-        let (out, cols) = match (xs.slice::<f32>(), ws.slice::<f32>()) {
-            (Some(x), Some(w)) => {
-                let b = bs.as_ref().map(|b| b.slice::<f32>().expect("dtype"));
-                let (out, cols) = conv_forward(x, w, b, &geom, keep_cols);
-                (CpuStorage::F32(out), cols.map(CpuStorage::F32))
-            }
-            _ => {
-                let (x, w) = (
-                    xs.slice::<f64>().expect("dtype checked"),
-                    ws.slice::<f64>().expect("dtype checked"),
-                );
-                let b = bs.as_ref().map(|b| b.slice::<f64>().expect("dtype"));
-                let (out, cols) = conv_forward(x, w, b, &geom, keep_cols);
-                (CpuStorage::F64(out), cols.map(CpuStorage::F64))
-            }
+        let (out, cols) = {
+            let (xs, ws) = (Contiguous::of(self), Contiguous::of(weight));
+            let bs = bias.map(Contiguous::of);
+            forward_storage::<f32>(&xs, &ws, bs.as_ref(), &geom, keep_cols)
+                .or_else(|| forward_storage::<f64>(&xs, &ws, bs.as_ref(), &geom, keep_cols))
+                .expect("dtype checked")
         };
-        drop((xs, ws, bs));
         let mut inputs = vec![self, weight];
         if let Some(b) = bias {
             inputs.push(b);
         }
-        Ok(Tensor::from_storage(out, &[n, o, oh, ow]).attach(&inputs, || {
-            node(Conv2dBackward {
-                x: self.clone(),
-                w: weight.clone(),
-                b: bias.cloned(),
-                geom,
-                cols,
-            })
-        }))
+        Ok(
+            Tensor::from_storage(out, &[geom.n, geom.o, geom.oh, geom.ow]).attach(&inputs, || {
+                node(Conv2dBackward {
+                    x: self.clone(),
+                    w: weight.clone(),
+                    b: bias.cloned(),
+                    geom,
+                    cols,
+                })
+            }),
+        )
     }
+}
+
+/// [`conv_forward`] when the operands are of element type `T`: the output, and the columns if kept.
+fn forward_storage<T: Element>(
+    x: &Contiguous,
+    w: &Contiguous,
+    b: Option<&Contiguous>,
+    geom: &Geometry,
+    keep_cols: bool,
+) -> Option<(CpuStorage, Option<CpuStorage>)> {
+    let (x, w) = (x.slice::<T>()?, w.slice::<T>()?);
+    let b = b.map(|b| b.slice::<T>().expect("dtype checked"));
+    let (out, cols) = conv_forward(x, w, b, geom, keep_cols);
+    Some((T::into_storage(out), cols.map(T::into_storage)))
+}
+
+/// A bias, if any, must be `[o]` in the input's dtype.
+fn check_bias(x: &Tensor, bias: Option<&Tensor>, o: usize) -> Result<()> {
+    let Some(b) = bias else { return Ok(()) };
+    x.same_dtype("conv2d", b)?;
+    if b.shape() != [o] {
+        return shape_err(
+            "conv2d",
+            format!("bias {} does not match {o} output channels", fmt_shape(b.shape())),
+        );
+    }
+    Ok(())
+}
+
+/// The sizes of `x`'s convolution with `weight`, once every shape and parameter is checked.
+fn conv_geometry(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Geometry> {
+    x.same_dtype("conv2d", weight)?;
+    let (sx, sw) = (x.shape(), weight.shape());
+    if sx.len() != 4 || sw.len() != 4 {
+        return shape_err(
+            "conv2d",
+            format!("input {} and weight {} must both be 4-D", fmt_shape(sx), fmt_shape(sw)),
+        );
+    }
+    if p.groups == 0 || p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0 {
+        return arg_err(
+            "conv2d",
+            format!(
+                "stride {:?}, dilation {:?} and groups {} must be positive",
+                p.stride, p.dilation, p.groups
+            ),
+        );
+    }
+    let (n, c, h, w) = (sx[0], sx[1], sx[2], sx[3]);
+    let (o, cg, kh, kw) = (sw[0], sw[1], sw[2], sw[3]);
+    if c % p.groups != 0 || o % p.groups != 0 || cg * p.groups != c {
+        return shape_err(
+            "conv2d",
+            format!("input {} and weight {} do not fit groups={} (need in_channels = weight[1]·groups and out_channels divisible by groups)", fmt_shape(sx), fmt_shape(sw), p.groups),
+        );
+    }
+    let (Some(oh), Some(ow)) = (
+        conv_out_size(h, kh, p.stride.0, p.padding.0, p.dilation.0),
+        conv_out_size(w, kw, p.stride.1, p.padding.1, p.dilation.1),
+    ) else {
+        return shape_err(
+            "conv2d",
+            format!(
+                "kernel {kh}x{kw} (dilation {:?}) does not fit input {} with padding {:?}",
+                p.dilation,
+                fmt_shape(sx),
+                p.padding
+            ),
+        );
+    };
+    check_bias(x, bias, o)?;
+    Ok(Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        oh,
+        ow,
+        p,
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests to take the recomputing path with small convolutions too.
+    static FORCE_RECOMPUTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(test)]

@@ -3,86 +3,13 @@
 //! `gemm` crate with strides, so transposed operands are never copied.
 
 use crate::autograd::{node, GradFn};
-use crate::error::{shape_err, Result};
-use crate::kernels::gemm::{gemm_to, on_one_thread, MatRef, GEMM_PAR_THRESHOLD};
-use crate::layout::{broadcast_shapes, fmt_shape, for_each_offset2, Layout};
+use crate::error::{shape_err, Error, Result};
+use crate::kernels::gemm::{batched_kernel, on_one_thread, GEMM_PAR_THRESHOLD};
+use crate::kernels::linear::{linear_kernel, Dense};
+use crate::layout::{broadcast_shapes, fmt_shape};
+use crate::ops::with_typed;
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
-use rayon::prelude::*;
-
-fn mat<T>(data: &[T], offset: usize, l: &Layout) -> MatRef<T> {
-    let nd = l.shape.len();
-    MatRef {
-        ptr: data[offset..].as_ptr(),
-        rs: l.strides[nd - 2] as isize,
-        cs: l.strides[nd - 1] as isize,
-    }
-}
-
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-
-/// out[batch…, m, n] = a[batch…, m, k] · b[batch…, k, n], both already broadcast to the batch shape.
-fn batched_kernel<T: Element>(
-    a: &[T],
-    la: &Layout,
-    b: &[T],
-    lb: &Layout,
-    batch: &[usize],
-    m: usize,
-    n: usize,
-    k: usize,
-) -> Vec<T> {
-    let nb: usize = batch.iter().product();
-    let len = nb * m * n;
-    // Every element is written by the products below (K = 0 writes zeros), so the
-    // buffer is not zeroed first.
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    let nbd = batch.len();
-    let mut pairs = Vec::with_capacity(nb);
-    for_each_offset2(
-        batch,
-        &la.strides[..nbd],
-        la.offset,
-        &lb.strides[..nbd],
-        lb.offset,
-        |oa, ob| pairs.push((oa, ob)),
-    );
-    if len > 0 {
-        let optr = SendPtr(out.as_mut_ptr());
-        let optr = &optr;
-        let one = |i: usize, oa: usize, ob: usize, threaded: bool| {
-            // SAFETY: offsets and strides come from valid layouts of these buffers;
-            // batch i writes its own disjoint m×n block of `out`'s capacity.
-            unsafe {
-                gemm_to(
-                    m,
-                    n,
-                    k,
-                    optr.0.add(i * m * n),
-                    n as isize,
-                    1,
-                    mat(a, oa, la),
-                    mat(b, ob, lb),
-                    false,
-                    threaded,
-                )
-            }
-        };
-        if nb == 1 {
-            one(0, pairs[0].0, pairs[0].1, true);
-        } else {
-            pairs
-                .par_iter()
-                .enumerate()
-                .for_each(|(i, &(oa, ob))| one(i, oa, ob, false));
-        }
-    }
-    // SAFETY: every batch wrote its whole m×n block.
-    unsafe { out.set_len(len) };
-    out
-}
 
 /// The two gradients of a product, each if needed. When both are, and the first one's
 /// product has at least [`GEMM_PAR_THRESHOLD`] multiply-adds (`macs`; the second's is
@@ -141,39 +68,7 @@ impl Tensor {
     /// Matrix product of the last two dimensions, broadcasting the others.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         self.same_dtype("matmul", other)?;
-        let (sa, sb) = (self.shape(), other.shape());
-        if sa.len() < 2 || sb.len() < 2 {
-            return shape_err(
-                "matmul",
-                format!(
-                    "{} x {}: both operands need at least 2 dimensions",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            );
-        }
-        let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-        let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
-        if k != k2 {
-            return shape_err(
-                "matmul",
-                format!(
-                    "{} x {}: inner dimensions {k} and {k2} differ",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            );
-        }
-        let batch = broadcast_shapes("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2]).or_else(|_| {
-            shape_err(
-                "matmul",
-                format!(
-                    "{} x {}: batch dimensions do not broadcast",
-                    fmt_shape(sa),
-                    fmt_shape(sb)
-                ),
-            )
-        })?;
+        let (batch, m, k, n) = product_dims(self.shape(), other.shape())?;
         let mut shape_a = batch.clone();
         shape_a.extend([m, k]);
         let mut shape_b = batch.clone();
@@ -226,33 +121,7 @@ impl Tensor {
                 );
             }
         }
-        let out = {
-            let (xs, ws) = (self.storage(), weight.storage());
-            let bs = bias.map(|b| b.contiguous_storage());
-            match (xs.cpu(), ws.cpu()) {
-                (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(linear_kernel(
-                    x,
-                    self.layout(),
-                    w,
-                    weight.layout(),
-                    bs.as_ref().map(|b| f32::slice(b).expect("dtype")),
-                    nrows,
-                    nin,
-                    nout,
-                )),
-                (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(linear_kernel(
-                    x,
-                    self.layout(),
-                    w,
-                    weight.layout(),
-                    bs.as_ref().map(|b| f64::slice(b).expect("dtype")),
-                    nrows,
-                    nin,
-                    nout,
-                )),
-                _ => unreachable!("dtype checked"),
-            }
-        };
+        let out = dense_product(self, weight, bias, (nrows, nin, nout));
         let mut inputs = vec![self, weight];
         if let Some(b) = bias {
             inputs.push(b);
@@ -267,223 +136,36 @@ impl Tensor {
     }
 }
 
-/// Layers with at most this many outputs take the direct path of [`linear_kernel`].
-const SMALL_LINEAR_OUT: usize = 64;
-
-/// `x·Wᵀ + b`, row-major `[nrows, nout]`.
-///
-/// The product is computed transposed, `Yᵀ = W·xᵀ`, into scratch memory: in that
-/// orientation the gemm crate packs the (small) batch and streams W in place,
-/// instead of repacking the whole weight matrix on one thread every call (which
-/// also hits 4 KiB cache aliasing for power-of-two widths). The bias is added
-/// while transposing back. With several threads, each computes and transposes
-/// its own block of output features, so the packing is parallel too.
-#[allow(clippy::too_many_arguments)]
-fn linear_kernel<T: Element>(
-    x: &[T],
-    lx: &Layout,
-    w: &[T],
-    lw: &Layout,
-    b: Option<&[T]>,
-    nrows: usize,
-    nin: usize,
-    nout: usize,
-) -> Vec<T> {
-    let len = nrows * nout;
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    if len == 0 {
-        return out;
-    }
-    if nout <= SMALL_LINEAR_OUT {
-        // Few outputs (a classifier head): packing W's few rows costs less than the two
-        // transposes below. The bias is written first and the product accumulated onto it.
-        if let Some(b) = b {
-            for row in out.spare_capacity_mut().chunks_mut(nout) {
-                for (o, &v) in row.iter_mut().zip(b) {
-                    o.write(v);
-                }
-            }
-        }
-        let wt = MatRef {
-            ptr: w[lw.offset..].as_ptr(),
-            rs: lw.strides[1] as isize,
-            cs: lw.strides[0] as isize,
-        };
-        // SAFETY: the layouts describe valid regions of x and w; `out` has capacity
-        // nrows×nout, filled with the bias when accumulating, written whole otherwise.
-        unsafe {
-            gemm_to(
-                nrows,
-                nout,
-                nin,
-                out.as_mut_ptr(),
-                nout as isize,
-                1,
-                mat(x, lx.offset, lx),
-                wt,
-                b.is_some(),
-                true,
-            );
-            out.set_len(len);
-        }
-        return out;
-    }
-    let threads = rayon::current_num_threads();
-    let width = if threads > 1 && len * nin >= GEMM_PAR_THRESHOLD {
-        crate::kernels::gemm::block_width(nout, threads)
-    } else {
-        nout
+/// The broadcast batch shape and (m, k, n) of the product of shapes `sa` and `sb`.
+fn product_dims(sa: &[usize], sb: &[usize]) -> Result<(Vec<usize>, usize, usize, usize)> {
+    let error = |why: String| Error::Shape {
+        op: "matmul",
+        msg: format!("{} x {}: {why}", fmt_shape(sa), fmt_shape(sb)),
     };
-    let blocks = nout.div_ceil(width.max(1));
-    let optr = SendPtr(out.as_mut_ptr());
-    let optr = &optr;
-    crate::kernels::with_scratch(len + nrows * nin, |scratch: &mut [T]| {
-        let (yt, xt) = scratch.split_at_mut(len);
-        // xᵀ, so that the gemm crate reads the batch column by column instead of
-        // repacking it on one thread (a strided pack that 4 KiB aliasing makes slow).
-        transpose_into(x, lx, nrows, nin, xt);
-        let xm = SendMat(MatRef {
-            ptr: xt.as_ptr(),
-            rs: 1,
-            cs: nrows as isize,
-        });
-        let xm = &xm;
-        let yptr = SendPtr(yt.as_mut_ptr());
-        let yptr = &yptr;
-        let block = |o0: usize| {
-            let o1 = (o0 + width).min(nout);
-            let cols = o1 - o0;
-            // Wᵀ's columns o0..o1 as a strided view: element (i, j) is W[o0 + j, i].
-            let wt = MatRef {
-                ptr: w[lw.offset + o0 * lw.strides[0]..].as_ptr(),
-                rs: lw.strides[1] as isize,
-                cs: lw.strides[0] as isize,
-            };
-            // SAFETY: the layouts describe valid regions of x and w; block o0 writes
-            // only scratch columns o0..o1 (a column-major nrows×cols block at o0·nrows).
-            unsafe {
-                gemm_to(
-                    nrows,
-                    cols,
-                    nin,
-                    yptr.0.add(o0 * nrows),
-                    1,
-                    nrows as isize,
-                    xm.0,
-                    wt,
-                    false,
-                    false,
-                )
-            };
-            // SAFETY: block o0 writes only columns o0..o1 of `out`, which has capacity len.
-            let yt = unsafe { std::slice::from_raw_parts(yptr.0.add(o0 * nrows), nrows * cols) };
-            // Back to row-major, adding the bias: 8×8 tiles (8 contiguous reads, then 8
-            // contiguous writes), then the ragged edges one element at a time.
-            let (rows8, cols8) = (nrows / 8 * 8, cols / 8 * 8);
-            // (Without a bias nothing is added, so that −0 stays −0.)
-            let bias = |c: usize, v: T| b.map_or(v, |b| v + b[o0 + c]);
-            let put = |r: usize, c: usize, v: T| {
-                // SAFETY: row r < nrows, column o0 + c < nout: inside `out`'s capacity,
-                // and only this block writes columns o0..o1.
-                unsafe { optr.0.add(r * nout + o0 + c).write(v) }
-            };
-            for r0 in (0..rows8).step_by(8) {
-                for c0 in (0..cols8).step_by(8) {
-                    let mut t = [[T::zero(); 8]; 8];
-                    for (j, t) in t.iter_mut().enumerate() {
-                        t.copy_from_slice(&yt[(c0 + j) * nrows + r0..(c0 + j) * nrows + r0 + 8]);
-                    }
-                    let tt: [[T; 8]; 8] = std::array::from_fn(|i| std::array::from_fn(|j| t[j][i]));
-                    for (i, tr) in tt.iter().enumerate() {
-                        let row: [T; 8] = std::array::from_fn(|j| bias(c0 + j, tr[j]));
-                        // SAFETY: as in `put`, for the 8 columns c0..c0 + 8 of row r0 + i.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(row.as_ptr(), optr.0.add((r0 + i) * nout + o0 + c0), 8)
-                        };
-                    }
-                }
-            }
-            for c in 0..cols {
-                let from = if c < cols8 { rows8 } else { 0 };
-                for r in from..nrows {
-                    put(r, c, bias(c, yt[c * nrows + r]));
-                }
-            }
-        };
-        if blocks == 1 {
-            block(0);
-        } else {
-            (0..nout)
-                .step_by(width)
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .for_each(block);
-        }
-    });
-    // SAFETY: the blocks wrote every element of the nrows×nout result.
-    unsafe { out.set_len(len) };
-    out
-}
-
-/// `dst` (column-major `rows×cols`, i.e. row-major `cols×rows`) = the 2-D view `x` (`rows×cols`);
-/// large ones are split over threads by column ranges (contiguous in `dst`).
-fn transpose_into<T: Element>(x: &[T], lx: &Layout, rows: usize, cols: usize, dst: &mut [T]) {
-    let (rs, cs) = (lx.strides[0], lx.strides[1]);
-    let x = &x[lx.offset.min(x.len())..];
-    let dst = &mut dst[..rows * cols];
-    let threads = rayon::current_num_threads();
-    if threads > 1 && rows * cols >= 1 << 16 && rows > 0 {
-        let width = cols.div_ceil(2 * threads).next_multiple_of(8);
-        dst.par_chunks_mut(width * rows).enumerate().for_each(|(i, d)| {
-            let c0 = i * width;
-            transpose_cols(x, rs, cs, rows, c0, (c0 + width).min(cols), d)
-        });
-    } else {
-        transpose_cols(x, rs, cs, rows, 0, cols, dst);
+    if sa.len() < 2 || sb.len() < 2 {
+        return Err(error("both operands need at least 2 dimensions".into()));
     }
-}
-
-/// Columns `c_lo..c_hi` of the `rows`-row view (`x[r·rs + c·cs]`) into `dst` (those columns, each contiguous).
-fn transpose_cols<T: Element>(x: &[T], rs: usize, cs: usize, rows: usize, c_lo: usize, c_hi: usize, dst: &mut [T]) {
-    let at = |c: usize, r: usize| (c - c_lo) * rows + r;
-    let mut r0 = 0;
-    let mut c_full = c_lo;
-    if cs == 1 {
-        // Row-major input: whole 8×8 tiles through a register-sized block.
-        c_full = c_lo + (c_hi - c_lo) / 8 * 8;
-        while r0 + 8 <= rows {
-            for c0 in (c_lo..c_full).step_by(8) {
-                let mut t = [[T::zero(); 8]; 8];
-                for (i, t) in t.iter_mut().enumerate() {
-                    t.copy_from_slice(&x[(r0 + i) * rs + c0..(r0 + i) * rs + c0 + 8]);
-                }
-                for j in 0..8 {
-                    for (i, d) in dst[at(c0 + j, r0)..at(c0 + j, r0) + 8].iter_mut().enumerate() {
-                        *d = t[i][j];
-                    }
-                }
-            }
-            r0 += 8;
-        }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    if k != k2 {
+        return Err(error(format!("inner dimensions {k} and {k2} differ")));
     }
-    // The rest (all of a strided input): tiles of 8 rows, element by element.
-    let mut scalar = |r_lo: usize, c_from: usize, c_to: usize| {
-        for r in (r_lo..rows).step_by(8) {
-            let r1 = (r + 8).min(rows);
-            for c in c_from..c_to {
-                for (i, d) in dst[at(c, r)..at(c, r1)].iter_mut().enumerate() {
-                    *d = x[(r + i) * rs + c * cs];
-                }
-            }
-        }
-    };
-    scalar(0, c_full, c_hi);
-    scalar(r0, c_lo, c_full);
+    let batch = broadcast_shapes("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2])
+        .map_err(|_| error("batch dimensions do not broadcast".into()))?;
+    Ok((batch, m, k, n))
 }
 
-struct SendMat<T>(MatRef<T>);
-unsafe impl<T> Send for SendMat<T> {}
-unsafe impl<T> Sync for SendMat<T> {}
+/// `x·Wᵀ + b` of checked operands through [`linear_kernel`], in their dtype.
+fn dense_product(x: &Tensor, w: &Tensor, b: Option<&Tensor>, (nrows, nin, nout): (usize, usize, usize)) -> CpuStorage {
+    let (xs, ws) = (x.storage(), w.storage());
+    let bs = b.map(|b| b.contiguous_storage());
+    let (lx, lw) = (x.layout(), w.layout());
+    with_typed!(xs.cpu(), x => {
+        let w = Element::slice(ws.cpu()).expect("dtype checked");
+        let b = bs.as_ref().map(|b| Element::slice(b).expect("dtype checked"));
+        Element::into_storage(linear_kernel(Dense { x, lx, w, lw, b, nrows, nin, nout }))
+    })
+}
 
 struct LinearBackward {
     x: Tensor,
@@ -795,7 +477,10 @@ mod tests {
     #[test]
     fn linear_paths_agree_with_matmul_for_wide_and_narrow_layers() {
         // At most SMALL_LINEAR_OUT outputs: the direct product; more: the transposed one.
-        for nout in [super::SMALL_LINEAR_OUT, super::SMALL_LINEAR_OUT + 6] {
+        for nout in [
+            crate::kernels::linear::SMALL_LINEAR_OUT,
+            crate::kernels::linear::SMALL_LINEAR_OUT + 6,
+        ] {
             let x = rand64(&[9, 13], 1);
             let w = rand64(&[nout, 13], 2);
             let b = rand64(&[nout + 3], 3);

@@ -114,64 +114,72 @@ fn max_forward<T: Element>(x: &[T], planes: usize, g: &Geo) -> (Vec<T>, Vec<u32>
         .enumerate()
         .for_each(|(pl, (o, a))| {
             let xp = &x[pl * hw..(pl + 1) * hw];
-            if g.p.padding == (0, 0) {
-                // Every window lies inside the plane: no bounds checks per tap.
-                let (kh, kw, sh, sw) = (g.p.kernel.0, g.p.kernel.1, g.p.stride.0, g.p.stride.1);
-                if (kh, kw, sh, sw) == (2, 2, 2, 2) {
-                    max_pool_2x2(xp, g, o, a);
-                    return;
-                }
-                for i in 0..g.oh {
-                    for j in 0..g.ow {
-                        let first = i * sh * g.w + j * sw;
-                        let (mut best, mut at, mut nan) = (xp[first], first, false);
-                        for r in 0..kh {
-                            let row = first + r * g.w;
-                            for (b, &v) in xp[row..row + kw].iter().enumerate() {
-                                // Selects, not branches (random data mispredicts): the first
-                                // maximum wins; a NaN anywhere takes the exact rule below.
-                                let gt = v > best;
-                                at = if gt { row + b } else { at };
-                                best = if gt { v } else { best };
-                                nan |= v.is_nan();
-                            }
-                        }
-                        if nan {
-                            // First NaN of the window, as the general path picks it.
-                            'find: for r in 0..kh {
-                                for b in 0..kw {
-                                    let pos = first + r * g.w + b;
-                                    if xp[pos].is_nan() {
-                                        (best, at) = (xp[pos], pos);
-                                        break 'find;
-                                    }
-                                }
-                            }
-                        }
-                        o[i * g.ow + j] = best;
-                        a[i * g.ow + j] = at as u32;
-                    }
-                }
-                return;
-            }
-            for i in 0..g.oh {
-                for j in 0..g.ow {
-                    let (mut best, mut at) = (T::neg_infinity(), u32::MAX);
-                    g.window(i, j, |pos| {
-                        if let Some(pos) = pos {
-                            let v = xp[pos];
-                            if at == u32::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                                best = v;
-                                at = pos as u32;
-                            }
-                        }
-                    });
-                    o[i * g.ow + j] = best;
-                    a[i * g.ow + j] = at;
-                }
+            if g.p.padding != (0, 0) {
+                max_plane_padded(xp, g, o, a);
+            } else if (g.p.kernel, g.p.stride) == ((2, 2), (2, 2)) {
+                max_pool_2x2(xp, g, o, a);
+            } else {
+                max_plane_unpadded(xp, g, o, a);
             }
         });
     (out, arg)
+}
+
+/// One plane's windows when every window lies inside the plane: no bounds checks per tap.
+/// The first maximum wins; a NaN anywhere in a window wins instead.
+fn max_plane_unpadded<T: Element>(xp: &[T], g: &Geo, o: &mut [T], a: &mut [u32]) {
+    let (kh, kw, sh, sw) = (g.p.kernel.0, g.p.kernel.1, g.p.stride.0, g.p.stride.1);
+    for i in 0..g.oh {
+        for j in 0..g.ow {
+            let first = i * sh * g.w + j * sw;
+            let (mut best, mut at, mut nan) = (xp[first], first, false);
+            for r in 0..kh {
+                let row = first + r * g.w;
+                for (b, &v) in xp[row..row + kw].iter().enumerate() {
+                    // Selects, not branches (random data mispredicts): the first
+                    // maximum wins; a NaN anywhere takes the exact rule below.
+                    let gt = v > best;
+                    at = if gt { row + b } else { at };
+                    best = if gt { v } else { best };
+                    nan |= v.is_nan();
+                }
+            }
+            if nan {
+                // First NaN of the window, as the general path picks it.
+                'find: for r in 0..kh {
+                    for b in 0..kw {
+                        let pos = first + r * g.w + b;
+                        if xp[pos].is_nan() {
+                            (best, at) = (xp[pos], pos);
+                            break 'find;
+                        }
+                    }
+                }
+            }
+            o[i * g.ow + j] = best;
+            a[i * g.ow + j] = at as u32;
+        }
+    }
+}
+
+/// One plane's windows, some taps of which fall in the padding (never chosen).
+fn max_plane_padded<T: Element>(xp: &[T], g: &Geo, o: &mut [T], a: &mut [u32]) {
+    for i in 0..g.oh {
+        for j in 0..g.ow {
+            let (mut best, mut at) = (T::neg_infinity(), u32::MAX);
+            g.window(i, j, |pos| {
+                if let Some(pos) = pos {
+                    let v = xp[pos];
+                    if at == u32::MAX || v > best || (v.is_nan() && !best.is_nan()) {
+                        best = v;
+                        at = pos as u32;
+                    }
+                }
+            });
+            o[i * g.ow + j] = best;
+            a[i * g.ow + j] = at;
+        }
+    }
 }
 
 /// The common 2×2, stride-2 window (no padding) of one plane, two input rows at a time,

@@ -1,9 +1,10 @@
 //! Reductions over one or several axes, with `keepdim` as in PyTorch.
 //!
-//! max and min send the whole gradient to the **first** arg-max (or arg-min)
-//! in row-major order when several elements tie; PyTorch's `amax` splits it
-//! among ties instead. Both are valid subgradients; the first-index rule
-//! matches `torch.max(x, dim)` and max-pooling.
+//! When several elements tie for the maximum (or minimum), the gradient goes where
+//! PyTorch sends it: `max` along one axis is `torch.max(x, dim)`, which gives it all to
+//! the index it returns, the first in row-major order (as max-pooling does); `max` over
+//! several axes or all of them is `torch.amax(x, dims)` or `torch.max(x)`, which split
+//! it evenly among the ties.
 
 use crate::autograd::{node, GradFn};
 use crate::error::Result;
@@ -83,6 +84,30 @@ impl GradFn for ExtremumBackward {
     }
 }
 
+/// Backward of max or min over several axes (or all): tied extrema share the gradient.
+struct TiedExtremumBackward {
+    x: Tensor,
+    axes: Vec<usize>,
+    name: &'static str,
+}
+impl GradFn for TiedExtremumBackward {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    fn backward(&self, out: &Tensor, g: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (xs, best, gs) = (self.x.storage(), out.contiguous_storage(), g.contiguous_storage());
+        let dx = with_typed!(xs.cpu(), x => {
+            let best = Element::slice(&best).expect("the output has the input's dtype");
+            let g = Element::slice(&gs).expect("the gradient has the output's dtype");
+            Element::into_storage(kr::tied_extremum_backward(x, self.x.layout(), &self.axes, best, g))
+        });
+        Ok(vec![Some(Tensor::from_storage(dx, self.x.shape()))])
+    }
+}
+
 fn scatter_add<T: Element>(out: &mut [T], args: &[usize], g: &[T]) {
     for (&a, &v) in args.iter().zip(g) {
         if a != usize::MAX {
@@ -145,22 +170,34 @@ impl Tensor {
             })
         };
         let t = Tensor::from_storage(out, &final_shape(self.shape(), &ax, keepdim));
-        let t = t.attach(&[self], || {
-            node(ExtremumBackward {
-                x: self.clone(),
-                args: args.clone(),
-                name,
-            })
-        });
+        // One axis named: torch.max(x, dim), whose gradient goes to the index it returns.
+        let t = match axes.len() {
+            1 => t.attach(&[self], || {
+                node(ExtremumBackward {
+                    x: self.clone(),
+                    args: args.clone(),
+                    name,
+                })
+            }),
+            _ => t.attach(&[self], || {
+                node(TiedExtremumBackward {
+                    x: self.clone(),
+                    axes: ax,
+                    name,
+                })
+            }),
+        };
         Ok((t, args))
     }
 
-    /// Maximum over `axes`; the gradient goes to the first arg-max.
+    /// Maximum over `axes` (all when empty). Along one axis, as `torch.max(x, dim)`, the
+    /// gradient goes to the first arg-max; over several or all, as `torch.amax`, tied
+    /// maxima share it evenly.
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         Ok(self.extremum(axes, keepdim, true)?.0)
     }
 
-    /// Minimum over `axes`; the gradient goes to the first arg-min.
+    /// Minimum over `axes` (all when empty), with ties treated as in [`max`](Self::max).
     pub fn min(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         Ok(self.extremum(axes, keepdim, false)?.0)
     }
@@ -190,6 +227,38 @@ mod tests {
     use crate::testutil::{check, rand64};
     use crate::{DType, Tensor};
     use proptest::prelude::*;
+
+    #[test]
+    fn ties_over_several_axes_share_the_gradient_evenly_as_in_torch_amax() {
+        #[rustfmt::skip]
+        let values = vec![1.0, 3.0, 3.0, 0.0, 3.0, -1.0,   2.0, 2.0, 0.0, 2.0, -4.0, -4.0];
+        let x = Tensor::from_vec(values, &[2, 2, 3]).unwrap().requires_grad_(true);
+        let grad = |y: Tensor| y.sum_all().backward().unwrap().get(&x).unwrap().to_vec_f64();
+        let third = 1.0 / 3.0;
+        // All axes: the three 3s.
+        let all = [0.0, third, third, 0.0, third, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(grad(x.max(&[], false).unwrap()), all);
+        // Per sample: the three 3s of the first, the three 2s of the second.
+        let per_sample = [0.0, third, third, 0.0, third, 0.0, third, third, 0.0, third, 0.0, 0.0];
+        assert_eq!(grad(x.max(&[1, 2], false).unwrap()), per_sample);
+        // Minimum over axes 0 and 2, kept: a single 0 in the first row, two −4s in the second.
+        let rows = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.5];
+        assert_eq!(grad(x.min(&[0, 2], true).unwrap()), rows);
+        // Along one axis (torch.max(x, dim)): all of it to the first of the tied values.
+        let first = [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        assert_eq!(grad(x.max(&[2], false).unwrap()), first);
+        // A strided view, in f32; and NaN maxima, which tie with each other.
+        let xt = Tensor::from_vec(vec![2.0f32, 5.0, 5.0, 1.0], &[2, 2])
+            .unwrap()
+            .requires_grad_(true);
+        let g = xt.t().unwrap().max(&[0, 1], false).unwrap().backward().unwrap();
+        assert_eq!(g.get(&xt).unwrap().to_vec::<f32>().unwrap(), [0.0, 0.5, 0.5, 0.0]);
+        let xn = Tensor::from_vec(vec![f64::NAN, 1.0, f64::NAN], &[3])
+            .unwrap()
+            .requires_grad_(true);
+        let g = xn.max(&[], false).unwrap().backward().unwrap();
+        assert_eq!(g.get(&xn).unwrap().to_vec_f64(), [0.5, 0.0, 0.5]);
+    }
 
     /// Row-major multi-index of flat position `i`.
     fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
@@ -398,14 +467,15 @@ mod tests {
     }
 
     #[test]
-    fn max_gradient_goes_to_the_first_argmax_on_ties() {
+    fn max_along_one_axis_gives_a_tie_gradient_to_the_first_argmax() {
         let x = Tensor::from_vec(vec![1.0f64, 3.0, 3.0, 2.0, 3.0, 3.0], &[2, 3])
             .unwrap()
             .requires_grad_(true);
+        // Over all elements, as torch.max(x): the four tied 3s share it (issue 18, item 6).
         let g = x.max(&[], false).unwrap().backward().unwrap();
         assert_eq!(
             g.get(&x).unwrap().to_vec::<f64>().unwrap(),
-            vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+            vec![0.0, 0.25, 0.25, 0.0, 0.25, 0.25]
         );
         let g = x.max(&[1], false).unwrap().sum_all().backward().unwrap();
         assert_eq!(
