@@ -208,9 +208,23 @@ pub struct Table {
 
 /// Reads `train` (and the `test` file, else holds out `test_split` of the rows) into an encoded [`Table`].
 pub fn read_table(train: &Path, test: Option<&Path>, options: &TableOptions) -> Result<Table> {
-    let scan = crate::table_read::scan(train, options)?;
+    read_table_with_progress(train, test, options, &|_, _| {})
+}
+
+/// [`read_table`], telling `progress(bytes_done, bytes_total)` as it reads
+/// (the training file is read twice, the test file once).
+pub fn read_table_with_progress(
+    train: &Path,
+    test: Option<&Path>,
+    options: &TableOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Table> {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let (n_train, n_test) = (size(train), test.map_or(0, size));
+    let total = 2 * n_train + n_test;
+    let scan = crate::table_read::scan(train, options, &|b| progress(b, total))?;
     let mut warnings = scan.warnings.clone();
-    let raw = crate::table_read::read_raw(train, &scan, options.missing)?;
+    let raw = crate::table_read::read_raw(train, &scan, options.missing, &|b| progress(n_train + b, total))?;
     if raw.dropped > 0 {
         warnings.push(format!(
             "{}: dropped {} rows with a missing value",
@@ -219,7 +233,10 @@ pub fn read_table(train: &Path, test: Option<&Path>, options: &TableOptions) -> 
         ));
     }
     let (train_raw, test_raw) = match test {
-        Some(p) => (raw, crate::table_read::read_raw(p, &scan, options.missing)?),
+        Some(p) => (
+            raw,
+            crate::table_read::read_raw(p, &scan, options.missing, &|b| progress(2 * n_train + b, total))?,
+        ),
         None => split_rows(raw, &scan, options, train)?,
     };
     let encoding = fit_encoding(&train_raw, &scan, options);

@@ -42,18 +42,26 @@ fn open(path: &Path, delimiter: u8) -> Result<::csv::Reader<BufReader<File>>> {
 }
 
 /// A row's fields as text, with the ragged-row and encoding checks.
-struct Rows {
+struct Rows<'a> {
     reader: ::csv::Reader<BufReader<File>>,
+    /// Told the bytes read so far, every few thousand rows.
+    on_bytes: Bytes<'a>,
+    count: u64,
     record: ::csv::ByteRecord,
     shown: String,
     header: Vec<String>,
 }
 
-impl Rows {
-    fn new(path: &Path, delimiter: u8) -> Result<Rows> {
+/// A callback told how many bytes of the file a pass has read.
+pub(crate) type Bytes<'a> = &'a dyn Fn(u64);
+
+impl<'a> Rows<'a> {
+    fn new(path: &Path, delimiter: u8, on_bytes: Bytes<'a>) -> Result<Rows<'a>> {
         let shown = path.display().to_string();
         let mut rows = Rows {
             reader: open(path, delimiter)?,
+            on_bytes,
+            count: 0,
             record: ::csv::ByteRecord::new(),
             shown,
             header: Vec::new(),
@@ -79,7 +87,12 @@ impl Rows {
                 DataError::format(self.shown.clone(), format!("line {line}: {e}"))
             })?;
             if !more {
+                (self.on_bytes)(self.reader.position().byte());
                 return Ok(false);
+            }
+            self.count += 1;
+            if self.count.is_multiple_of(4096) {
+                (self.on_bytes)(self.reader.position().byte());
             }
             // A blank line reads as one empty field: skip it.
             if !(self.record.len() == 1 && self.record[0].is_empty()) {
@@ -190,8 +203,8 @@ fn find(header: &[String], name: &str, shown: &str, what: &str) -> Result<usize>
 }
 
 /// First pass: the columns' types, the target's classes, constant columns.
-pub(crate) fn scan(path: &Path, options: &TableOptions) -> Result<Scan> {
-    let mut rows = Rows::new(path, options.delimiter)?;
+pub(crate) fn scan(path: &Path, options: &TableOptions, on_bytes: Bytes) -> Result<Scan> {
+    let mut rows = Rows::new(path, options.delimiter, on_bytes)?;
     let header = rows.header.clone();
     let shown = rows.shown.clone();
     let target = match &options.target {
@@ -252,7 +265,7 @@ fn scan_row(
     Ok(true)
 }
 
-fn missing_error(rows: &Rows, i: usize, text: &str) -> DataError {
+fn missing_error(rows: &Rows<'_>, i: usize, text: &str) -> DataError {
     let shown = if text.is_empty() {
         "empty".to_string()
     } else {
@@ -384,8 +397,8 @@ fn level_map(levels: &[String]) -> HashMap<String, usize> {
 }
 
 /// Second pass over the training (or test) file, with the first pass's types.
-pub(crate) fn read_raw(path: &Path, scan: &Scan, missing: Missing) -> Result<Raw> {
-    let rows = Rows::new(path, scan.delimiter)?;
+pub(crate) fn read_raw(path: &Path, scan: &Scan, missing: Missing, on_bytes: Bytes) -> Result<Raw> {
+    let rows = Rows::new(path, scan.delimiter, on_bytes)?;
     let shown = rows.shown.clone();
     let mut columns = Vec::new();
     for c in &scan.columns {
@@ -411,7 +424,7 @@ pub(crate) fn read_raw(path: &Path, scan: &Scan, missing: Missing) -> Result<Raw
 }
 
 /// Reads every row with the plan.
-fn read_plan(mut rows: Rows, plan: &Plan) -> Result<Raw> {
+fn read_plan(mut rows: Rows<'_>, plan: &Plan) -> Result<Raw> {
     let mut raw = Raw::default();
     let mut row = Vec::with_capacity(plan.columns.len());
     'rows: while rows.advance()? {
@@ -461,7 +474,7 @@ fn read_plan(mut rows: Rows, plan: &Plan) -> Result<Raw> {
     Ok(raw)
 }
 
-fn number(rows: &Rows, i: usize, text: &str) -> Result<f32> {
+fn number(rows: &Rows<'_>, i: usize, text: &str) -> Result<f32> {
     match text.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(rows.column_error(i, format!("'{text}' is not a number"))),
@@ -470,7 +483,7 @@ fn number(rows: &Rows, i: usize, text: &str) -> Result<f32> {
 
 /// Reads rows to evaluate or predict with a saved encoding; the target column is optional.
 pub(crate) fn encode_file(enc: &Encoding, path: &Path) -> Result<EncodedRows> {
-    let rows = Rows::new(path, enc.delimiter)?;
+    let rows = Rows::new(path, enc.delimiter, &|_| {})?;
     let shown = rows.shown.clone();
     let mut columns = Vec::new();
     let mut counts = Vec::new();

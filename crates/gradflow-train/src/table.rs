@@ -39,6 +39,11 @@ impl TableSource {
         read_table(&self.train, self.test.as_deref(), &self.options)
     }
 
+    /// [`load`](Self::load), telling `progress(bytes_done, bytes_total)` as it reads.
+    pub fn load_with_progress(&self, progress: &dyn Fn(u64, u64)) -> std::result::Result<Table, DataError> {
+        gradflow_data::read_table_with_progress(&self.train, self.test.as_deref(), &self.options, progress)
+    }
+
     /// Writes `table.json` and `encoding.json` into `dir` (creating it).
     pub fn save(&self, dir: &Path, encoding: &Encoding) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create run directory", e))?;

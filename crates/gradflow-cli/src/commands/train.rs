@@ -347,7 +347,7 @@ fn build_table_trainer(args: &TrainArgs, mut config: TrainConfig) -> Result<(Tra
         bail!("the table flags (--target, --test, ...) need --data FILE.csv");
     };
     let source = args.table.source(path, config.seed)?;
-    let table = source.load().map_err(BadInput)?;
+    let table = read_with_bar(&source)?;
     describe_table(path, &table);
     if config.loss.is_some() && table.encoding.task == gradflow_data::Task::Classification {
         bail!("--loss is for regression; classification trains with cross-entropy (give --task regression for a numeric target)");
@@ -378,6 +378,26 @@ fn build_table_trainer(args: &TrainArgs, mut config: TrainConfig) -> Result<(Tra
     };
     trainer.set_target_scale(scale);
     Ok((trainer, out, Some((source, table.encoding))))
+}
+
+/// Reads the table, with a progress bar on a terminal (the file is read twice: types, then values).
+fn read_with_bar(source: &TableSource) -> Result<gradflow_data::Table> {
+    if !std::io::stderr().is_terminal() {
+        return Ok(source.load().map_err(BadInput)?);
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("reading {prefix} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(source.train.display().to_string());
+    let table = source.load_with_progress(&|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    Ok(table.map_err(BadInput)?)
 }
 
 /// What was read, the task and why, and the warnings about the table.
