@@ -224,7 +224,9 @@ pub fn read_table_with_progress(
     let total = 2 * n_train + n_test;
     let scan = crate::table_read::scan(train, options, &|b| progress(b, total))?;
     let mut warnings = scan.warnings.clone();
-    let raw = crate::table_read::read_raw(train, &scan, options.missing, &|b| progress(n_train + b, total))?;
+    let raw = crate::table_read::read_raw(train, &scan, options.missing, scan.rows, &|b| {
+        progress(n_train + b, total)
+    })?;
     if raw.dropped > 0 {
         warnings.push(format!(
             "{}: dropped {} rows with a missing value",
@@ -232,16 +234,24 @@ pub fn read_table_with_progress(
             raw.dropped
         ));
     }
-    let (train_raw, test_raw) = match test {
-        Some(p) => (
-            raw,
-            crate::table_read::read_raw(p, &scan, options.missing, &|b| progress(2 * n_train + b, total))?,
-        ),
-        None => split_rows(raw, &scan, options, train)?,
+    // The test rows are encoded first, so the training rows can then be encoded in place.
+    let (train_rows, encoding, (test_ds, test_unseen_rows)) = match test {
+        Some(p) => {
+            let test_raw =
+                crate::table_read::read_raw(p, &scan, options.missing, 0, &|b| progress(2 * n_train + b, total))?;
+            let rows: Vec<usize> = (0..raw.rows()).collect();
+            let encoding = fit_encoding(&raw, &rows, &scan, options);
+            let test = encode(&test_raw, &(0..test_raw.rows()).collect::<Vec<_>>(), &scan, &encoding);
+            (rows, encoding, test)
+        }
+        None => {
+            let (rows, test_rows) = split_rows(&raw, &scan, options, train)?;
+            let encoding = fit_encoding(&raw, &rows, &scan, options);
+            let test = encode(&raw, &test_rows, &scan, &encoding);
+            (rows, encoding, test)
+        }
     };
-    let encoding = fit_encoding(&train_raw, &scan, options);
-    let train_ds = encode(&train_raw, &scan, &encoding).0;
-    let (test_ds, test_unseen_rows) = encode(&test_raw, &scan, &encoding);
+    let train_ds = encode_train(raw, &train_rows, &scan, &encoding);
     Ok(Table {
         train: train_ds,
         test: test_ds,
@@ -266,6 +276,8 @@ pub(crate) struct Scan {
     pub class_lines: Vec<u64>,
     /// Field separator.
     pub delimiter: u8,
+    /// Rows the first pass kept.
+    pub rows: usize,
     pub warnings: Vec<String>,
 }
 
@@ -290,19 +302,10 @@ impl Raw {
     fn rows(&self) -> usize {
         self.targets.len()
     }
-
-    fn subset(&self, rows: &[usize], width: usize) -> Raw {
-        let mut out = Raw::default();
-        for &r in rows {
-            out.values.extend_from_slice(&self.values[r * width..(r + 1) * width]);
-            out.targets.push(self.targets[r]);
-        }
-        out
-    }
 }
 
 /// Holds out `test_split` of the rows: per class for classification (a class with one row is an error).
-fn split_rows(raw: Raw, scan: &Scan, options: &TableOptions, path: &Path) -> Result<(Raw, Raw)> {
+fn split_rows(raw: &Raw, scan: &Scan, options: &TableOptions, path: &Path) -> Result<(Vec<usize>, Vec<usize>)> {
     let shown = path.display().to_string();
     if !(options.test_split > 0.0 && options.test_split < 1.0) {
         return Err(DataError::InvalidArgument(format!(
@@ -343,21 +346,18 @@ fn split_rows(raw: Raw, scan: &Scan, options: &TableOptions, path: &Path) -> Res
     }
     train.sort_unstable();
     test.sort_unstable();
-    let w = scan.columns.len();
-    Ok((raw.subset(&train, w), raw.subset(&test, w)))
+    Ok((train, test))
 }
 
 /// Means, standard deviations and categories of the training rows.
-fn fit_encoding(train: &Raw, scan: &Scan, options: &TableOptions) -> Encoding {
+fn fit_encoding(raw: &Raw, rows: &[usize], scan: &Scan, options: &TableOptions) -> Encoding {
     let w = scan.columns.len();
     let features = scan
         .columns
         .iter()
         .enumerate()
         .map(|(c, col)| {
-            let values = (0..train.rows())
-                .map(|r| train.values[r * w + c])
-                .filter(|v| !v.is_nan());
+            let values = rows.iter().map(|&r| raw.values[r * w + c]).filter(|v| !v.is_nan());
             match &col.levels {
                 None => {
                     let (mean, std) = mean_std(values);
@@ -378,7 +378,7 @@ fn fit_encoding(train: &Raw, scan: &Scan, options: &TableOptions) -> Encoding {
         })
         .collect();
     let (target_mean, target_std) = match scan.task {
-        Task::Regression => mean_std(train.targets.iter().copied()),
+        Task::Regression => mean_std(rows.iter().map(|&r| raw.targets[r])),
         Task::Classification => (0.0, 1.0),
     };
     Encoding {
@@ -411,8 +411,51 @@ fn mean_std(values: impl Iterator<Item = f32>) -> (f32, f32) {
     (mean as f32, std as f32)
 }
 
-/// Encodes raw rows; returns the dataset and the number of rows with an unseen category.
-fn encode(raw: &Raw, scan: &Scan, enc: &Encoding) -> (Dataset, usize) {
+/// The training rows: standardized in place, without a copy, when every input is numeric.
+fn encode_train(mut raw: Raw, rows: &[usize], scan: &Scan, enc: &Encoding) -> Dataset {
+    let numeric: Option<Vec<(f32, f32)>> = enc
+        .features
+        .iter()
+        .map(|f| match f {
+            Feature::Numeric { mean, std, .. } => Some((*mean, *std)),
+            Feature::Categorical { .. } => None,
+        })
+        .collect();
+    let Some(stats) = numeric else {
+        return encode(&raw, rows, scan, enc).0;
+    };
+    let w = stats.len();
+    // Rows ascend, so row k is written at or below where it is read.
+    for (k, &r) in rows.iter().enumerate() {
+        for (c, &(mean, std)) in stats.iter().enumerate() {
+            let v = raw.values[r * w + c];
+            raw.values[k * w + c] = if v.is_nan() { 0.0 } else { (v - mean) / std };
+        }
+        raw.targets[k] = raw.targets[r];
+    }
+    raw.values.truncate(rows.len() * w);
+    raw.values.shrink_to_fit();
+    raw.targets.truncate(rows.len());
+    let targets = targets_of(&raw.targets, enc);
+    Dataset::new(raw.values, vec![w], targets).expect("encoded rows have the encoding's width")
+}
+
+/// Class indices, or standardized values.
+fn targets_of(raw: &[f32], enc: &Encoding) -> Targets {
+    match enc.task {
+        Task::Classification => Targets::Classes {
+            labels: raw.iter().map(|&t| t as usize).collect(),
+            num_classes: enc.class_names.len(),
+        },
+        Task::Regression => Targets::Values {
+            values: raw.iter().map(|&t| (t - enc.target_mean) / enc.target_std).collect(),
+            width: 1,
+        },
+    }
+}
+
+/// Encodes some raw rows; returns the dataset and the number of rows with an unseen category.
+fn encode(raw: &Raw, rows: &[usize], scan: &Scan, enc: &Encoding) -> (Dataset, usize) {
     let maps: Vec<Option<HashMap<usize, usize>>> = scan
         .columns
         .iter()
@@ -432,22 +475,23 @@ fn encode(raw: &Raw, scan: &Scan, enc: &Encoding) -> (Dataset, usize) {
         })
         .collect();
     let lookup = |c: usize, v: f32| -> Option<usize> { maps[c].as_ref().and_then(|m| m.get(&(v as usize)).copied()) };
-    encode_with(raw, enc, lookup)
+    encode_with(raw, rows, enc, lookup)
 }
 
 /// Shared by training and by `eval`/`predict`: `category(c, raw)` gives the
 /// one-hot position of a string column's raw value, `None` when unseen.
 pub(crate) fn encode_with(
     raw: &Raw,
+    rows: &[usize],
     enc: &Encoding,
     category: impl Fn(usize, f32) -> Option<usize>,
 ) -> (Dataset, usize) {
     let w = enc.features.len();
     let width = enc.width();
-    let mut features = vec![0f32; raw.rows() * width];
+    let mut features = vec![0f32; rows.len() * width];
     let mut unseen = 0;
-    for r in 0..raw.rows() {
-        let out = &mut features[r * width..(r + 1) * width];
+    for (k, &r) in rows.iter().enumerate() {
+        let out = &mut features[k * width..(k + 1) * width];
         let mut at = 0;
         let mut row_unseen = false;
         for (c, f) in enc.features.iter().enumerate() {
@@ -464,20 +508,38 @@ pub(crate) fn encode_with(
         }
         unseen += usize::from(row_unseen);
     }
-    let targets = match enc.task {
-        Task::Classification => Targets::Classes {
-            labels: raw.targets.iter().map(|&t| t as usize).collect(),
-            num_classes: enc.class_names.len(),
-        },
-        Task::Regression => Targets::Values {
-            values: raw
-                .targets
-                .iter()
-                .map(|&t| (t - enc.target_mean) / enc.target_std)
-                .collect(),
-            width: 1,
-        },
-    };
+    let picked: Vec<f32> = rows.iter().map(|&r| raw.targets[r]).collect();
+    let targets = targets_of(&picked, enc);
     let ds = Dataset::new(features, vec![width], targets).expect("encoded rows have the encoding's width");
     (ds, unseen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The training file's rows are allocated once at their final size, and
+    /// encoded in place when every input is numeric: no buffer larger than
+    /// the table's f32 values (a growing vector would reach up to twice that).
+    #[test]
+    fn the_largest_buffer_is_the_tables_f32_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.csv");
+        let (rows, cols) = (20_000, 20);
+        let mut text = (0..cols).map(|c| format!("x{c}")).collect::<Vec<_>>().join(",") + ",y\n";
+        for r in 0..rows {
+            for c in 0..cols {
+                text += &format!("{},", (r * 31 + c * 7) % 97);
+            }
+            text += &format!("{}\n", r % 2);
+        }
+        std::fs::write(&p, text).unwrap();
+        let (t, peak) = crate::alloc_probe::peak_during(|| read_table(&p, None, &TableOptions::default()).unwrap());
+        assert_eq!(t.train.len() + t.test.len(), rows);
+        let f32_size = rows * cols * 4;
+        assert!(
+            peak <= f32_size,
+            "largest allocation {peak} bytes for {f32_size} bytes of f32 values"
+        );
+    }
 }

@@ -233,6 +233,7 @@ pub(crate) fn scan(path: &Path, options: &TableOptions, on_bytes: Bytes) -> Resu
     }
     let mut scan = decide(&header, stats, &ignored, target, options.task, &shown)?;
     scan.delimiter = options.delimiter;
+    scan.rows = count as usize;
     Ok(scan)
 }
 
@@ -309,6 +310,7 @@ fn decide(
         classes,
         class_lines,
         delimiter: b',',
+        rows: 0,
         warnings,
     })
 }
@@ -397,7 +399,8 @@ fn level_map(levels: &[String]) -> HashMap<String, usize> {
 }
 
 /// Second pass over the training (or test) file, with the first pass's types.
-pub(crate) fn read_raw(path: &Path, scan: &Scan, missing: Missing, on_bytes: Bytes) -> Result<Raw> {
+/// `expected` rows are allocated up front (the first pass counted the training file's).
+pub(crate) fn read_raw(path: &Path, scan: &Scan, missing: Missing, expected: usize, on_bytes: Bytes) -> Result<Raw> {
     let rows = Rows::new(path, scan.delimiter, on_bytes)?;
     let shown = rows.shown.clone();
     let mut columns = Vec::new();
@@ -420,12 +423,18 @@ pub(crate) fn read_raw(path: &Path, scan: &Scan, missing: Missing, on_bytes: Byt
             target: Some((t, classes)),
             missing,
         },
+        expected,
     )
 }
 
-/// Reads every row with the plan.
-fn read_plan(mut rows: Rows<'_>, plan: &Plan) -> Result<Raw> {
-    let mut raw = Raw::default();
+/// Reads every row with the plan; `expected` rows are allocated up front (a
+/// growing vector would briefly hold its old and new buffers).
+fn read_plan(mut rows: Rows<'_>, plan: &Plan, expected: usize) -> Result<Raw> {
+    let mut raw = Raw {
+        values: Vec::with_capacity(expected * plan.columns.len()),
+        targets: Vec::with_capacity(expected),
+        dropped: 0,
+    };
     let mut row = Vec::with_capacity(plan.columns.len());
     'rows: while rows.advance()? {
         row.clear();
@@ -506,11 +515,12 @@ pub(crate) fn encode_file(enc: &Encoding, path: &Path) -> Result<EncodedRows> {
         target: target.map(|t| (t, classes)),
         missing: enc.missing,
     };
-    let raw = read_plan(rows, &plan)?;
+    let raw = read_plan(rows, &plan, 0)?;
     if raw.targets.is_empty() {
         return Err(DataError::format(shown, "the file has a header but no data rows"));
     }
-    let (dataset, unseen_rows) = encode_with(&raw, enc, |c, v| {
+    let all: Vec<usize> = (0..raw.targets.len()).collect();
+    let (dataset, unseen_rows) = encode_with(&raw, &all, enc, |c, v| {
         let i = v as usize;
         (i < counts[c]).then_some(i)
     });

@@ -284,3 +284,29 @@ fn test_file_and_saved_encoding_count_unseen_categories() {
         "{e}"
     );
 }
+
+#[test]
+fn numeric_training_rows_encoded_in_place_match_the_saved_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("a,b,y\n");
+    for i in 0..40 {
+        text += &format!("{},{},{}\n", i * 3 % 7, (i * 5 % 11) as f32 * 0.5, i % 2);
+    }
+    let p = write(dir.path(), "n.csv", text.as_bytes());
+    let t = read_table(&p, Some(&p), &TableOptions::default()).unwrap();
+    let again = t.encoding.read_rows(&p).unwrap();
+    assert_eq!(t.train.features, again.dataset.features);
+    assert_eq!(t.train.labels(), again.dataset.labels());
+    // With a split: training and test rows together are the file's rows.
+    let t = read_table(&p, None, &TableOptions::default()).unwrap();
+    assert_eq!((t.train.len(), t.test.len()), (32, 8));
+    let all = t.encoding.read_rows(&p).unwrap().dataset;
+    let mut rows: Vec<&[f32]> = (0..40).map(|r| all.sample(r).unwrap()).collect();
+    let mut split: Vec<&[f32]> = (0..32)
+        .map(|r| t.train.sample(r).unwrap())
+        .chain((0..8).map(|r| t.test.sample(r).unwrap()))
+        .collect();
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    split.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(rows, split);
+}
