@@ -91,7 +91,7 @@ impl<'a> Rows<'a> {
                 return Ok(false);
             }
             self.count += 1;
-            if self.count.is_multiple_of(4096) {
+            if self.count % 4096 == 0 {
                 (self.on_bytes)(self.reader.position().byte());
             }
             // A blank line reads as one empty field: skip it.
