@@ -134,7 +134,8 @@ pub struct Encoding {
     pub target_std: f32,
     /// Input columns in order.
     pub features: Vec<Feature>,
-    /// Field separator of the training file.
+    /// Field separator of the training file (written as a one-character string).
+    #[serde(with = "delimiter_text")]
     pub delimiter: u8,
     /// Missing-value policy of the training run.
     pub missing: Missing,
@@ -173,6 +174,25 @@ impl Encoding {
     /// Reads rows to predict or evaluate with this encoding; the target column is optional.
     pub fn read_rows(&self, path: &Path) -> Result<EncodedRows> {
         crate::table_read::encode_file(self, path)
+    }
+}
+
+/// The delimiter as a one-character string in JSON (`","`, not `44`).
+mod delimiter_text {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &u8, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&char::from(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_bytes() {
+            [b] => Ok(*b),
+            _ => Err(D::Error::custom(format!(
+                "delimiter {text:?}: expected one ASCII character"
+            ))),
+        }
     }
 }
 
