@@ -872,6 +872,57 @@ mod tests {
         Dataset::new(features, vec![2], Targets::Classes { labels, num_classes: 2 }).unwrap()
     }
 
+    /// y = 2·x₀ − x₁, standardized by a scale of 10.
+    fn line(n: usize) -> Dataset {
+        let features: Vec<f32> = (0..n * 2).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let values = features.chunks(2).map(|x| 2.0 * x[0] - x[1]).collect();
+        Dataset::new(features, vec![2], Targets::Values { values, width: 1 }).unwrap()
+    }
+
+    #[test]
+    fn a_regression_learns_and_reports_errors_in_the_targets_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ModelSpec::parse("input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 1\n", "m").unwrap();
+        let config = TrainConfig {
+            epochs: 30,
+            batch_size: 8,
+            lr: 0.05,
+            val_split: 0.25,
+            loss: Some("l1".into()),
+            diagnostics_every: 0,
+            ..TrainConfig::default()
+        };
+        let data = DataSource::Datasets {
+            train: line(64),
+            val: None,
+            test: line(16),
+        };
+        let mut t = Trainer::new(config, spec, data, dir.path()).unwrap();
+        assert!(t.is_regression());
+        assert_eq!(t.loss, Loss::L1);
+        t.set_target_scale(10.0);
+        let s = t.fit(&mut Silent, &AtomicBool::new(false)).unwrap();
+        let (rmse, mae, r2) = (s.test_rmse.unwrap(), s.test_mae.unwrap(), s.test_r2.unwrap());
+        assert!(r2 > 0.99 && mae <= rmse, "{s:?}");
+        // The test loss is the L1 of the standardized target; the MAE is ten times it.
+        assert!(
+            (mae - 10.0 * s.test_loss).abs() < 1e-4 * mae.max(1.0),
+            "{mae} vs {}",
+            s.test_loss
+        );
+        let last = t.history().last().unwrap();
+        assert!(last.train_rmse.is_some() && last.val_regression.is_some() && last.val_accuracy.is_none());
+        let bad = TrainConfig {
+            loss: Some("cross_entropy".into()),
+            ..TrainConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--loss cross_entropy: unknown regression loss"));
+    }
+
     #[test]
     fn a_parameter_that_overflows_stops_the_run_and_keeps_the_last_good_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
