@@ -6,7 +6,7 @@
 //! Run: `cargo run --release -p gradflow-examples --example custom_module`
 
 use gradflow::{gradcheck, DType, GradcheckOptions, Result, Tensor};
-use gradflow_nn::{Ctx, Init, Linear, Module, NamedTensor, Sequential};
+use gradflow_nn::{Activation, Ctx, Init, Linear, Module, NamedTensor, Sequential};
 
 /// y = x + W₂ · relu(W₁ · x): the skip path gives gradients a direct route back.
 struct Residual {
@@ -17,17 +17,17 @@ struct Residual {
 impl Residual {
     fn new(width: usize, hidden: usize, dtype: DType, seed: u64) -> Residual {
         let mut rng = gradflow::seeded_rng(seed);
+        let he = Init::KaimingUniform { fan_out: false };
         Residual {
-            inner: Linear::new(
-                width,
-                hidden,
-                true,
-                Init::KaimingUniform { fan_out: false },
-                2f64.sqrt(),
-                dtype,
-                &mut rng,
-            ),
-            outer: Linear::new(hidden, width, true, Init::XavierUniform, 1.0, dtype, &mut rng),
+            inner: Linear::new(width, hidden)
+                .init(he)
+                .gain(Activation::ReLU.gain())
+                .dtype(dtype)
+                .build(&mut rng),
+            outer: Linear::new(hidden, width)
+                .init(Init::XavierUniform)
+                .dtype(dtype)
+                .build(&mut rng),
         }
     }
 }
@@ -60,7 +60,7 @@ impl Module for Residual {
 fn main() -> Result<()> {
     let net = Sequential::new()
         .push(Residual::new(4, 8, DType::F64, 0))
-        .push(gradflow_nn::Activation::Tanh);
+        .push(Activation::Tanh);
     for p in net.parameters() {
         println!("{:<14} {:?}", p.name, p.tensor.shape());
     }

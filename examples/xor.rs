@@ -9,25 +9,14 @@ use gradflow_nn::{Activation, Ctx, Init, Linear, Module, Sequential};
 fn main() -> gradflow::Result<()> {
     let mut rng = gradflow::seeded_rng(1);
     let net = Sequential::new()
-        .push(Linear::new(
-            2,
-            4,
-            true,
-            Init::XavierUniform,
-            5.0 / 3.0,
-            gradflow::DType::F32,
-            &mut rng,
-        ))
+        .push(
+            Linear::new(2, 4)
+                .init(Init::XavierUniform)
+                .gain(Activation::Tanh.gain())
+                .build(&mut rng),
+        )
         .push(Activation::Tanh)
-        .push(Linear::new(
-            4,
-            1,
-            true,
-            Init::XavierUniform,
-            1.0,
-            gradflow::DType::F32,
-            &mut rng,
-        ))
+        .push(Linear::new(4, 1).init(Init::XavierUniform).build(&mut rng))
         .push(Activation::Sigmoid);
     let x = Tensor::from_vec(vec![0.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0], &[4, 2])?;
     let y = Tensor::from_vec(vec![0.0f32, 1.0, 1.0, 0.0], &[4, 1])?;

@@ -91,7 +91,6 @@ pub fn parse_csv_bytes(data: &[u8], source: &str, options: &CsvOptions) -> Resul
         .trim(::csv::Trim::All)
         .from_reader(data);
     let mut records = reader.records();
-
     let header = match records.next() {
         None => return Err(err("empty file: expected a header row naming the columns".into())),
         Some(r) => r.map_err(|e| csv_error(source, &e))?,
@@ -110,60 +109,90 @@ pub fn parse_csv_bytes(data: &[u8], source: &str, options: &CsvOptions) -> Resul
             options.label_column
         )));
     }
-
-    let mut features = Vec::new();
-    let mut raw_labels: Vec<String> = Vec::new();
-    let mut values: Vec<f32> = Vec::new();
+    let mut rows = Rows::default();
     for record in records {
         let record = record.map_err(|e| csv_error(source, &e))?;
-        let line = record.position().map_or(0, |p| p.line());
-        if record.len() != columns.len() {
-            return Err(err(format!(
-                "line {line}: {} fields, but the header has {} columns",
-                record.len(),
-                columns.len()
-            )));
-        }
-        for (i, field) in record.iter().enumerate() {
-            let name = &columns[i];
-            if i == label_idx {
-                match options.task {
-                    Task::Classification if field.is_empty() => {
-                        return Err(err(format!("line {line}, column '{name}': empty label")));
-                    }
-                    Task::Classification => raw_labels.push(field.to_string()),
-                    Task::Regression => values.push(parse_number(field, line, name).map_err(err)?),
-                }
-            } else {
-                features.push(parse_number(field, line, name).map_err(err)?);
-            }
-        }
+        rows.push(&record, &columns, label_idx, options.task).map_err(err)?;
     }
-
-    let n = raw_labels.len().max(values.len());
-    if n == 0 {
-        return Err(err("no data rows after the header".into()));
-    }
-    let (targets, class_names) = match options.task {
-        Task::Regression => (Targets::Values { values, width: 1 }, None),
-        Task::Classification => {
-            let (labels, names) = index_classes(&raw_labels);
-            (
-                Targets::Classes {
-                    labels,
-                    num_classes: names.len(),
-                },
-                Some(names),
-            )
-        }
-    };
-    let dataset = Dataset::new(features, vec![feature_names.len()], targets)
+    let (targets, class_names) = rows
+        .targets(options.task)
+        .ok_or_else(|| err("no data rows after the header".into()))?;
+    let dataset = Dataset::new(rows.features, vec![feature_names.len()], targets)
         .map_err(|e| err(format!("internal inconsistency: {e}")))?;
     Ok(CsvDataset {
         dataset,
         class_names,
         feature_names,
     })
+}
+
+/// The data rows read so far: features row-major, and the label column as text (classes) or values.
+#[derive(Default)]
+struct Rows {
+    features: Vec<f32>,
+    raw_labels: Vec<String>,
+    values: Vec<f32>,
+}
+
+impl Rows {
+    /// Add one record, checked against the header; the error names its line and column.
+    fn push(
+        &mut self,
+        record: &::csv::StringRecord,
+        columns: &[String],
+        label_idx: usize,
+        task: Task,
+    ) -> std::result::Result<(), String> {
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != columns.len() {
+            return Err(format!(
+                "line {line}: {} fields, but the header has {} columns",
+                record.len(),
+                columns.len()
+            ));
+        }
+        for (i, field) in record.iter().enumerate() {
+            let name = &columns[i];
+            if i != label_idx {
+                self.features.push(parse_number(field, line, name)?);
+                continue;
+            }
+            match task {
+                Task::Classification if field.is_empty() => {
+                    return Err(format!("line {line}, column '{name}': empty label"));
+                }
+                Task::Classification => self.raw_labels.push(field.to_string()),
+                Task::Regression => self.values.push(parse_number(field, line, name)?),
+            }
+        }
+        Ok(())
+    }
+
+    /// The targets, with class names for classification; `None` when there was no row.
+    fn targets(&mut self, task: Task) -> Option<(Targets, Option<Vec<String>>)> {
+        if self.raw_labels.len().max(self.values.len()) == 0 {
+            return None;
+        }
+        Some(match task {
+            Task::Regression => (
+                Targets::Values {
+                    values: std::mem::take(&mut self.values),
+                    width: 1,
+                },
+                None,
+            ),
+            Task::Classification => {
+                let (labels, names) = index_classes(&self.raw_labels);
+                (
+                    Targets::Classes {
+                        labels,
+                        num_classes: names.len(),
+                    },
+                    Some(names),
+                )
+            }
+        })
+    }
 }
 
 fn find_label_column(columns: &[String], label: &str) -> std::result::Result<usize, String> {

@@ -298,9 +298,19 @@ fn read_stream<R: Read>(
     } else {
         " after decompression"
     };
+    let h = read_header(&mut r, source, kind, what)?;
+    let data = match known_len {
+        Some(len) => read_known_payload(r, source, kind, &h, len)?,
+        None => read_streamed_payload(r, source, kind, &h, capacity_bound)?,
+    };
+    Ok((h, data))
+}
+
+/// The header, with the magic checked before the length: a wrong file type is the more useful message.
+fn read_header<R: Read>(r: &mut R, source: &str, kind: Kind, what: &str) -> Result<Header> {
     let mut header = [0u8; 16];
     let header = &mut header[..kind.header_len()];
-    let got = read_full(&mut r, header).map_err(|e| stream_error(source, e))?;
+    let got = read_full(r, header).map_err(|e| stream_error(source, e))?;
     if got < 4 {
         return Err(DataError::format(
             source,
@@ -310,8 +320,6 @@ fn read_stream<R: Read>(
             ),
         ));
     }
-    // Check the magic before the length: a wrong file type is the more
-    // useful message.
     check_magic(be_u32(&header[0..4]), source, kind)?;
     if got < header.len() {
         return Err(DataError::format(
@@ -323,26 +331,38 @@ fn read_stream<R: Read>(
             ),
         ));
     }
-    let h = parse_header(header, source, kind)?;
+    parse_header(header, source, kind)
+}
+
+/// The payload of a stream of known length `len`, checked against the header before allocating.
+fn read_known_payload<R: Read>(mut r: R, source: &str, kind: Kind, h: &Header, len: u64) -> Result<Vec<u8>> {
     let expected = h.payload + kind.header_len() as u64;
-
-    if let Some(len) = known_len {
-        if len < expected {
-            return Err(truncated(source, kind, &h, len, what));
-        }
-        if len > expected {
-            return Err(trailing(source, kind, &h, Some(len), what));
-        }
-        // The length check above proves the bytes exist, so this allocation
-        // is bounded by the input size.
-        let mut data = vec![0u8; h.payload as usize];
-        let n = read_full(&mut r, &mut data).map_err(|e| stream_error(source, e))?;
-        if (n as u64) < h.payload {
-            return Err(truncated(source, kind, &h, n as u64 + kind.header_len() as u64, what));
-        }
-        return Ok((h, data));
+    if len < expected {
+        return Err(truncated(source, kind, h, len, ""));
     }
+    if len > expected {
+        return Err(trailing(source, kind, h, Some(len), ""));
+    }
+    // The length check above proves the bytes exist, so this allocation
+    // is bounded by the input size.
+    let mut data = vec![0u8; h.payload as usize];
+    let n = read_full(&mut r, &mut data).map_err(|e| stream_error(source, e))?;
+    if (n as u64) < h.payload {
+        return Err(truncated(source, kind, h, n as u64 + kind.header_len() as u64, ""));
+    }
+    Ok(data)
+}
 
+/// The payload of a decompressed stream, read through `take(payload + 1)` so
+/// the vector only grows with data actually present.
+fn read_streamed_payload<R: Read>(
+    mut r: R,
+    source: &str,
+    kind: Kind,
+    h: &Header,
+    capacity_bound: u64,
+) -> Result<Vec<u8>> {
+    let what = " after decompression";
     let capacity = h.payload.min(capacity_bound).min(1 << 30) as usize;
     let mut data = Vec::with_capacity(capacity);
     r.by_ref()
@@ -351,12 +371,12 @@ fn read_stream<R: Read>(
         .map_err(|e| stream_error(source, e))?;
     let n = data.len() as u64;
     if n < h.payload {
-        return Err(truncated(source, kind, &h, n + kind.header_len() as u64, what));
+        return Err(truncated(source, kind, h, n + kind.header_len() as u64, what));
     }
     if n > h.payload {
-        return Err(trailing(source, kind, &h, None, what));
+        return Err(trailing(source, kind, h, None, what));
     }
-    Ok((h, data))
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -245,58 +245,92 @@ fn decode_pgm(data: &[u8], source: &str) -> Result<GrayImage> {
     }
     let width = usize::try_from(w).unwrap_or(usize::MAX);
     let height = usize::try_from(h).unwrap_or(usize::MAX);
-    let count = check_size(width, height, source)?;
-    let scale = 1.0 / maxval as f32;
-    let out_of_range = |v: u64, i: usize| err(format!("PGM pixel {i} has value {v}, above maxval {maxval}"));
-    let mut pixels = Vec::new();
-    if binary {
-        // Exactly one whitespace byte separates the header from the raster.
-        if !data.get(t.pos).is_some_and(u8::is_ascii_whitespace) {
-            return Err(err("truncated: P5 header is not followed by pixel data".into()));
+    let raster = PgmRaster {
+        width,
+        height,
+        count: check_size(width, height, source)?,
+        maxval,
+        source,
+    };
+    let pixels = if binary {
+        raster.binary(data, t.pos)?
+    } else {
+        raster.ascii(&mut t)?
+    };
+    GrayImage::new(width, height, pixels).map_err(|e| err(e.to_string()))
+}
+
+/// What a PGM header declares about the pixels that follow it.
+struct PgmRaster<'a> {
+    width: usize,
+    height: usize,
+    count: usize,
+    maxval: u64,
+    source: &'a str,
+}
+
+impl PgmRaster<'_> {
+    fn err(&self, m: String) -> DataError {
+        DataError::format(self.source, m)
+    }
+
+    /// Sample `i` scaled to [0, 1], refused above maxval.
+    fn scaled(&self, v: u64, i: usize) -> Result<f32> {
+        if v > self.maxval {
+            return Err(self.err(format!("PGM pixel {i} has value {v}, above maxval {}", self.maxval)));
         }
-        let raster = &data[t.pos + 1..];
-        let bytes_per = if maxval < 256 { 1 } else { 2 };
-        let need = count * bytes_per;
+        Ok(v as f32 * (1.0 / self.maxval as f32))
+    }
+
+    /// P5: big-endian samples of one or two bytes, after exactly one whitespace byte at `pos`.
+    fn binary(&self, data: &[u8], pos: usize) -> Result<Vec<f32>> {
+        if !data.get(pos).is_some_and(u8::is_ascii_whitespace) {
+            return Err(self.err("truncated: P5 header is not followed by pixel data".into()));
+        }
+        let raster = &data[pos + 1..];
+        let bytes_per = if self.maxval < 256 { 1 } else { 2 };
+        let need = self.count * bytes_per;
         if raster.len() < need {
-            return Err(err(format!(
-                "truncated: P5 header says {width}x{height} ({need} bytes of pixels) but only {} follow",
+            return Err(self.err(format!(
+                "truncated: P5 header says {}x{} ({need} bytes of pixels) but only {} follow",
+                self.width,
+                self.height,
                 raster.len()
             )));
         }
-        pixels.reserve_exact(count);
+        let mut pixels = Vec::with_capacity(self.count);
         for (i, px) in raster[..need].chunks_exact(bytes_per).enumerate() {
-            let v = px.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-            if v > maxval {
-                return Err(out_of_range(v, i));
-            }
-            pixels.push(v as f32 * scale);
+            pixels.push(self.scaled(px.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)), i)?);
         }
-    } else {
+        Ok(pixels)
+    }
+
+    /// P2: decimal samples separated by whitespace.
+    fn ascii(&self, t: &mut PgmTokens) -> Result<Vec<f32>> {
+        let count = self.count;
         // Each ASCII sample takes at least one digit plus a separator, which
         // bounds the count by the data actually present.
-        let remaining = data.len() - t.pos;
+        let remaining = t.data.len() - t.pos;
         if count > remaining / 2 + 1 {
-            return Err(err(format!(
-                "truncated: P2 header says {width}x{height} ({count} pixels) but only {remaining} bytes follow"
+            return Err(self.err(format!(
+                "truncated: P2 header says {}x{} ({count} pixels) but only {remaining} bytes follow",
+                self.width, self.height
             )));
         }
-        pixels.reserve_exact(count);
+        let mut pixels = Vec::with_capacity(count);
         for i in 0..count {
             let v = t
                 .number()
-                .map_err(|tok| err(format!("PGM pixel {i}: {tok} is not a number")))?
+                .map_err(|tok| self.err(format!("PGM pixel {i}: {tok} is not a number")))?
                 .ok_or_else(|| {
-                    err(format!(
+                    self.err(format!(
                         "truncated: P2 header says {count} pixels but the file holds only {i}"
                     ))
                 })?;
-            if v > maxval {
-                return Err(out_of_range(v, i));
-            }
-            pixels.push(v as f32 * scale);
+            pixels.push(self.scaled(v, i)?);
         }
+        Ok(pixels)
     }
-    GrayImage::new(width, height, pixels).map_err(|e| err(e.to_string()))
 }
 
 fn decode_png(data: &[u8], source: &str) -> Result<GrayImage> {
@@ -315,20 +349,7 @@ fn decode_png(data: &[u8], source: &str) -> Result<GrayImage> {
     let frame = reader.next_frame(&mut buf).map_err(|e| png_error(source, e))?;
     let (width, height) = (frame.width as usize, frame.height as usize);
     let count = check_size(width, height, source)?;
-    let channels = match frame.color_type {
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Indexed => {
-            return Err(err("unsupported PNG: palette was not expanded".into()));
-        }
-    };
-    let bytes_per = match frame.bit_depth {
-        png::BitDepth::Eight => 1,
-        png::BitDepth::Sixteen => 2,
-        other => return Err(err(format!("unsupported PNG bit depth {other:?}"))),
-    };
+    let (channels, bytes_per) = png_layout(&frame, source)?;
     let row_bytes = width * channels * bytes_per;
     if frame.line_size < row_bytes || buf.len() < frame.line_size * height {
         return Err(err("truncated: PNG frame is smaller than its header says".into()));
@@ -359,6 +380,26 @@ fn decode_png(data: &[u8], source: &str) -> Result<GrayImage> {
         }
     }
     GrayImage::new(width, height, pixels).map_err(|e| err(e.to_string()))
+}
+
+/// Samples per pixel and bytes per sample of an expanded PNG frame.
+fn png_layout(frame: &png::OutputInfo, source: &str) -> Result<(usize, usize)> {
+    let err = |m: String| DataError::format(source, m);
+    let channels = match frame.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => {
+            return Err(err("unsupported PNG: palette was not expanded".into()));
+        }
+    };
+    let bytes_per = match frame.bit_depth {
+        png::BitDepth::Eight => 1,
+        png::BitDepth::Sixteen => 2,
+        other => return Err(err(format!("unsupported PNG bit depth {other:?}"))),
+    };
+    Ok((channels, bytes_per))
 }
 
 /// ITU-R BT.601 luma, the weighting most grayscale conversions use.

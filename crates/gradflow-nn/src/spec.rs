@@ -20,7 +20,9 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+use crate::module::Module;
 use gradflow::{Conv2dParams, DType, Pool2dParams};
+use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 
 /// One layer of a model file, with its constructor arguments.
@@ -318,6 +320,64 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
     }
 }
 
+/// The readers of each layer's keys, with the defaults and checks of PyTorch's constructors.
+impl Keys<'_> {
+    fn linear(&mut self) -> Result<LayerSpec> {
+        Ok(LayerSpec::Linear {
+            out_features: self.usize("out_features", None)?,
+            bias: self.bool("bias", true)?,
+            l1: self.opt_float("l1")?,
+            l2: self.opt_float("l2")?,
+            init: self.init()?,
+        })
+    }
+    fn conv2d(&mut self) -> Result<LayerSpec> {
+        Ok(LayerSpec::Conv2d {
+            out_channels: self.usize("out_channels", None)?,
+            kernel_size: self.pair("kernel_size", None, false)?,
+            params: Conv2dParams {
+                stride: self.pair("stride", Some((1, 1)), false)?,
+                padding: self.pair("padding", Some((0, 0)), true)?,
+                dilation: self.pair("dilation", Some((1, 1)), false)?,
+                groups: self.usize("groups", Some(1))?,
+            },
+            bias: self.bool("bias", true)?,
+            l1: self.opt_float("l1")?,
+            l2: self.opt_float("l2")?,
+            init: self.init()?,
+        })
+    }
+    fn pool(&mut self) -> Result<Pool2dParams> {
+        let kernel = self.pair("kernel_size", None, false)?;
+        let stride = self.pair("stride", Some(kernel), false)?;
+        let padding = self.pair("padding", Some((0, 0)), true)?;
+        Ok(Pool2dParams {
+            kernel,
+            stride,
+            padding,
+        })
+    }
+    fn dropout(&mut self) -> Result<LayerSpec> {
+        let p = self.float("p", 0.5)?;
+        if !(0.0..1.0).contains(&p) {
+            return self.err(format!("'p' must be in [0, 1), got {p}"));
+        }
+        Ok(LayerSpec::Dropout(p))
+    }
+    fn batchnorm(&mut self, spatial: bool) -> Result<LayerSpec> {
+        let eps = self.float("eps", 1e-5)?;
+        let momentum = self.float("momentum", 0.1)?;
+        if eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
+            return self.err("'eps' must be positive and 'momentum' in [0, 1]");
+        }
+        Ok(if spatial {
+            LayerSpec::BatchNorm2d { eps, momentum }
+        } else {
+            LayerSpec::BatchNorm1d { eps, momentum }
+        })
+    }
+}
+
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
     let Some(toml::Value::String(ty)) = table.get("type") else {
         return Err(Error::Spec(format!("{ctx}: missing string key 'type'")));
@@ -327,60 +387,15 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         ctx: format!("{ctx} ({ty})"),
         used: Vec::new(),
     };
-    let pool = |k: &mut Keys| -> Result<Pool2dParams> {
-        let kernel = k.pair("kernel_size", None, false)?;
-        let stride = k.pair("stride", Some(kernel), false)?;
-        let padding = k.pair("padding", Some((0, 0)), true)?;
-        Ok(Pool2dParams {
-            kernel,
-            stride,
-            padding,
-        })
-    };
     let spec = match ty.to_ascii_lowercase().as_str() {
-        "linear" => LayerSpec::Linear {
-            out_features: k.usize("out_features", None)?,
-            bias: k.bool("bias", true)?,
-            l1: k.opt_float("l1")?,
-            l2: k.opt_float("l2")?,
-            init: k.init()?,
-        },
-        "conv2d" => LayerSpec::Conv2d {
-            out_channels: k.usize("out_channels", None)?,
-            kernel_size: k.pair("kernel_size", None, false)?,
-            params: Conv2dParams {
-                stride: k.pair("stride", Some((1, 1)), false)?,
-                padding: k.pair("padding", Some((0, 0)), true)?,
-                dilation: k.pair("dilation", Some((1, 1)), false)?,
-                groups: k.usize("groups", Some(1))?,
-            },
-            bias: k.bool("bias", true)?,
-            l1: k.opt_float("l1")?,
-            l2: k.opt_float("l2")?,
-            init: k.init()?,
-        },
-        "maxpool2d" => LayerSpec::MaxPool2d(pool(&mut k)?),
-        "avgpool2d" => LayerSpec::AvgPool2d(pool(&mut k)?),
+        "linear" => k.linear()?,
+        "conv2d" => k.conv2d()?,
+        "maxpool2d" => LayerSpec::MaxPool2d(k.pool()?),
+        "avgpool2d" => LayerSpec::AvgPool2d(k.pool()?),
         "flatten" => LayerSpec::Flatten,
-        "dropout" => {
-            let p = k.float("p", 0.5)?;
-            if !(0.0..1.0).contains(&p) {
-                return k.err(format!("'p' must be in [0, 1), got {p}"));
-            }
-            LayerSpec::Dropout(p)
-        }
-        "batchnorm1d" | "batchnorm2d" => {
-            let eps = k.float("eps", 1e-5)?;
-            let momentum = k.float("momentum", 0.1)?;
-            if eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
-                return k.err("'eps' must be positive and 'momentum' in [0, 1]");
-            }
-            if ty.eq_ignore_ascii_case("batchnorm1d") {
-                LayerSpec::BatchNorm1d { eps, momentum }
-            } else {
-                LayerSpec::BatchNorm2d { eps, momentum }
-            }
-        }
+        "dropout" => k.dropout()?,
+        "batchnorm1d" => k.batchnorm(false)?,
+        "batchnorm2d" => k.batchnorm(true)?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
@@ -522,102 +537,31 @@ impl ModelSpec {
         for (i, l) in self.layers.iter().enumerate() {
             let ctx = |msg: String| Error::Spec(format!("layer {i} ({}): {msg}", l.kind()));
             check_layer_sizes(l).map_err(ctx)?;
-            // The activation that follows decides the init gain.
-            let next_act = self.layers[i + 1..].iter().find_map(|n| match n {
-                LayerSpec::Activation(a) => Some(*a),
-                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(Activation::Sigmoid),
-                _ => None,
-            });
-            let g = next_act.map(|a| a.gain()).unwrap_or(1.0);
-            match l {
-                LayerSpec::Linear {
-                    out_features,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let [n] = shape[..] else {
-                        return Err(ctx(format!(
-                            "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
-                        )));
-                    };
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    let mut lin = Linear::new(
-                        n,
-                        *out_features,
-                        *bias,
-                        init.unwrap_or(opts.init),
-                        crate::init::gain_for(init.unwrap_or(opts.init), g),
-                        opts.dtype,
-                        &mut rng,
-                    );
-                    lin.l1 = *l1;
-                    lin.l2 = *l2;
-                    net = net.push(lin);
-                }
-                LayerSpec::Conv2d {
-                    out_channels,
-                    kernel_size,
-                    params,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let [c, ..] = shape[..] else {
-                        unreachable!("shapes are never empty")
-                    };
-                    if shape.len() != 3 {
-                        return Err(ctx(format!(
-                            "expects [channels, height, width] input, gets shape {shape:?}"
-                        )));
-                    }
-                    if c % params.groups != 0 || out_channels % params.groups != 0 {
-                        return Err(ctx(format!(
-                            "{c} input and {out_channels} output channels are not divisible by groups = {}",
-                            params.groups
-                        )));
-                    }
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    let mut conv = Conv2d::new(
-                        c,
-                        *out_channels,
-                        *kernel_size,
-                        *params,
-                        *bias,
-                        init.unwrap_or(opts.init),
-                        crate::init::gain_for(init.unwrap_or(opts.init), g),
-                        opts.dtype,
-                        &mut rng,
-                    );
-                    conv.l1 = *l1;
-                    conv.l2 = *l2;
-                    net = net.push(conv);
-                }
-                LayerSpec::MaxPool2d(p) => net = net.push(MaxPool2d(*p)),
-                LayerSpec::AvgPool2d(p) => net = net.push(AvgPool2d(*p)),
-                LayerSpec::Flatten => net = net.push(Flatten),
-                LayerSpec::Dropout(p) => net = net.push(Dropout(*p)),
-                LayerSpec::BatchNorm1d { eps, momentum } => {
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    net = net.push(BatchNorm::new(shape[0], *eps, *momentum, false, opts.dtype))
-                }
-                LayerSpec::BatchNorm2d { eps, momentum } => {
-                    allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-                    net = net.push(BatchNorm::new(shape[0], *eps, *momentum, true, opts.dtype))
-                }
-                LayerSpec::Activation(a) => net = net.push(*a),
-            }
-            let last = net.layers.last().expect("just pushed");
-            shape = last.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
+            check_input_rank(l, &shape).map_err(ctx)?;
+            allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
+            let layer = l.instantiate(&shape, self.gain_after(i), opts, &mut rng);
+            shape = layer.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
             if elements(&shape).is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
                 return Err(ctx(format!(
                     "output shape {shape:?} has more than {MAX_SAMPLE_ELEMENTS} values per sample"
                 )));
             }
+            net.layers.push(layer);
         }
         Ok(net)
+    }
+
+    /// The init gain for layer `i`: that of the activation that follows it (1
+    /// when another weighted layer or nothing comes first).
+    fn gain_after(&self, i: usize) -> f64 {
+        self.layers[i + 1..]
+            .iter()
+            .find_map(|n| match n {
+                LayerSpec::Activation(a) => Some(a.gain()),
+                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
+                _ => None,
+            })
+            .unwrap_or(1.0)
     }
 
     /// The per-sample output shape, or the first layer that does not fit.
@@ -632,73 +576,40 @@ impl ModelSpec {
     /// The model as TOML in the same format it was read from (for `RUN_DIR/model.toml`).
     pub fn to_toml(&self) -> String {
         let mut s = format!("input = {:?}\n", self.input);
-        let pair = |(a, b): (usize, usize)| if a == b { a.to_string() } else { format!("[{a}, {b}]") };
         for l in &self.layers {
-            s.push_str("\n[[layer]]\n");
-            let _ = writeln!(s, "type = \"{}\"", l.kind());
-            match l {
-                LayerSpec::Linear {
-                    out_features,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let _ = writeln!(s, "out_features = {out_features}");
-                    if !bias {
-                        s.push_str("bias = false\n");
-                    }
-                    write_extras(&mut s, *l1, *l2, *init);
-                }
-                LayerSpec::Conv2d {
-                    out_channels,
-                    kernel_size,
-                    params,
-                    bias,
-                    l1,
-                    l2,
-                    init,
-                } => {
-                    let _ = writeln!(s, "out_channels = {out_channels}\nkernel_size = {}", pair(*kernel_size));
-                    let _ = writeln!(
-                        s,
-                        "stride = {}\npadding = {}\ndilation = {}\ngroups = {}",
-                        pair(params.stride),
-                        pair(params.padding),
-                        pair(params.dilation),
-                        params.groups
-                    );
-                    if !bias {
-                        s.push_str("bias = false\n");
-                    }
-                    write_extras(&mut s, *l1, *l2, *init);
-                }
-                LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => {
-                    let _ = writeln!(
-                        s,
-                        "kernel_size = {}\nstride = {}\npadding = {}",
-                        pair(p.kernel),
-                        pair(p.stride),
-                        pair(p.padding)
-                    );
-                }
-                LayerSpec::Flatten => {}
-                LayerSpec::Dropout(p) => {
-                    let _ = writeln!(s, "p = {p:?}");
-                }
-                LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
-                    let _ = writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}");
-                }
-                LayerSpec::Activation(a) => {
-                    for (key, value) in a.args() {
-                        if let Some(text) = value.to_toml() {
-                            let _ = writeln!(s, "{key} = {text}");
-                        }
-                    }
-                }
-            }
+            let _ = writeln!(s, "\n[[layer]]\ntype = \"{}\"", l.kind());
+            l.write_keys(&mut s);
         }
         s
+    }
+}
+
+/// A size as a model file writes it: `5`, or `[5, 3]` when the two differ.
+fn pair_text((a, b): (usize, usize)) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("[{a}, {b}]")
+    }
+}
+
+/// Checks that a weighted layer gets an input of the rank it needs (and, for
+/// a convolution, channels its groups divide), before any size arithmetic.
+fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), String> {
+    match l {
+        LayerSpec::Linear { .. } if shape.len() != 1 => Err(format!(
+            "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
+        )),
+        LayerSpec::Conv2d { .. } if shape.len() != 3 => {
+            Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
+        }
+        LayerSpec::Conv2d {
+            out_channels, params, ..
+        } if !shape[0].is_multiple_of(params.groups) || !out_channels.is_multiple_of(params.groups) => Err(format!(
+            "{} input and {out_channels} output channels are not divisible by groups = {}",
+            shape[0], params.groups
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -716,7 +627,10 @@ fn budget(l: &LayerSpec, shape: &[usize], allocated: usize, limit: usize) -> std
     }
 }
 
-fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<Init>) {
+fn write_extras(s: &mut String, bias: bool, l1: Option<f64>, l2: Option<f64>, init: Option<Init>) {
+    if !bias {
+        s.push_str("bias = false\n");
+    }
     if let Some(v) = l1 {
         let _ = writeln!(s, "l1 = {v:?}");
     }
@@ -729,6 +643,117 @@ fn write_extras(s: &mut String, l1: Option<f64>, l2: Option<f64>, init: Option<I
 }
 
 impl LayerSpec {
+    /// This layer's keys as a model file writes them (the reader takes them back).
+    fn write_keys(&self, s: &mut String) {
+        let _ = match self {
+            LayerSpec::Linear {
+                out_features,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let _ = writeln!(s, "out_features = {out_features}");
+                write_extras(s, *bias, *l1, *l2, *init);
+                Ok(())
+            }
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel_size,
+                params: p,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let _ = writeln!(
+                    s,
+                    "out_channels = {out_channels}\nkernel_size = {}\nstride = {}\npadding = {}\ndilation = {}\ngroups = {}",
+                    pair_text(*kernel_size),
+                    pair_text(p.stride),
+                    pair_text(p.padding),
+                    pair_text(p.dilation),
+                    p.groups
+                );
+                write_extras(s, *bias, *l1, *l2, *init);
+                Ok(())
+            }
+            LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => writeln!(
+                s,
+                "kernel_size = {}\nstride = {}\npadding = {}",
+                pair_text(p.kernel),
+                pair_text(p.stride),
+                pair_text(p.padding)
+            ),
+            LayerSpec::Flatten => Ok(()),
+            LayerSpec::Dropout(p) => writeln!(s, "p = {p:?}"),
+            LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
+                writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}")
+            }
+            LayerSpec::Activation(a) => a
+                .args()
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value.to_toml()?)))
+                .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
+        };
+    }
+
+    /// The layer, on a per-sample input of `shape` (already checked to fit),
+    /// drawing its weights from `rng` for an activation of gain `gain` after it.
+    fn instantiate(&self, shape: &[usize], gain: f64, opts: BuildOptions, rng: &mut ChaCha8Rng) -> Box<dyn Module> {
+        let weight_init = |init: &Option<Init>| {
+            let init = init.unwrap_or(opts.init);
+            (init, crate::init::gain_for(init, gain))
+        };
+        match self {
+            LayerSpec::Linear {
+                out_features,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let (init, gain) = weight_init(init);
+                let linear = Linear::new(shape[0], *out_features).bias(*bias).init(init).gain(gain);
+                let mut linear = linear.dtype(opts.dtype).build(rng);
+                (linear.l1, linear.l2) = (*l1, *l2);
+                Box::new(linear)
+            }
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel_size,
+                params,
+                bias,
+                l1,
+                l2,
+                init,
+            } => {
+                let (init, gain) = weight_init(init);
+                let conv = Conv2d::new(shape[0], *out_channels, *kernel_size).params(*params);
+                let mut conv = conv.bias(*bias).init(init).gain(gain).dtype(opts.dtype).build(rng);
+                (conv.l1, conv.l2) = (*l1, *l2);
+                Box::new(conv)
+            }
+            LayerSpec::MaxPool2d(p) => Box::new(MaxPool2d(*p)),
+            LayerSpec::AvgPool2d(p) => Box::new(AvgPool2d(*p)),
+            LayerSpec::Flatten => Box::new(Flatten),
+            LayerSpec::Dropout(p) => Box::new(Dropout(*p)),
+            LayerSpec::BatchNorm1d { eps, momentum } => Box::new(
+                BatchNorm::new_1d(shape[0])
+                    .eps(*eps)
+                    .momentum(*momentum)
+                    .dtype(opts.dtype),
+            ),
+            LayerSpec::BatchNorm2d { eps, momentum } => Box::new(
+                BatchNorm::new_2d(shape[0])
+                    .eps(*eps)
+                    .momentum(*momentum)
+                    .dtype(opts.dtype),
+            ),
+            LayerSpec::Activation(a) => Box::new(*a),
+        }
+    }
+
     /// The PyTorch class name.
     pub fn kind(&self) -> &'static str {
         match self {

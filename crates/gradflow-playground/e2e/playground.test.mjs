@@ -134,6 +134,28 @@ test('the playground trains in the browser', { timeout: 115000 }, async () => {
 
     await page.click('#play'); // pause
     await until(page, 'paused', () => document.querySelector('#play').getAttribute('aria-label') === 'Run');
+    // Paused, so the weights stand still: hovering a link shows its weight, hovering a unit its bias.
+    const hover = async (where) => {
+      const p = await page.evaluate(where);
+      await page.mouse.move(p.x, p.y);
+      return until(page, 'a tooltip', () => !document.querySelector('#tip').hidden && document.querySelector('#tip').textContent);
+    };
+    const tip = await hover(() => {
+      const l = links().find((k) => k.v !== 0);
+      const r = document.querySelector('#net').getBoundingClientRect();
+      return { x: r.left + (l.x0 + l.x1) / 2, y: r.top + (l.y0 + l.y1) / 2 };
+    });
+    const m = tip.match(/^weight (\S+) \((.+) → (.+)\)$/);
+    assert.ok(m, `weight tooltip: ${tip}`);
+    assert.ok(await page.evaluate((v) => S.frame.w.flat().some((w) => fmt(w, 4) === v), m[1]), `${m[1]} is a weight`);
+    const biasTip = await hover(() => {
+      const n = S.layout.nodes[1][0];
+      const r = document.querySelector('#net').getBoundingClientRect();
+      return { x: r.left + n.x + n.size / 2, y: r.top + n.y + n.size / 2 };
+    });
+    assert.match(biasTip, /^bias -?\d/);
+    await page.mouse.move(0, 0);
+
     await page.waitForTimeout(300);
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
 
@@ -152,6 +174,27 @@ test('the playground trains in the browser', { timeout: 115000 }, async () => {
       (document.querySelector('#flow-text').textContent.match(/^L\d+ Sigmoid/gm) || []).length === 10);
     console.log((await page.textContent('#flow-text')).split('\n')[0]);
     await page.click('#play');
+    await until(page, 'paused', () => document.querySelector('#play').getAttribute('aria-label') === 'Run');
+
+    // The speed control: at one step per frame, about one step a frame (30 a second); max takes many more.
+    await page.selectOption('#speed', '1');
+    await until(page, 'one step per frame', () => S.state.config.steps_per_frame === 1);
+    assert.match(page.url(), /spf=1/);
+    const stepsIn = async (ms) => {
+      const s0 = await page.evaluate(() => S.frame.steps);
+      await page.click('#play');
+      await page.waitForTimeout(ms);
+      await page.click('#play');
+      await until(page, 'paused', () => document.querySelector('#play').getAttribute('aria-label') === 'Run');
+      return (await page.evaluate(() => S.frame.steps)) - s0;
+    };
+    const slow = await stepsIn(1000);
+    await page.selectOption('#speed', '0');
+    await until(page, 'the fastest speed', () => S.state.config.steps_per_frame === 0);
+    const fast = await stepsIn(1000);
+    console.log(`steps in 1 s: ${slow} at 1 per frame, ${fast} at max`);
+    assert.ok(slow >= 1 && slow <= 45, `${slow} steps in 1 s at one step per frame`);
+    assert.ok(fast > 3 * slow, `max speed took ${fast} steps, one per frame ${slow}`);
 
     // Upload a CSV of three classes: the page trains on it with softmax over 3.
     const rows = ['x1,x2,label'];
@@ -164,6 +207,14 @@ test('the playground trains in the browser', { timeout: 115000 }, async () => {
       S.state.config.dataset === 'csv' && S.state.classes === 3 &&
       /120 uploaded points/.test(document.querySelector('#data-note').textContent) &&
       document.querySelector('.layer-ctl.out .small').textContent === 'softmax over 3');
+
+    // The upload survives a reload: its points cannot go into the address, so the page keeps them in local storage.
+    assert.match(page.url(), /dataset=csv/);
+    await page.reload();
+    await until(page, 'the upload restored after a reload', () =>
+      S.state && S.state.config.dataset === 'csv' && S.state.classes === 3 &&
+      /120 uploaded points/.test(document.querySelector('#data-note').textContent) &&
+      document.querySelector('#test-loss').textContent !== '–');
 
     assert.deepEqual(foreign, [], 'the page fetched nothing from elsewhere');
     assert.deepEqual(errors, [], 'no errors in the page');

@@ -3,6 +3,7 @@
 //! [`Config::validate`] enforces the caps that keep one page from exhausting
 //! the server's memory or time.
 
+use crate::error::{Error, Result};
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::{Activation, Init, LayerSpec, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,41 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
+    /// Every data set, in the page's order.
+    pub const ALL: [DatasetKind; 8] = [
+        DatasetKind::Circle,
+        DatasetKind::Xor,
+        DatasetKind::Gauss,
+        DatasetKind::Spiral,
+        DatasetKind::Spiral3,
+        DatasetKind::Plane,
+        DatasetKind::Multigauss,
+        DatasetKind::Csv,
+    ];
+
+    /// How the page labels it.
+    pub fn label(self) -> &'static str {
+        match self {
+            DatasetKind::Circle => "Circle",
+            DatasetKind::Xor => "Exclusive or",
+            DatasetKind::Gauss => "Gaussian",
+            DatasetKind::Spiral => "Spiral",
+            DatasetKind::Spiral3 => "3-class spiral",
+            DatasetKind::Plane => "Plane",
+            DatasetKind::Multigauss => "Multi Gaussian",
+            DatasetKind::Csv => "Your CSV",
+        }
+    }
+
+    /// The problem its labels pose; `None` for an upload, whose labels decide.
+    pub fn problem(self) -> Option<Problem> {
+        match self {
+            DatasetKind::Csv => None,
+            k if k.is_regression() => Some(Problem::Regression),
+            _ => Some(Problem::Classification),
+        }
+    }
+
     /// True for the data sets whose labels are real values.
     pub fn is_regression(self) -> bool {
         matches!(self, DatasetKind::Plane | DatasetKind::Multigauss)
@@ -62,6 +98,35 @@ pub enum Problem {
     Classification,
     /// A real value with mean squared error.
     Regression,
+}
+
+impl Problem {
+    /// Every problem type, in menu order.
+    pub const ALL: [Problem; 2] = [Problem::Classification, Problem::Regression];
+
+    /// The name the API takes.
+    pub fn id(self) -> &'static str {
+        match self {
+            Problem::Classification => "classification",
+            Problem::Regression => "regression",
+        }
+    }
+
+    /// The name the page shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Problem::Classification => "Classification",
+            Problem::Regression => "Regression",
+        }
+    }
+
+    /// What the head and loss become.
+    pub fn description(self) -> &'static str {
+        match self {
+            Problem::Classification => "Predict a class: binary cross-entropy for two, softmax cross-entropy for more.",
+            Problem::Regression => "Predict a value: mean squared error.",
+        }
+    }
 }
 
 /// An input feature computed from the point (x1, x2).
@@ -141,13 +206,45 @@ pub enum Regularization {
     L2,
 }
 
+impl Regularization {
+    /// Every choice, in menu order.
+    pub const ALL: [Regularization; 3] = [Regularization::None, Regularization::L1, Regularization::L2];
+
+    /// The name the API takes.
+    pub fn id(self) -> &'static str {
+        match self {
+            Regularization::None => "none",
+            Regularization::L1 => "l1",
+            Regularization::L2 => "l2",
+        }
+    }
+
+    /// The name the page shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Regularization::None => "None",
+            Regularization::L1 => "L1",
+            Regularization::L2 => "L2",
+        }
+    }
+
+    /// How the penalty is applied.
+    pub fn description(self) -> &'static str {
+        match self {
+            Regularization::None => "No penalty on the weights.",
+            Regularization::L1 => "λ·Σ|w|, as a proximal step after each update: small weights become exactly 0.",
+            Regularization::L2 => "λ·Σw², added to the loss.",
+        }
+    }
+}
+
 /// One hidden layer: Linear → activation (→ Dropout).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LayerConfig {
     /// Width, 1..=[`MAX_NEURONS`].
     pub neurons: usize,
-    /// Activation name (`tanh`, `relu`, `leaky_relu`, `elu`, `gelu`, `silu`, `sigmoid`, …) or `linear` for none.
+    /// A declared activation's command-line name (`tanh`, `relu`…), or `linear` for none.
     pub activation: String,
     /// Dropout probability after the activation, in [0, 0.9].
     pub dropout: f64,
@@ -163,35 +260,32 @@ impl Default for LayerConfig {
     }
 }
 
-/// Activation names the page offers (besides `linear`).
-pub const ACTIVATIONS: [&str; 11] = [
-    "tanh",
-    "sigmoid",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "silu",
-    "softplus",
-    "softsign",
-    "hardtanh",
-];
+/// Activation names the page offers (besides `linear`): every declared activation, by its command-line name.
+pub fn activation_names() -> Vec<&'static str> {
+    Activation::registry().iter().map(|a| a.cli_name).collect()
+}
 
-/// Initializer names the page offers.
-pub const INITS: [&str; 4] = ["xavier", "he", "lecun_normal", "pytorch"];
+/// Initializers the page offers: every declared one but `zeros`, with which
+/// the units of a layer could never learn different things.
+pub fn init_names() -> Vec<&'static str> {
+    Init::registry()
+        .iter()
+        .map(|d| d.name)
+        .filter(|&n| n != Init::Zeros.name())
+        .collect()
+}
+
+/// Training steps per frame the speed control offers; 0 trains for most of each frame interval.
+pub const SPEEDS: [usize; 6] = [1, 3, 10, 30, 100, 0];
 
 /// Parse an activation name; `Ok(None)` is `linear` (no activation).
-pub fn parse_activation(name: &str) -> Result<Option<Activation>, String> {
+pub fn parse_activation(name: &str) -> Result<Option<Activation>> {
     if name.eq_ignore_ascii_case("linear") || name.eq_ignore_ascii_case("identity") {
         return Ok(None);
     }
-    Activation::parse(name).map(Some).ok_or_else(|| {
-        format!(
-            "unknown activation '{name}' (expected linear, {})",
-            ACTIVATIONS.join(", ")
-        )
-    })
+    Activation::parse(name)
+        .map(Some)
+        .ok_or_else(|| Error::UnknownActivation { name: name.to_string() })
 }
 
 /// The whole setup of a session.
@@ -216,7 +310,7 @@ pub struct Config {
     pub layers: Vec<LayerConfig>,
     /// Learning rate, in (0, 10].
     pub learning_rate: f64,
-    /// Optimizer name: sgd, adam, adamw, rmsprop or adagrad (PyTorch defaults otherwise).
+    /// Optimizer name, one of the declared optimizers (PyTorch defaults otherwise).
     pub optimizer: String,
     /// Weight penalty.
     pub regularization: Regularization,
@@ -224,8 +318,10 @@ pub struct Config {
     pub reg_rate: f64,
     /// Classification or regression.
     pub problem: Problem,
-    /// Weight initializer: xavier, he, lecun_normal or pytorch.
+    /// Weight initializer: a declared one's name or alias (xavier, he, lecun_normal, pytorch…), not zeros.
     pub init: String,
+    /// Optimizer steps per frame (the speed control), one of [`SPEEDS`]; 0 trains for most of each frame interval.
+    pub steps_per_frame: usize,
 }
 
 impl Default for Config {
@@ -252,87 +348,89 @@ impl Default for Config {
             reg_rate: 0.0,
             problem: Problem::Classification,
             init: "xavier".into(),
+            steps_per_frame: 0,
         }
     }
 }
 
-fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(())
     } else {
-        Err(format!("{name} must be between {lo} and {hi}, got {v}"))
+        Err(Error::OutOfRange {
+            field: name.into(),
+            lo,
+            hi,
+            value: v,
+        })
+    }
+}
+
+fn count_in_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::CountOutOfRange {
+            field: name.into(),
+            lo,
+            hi,
+            value: v,
+        })
     }
 }
 
 impl Config {
     /// Check every field against the caps; the message names the first offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         in_range("noise", self.noise, 0.0, 50.0)?;
         in_range("train_ratio", self.train_ratio, 10.0, 90.0)?;
-        if !(MIN_POINTS..=MAX_POINTS).contains(&self.points) {
-            return Err(format!(
-                "points must be between {MIN_POINTS} and {MAX_POINTS}, got {}",
-                self.points
-            ));
-        }
-        if !(1..=MAX_POINTS).contains(&self.batch_size) {
-            return Err(format!(
-                "batch_size must be between 1 and {MAX_POINTS}, got {}",
-                self.batch_size
-            ));
-        }
+        count_in_range("points", self.points, MIN_POINTS, MAX_POINTS)?;
+        count_in_range("batch_size", self.batch_size, 1, MAX_POINTS)?;
         if self.features.is_empty() || self.features.len() > MAX_FEATURES {
-            return Err(format!(
-                "features: choose between 1 and {MAX_FEATURES}, got {}",
-                self.features.len()
-            ));
+            return Err(Error::FeatureCount(self.features.len()));
         }
         for (i, f) in self.features.iter().enumerate() {
             if self.features[..i].contains(f) {
-                return Err(format!("features: {} is listed twice", f.label()));
+                return Err(Error::RepeatedFeature(f.label()));
             }
         }
         if self.layers.len() > MAX_LAYERS {
-            return Err(format!(
-                "layers: at most {MAX_LAYERS} hidden layers, got {}",
-                self.layers.len()
-            ));
+            return Err(Error::LayerCount(self.layers.len()));
         }
         for (i, l) in self.layers.iter().enumerate() {
-            if !(1..=MAX_NEURONS).contains(&l.neurons) {
-                return Err(format!(
-                    "layers[{i}].neurons must be between 1 and {MAX_NEURONS}, got {}",
-                    l.neurons
-                ));
-            }
-            parse_activation(&l.activation).map_err(|e| format!("layers[{i}].activation: {e}"))?;
+            count_in_range(&format!("layers[{i}].neurons"), l.neurons, 1, MAX_NEURONS)?;
+            parse_activation(&l.activation).map_err(|e| Error::LayerActivation {
+                layer: i,
+                error: Box::new(e),
+            })?;
             in_range(&format!("layers[{i}].dropout"), l.dropout, 0.0, 0.9)?;
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            return Err(format!("learning_rate must be in (0, 10], got {}", self.learning_rate));
+            return Err(Error::LearningRate(self.learning_rate));
         }
         self.optimizer_spec()?;
         in_range("reg_rate", self.reg_rate, 0.0, 10.0)?;
+        if !SPEEDS.contains(&self.steps_per_frame) {
+            return Err(Error::Speed {
+                value: self.steps_per_frame,
+            });
+        }
         self.init_kind()?;
         Ok(())
     }
 
     /// The optimizer with PyTorch's defaults and this learning rate.
-    pub fn optimizer_spec(&self) -> Result<OptimizerSpec, String> {
-        OptimizerSpec::parse(&self.optimizer, self.learning_rate).map_err(|e| format!("optimizer: {e}"))
+    pub fn optimizer_spec(&self) -> Result<OptimizerSpec> {
+        OptimizerSpec::parse(&self.optimizer, self.learning_rate).map_err(Error::Optimizer)
     }
 
     /// The weight initializer.
-    pub fn init_kind(&self) -> Result<Init, String> {
-        match self.init.to_ascii_lowercase().as_str() {
-            "xavier" | "xavier_uniform" | "glorot" => Ok(Init::XavierUniform),
-            "he" | "kaiming" | "kaiming_uniform" => Ok(Init::KaimingUniform { fan_out: false }),
-            "lecun_normal" | "lecun" => Ok(Init::LecunNormal),
-            "pytorch" | "default" => Ok(Init::PytorchDefault),
-            other => Err(format!(
-                "init: unknown initializer '{other}' (expected {})",
-                INITS.join(", ")
-            )),
+    pub fn init_kind(&self) -> Result<Init> {
+        match Init::parse(&self.init) {
+            Ok(init) if init_names().contains(&init.name()) => Ok(init),
+            _ => Err(Error::UnknownInit {
+                name: self.init.to_ascii_lowercase(),
+            }),
         }
     }
 
@@ -347,7 +445,7 @@ impl Config {
 
     /// The network as a gradflow model file: `input = [features]`, then per hidden
     /// layer Linear → activation (→ Dropout), then the output Linear of `outputs` units.
-    pub fn model_spec(&self, outputs: usize) -> Result<ModelSpec, String> {
+    pub fn model_spec(&self, outputs: usize) -> Result<ModelSpec> {
         let init = self.init_kind()?;
         let linear = |out_features| LayerSpec::Linear {
             out_features,
@@ -458,19 +556,19 @@ mod tests {
     fn caps_are_enforced() {
         let mut c = Config::default();
         c.layers = vec![LayerConfig::default(); MAX_LAYERS + 1];
-        assert!(c.validate().unwrap_err().contains("at most 20"));
+        assert!(c.validate().unwrap_err().to_string().contains("at most 20"));
         let mut c = Config::default();
         c.layers[0].neurons = 33;
-        assert!(c.validate().unwrap_err().contains("neurons"));
+        assert!(c.validate().unwrap_err().to_string().contains("neurons"));
         let mut c = Config::default();
         c.points = 5000;
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.features = vec![Feature::X1, Feature::X1];
-        assert!(c.validate().unwrap_err().contains("twice"));
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
         let mut c = Config::default();
         c.layers[0].activation = "swoosh".into();
-        assert!(c.validate().unwrap_err().contains("unknown activation"));
+        assert!(c.validate().unwrap_err().to_string().contains("unknown activation"));
         let mut c = Config::default();
         c.learning_rate = f64::NAN;
         assert!(c.validate().is_err());

@@ -6,12 +6,16 @@
 
 use crate::config::{export_text, parse_activation, Config, DatasetKind, Feature, Problem, Regularization, DOMAIN};
 use crate::data::{self, CsvData, Point};
+use crate::error::{Error, Result};
 use base64::Engine as _;
 use gradflow::{no_grad, DType, Tensor};
+use gradflow_nn::layers::activation::Saturation;
 use gradflow_nn::optim::{self, Optimizer, Param};
 use gradflow_nn::{
-    Activation, BuildOptions, Ctx, LayerSpec, Loss, ModelSpec, Module, Penalty, PenaltyTarget, Sequential, Target,
+    regularize, Activation, BuildOptions, Ctx, LayerSpec, Loss, ModelSpec, Module, Penalty, PenaltyTarget, Sequential,
+    Target,
 };
+use gradflow_train::{train_step, Objective, StepOutcome, Update};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -112,8 +116,8 @@ pub struct Frame {
     pub b: Vec<Vec<f64>>,
     /// Per Linear layer: ‖∂L/∂W‖, averaged over the steps since the last frame.
     pub grad_norm: Vec<f64>,
-    /// Per hidden layer: the share of (point, unit) pairs where the activation is flat
-    /// (its derivative below ~7% of its peak: tanh |z| > 2, sigmoid |z| > 4, ReLU z ≤ 0, …).
+    /// Per hidden layer: the share of (point, unit) pairs where the activation is flat, by
+    /// its declared rule, the diagnostics' one (sigmoid outside [0.01, 0.99], |tanh| > 0.99, ReLU ≤ 0).
     pub saturation: Vec<f64>,
     /// Per hidden layer: units flat on every training point (dead: no gradient passes them).
     pub dead: Vec<usize>,
@@ -174,6 +178,21 @@ struct Hidden {
     post: usize,
     act: Option<Activation>,
     name: String,
+}
+
+/// Labels as a loss takes them, owned so a [`Target`] can borrow them.
+enum Labels {
+    Classes(Vec<usize>),
+    Values(Tensor),
+}
+
+impl Labels {
+    fn target(&self) -> Target<'_> {
+        match self {
+            Labels::Classes(c) => Target::Classes(c),
+            Labels::Values(t) => Target::Values(t),
+        }
+    }
 }
 
 /// A session's trainer.
@@ -246,18 +265,12 @@ fn byte(v: f64) -> u8 {
     (((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8
 }
 
-/// Whether activation `act` is flat (derivative below ~7% of its peak) at pre-activation `z`.
-pub fn is_flat(act: Option<Activation>, z: f64) -> bool {
-    match act {
-        None | Some(Activation::LeakyReLU(_)) => false,
-        Some(Activation::ReLU) => z <= 0.0,
-        Some(Activation::ELU(_)) | Some(Activation::SELU) | Some(Activation::GELU(_)) => z < -3.0,
-        Some(Activation::Softplus(..)) => z < -3.0,
-        Some(Activation::SiLU) => z < -5.0,
-        Some(Activation::Sigmoid) => z.abs() > 4.0,
-        Some(Activation::Tanh) => z.abs() > 2.0,
-        Some(Activation::Softsign) => z.abs() > 3.0,
-        Some(Activation::Hardtanh(lo, hi)) => z <= lo || z >= hi,
+/// The outputs where `act`'s derivative vanishes, by its declared rule (the
+/// diagnostics' rule too); `None` for no activation or one that never flattens.
+fn flat_rule(act: Option<Activation>) -> Option<fn(f64) -> bool> {
+    match act?.saturation() {
+        Saturation::Saturates(flat) | Saturation::Dies(flat) => Some(flat),
+        Saturation::Never => None,
     }
 }
 
@@ -265,83 +278,75 @@ pub fn is_flat(act: Option<Activation>, z: f64) -> bool {
 const DTYPE: DType = DType::F32;
 
 /// A tensor of [`DTYPE`] from f64 values.
-fn tensor(v: &[f64], shape: &[usize]) -> Result<Tensor, String> {
-    Tensor::from_vec(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), shape).map_err(err)
+fn tensor(v: &[f64], shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        v.iter().map(|&x| x as f32).collect::<Vec<f32>>(),
+        shape,
+    )?)
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-impl Engine {
-    /// Build the data, the network and the optimizer for `cfg` (validated here).
-    /// `csv` is the last upload, used when `cfg.dataset` is `csv`.
-    pub fn new(cfg: Config, csv: Option<CsvData>, version: u64) -> Result<Engine, String> {
-        cfg.validate()?;
-        let mut rng = gradflow::seeded_rng(cfg.seed);
-        let (raw, classes) = match cfg.dataset {
-            DatasetKind::Csv => {
-                let c = csv
-                    .as_ref()
-                    .ok_or("dataset is csv but no CSV was uploaded to this session")?;
-                (c.points.clone(), c.classes)
-            }
-            k => (
-                data::generate(k, cfg.points, cfg.noise / 100.0, &mut rng),
-                match k {
-                    _ if k.is_regression() => None,
-                    DatasetKind::Spiral3 => Some(3),
-                    _ => Some(2),
-                },
-            ),
-        };
-        let (head, raw) = match (cfg.problem, classes) {
-            (Problem::Classification, Some(2)) => (Head::Binary, raw),
-            (Problem::Classification, Some(k)) => (Head::Multi(k), raw),
-            // Real values asked as classes: the sign decides.
-            (Problem::Classification, None) => (
-                Head::Binary,
-                raw.into_iter()
-                    .map(|q| Point {
-                        label: if q.label > 0.0 { 1.0 } else { 0.0 },
-                        ..q
-                    })
-                    .collect(),
-            ),
-            (Problem::Regression, Some(k)) => (
-                Head::Regression,
-                raw.into_iter()
-                    .map(|q| Point {
-                        label: q.label / (k - 1) as f64 * 2.0 - 1.0,
-                        ..q
-                    })
-                    .collect(),
-            ),
-            (Problem::Regression, None) => (Head::Regression, raw),
-        };
-        let (train, test) = data::split(raw, cfg.train_ratio, &mut rng);
-        if train.is_empty() {
-            return Err("the data set has no training points".into());
+/// The points of `cfg`'s data set (generated, or the upload) and how many classes they have.
+fn raw_points(cfg: &Config, csv: Option<&CsvData>, rng: &mut ChaCha8Rng) -> Result<(Vec<Point>, Option<usize>)> {
+    Ok(match cfg.dataset {
+        DatasetKind::Csv => {
+            let c = csv.ok_or(Error::NoUpload)?;
+            (c.points.clone(), c.classes)
         }
+        k => (
+            data::generate(k, cfg.points, cfg.noise / 100.0, rng),
+            match k {
+                _ if k.is_regression() => None,
+                DatasetKind::Spiral3 => Some(3),
+                _ => Some(2),
+            },
+        ),
+    })
+}
+
+/// The head the problem asks for, with the labels it trains on.
+fn head_and_labels(problem: Problem, classes: Option<usize>, raw: Vec<Point>) -> (Head, Vec<Point>) {
+    let relabel = |raw: Vec<Point>, f: &dyn Fn(f64) -> f64| -> Vec<Point> {
+        raw.into_iter().map(|q| Point { label: f(q.label), ..q }).collect()
+    };
+    match (problem, classes) {
+        (Problem::Classification, Some(2)) => (Head::Binary, raw),
+        (Problem::Classification, Some(k)) => (Head::Multi(k), raw),
+        // Real values asked as classes: the sign decides.
+        (Problem::Classification, None) => (Head::Binary, relabel(raw, &|l| if l > 0.0 { 1.0 } else { 0.0 })),
+        (Problem::Regression, Some(k)) => (Head::Regression, relabel(raw, &|l| l / (k - 1) as f64 * 2.0 - 1.0)),
+        (Problem::Regression, None) => (Head::Regression, raw),
+    }
+}
+
+/// The network of `cfg` and the handles the engine keeps into it.
+struct Network {
+    spec: ModelSpec,
+    net: Sequential,
+    hidden: Vec<Hidden>,
+    weights: Vec<Tensor>,
+    biases: Vec<Tensor>,
+    params: Vec<Param>,
+    targets: Vec<PenaltyTarget>,
+}
+
+impl Network {
+    fn build(cfg: &Config, head: Head) -> Result<Network> {
         let spec = cfg.model_spec(head.outputs())?;
-        let net = spec
-            .build(BuildOptions {
-                init: cfg.init_kind()?,
-                dtype: DTYPE,
-                seed: cfg.seed,
-            })
-            .map_err(err)?;
+        let net = spec.build(BuildOptions {
+            init: cfg.init_kind()?,
+            dtype: DTYPE,
+            seed: cfg.seed,
+        })?;
         let mut hidden = Vec::new();
         let mut weights = Vec::new();
         let mut biases = Vec::new();
-        let mut idx = 0usize;
         for (li, layer_spec) in spec.layers.iter().enumerate() {
             if let LayerSpec::Linear { .. } = layer_spec {
                 let ps = net.layers[li].parameters();
                 weights.push(ps[0].tensor.clone());
                 biases.push(ps[1].tensor.clone());
-                if idx < cfg.layers.len() {
-                    let act = parse_activation(&cfg.layers[idx].activation)?;
+                if let Some(l) = cfg.layers.get(weights.len() - 1) {
+                    let act = parse_activation(&l.activation)?;
                     hidden.push(Hidden {
                         pre: li,
                         post: if act.is_some() { li + 1 } else { li },
@@ -349,7 +354,6 @@ impl Engine {
                         name: act.map(|a| a.name().to_string()).unwrap_or_else(|| "linear".into()),
                     });
                 }
-                idx += 1;
             }
         }
         let params: Vec<Param> = net
@@ -358,12 +362,72 @@ impl Engine {
             .map(|p| Param::new(p.name, p.tensor))
             .collect();
         let targets = net.named_penalty_targets();
-        let opt = optim::try_build(&cfg.optimizer_spec()?).map_err(err)?;
-        let ngrid = match cfg.layers.iter().map(|l| l.neurons).sum::<usize>() {
-            0..=64 => 20,
-            65..=256 => 12,
-            _ => 8,
-        };
+        Ok(Network {
+            spec,
+            net,
+            hidden,
+            weights,
+            biases,
+            params,
+            targets,
+        })
+    }
+}
+
+/// Side of the neuron heatmaps: smaller for bigger networks, so a frame stays cheap.
+fn neuron_grid(cfg: &Config) -> usize {
+    match cfg.layers.iter().map(|l| l.neurons).sum::<usize>() {
+        0..=64 => 20,
+        65..=256 => 12,
+        _ => 8,
+    }
+}
+
+/// Each neuron's activation over the grid, scaled by max(1, max |a|) into bytes, base64.
+fn neuron_maps(t: &Tensor) -> Vec<String> {
+    let width = t.shape()[1];
+    let v = t.to_vec_f64();
+    let rows = v.len() / width.max(1);
+    (0..width)
+        .map(|j| {
+            let col: Vec<f64> = (0..rows).map(|r| v[r * width + j]).collect();
+            let scale = col.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+            let bytes: Vec<u8> = col.iter().map(|x| byte(x / scale)).collect();
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        })
+        .collect()
+}
+
+/// Each tensor's values to 4 significant digits.
+fn rounded(ts: &[Tensor]) -> Vec<Vec<f64>> {
+    ts.iter()
+        .map(|t| t.to_vec_f64().into_iter().map(round4).collect())
+        .collect()
+}
+
+impl Engine {
+    /// Build the data, the network and the optimizer for `cfg` (validated here).
+    /// `csv` is the last upload, used when `cfg.dataset` is `csv`.
+    pub fn new(cfg: Config, csv: Option<CsvData>, version: u64) -> Result<Engine> {
+        cfg.validate()?;
+        let mut rng = gradflow::seeded_rng(cfg.seed);
+        let (raw, classes) = raw_points(&cfg, csv.as_ref(), &mut rng)?;
+        let (head, raw) = head_and_labels(cfg.problem, classes, raw);
+        let (train, test) = data::split(raw, cfg.train_ratio, &mut rng);
+        if train.is_empty() {
+            return Err(Error::NoTrainingPoints);
+        }
+        let Network {
+            spec,
+            net,
+            hidden,
+            weights,
+            biases,
+            params,
+            targets,
+        } = Network::build(&cfg, head)?;
+        let opt = optim::try_build(&cfg.optimizer_spec()?)?;
+        let ngrid = neuron_grid(&cfg);
         let n_lin = weights.len();
         Ok(Engine {
             x_train: features_of(&cfg.features, &train),
@@ -423,14 +487,14 @@ impl Engine {
     /// Change the setup. Returns true when training restarted (new data or a new
     /// network); a change of learning rate, penalty, batch size or optimizer keeps the weights.
     /// On error nothing changes.
-    pub fn apply(&mut self, cfg: Config) -> Result<bool, String> {
+    pub fn apply(&mut self, cfg: Config) -> Result<bool> {
         cfg.validate()?;
         if cfg.network_changed(&self.cfg) {
             *self = Engine::new(cfg, self.csv.clone(), self.version + 1)?;
             return Ok(true);
         }
         if !cfg.optimizer.eq_ignore_ascii_case(&self.cfg.optimizer) {
-            self.opt = optim::try_build(&cfg.optimizer_spec()?).map_err(err)?;
+            self.opt = optim::try_build(&cfg.optimizer_spec()?)?;
         } else {
             self.opt.set_lr(cfg.learning_rate);
         }
@@ -439,14 +503,14 @@ impl Engine {
     }
 
     /// Start again from fresh weights (same data, same seed).
-    pub fn reset(&mut self) -> Result<(), String> {
+    pub fn reset(&mut self) -> Result<()> {
         *self = Engine::new(self.cfg.clone(), self.csv.clone(), self.version + 1)?;
         Ok(())
     }
 
     /// Replace the data with an upload and restart on it (`dataset` becomes `csv`;
     /// the problem follows the labels: classes when they are class indices, else regression).
-    pub fn upload(&mut self, csv: CsvData) -> Result<(), String> {
+    pub fn upload(&mut self, csv: CsvData) -> Result<()> {
         let mut cfg = self.cfg.clone();
         cfg.dataset = DatasetKind::Csv;
         cfg.problem = if csv.classes.is_some() {
@@ -458,7 +522,7 @@ impl Engine {
         Ok(())
     }
 
-    fn batch(&self, xs: &[f64], pts: &[Point], idx: &[usize]) -> Result<(Tensor, Vec<f64>), String> {
+    fn batch(&self, xs: &[f64], pts: &[Point], idx: &[usize]) -> Result<(Tensor, Vec<f64>)> {
         let f = self.cfg.features.len();
         let mut x = Vec::with_capacity(idx.len() * f);
         let mut y = Vec::with_capacity(idx.len());
@@ -469,67 +533,63 @@ impl Engine {
         Ok((tensor(&x, &[idx.len(), f])?, y))
     }
 
-    fn data_loss(&self, out: &Tensor, y: &[f64]) -> Result<Tensor, String> {
+    /// The head's loss: softmax cross-entropy, binary cross-entropy on the logit, or squared error.
+    fn loss(&self) -> Loss {
         match self.head {
-            Head::Multi(_) => {
-                let cls: Vec<usize> = y.iter().map(|&l| l as usize).collect();
-                Loss::CrossEntropy { label_smoothing: 0.0 }.compute(out, Target::Classes(&cls))
-            }
-            Head::Binary | Head::Regression => {
-                let t = tensor(y, &[y.len(), 1])?;
-                let loss = if self.head == Head::Binary {
-                    Loss::BceWithLogits
-                } else {
-                    Loss::Mse
-                };
-                loss.compute(out, Target::Values(&t))
-            }
+            Head::Multi(_) => Loss::CrossEntropy { label_smoothing: 0.0 },
+            Head::Binary => Loss::BceWithLogits,
+            Head::Regression => Loss::Mse,
         }
-        .map_err(err)
     }
 
-    /// One optimizer step on the training points `idx`.
-    fn step_on(&mut self, idx: &[usize]) -> Result<(), String> {
+    /// The labels `y` as the loss takes them.
+    fn labels(&self, y: &[f64]) -> Result<Labels> {
+        Ok(match self.head {
+            Head::Multi(_) => Labels::Classes(y.iter().map(|&l| l as usize).collect()),
+            Head::Binary | Head::Regression => Labels::Values(tensor(y, &[y.len(), 1])?),
+        })
+    }
+
+    fn data_loss(&self, out: &Tensor, y: &[f64]) -> Result<Tensor> {
+        Ok(self.loss().compute(out, self.labels(y)?.target())?)
+    }
+
+    /// One optimizer step on the training points `idx`, by the trainer's own
+    /// step; L1 comes after it as a proximal step, so it is not in the objective.
+    fn step_on(&mut self, idx: &[usize]) -> Result<()> {
         let (x, y) = self.batch(&self.x_train, &self.train, idx)?;
-        let out = self.net.forward(&x, &mut self.ctx).map_err(err)?;
-        let loss = self.data_loss(&out, &y)?;
-        if !loss.item().map_err(err)?.is_finite() {
-            self.diverged = true;
-            return Ok(());
-        }
+        let labels = self.labels(&y)?;
+        let loss = self.loss();
         let (l1, l2) = self.cfg.penalties();
-        let penalty = if l2 > 0.0 {
-            (Penalty { l1: 0.0, l2 }).term(&self.targets).map_err(err)?
-        } else {
-            None
+        let objective = Objective {
+            loss: &loss,
+            penalty: Penalty { l1: 0.0, l2 },
+            penalty_targets: &self.targets,
         };
-        let total = match penalty {
-            Some(p) => loss.add(&p).map_err(err)?,
-            None => loss,
+        let mut update = Update {
+            optimizer: self.opt.as_mut(),
+            params: &self.params,
+            clip_norm: None,
+            clip_value: None,
+            max_norm: None,
         };
-        let grads = total.backward().map_err(err)?;
+        let step = match train_step(&self.net, &x, labels.target(), &objective, &mut update, &mut self.ctx)? {
+            StepOutcome::Updated(step) => step,
+            StepOutcome::NonFiniteLoss { .. }
+            | StepOutcome::NonFiniteGradient { .. }
+            | StepOutcome::NonFiniteParameter { .. } => {
+                self.diverged = true;
+                return Ok(());
+            }
+        };
         for (k, w) in self.weights.iter().enumerate() {
-            if let Some(g) = grads.get(w) {
-                let n = g.to_vec_f64().iter().map(|v| v * v).sum::<f64>().sqrt();
-                self.grad_acc[k] += n;
+            if let Some(g) = step.grads.get(w) {
+                self.grad_acc[k] += g.to_vec_f64().iter().map(|v| v * v).sum::<f64>().sqrt();
             }
         }
         self.grad_n += 1;
-        self.opt.step(&self.params, &grads).map_err(err)?;
         if l1 > 0.0 && self.cfg.regularization == Regularization::L1 {
-            // Proximal step for λ₁·Σ|w|: soft-thresholding lands small weights on exactly 0,
-            // where plain subgradient steps would make them jitter around it.
-            let thr = self.opt.lr() * l1;
-            let thr = thr as f32;
-            for w in &self.weights {
-                w.with_slice_mut::<f32, _>(|d| {
-                    for v in d {
-                        let a = v.abs() - thr;
-                        *v = if a > 0.0 { a.copysign(*v) } else { 0.0 };
-                    }
-                })
-                .map_err(err)?;
-            }
+            regularize::l1_proximal_step(&self.targets, l1, self.opt.lr())?;
         }
         self.steps += 1;
         Ok(())
@@ -537,10 +597,22 @@ impl Engine {
 
     /// Train until the current epoch ends or `deadline` passes, whichever is first
     /// (an epoch cut short resumes on the next call). Returns true when an epoch ended.
-    pub fn train_until(&mut self, deadline: Instant) -> Result<bool, String> {
+    pub fn train_until(&mut self, deadline: Instant) -> Result<bool> {
+        self.train_steps(deadline, None)
+    }
+
+    /// One frame's training: as [`train_until`](Self::train_until), stopping
+    /// also after the speed control's steps per frame when it sets a number.
+    pub fn train_frame(&mut self, deadline: Instant) -> Result<bool> {
+        let limit = (self.cfg.steps_per_frame > 0).then_some(self.cfg.steps_per_frame);
+        self.train_steps(deadline, limit)
+    }
+
+    fn train_steps(&mut self, deadline: Instant, limit: Option<usize>) -> Result<bool> {
         if self.diverged {
             return Ok(false);
         }
+        let mut taken = 0usize;
         let n = self.train.len();
         let bs = self.cfg.batch_size.min(n).max(1);
         loop {
@@ -550,6 +622,7 @@ impl Engine {
             let end = (self.cursor + bs).min(n);
             let idx: Vec<usize> = self.order[self.cursor..end].to_vec();
             self.step_on(&idx)?;
+            taken += 1;
             if self.diverged {
                 return Ok(false);
             }
@@ -558,24 +631,24 @@ impl Engine {
                 self.epoch += 1;
                 return Ok(true);
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || limit.is_some_and(|l| taken >= l) {
                 return Ok(false);
             }
         }
     }
 
     /// Forward `x` ([n, features]) in eval mode, keeping every layer's output.
-    fn forward_all(&self, x: &[f64], n: usize) -> Result<(Tensor, Vec<Tensor>), String> {
+    fn forward_all(&self, x: &[f64], n: usize) -> Result<(Tensor, Vec<Tensor>)> {
         let _g = no_grad();
         let mut ctx = Ctx::eval();
         ctx.record_outputs = true;
         let t = tensor(x, &[n, self.cfg.features.len()])?;
-        let out = self.net.forward(&t, &mut ctx).map_err(err)?;
+        let out = self.net.forward(&t, &mut ctx)?;
         Ok((out, ctx.outputs))
     }
 
     /// Mean loss and accuracy on a point set, and each layer's outputs.
-    fn evaluate(&self, xs: &[f64], pts: &[Point]) -> Result<(f64, Option<f64>, Vec<Tensor>), String> {
+    fn evaluate(&self, xs: &[f64], pts: &[Point]) -> Result<(f64, Option<f64>, Vec<Tensor>)> {
         if pts.is_empty() {
             return Ok((0.0, None, Vec::new()));
         }
@@ -583,7 +656,7 @@ impl Engine {
         let y: Vec<f64> = pts.iter().map(|q| q.label).collect();
         let loss = {
             let _g = no_grad();
-            self.data_loss(&out, &y)?.item().map_err(err)?
+            self.data_loss(&out, &y)?.item()?
         };
         let acc = match self.head {
             Head::Regression => None,
@@ -593,7 +666,7 @@ impl Engine {
                 Some(ok as f64 / y.len() as f64)
             }
             Head::Multi(_) => {
-                let am = out.argmax(1).map_err(err)?;
+                let am = out.argmax(1)?;
                 let ok = am.iter().zip(&y).filter(|(a, y)| **a == **y as usize).count();
                 Some(ok as f64 / y.len() as f64)
             }
@@ -602,82 +675,15 @@ impl Engine {
     }
 
     /// The current frame.
-    pub fn frame(&mut self, playing: bool) -> Result<Frame, String> {
+    pub fn frame(&mut self, playing: bool) -> Result<Frame> {
         let (train_loss, train_acc, outs) = self.evaluate(&self.x_train, &self.train)?;
         let (test_loss, test_acc, _) = self.evaluate(&self.x_test, &self.test)?;
-        if self.history_steps != self.steps {
-            self.history_steps = self.steps;
-            self.history
-                .push([self.epoch as f64, round4(train_loss), round4(test_loss)]);
-            if self.history.len() > MAX_HISTORY {
-                self.history = self.history.iter().step_by(2).copied().collect();
-            }
-        }
-        // Saturation and dead units over the training points.
-        let mut saturation = Vec::new();
-        let mut dead = Vec::new();
-        for h in &self.hidden {
-            let z = outs[h.pre].to_vec_f64();
-            let width = outs[h.pre].shape()[1];
-            let mut flat_count = 0usize;
-            let mut always = vec![true; width];
-            for (i, &v) in z.iter().enumerate() {
-                if is_flat(h.act, v) {
-                    flat_count += 1;
-                } else {
-                    always[i % width] = false;
-                }
-            }
-            saturation.push(round4(flat_count as f64 / z.len().max(1) as f64));
-            dead.push(always.iter().filter(|&&d| d).count());
-        }
-        // Output heatmap.
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let (gout, _) = self.forward_all(&self.grid_x, GRID * GRID)?;
-        let gv = gout.to_vec_f64();
-        let (channels, bytes): (usize, Vec<u8>) = match self.head {
-            Head::Binary => (
-                1,
-                gv.iter()
-                    .map(|&l| byte(2.0 * gradflow::ops::activation::stable_sigmoid(l) - 1.0))
-                    .collect(),
-            ),
-            Head::Regression => (1, gv.iter().map(|&v| byte(v)).collect()),
-            Head::Multi(k) => {
-                let p = {
-                    let _g = no_grad();
-                    gout.softmax(1).map_err(err)?.to_vec_f64()
-                };
-                (k, p.iter().map(|&v| byte(2.0 * v - 1.0)).collect())
-            }
-        };
-        // Neuron heatmaps.
+        self.record_history(train_loss, test_loss);
+        let (saturation, dead) = self.flat_units(&outs);
+        let (channels, out) = self.output_map()?;
         let (_, nouts) = self.forward_all(&self.ngrid_x, self.ngrid * self.ngrid)?;
-        let mut neurons = Vec::with_capacity(self.hidden.len());
-        for h in &self.hidden {
-            let t = &nouts[h.post];
-            let width = t.shape()[1];
-            let v = t.to_vec_f64();
-            let rows = v.len() / width.max(1);
-            let mut maps = Vec::with_capacity(width);
-            for j in 0..width {
-                let col: Vec<f64> = (0..rows).map(|r| v[r * width + j]).collect();
-                let scale = col.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-                let bytes: Vec<u8> = col.iter().map(|x| byte(x / scale)).collect();
-                maps.push(b64.encode(bytes));
-            }
-            neurons.push(maps);
-        }
-        let w: Vec<Vec<f64>> = self
-            .weights
-            .iter()
-            .map(|t| t.to_vec_f64().into_iter().map(round4).collect())
-            .collect();
-        let b: Vec<Vec<f64>> = self
-            .biases
-            .iter()
-            .map(|t| t.to_vec_f64().into_iter().map(round4).collect())
-            .collect();
+        let neurons = self.hidden.iter().map(|h| neuron_maps(&nouts[h.post])).collect();
+        let w = rounded(&self.weights);
         let total_weights: usize = w.iter().map(|l| l.len()).sum();
         let zero_weights = self
             .weights
@@ -700,11 +706,11 @@ impl Engine {
             test_acc: test_acc.map(round4),
             grid: GRID,
             channels,
-            out: b64.encode(bytes),
+            out,
             ngrid: self.ngrid,
             neurons,
             w,
-            b,
+            b: rounded(&self.biases),
             grad_norm: self.last_grad.clone(),
             saturation,
             dead,
@@ -713,6 +719,69 @@ impl Engine {
             total_weights,
             diverged: self.diverged,
         })
+    }
+
+    /// Add a point to the loss history when steps were taken since the last one,
+    /// thinning it out when it grows past [`MAX_HISTORY`].
+    fn record_history(&mut self, train_loss: f64, test_loss: f64) {
+        if self.history_steps == self.steps {
+            return;
+        }
+        self.history_steps = self.steps;
+        self.history
+            .push([self.epoch as f64, round4(train_loss), round4(test_loss)]);
+        if self.history.len() > MAX_HISTORY {
+            self.history = self.history.iter().step_by(2).copied().collect();
+        }
+    }
+
+    /// Per hidden layer, over the training points: the share of flat (point,
+    /// unit) outputs and the units flat on every point (dead: no gradient passes them).
+    fn flat_units(&self, outs: &[Tensor]) -> (Vec<f64>, Vec<usize>) {
+        self.hidden
+            .iter()
+            .map(|h| {
+                let Some(flat) = flat_rule(h.act) else { return (0.0, 0) };
+                let a = outs[h.post].to_vec_f64();
+                let width = outs[h.post].shape()[1];
+                let mut flat_count = 0usize;
+                let mut always = vec![true; width];
+                for (i, &v) in a.iter().enumerate() {
+                    if flat(v) {
+                        flat_count += 1;
+                    } else {
+                        always[i % width] = false;
+                    }
+                }
+                (
+                    round4(flat_count as f64 / a.len().max(1) as f64),
+                    always.iter().filter(|&&d| d).count(),
+                )
+            })
+            .unzip()
+    }
+
+    /// The output heatmap over the grid: its channels and its bytes, base64.
+    fn output_map(&self) -> Result<(usize, String)> {
+        let (gout, _) = self.forward_all(&self.grid_x, GRID * GRID)?;
+        let gv = gout.to_vec_f64();
+        let (channels, bytes): (usize, Vec<u8>) = match self.head {
+            Head::Binary => (
+                1,
+                gv.iter()
+                    .map(|&l| byte(2.0 * gradflow::ops::activation::stable_sigmoid(l) - 1.0))
+                    .collect(),
+            ),
+            Head::Regression => (1, gv.iter().map(|&v| byte(v)).collect()),
+            Head::Multi(k) => {
+                let p = {
+                    let _g = no_grad();
+                    gout.softmax(1)?.to_vec_f64()
+                };
+                (k, p.iter().map(|&v| byte(2.0 * v - 1.0)).collect())
+            }
+        };
+        Ok((channels, base64::engine::general_purpose::STANDARD.encode(bytes)))
     }
 
     /// Everything the page needs to draw this session besides the frames.
@@ -751,24 +820,24 @@ impl Engine {
     }
 
     /// Walk one example (x1, x2) with `label` forward and backward through the network (dropout off).
-    pub fn walk(&self, x1: f64, x2: f64, label: f64) -> Result<Walk, String> {
+    pub fn walk(&self, x1: f64, x2: f64, label: f64) -> Result<Walk> {
         if !(x1.is_finite() && x2.is_finite() && label.is_finite()) {
-            return Err("x1, x2 and label must be finite numbers".into());
+            return Err(Error::NonFiniteExample);
         }
         match self.head {
             Head::Multi(k) if label < 0.0 || label.fract() != 0.0 || label as usize >= k => {
-                return Err(format!("label must be a class index below {k}, got {label}"))
+                return Err(Error::ClassLabel { classes: k, label })
             }
-            Head::Binary if label != 0.0 && label != 1.0 => return Err(format!("label must be 0 or 1, got {label}")),
+            Head::Binary if label != 0.0 && label != 1.0 => return Err(Error::BinaryLabel(label)),
             _ => {}
         }
         let input: Vec<f64> = self.cfg.features.iter().map(|f| f.eval(x1, x2)).collect();
         let mut ctx = Ctx::eval();
         ctx.record_outputs = true;
         let x = tensor(&input, &[1, input.len()])?;
-        let out = self.net.forward(&x, &mut ctx).map_err(err)?;
+        let out = self.net.forward(&x, &mut ctx)?;
         let loss = self.data_loss(&out, &[label])?;
-        let grads = loss.backward_retain_all().map_err(err)?;
+        let grads = loss.backward_retain_all()?;
         let vals = |t: &Tensor| t.to_vec_f64().into_iter().map(round4).collect::<Vec<_>>();
         let grad = |t: &Tensor| grads.get(t).map(&vals).unwrap_or_else(|| vec![0.0; t.numel()]);
         let layers = self
@@ -786,7 +855,7 @@ impl Engine {
             let _g = no_grad();
             match self.head {
                 Head::Binary => out.sigmoid().to_vec_f64(),
-                Head::Multi(_) => out.softmax(1).map_err(err)?.to_vec_f64(),
+                Head::Multi(_) => out.softmax(1)?.to_vec_f64(),
                 Head::Regression => out.to_vec_f64(),
             }
         };
@@ -800,7 +869,7 @@ impl Engine {
             out_z: vals(&out),
             out_dz: grad(&out),
             prediction: prediction.into_iter().map(round4).collect(),
-            loss: round4(loss.item().map_err(err)?),
+            loss: round4(loss.item()?),
         })
     }
 }

@@ -16,10 +16,12 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod error;
 pub mod server;
 
 pub use config::Config;
 pub use engine::{Engine, Frame, StateView, Walk};
+pub use error::{Error, Result};
 pub use server::{router, AppState, Limits};
 
 use axum::serve::Listener;

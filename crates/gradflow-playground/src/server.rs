@@ -6,7 +6,10 @@
 //! `{"error": "…"}`; caps on sessions, streams, connections and body sizes keep
 //! one page from exhausting the machine.
 
-use crate::config::{Config, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS, MAX_NEURONS, MAX_POINTS};
+use crate::config::{
+    Config, DatasetKind, Feature, Problem, Regularization, DOMAIN, MAX_CSV_BYTES, MAX_FEATURES, MAX_LAYERS,
+    MAX_NEURONS, MAX_POINTS,
+};
 use crate::data::parse_csv;
 use crate::engine::{Engine, Frame, StateView};
 use axum::body::Bytes;
@@ -19,6 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
+use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::Init;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -72,10 +77,10 @@ pub struct ApiError {
 
 impl ApiError {
     /// A 400 Bad Request.
-    pub fn bad(message: impl Into<String>) -> ApiError {
+    pub fn bad(message: impl std::fmt::Display) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            message: message.into(),
+            message: message.to_string(),
         }
     }
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
@@ -123,7 +128,7 @@ impl Session {
         }
     }
     /// Build and publish the current frame.
-    fn refresh(&self, engine: &mut Engine) -> Result<(), String> {
+    fn refresh(&self, engine: &mut Engine) -> crate::Result<()> {
         let f = engine.frame(self.playing.load(Ordering::SeqCst))?;
         self.publish(&f);
         Ok(())
@@ -150,7 +155,7 @@ fn session_loop(s: Arc<Session>, interval: Duration) {
         {
             let mut e = lock(&s.engine);
             let budget = interval.mul_f64(0.75);
-            let result = e.train_until(start + budget);
+            let result = e.train_frame(start + budget);
             if result.is_err() || e.diverged() {
                 s.playing.store(false, Ordering::SeqCst);
             }
@@ -327,10 +332,86 @@ fn limits_json(l: &Limits) -> serde_json::Value {
         "max_points": MAX_POINTS,
         "max_csv_bytes": MAX_CSV_BYTES,
         "max_sessions": l.max_sessions,
-        "activations": crate::config::ACTIVATIONS,
-        "inits": crate::config::INITS,
-        "optimizers": gradflow_nn::optim::OPTIMIZER_NAMES,
+        "activations": activation_choices(),
+        "inits": Init::registry()
+            .iter()
+            .filter(|d| crate::config::init_names().contains(&d.name))
+            .map(|d| choice(d.name, d.name, d.description))
+            .collect::<Vec<_>>(),
+        "optimizers": OptimizerSpec::registry()
+            .iter()
+            .map(|o| choice(o.name, o.torch_name, o.description))
+            .collect::<Vec<_>>(),
+        "regularizations": Regularization::ALL
+            .iter()
+            .map(|r| choice(r.id(), r.label(), r.description()))
+            .collect::<Vec<_>>(),
+        "problems": Problem::ALL
+            .iter()
+            .map(|p| choice(p.id(), p.label(), p.description()))
+            .collect::<Vec<_>>(),
+        "speeds": crate::config::SPEEDS,
+        "datasets": DatasetKind::ALL.iter().map(|&d| dataset_choice(d)).collect::<Vec<_>>(),
+        "features": Feature::ALL.iter().map(|&f| feature_choice(f)).collect::<Vec<_>>(),
+        "defaults": Config::default(),
     })
+}
+
+/// One entry of a menu: the value the API takes, what the page shows, and a tooltip.
+fn choice(id: &str, label: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({ "id": id, "label": label, "description": description })
+}
+
+/// Side of a feature's thumbnail grid.
+const THUMB: usize = 20;
+
+/// A data set for the page's picker, with a sample of its points (no noise) to draw its thumbnail.
+fn dataset_choice(d: DatasetKind) -> serde_json::Value {
+    let mut rng = gradflow::seeded_rng(0);
+    let points: Vec<[f64; 3]> = crate::data::generate(d, 200, 0.0, &mut rng)
+        .iter()
+        .map(|p| [round2(p.x1), round2(p.x2), round2(p.label)])
+        .collect();
+    serde_json::json!({
+        "id": d,
+        "label": d.label(),
+        "problem": d.problem().map(Problem::id),
+        "points": points,
+    })
+}
+
+/// A feature for the network view, with its values over a grid of the square
+/// (row-major from the top left, scaled into [-1, 1]) to draw its thumbnail.
+fn feature_choice(f: Feature) -> serde_json::Value {
+    let cell = 2.0 * DOMAIN / THUMB as f64;
+    let values: Vec<f64> = (0..THUMB * THUMB)
+        .map(|k| {
+            let (i, j) = (k % THUMB, k / THUMB);
+            f.eval(-DOMAIN + (i as f64 + 0.5) * cell, DOMAIN - (j as f64 + 0.5) * cell)
+        })
+        .collect();
+    let scale = values.iter().fold(1e-9f64, |m, v| m.max(v.abs()));
+    serde_json::json!({
+        "id": f,
+        "label": f.label(),
+        "map": values.iter().map(|v| round2(v / scale)).collect::<Vec<_>>(),
+    })
+}
+
+/// Two decimals: enough for a 48-pixel thumbnail, and a small answer.
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// `linear` (no activation), then every declared activation.
+fn activation_choices() -> Vec<serde_json::Value> {
+    let mut v = vec![choice("linear", "Linear", "No activation: the layer stays linear.")];
+    v.extend(
+        gradflow_nn::Activation::registry()
+            .iter()
+            .map(|a| choice(a.cli_name, a.name, a.description)),
+    );
+    v
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {

@@ -3,35 +3,10 @@
 // server-sent events, and keeps the setup in the address (#…) for sharing.
 'use strict';
 
-const FEATURES = [
-  { id: 'x1', label: 'X₁', f: (a, b) => a },
-  { id: 'x2', label: 'X₂', f: (a, b) => b },
-  { id: 'x1sq', label: 'X₁²', f: (a, b) => a * a },
-  { id: 'x2sq', label: 'X₂²', f: (a, b) => b * b },
-  { id: 'x1x2', label: 'X₁X₂', f: (a, b) => a * b },
-  { id: 'sinx1', label: 'sin(X₁)', f: (a, b) => Math.sin(a) },
-  { id: 'sinx2', label: 'sin(X₂)', f: (a, b) => Math.sin(b) },
-];
-const DATASETS = [
-  { id: 'circle', label: 'Circle', kind: 'c' },
-  { id: 'xor', label: 'Exclusive or', kind: 'c' },
-  { id: 'gauss', label: 'Gaussian', kind: 'c' },
-  { id: 'spiral', label: 'Spiral', kind: 'c' },
-  { id: 'spiral3', label: '3-class spiral', kind: 'c' },
-  { id: 'plane', label: 'Plane', kind: 'r' },
-  { id: 'multigauss', label: 'Multi Gaussian', kind: 'r' },
-  { id: 'csv', label: 'Your CSV', kind: 'u' },
-];
-const ACTIVATIONS = ['tanh', 'sigmoid', 'relu', 'leaky_relu', 'elu', 'selu', 'gelu', 'silu', 'softplus', 'softsign',
-  'hardtanh', 'linear'];
-const ACT_LABEL = {
-  tanh: 'Tanh', sigmoid: 'Sigmoid', relu: 'ReLU', leaky_relu: 'Leaky ReLU', elu: 'ELU', selu: 'SELU', gelu: 'GELU',
-  silu: 'SiLU', softplus: 'Softplus', softsign: 'Softsign', hardtanh: 'Hardtanh', linear: 'Linear',
-};
+// The data sets and the input features, with what their thumbnails show, come from the server too (see main).
+let FEATURES = [], DATASETS = [];
 const LRS = [0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const RATES = [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
-const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'];
-const INITS = ['xavier', 'he', 'lecun_normal', 'pytorch'];
 const DROPOUTS = [0, 0.1, 0.2, 0.3, 0.5];
 const CLASS_COLORS = [[245, 147, 34], [8, 119, 189], [44, 160, 44], [148, 103, 189], [214, 39, 40], [140, 86, 75],
   [227, 119, 194], [127, 127, 127]];
@@ -39,14 +14,25 @@ const NEG = [245, 147, 34], MID = [232, 234, 235], POS = [8, 119, 189];
 const DOMAIN = 6;
 const ICON_PLAY = '<svg viewBox="0 0 24 24" width="22" height="22"><path d="M8 5v14l11-7z" fill="currentColor"/></svg>';
 const ICON_PAUSE = '<svg viewBox="0 0 24 24" width="22" height="22"><path d="M6 5h4v14H6zM14 5h4v14h-4z" fill="currentColor"/></svg>';
-const MAX_LAYERS = 20, MAX_NEURONS = 32;
+/** Where an upload is kept across reloads: its points cannot go into the address. */
+const CSV_KEY = 'gradflow-playground-csv';
 
-const DEFAULT = {
-  dataset: 'circle', seed: 1, noise: 0, train_ratio: 50, points: 500, batch_size: 10,
-  features: ['x1', 'x2'],
-  layers: [{ neurons: 4, activation: 'tanh', dropout: 0 }, { neurons: 2, activation: 'tanh', dropout: 0 }],
-  learning_rate: 0.03, optimizer: 'sgd', regularization: 'none', reg_rate: 0, problem: 'classification', init: 'xavier',
-};
+// The menus (activations, optimizers, initializers, penalties, problem types,
+// speeds), the caps and the default setup come from the server (/api/limits),
+// which derives them from gradflow's declarations.
+let LIMITS = null;
+/** The ids of a menu from /api/limits. */
+const ids = (menu) => LIMITS[menu].map((m) => m.id);
+/** The label the server gives an id of a menu (the id itself when unknown). */
+function labelOf(menu, id) {
+  const m = LIMITS[menu].find((x) => x.id === id);
+  return m ? m.label : id;
+}
+/** A fresh copy of the server's default setup. */
+const defaults = () => JSON.parse(JSON.stringify(LIMITS.defaults));
+function storedCsv() {
+  try { return localStorage.getItem(CSV_KEY); } catch (e) { return null; }
+}
 
 const $ = (id) => document.getElementById(id);
 const S = {
@@ -108,11 +94,12 @@ function encodeHash(c) {
   p.set('rate', c.reg_rate);
   p.set('problem', c.problem);
   p.set('init', c.init);
+  p.set('spf', c.steps_per_frame);
   return p.toString();
 }
 
 function decodeHash(hash) {
-  const c = JSON.parse(JSON.stringify(DEFAULT));
+  const c = defaults();
   const p = new URLSearchParams(hash.replace(/^#/, ''));
   const num = (k, lo, hi, int) => {
     if (!p.has(k)) return undefined;
@@ -122,7 +109,8 @@ function decodeHash(hash) {
   };
   const set = (key, v) => { if (v !== undefined) c[key] = v; };
   if (p.has('dataset') && DATASETS.some((d) => d.id === p.get('dataset'))) c.dataset = p.get('dataset');
-  if (c.dataset === 'csv') c.dataset = 'circle'; // uploaded points are not in the address
+  // Uploaded points are not in the address; the last upload is in local storage.
+  if (c.dataset === 'csv' && !storedCsv()) c.dataset = defaults().dataset;
   set('seed', num('seed', 0, 1e9, true));
   set('noise', num('noise', 0, 50));
   set('train_ratio', num('ratio', 10, 90));
@@ -137,20 +125,21 @@ function decodeHash(hash) {
   if (p.has('layers')) {
     const raw = p.get('layers');
     const ns = raw === '' ? [] : raw.split(',').map(Number);
-    if (ns.length <= MAX_LAYERS && ns.every((n) => Number.isInteger(n) && n >= 1 && n <= MAX_NEURONS)) {
+    if (ns.length <= LIMITS.max_layers && ns.every((n) => Number.isInteger(n) && n >= 1 && n <= LIMITS.max_neurons)) {
       const acts = (p.get('act') || '').split(',');
       const drops = (p.get('drop') || '').split(',').map(Number);
       c.layers = ns.map((n, i) => ({
         neurons: n,
-        activation: ACTIVATIONS.includes(acts[i]) ? acts[i] : 'tanh',
+        activation: ids('activations').includes(acts[i]) ? acts[i] : c.layers.concat(defaults().layers)[0].activation,
         dropout: DROPOUTS.includes(drops[i]) ? drops[i] : 0,
       }));
     }
   }
-  if (OPTIMIZERS.includes(p.get('opt'))) c.optimizer = p.get('opt');
-  if (['none', 'l1', 'l2'].includes(p.get('reg'))) c.regularization = p.get('reg');
-  if (['classification', 'regression'].includes(p.get('problem'))) c.problem = p.get('problem');
-  if (INITS.includes(p.get('init'))) c.init = p.get('init');
+  if (ids('optimizers').includes(p.get('opt'))) c.optimizer = p.get('opt');
+  if (ids('regularizations').includes(p.get('reg'))) c.regularization = p.get('reg');
+  if (ids('problems').includes(p.get('problem'))) c.problem = p.get('problem');
+  if (ids('inits').includes(p.get('init'))) c.init = p.get('init');
+  if (LIMITS.speeds.includes(Number(p.get('spf')))) c.steps_per_frame = Number(p.get('spf'));
   return c;
 }
 
@@ -219,7 +208,11 @@ function openEvents() {
   S.es = es;
   es.addEventListener('frame', (ev) => {
     const f = JSON.parse(ev.data);
-    if (!S.state || f.version !== S.state.version) return;
+    if (!S.state || f.version !== S.state.version) {
+      // A frame of a restart can outrun the answer that announces it: keep it for adoptState.
+      if (!S.state || f.version > S.state.version) S.early = f;
+      return;
+    }
     S.frame = f;
     S.playing = f.playing;
     if (!S.history.length || S.history[S.history.length - 1][0] !== f.epoch || f.epoch === 0) {
@@ -242,7 +235,8 @@ function adoptState(st, keepCfg) {
   S.state = st;
   if (!keepCfg) S.cfg = st.config;
   S.history = st.history.slice();
-  S.frame = null;
+  S.frame = S.early && S.early.version === st.version ? S.early : null;
+  S.early = null;
   S.walk = null;
   S.walkPoint = null;
   renderControls();
@@ -316,9 +310,12 @@ function selectValue(sel, v, label) {
 function setupControls() {
   fillSelect($('lr'), LRS);
   fillSelect($('regrate'), RATES);
-  fillSelect($('act'), ACTIVATIONS, (a) => ACT_LABEL[a]);
-  fillSelect($('opt'), OPTIMIZERS, (o) => ({ sgd: 'SGD', adam: 'Adam', adamw: 'AdamW', rmsprop: 'RMSprop', adagrad: 'Adagrad' })[o]);
-  fillSelect($('init'), INITS, (i) => ({ xavier: 'Xavier', he: 'He (Kaiming)', lecun_normal: 'LeCun normal', pytorch: 'PyTorch default' })[i]);
+  for (const [sel, menu] of [['act', 'activations'], ['opt', 'optimizers'], ['init', 'inits'],
+    ['reg', 'regularizations'], ['problem', 'problems']]) {
+    fillSelect($(sel), ids(menu), (id) => labelOf(menu, id));
+  }
+  fillSelect($('speed'), LIMITS.speeds, (n) => (n === 0 ? 'max' : `${n} step${n === 1 ? '' : 's'}`));
+  $('speed').onchange = (e) => applyConfig((c) => { c.steps_per_frame = Number(e.target.value); });
   $('lr').onchange = (e) => applyConfig((c) => { c.learning_rate = Number(e.target.value); });
   $('regrate').onchange = (e) => applyConfig((c) => { c.reg_rate = Number(e.target.value); });
   $('act').onchange = (e) => applyConfig((c) => { c.layers.forEach((l) => { l.activation = e.target.value; }); });
@@ -329,8 +326,8 @@ function setupControls() {
   $('problem').onchange = (e) => applyConfig((c) => {
     c.problem = e.target.value;
     const d = DATASETS.find((x) => x.id === c.dataset);
-    if (c.problem === 'regression' && d.kind === 'c') c.dataset = 'plane';
-    if (c.problem === 'classification' && d.kind === 'r') c.dataset = 'circle';
+    // A data set of the other problem type gives way to the first one of this type.
+    if (d.problem && d.problem !== c.problem) c.dataset = DATASETS.find((x) => x.problem === c.problem).id;
   });
   $('opt').onchange = (e) => applyConfig((c) => { c.optimizer = e.target.value; });
   $('init').onchange = (e) => applyConfig((c) => { c.init = e.target.value; });
@@ -351,9 +348,9 @@ function setupControls() {
   $('step').onclick = () => control('step');
   $('reset').onclick = () => control('reset');
   $('add-layer').onclick = () => applyConfig((c) => {
-    if (c.layers.length >= MAX_LAYERS) return;
+    if (c.layers.length >= LIMITS.max_layers) return;
     const last = c.layers[c.layers.length - 1];
-    c.layers.push({ neurons: last ? last.neurons : 4, activation: last ? last.activation : 'tanh', dropout: 0 });
+    c.layers.push(last ? { neurons: last.neurons, activation: last.activation, dropout: 0 } : defaults().layers[0]);
   });
   $('rm-layer').onclick = () => applyConfig((c) => { c.layers.pop(); });
   $('show-test').onchange = () => { S.dirty = true; };
@@ -365,10 +362,7 @@ function setupControls() {
     if (!file) return;
     if (file.size > 1 << 20) { showError('The CSV is larger than 1 MB.'); return; }
     const reader = new FileReader();
-    reader.onload = () => enqueue(async () => {
-      const st = await sessionCall('POST', '/csv', reader.result, 'text/csv');
-      adoptState(st);
-    });
+    reader.onload = () => enqueue(() => uploadCsv(reader.result));
     reader.readAsText(file);
   };
   $('copy-toml').onclick = () => copy(S.state ? S.state.toml : '');
@@ -382,6 +376,8 @@ function setupControls() {
   };
   $('heatmap').onclick = onHeatmapClick;
   $('net').onclick = onNetClick;
+  $('net').onmousemove = onNetHover;
+  $('net').onmouseleave = () => { $('tip').hidden = true; };
   window.addEventListener('resize', () => { S.layout = null; S.dirty = true; });
   // A setup pasted into the address (or a link followed within the page) is applied.
   window.addEventListener('hashchange', () => {
@@ -392,6 +388,13 @@ function setupControls() {
     if (S.id) fetch(`/api/sessions/${S.id}`, { method: 'DELETE', keepalive: true }).catch(() => {});
   });
   drawDatasetThumbs();
+}
+
+/** Send an upload and keep it in local storage, so that a reload finds it again. */
+async function uploadCsv(text) {
+  const st = await sessionCall('POST', '/csv', text, 'text/csv');
+  try { localStorage.setItem(CSV_KEY, text); } catch (e) { status('The upload is too large to keep across reloads.'); }
+  adoptState(st);
 }
 
 function copy(text) {
@@ -419,12 +422,13 @@ function renderControls() {
   $('reg').value = c.regularization;
   $('problem').value = c.problem;
   selectValue($('opt'), c.optimizer);
-  selectValue($('init'), c.init);
+  selectValue($('init'), c.init, (id) => labelOf('inits', id));
+  selectValue($('speed'), c.steps_per_frame);
   const acts = [...new Set(c.layers.map((l) => l.activation))];
   const act = $('act');
   [...act.options].filter((o) => o.value === 'mixed').forEach((o) => o.remove());
   if (acts.length === 1) act.value = acts[0];
-  else if (acts.length === 0) act.value = 'tanh';
+  else if (acts.length === 0) act.value = defaults().layers[0].activation;
   else selectValue(act, 'mixed', () => 'Mixed');
   for (const [id, key, show] of [['ratio', 'train_ratio', (v) => v + '%'], ['noise', 'noise', (v) => v],
     ['batch', 'batch_size', (v) => v], ['points', 'points', (v) => v]]) {
@@ -461,7 +465,7 @@ function drawDatasetThumbs() {
     b.title = d.label;
     const cv = document.createElement('canvas');
     cv.width = 48; cv.height = 48;
-    drawThumb(cv, d.id);
+    drawThumb(cv, d);
     const span = document.createElement('span');
     span.textContent = d.label;
     b.appendChild(cv);
@@ -480,47 +484,18 @@ function drawDatasetThumbs() {
   }
 }
 
-function drawThumb(cv, id) {
+/** A data set's thumbnail: a sample of its points (from the server), or stripes and "CSV" for an upload. */
+function drawThumb(cv, d) {
   const ctx = cv.getContext('2d');
-  const n = 24, img = ctx.createImageData(n, n);
-  for (let j = 0; j < n; j++) {
-    for (let i = 0; i < n; i++) {
-      const x = -6 + (i + 0.5) * 12 / n, y = 6 - (j + 0.5) * 12 / n;
-      let c = MID;
-      const r = Math.hypot(x, y);
-      if (id === 'circle') c = r < 2.5 ? POS : (r > 3.5 && r < 5 ? NEG : MID);
-      else if (id === 'xor') c = x * y >= 0 ? POS : NEG;
-      else if (id === 'gauss') c = Math.hypot(x - 2, y - 2) < 2.2 ? POS : (Math.hypot(x + 2, y + 2) < 2.2 ? NEG : MID);
-      else if (id === 'plane') c = scaleColor((x + y) / 10);
-      else if (id === 'multigauss') {
-        let v = 0;
-        for (const [cx, cy, s] of [[-4, 2.5, 1], [0, 2.5, -1], [4, 2.5, 1], [-4, -2.5, -1], [0, -2.5, 1], [4, -2.5, -1]]) {
-          const nv = s * Math.max(0, 1 - Math.hypot(x - cx, y - cy) / 2);
-          if (Math.abs(nv) > Math.abs(v)) v = nv;
-        }
-        c = scaleColor(v);
-      } else if (id === 'csv') c = (i + j) % 6 < 3 ? [220, 222, 224] : [240, 241, 242];
-      const k = (j * n + i) * 4;
-      img.data[k] = c[0]; img.data[k + 1] = c[1]; img.data[k + 2] = c[2]; img.data[k + 3] = 255;
-    }
+  ctx.fillStyle = css(MID);
+  ctx.fillRect(0, 0, cv.width, cv.height);
+  const classes = Math.max(2, ...d.points.map((p) => p[2] + 1));
+  for (const [x1, x2, l] of d.points) {
+    const c = d.kind === 'r' ? scaleColor(l) : classes === 2 ? (l > 0.5 ? POS : NEG) : CLASS_COLORS[l];
+    ctx.fillStyle = css(c);
+    ctx.fillRect((x1 + DOMAIN) / (2 * DOMAIN) * cv.width - 1.5, (DOMAIN - x2) / (2 * DOMAIN) * cv.height - 1.5, 3, 3);
   }
-  const off = document.createElement('canvas');
-  off.width = n; off.height = n;
-  off.getContext('2d').putImageData(img, 0, 0);
-  ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(off, 0, 0, cv.width, cv.height);
-  if (id === 'spiral' || id === 'spiral3') {
-    const k = id === 'spiral' ? 2 : 3;
-    for (let c = 0; c < k; c++) {
-      ctx.fillStyle = css(k === 2 ? (c === 0 ? POS : NEG) : CLASS_COLORS[c]);
-      for (let i = 0; i < 40; i++) {
-        const r = i / 40 * 5, t = 1.75 * i / 40 * 2 * Math.PI + 2 * Math.PI * c / k;
-        const px = (r * Math.sin(t) + 6) / 12 * cv.width, py = (6 - r * Math.cos(t)) / 12 * cv.height;
-        ctx.fillRect(px - 1.5, py - 1.5, 3, 3);
-      }
-    }
-  }
-  if (id === 'csv') {
+  if (d.kind === 'u') {
     ctx.fillStyle = '#555';
     ctx.font = 'bold 13px sans-serif';
     ctx.textAlign = 'center';
@@ -563,16 +538,9 @@ function computeLayout() {
   S.featureImages = FEATURES.map((f) => featureImage(f));
 }
 
+/** A feature's thumbnail: its values over the square, from the server, already in [-1, 1]. */
 function featureImage(f) {
-  const n = 20, vals = [];
-  let m = 1e-9;
-  for (let j = 0; j < n; j++) for (let i = 0; i < n; i++) {
-    const x = -6 + (i + 0.5) * 12 / n, y = 6 - (j + 0.5) * 12 / n;
-    const v = f.f(x, y);
-    vals.push(v);
-    m = Math.max(m, Math.abs(v));
-  }
-  return mapCanvas(n, (k) => scaleColor(vals[k] / m));
+  return mapCanvas(Math.round(Math.sqrt(f.map.length)), (k) => scaleColor(f.map[k]));
 }
 
 /** A small canvas of n×n cells colored by colorAt(cell index). */
@@ -604,7 +572,7 @@ function renderLayerControls() {
     plus.className = 'round tiny';
     plus.textContent = '+';
     plus.title = 'Add a neuron';
-    plus.onclick = () => applyConfig((c) => { c.layers[li].neurons = Math.min(MAX_NEURONS, c.layers[li].neurons + 1); });
+    plus.onclick = () => applyConfig((c) => { c.layers[li].neurons = Math.min(LIMITS.max_neurons, c.layers[li].neurons + 1); });
     const minus = document.createElement('button');
     minus.className = 'round tiny';
     minus.textContent = '−';
@@ -620,7 +588,7 @@ function renderLayerControls() {
     const act = document.createElement('select');
     act.className = 'layer-act';
     act.title = 'Activation of this layer';
-    fillSelect(act, ACTIVATIONS, (a) => ACT_LABEL[a]);
+    fillSelect(act, ids('activations'), (a) => labelOf('activations', a));
     act.value = layer.activation;
     act.onchange = (e) => applyConfig((c) => { c.layers[li].activation = e.target.value; });
     d.appendChild(act);
@@ -807,6 +775,78 @@ function label(ctx, p, above, below) {
   if (below !== null) drawText(below, p.y + p.size, '#8a2be2');
 }
 
+/** Every link of the network view: its weight, the layer and units it joins, and where it is drawn. */
+function links() {
+  const L = S.layout, f = S.frame, c = S.cfg, out = [];
+  if (!L || !f || !f.w) return out;
+  const featOrder = c.features.map((id) => FEATURES.findIndex((ft) => ft.id === id));
+  const total = f.w.reduce((n, w) => n + w.length, 0);
+  for (let k = 0; k < f.w.length; k++) {
+    const src = L.nodes[k], dst = L.nodes[k + 1];
+    const nIn = k === 0 ? c.features.length : src.length;
+    for (let j = 0; j < dst.length; j++) {
+      for (let i = 0; i < nIn; i++) {
+        const v = f.w[k][j * nIn + i];
+        const s = k === 0 ? src[featOrder[i]] : src[i], d = dst[j];
+        if (v === undefined || !s || !d) continue;
+        const from = k === 0 ? FEATURES[featOrder[i]].label : `layer ${k} unit ${i + 1}`;
+        const to = k === f.w.length - 1 ? `output ${j + 1}` : `layer ${k + 1} unit ${j + 1}`;
+        out.push({ v, from, to, curved: total <= 2000,
+          x0: s.x + s.size, y0: s.y + s.size / 2, x1: d.x, y1: d.y + d.size / 2 });
+      }
+    }
+  }
+  return out;
+}
+
+/** Distance from (x, y) to a link as drawn (a cubic curve, sampled, or a straight line). */
+function linkDistance(l, x, y) {
+  const pts = [];
+  const mx = (l.x0 + l.x1) / 2;
+  for (let t = 0; t <= 1.0001; t += l.curved ? 1 / 24 : 1) {
+    const u = 1 - t;
+    pts.push(l.curved
+      ? [u * u * u * l.x0 + 3 * u * u * t * mx + 3 * u * t * t * mx + t * t * t * l.x1,
+        u * u * u * l.y0 + 3 * u * u * t * l.y0 + 3 * u * t * t * l.y1 + t * t * t * l.y1]
+      : [l.x0 + (l.x1 - l.x0) * t, l.y0 + (l.y1 - l.y0) * t]);
+  }
+  let best = Infinity;
+  for (let n = 1; n < pts.length; n++) {
+    const [ax, ay] = pts[n - 1], [bx, by] = pts[n];
+    const dx = bx - ax, dy = by - ay, len = dx * dx + dy * dy || 1;
+    const t = Math.max(0, Math.min(1, ((x - ax) * dx + (y - ay) * dy) / len));
+    best = Math.min(best, Math.hypot(x - ax - t * dx, y - ay - t * dy));
+  }
+  return best;
+}
+
+/** What the pointer is over in the network view: a unit's bias, or the nearest link's weight. */
+function hoverText(x, y) {
+  const L = S.layout, f = S.frame;
+  if (!L || !f || !f.b) return null;
+  for (let li = 1; li < L.nodes.length; li++) {
+    const j = L.nodes[li].findIndex((p) => x >= p.x && x <= p.x + p.size && y >= p.y && y <= p.y + p.size);
+    if (j >= 0 && f.b[li - 1]) return `bias ${fmt(f.b[li - 1][j], 4)}`;
+  }
+  let best = 4, text = null;
+  for (const l of links()) {
+    const d = linkDistance(l, x, y);
+    if (d < best) { best = d; text = `weight ${fmt(l.v, 4)} (${l.from} → ${l.to})`; }
+  }
+  return text;
+}
+
+function onNetHover(ev) {
+  const r = $('net').getBoundingClientRect();
+  const text = hoverText(ev.clientX - r.left, ev.clientY - r.top);
+  const tip = $('tip');
+  tip.hidden = !text;
+  if (!text) return;
+  tip.textContent = text;
+  tip.style.left = (ev.clientX + 12) + 'px';
+  tip.style.top = (ev.clientY + 12) + 'px';
+}
+
 function onNetClick(ev) {
   if (!S.layout) return;
   const r = $('net').getBoundingClientRect();
@@ -978,7 +1018,7 @@ function drawFlow() {
     }
     ctx.fillStyle = '#333';
     ctx.fillText(hidden ? `L${k + 1}` : 'out', x + bw / 2, base + 12);
-    const act = hidden ? (ACT_LABEL[S.cfg.layers[k] && S.cfg.layers[k].activation] || '') : '';
+    const act = hidden ? (S.cfg.layers[k] ? labelOf('activations', S.cfg.layers[k].activation) : '') : '';
     if (bw > 24) ctx.fillText(act.slice(0, 6), x + bw / 2, base + 24);
     lines.push(`${hidden ? 'L' + (k + 1) + ' ' + act : 'output'}: ‖∇W‖ ${g.toExponential(1)}` +
       (hidden ? `, flat ${(100 * f.saturation[k]).toFixed(0)}%, dead ${f.dead[k]}` : ''));
@@ -1093,7 +1133,7 @@ function renderWalk() {
   w.features.forEach((name, i) => tr(['input', name, '', fmt(w.input[i]), '', '']));
   w.layers.forEach((l, li) => {
     const n = Math.min(l.z.length, 8);
-    for (let j = 0; j < n; j++) tr([j === 0 ? `L${li + 1} ${ACT_LABEL[S.cfg.layers[li].activation] || l.activation}` : '', String(j + 1),
+    for (let j = 0; j < n; j++) tr([j === 0 ? `L${li + 1} ${labelOf('activations', S.cfg.layers[li].activation)}` : '', String(j + 1),
       fmt(l.z[j]), fmt(l.a[j]), fmt(l.da[j]), fmt(l.dz[j])]);
     if (l.z.length > n) tr(['', `… ${l.z.length - n} more`, '', '', '', '']);
   });
@@ -1125,15 +1165,36 @@ function render() {
 }
 
 async function main() {
+  try {
+    LIMITS = await api('GET', '/api/limits');
+  } catch (e) {
+    showError(`${e.message} — cannot reach the server.`);
+    return;
+  }
+  FEATURES = LIMITS.features;
+  // kind: c (classes), r (regression) or u (an upload, whose labels decide).
+  DATASETS = LIMITS.datasets.map((d) => ({ ...d, kind: d.problem === 'regression' ? 'r' : d.problem ? 'c' : 'u' }));
   setupControls();
   const cfg = decodeHash(location.hash);
   try {
-    await createSession(cfg);
+    if (cfg.dataset === 'csv') await restoreUpload(cfg);
+    else await createSession(cfg);
   } catch (e) {
     showError(`${e.message} — starting from the default setup.`);
-    try { await createSession(JSON.parse(JSON.stringify(DEFAULT))); } catch (e2) { showError(e2.message); }
+    try { await createSession(defaults()); } catch (e2) { showError(e2.message); }
   }
   requestAnimationFrame(render);
+}
+
+/** A reload of a page that trained on an upload: send the stored CSV again, then the rest of the setup. */
+async function restoreUpload(cfg) {
+  await createSession({ ...cfg, dataset: defaults().dataset });
+  await uploadCsv(storedCsv());
+  const problem = S.cfg.problem;
+  if (encodeHash({ ...cfg, problem }) !== encodeHash(S.cfg)) {
+    const r = await sessionCall('POST', '/config', { ...cfg, problem });
+    adoptState(r.state);
+  }
 }
 
 main();

@@ -36,6 +36,47 @@ fn page_and_assets_are_served_from_the_binary() {
 }
 
 #[test]
+fn menus_come_from_the_declarations() {
+    let s = server_with(Limits {
+        max_sessions: 32,
+        ..Limits::default()
+    });
+    let limits = get(s.addr, "/api/limits").json();
+    let ids = |menu: &str| -> Vec<String> {
+        limits[menu]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let acts = ids("activations");
+    assert_eq!(acts[0], "linear");
+    assert_eq!(acts.len(), gradflow_nn::Activation::registry().len() + 1);
+    for a in gradflow_nn::Activation::registry() {
+        assert!(acts.iter().any(|id| id == a.cli_name), "{} missing", a.cli_name);
+    }
+    assert_eq!(ids("optimizers"), gradflow_nn::optim::OPTIMIZER_NAMES);
+    assert!(!ids("inits").contains(&"zeros".to_string()));
+    assert_eq!(ids("regularizations"), ["none", "l1", "l2"]);
+    assert_eq!(ids("problems"), ["classification", "regression"]);
+    assert_eq!(limits["defaults"]["init"], "xavier");
+    // Every offered initializer and speed is accepted; other speeds are refused with the list.
+    for init in ids("inits") {
+        create(s.addr, &json!({ "init": init }));
+    }
+    for speed in limits["speeds"].as_array().unwrap() {
+        create(s.addr, &json!({ "steps_per_frame": speed }));
+    }
+    let r = post_json(s.addr, "/api/sessions", &json!({ "steps_per_frame": 7 }));
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"],
+        "steps_per_frame must be one of 1, 3, 10, 30, 100, 0, got 7"
+    );
+}
+
+#[test]
 fn create_step_and_read_frames() {
     let s = server();
     let (id, created) = create(s.addr, &json!({}));

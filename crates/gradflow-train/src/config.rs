@@ -3,7 +3,7 @@
 //! resumed run continues under the same settings.
 
 use crate::error::{Error, Result};
-use gradflow_nn::optim::OptimizerSpec;
+use gradflow_nn::optim::{OptimizerConfig, OptimizerSpec, SgdConfig};
 use gradflow_nn::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
 
@@ -208,7 +208,7 @@ impl TrainConfig {
             }
             // The default --momentum 0.9 is meant for SGD; the others keep PyTorch's 0
             // unless the flag is given.
-            if spec.name() == "sgd" || self.momentum != TrainConfig::default().momentum {
+            if spec.name() == SgdConfig::NAME || self.momentum != TrainConfig::default().momentum {
                 spec.set("momentum", self.momentum)?;
             }
             Ok(spec)
@@ -224,15 +224,8 @@ impl TrainConfig {
         let after = self.epochs.saturating_sub(self.warmup_epochs).max(1);
         let spec =
             ScheduleSpec::parse(&self.schedule, after).map_err(|e| Error::Setting(format!("--schedule: {e}")))?;
-        Ok(if self.warmup_epochs > 0 {
-            ScheduleSpec::Warmup {
-                epochs: self.warmup_epochs,
-                start_factor: 1.0 / (self.warmup_epochs as f64 + 1.0),
-                then: Box::new(spec),
-            }
-        } else {
-            spec
-        })
+        let start_factor = 1.0 / (self.warmup_epochs as f64 + 1.0);
+        Ok(spec.with_warmup(self.warmup_epochs, start_factor))
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::metrics::EpochMetrics;
 use gradflow::{GradStore, Tensor};
 use gradflow_nn::layers::activation::Saturation;
-use gradflow_nn::Sequential;
+use gradflow_nn::{Module, Sequential};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -20,11 +20,58 @@ const SATURATED_FRACTION: f64 = 0.5;
 const OVERFIT_PATIENCE: usize = 3;
 const OVERFIT_GAP: f64 = 0.05;
 
+/// What a warning is about; serializes to the snake_case names that run
+/// directories have always held (`vanishing_gradients`, `dead_relu`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// The first weighted layer's gradient is far below the last one's.
+    VanishingGradients,
+    /// A gradient norm is huge or not finite.
+    ExplodingGradients,
+    /// The loss became NaN or infinite.
+    NonFiniteLoss,
+    /// Most ReLU units output zero for a whole batch.
+    DeadRelu,
+    /// Most sigmoid/tanh outputs sit where the derivative is nearly 0.
+    Saturation,
+    /// Validation loss rises while training loss falls.
+    Overfitting,
+    /// Training accuracy is well above validation accuracy.
+    GeneralizationGap,
+}
+
+impl WarningKind {
+    /// The name written in run files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningKind::VanishingGradients => "vanishing_gradients",
+            WarningKind::ExplodingGradients => "exploding_gradients",
+            WarningKind::NonFiniteLoss => "non_finite_loss",
+            WarningKind::DeadRelu => "dead_relu",
+            WarningKind::Saturation => "saturation",
+            WarningKind::Overfitting => "overfitting",
+            WarningKind::GeneralizationGap => "generalization_gap",
+        }
+    }
+
+    /// The name as words, for people (`vanishing gradients`).
+    pub fn title(self) -> String {
+        self.as_str().replace('_', " ")
+    }
+}
+
+impl std::fmt::Display for WarningKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A diagnosis with its evidence and a suggestion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Warning {
-    /// vanishing_gradients, exploding_gradients, non_finite_loss, dead_relu, saturation, overfitting.
-    pub kind: String,
+    /// What kind of trouble.
+    pub kind: WarningKind,
     /// What was seen, with numbers.
     pub evidence: String,
     /// One thing to try.
@@ -39,7 +86,7 @@ impl Warning {
     /// The warning for a loss that became NaN or infinite.
     pub fn non_finite(detail: &str) -> Warning {
         Warning {
-            kind: "non_finite_loss".into(),
+            kind: WarningKind::NonFiniteLoss,
             evidence: detail.into(),
             suggestion: "lower the learning rate or clip gradients (--clip-norm 1.0)".into(),
             step: None,
@@ -50,13 +97,7 @@ impl Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {} — try: {}",
-            self.kind.replace('_', " "),
-            self.evidence,
-            self.suggestion
-        )
+        write!(f, "{}: {} — try: {}", self.kind.title(), self.evidence, self.suggestion)
     }
 }
 
@@ -94,6 +135,19 @@ pub struct StepRecord {
     pub epoch: usize,
     /// Per-layer statistics.
     pub layers: Vec<LayerStats>,
+}
+
+/// Why `diagnostics.jsonl` could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagnosticsError {
+    /// Creating or writing the file failed.
+    #[error("{}: {error}", path.display())]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 /// Collects diagnostics during training.
@@ -150,123 +204,28 @@ impl DiagnosticsRecorder {
         grads: &GradStore,
         before: &[Option<Vec<f64>>],
     ) -> Vec<Warning> {
-        let mut layers = Vec::with_capacity(model.layers.len());
-        for (i, layer) in model.layers.iter().enumerate() {
-            let mut s = LayerStats {
-                index: i,
-                kind: layer.kind().to_string(),
-                ..Default::default()
-            };
-            if let Some(t) = layer.penalty_targets().first() {
-                let w = t.tensor.to_vec_f64();
-                let wn = norm(&w);
-                s.weight_norm = Some(wn);
-                s.grad_norm = grads.get(&t.tensor).map(|g| norm(&g.to_vec_f64()));
-                if let Some(Some(b)) = before.get(i) {
-                    let d: Vec<f64> = w.iter().zip(b).map(|(a, b)| a - b).collect();
-                    s.update_ratio = Some(norm(&d) / norm(b).max(1e-12));
+        let layers: Vec<LayerStats> = model
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut s = LayerStats {
+                    index: i,
+                    kind: layer.kind().to_string(),
+                    ..Default::default()
+                };
+                if let Some(t) = layer.penalty_targets().first() {
+                    weight_stats(&mut s, &t.tensor, grads, before.get(i).and_then(Option::as_ref));
                 }
-                s.near_zero = Some(w.iter().filter(|x| x.abs() < 1e-3).count() as f64 / w.len().max(1) as f64);
-            }
-            if let Some(out) = outputs.get(i) {
-                let v = out.to_vec_f64();
-                let n = v.len().max(1) as f64;
-                let mean = v.iter().sum::<f64>() / n;
-                s.act_mean = mean;
-                s.act_std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-                match layer.as_activation().map(|a| a.saturation()) {
-                    Some(Saturation::Saturates(flat)) => {
-                        s.saturated = Some(v.iter().filter(|&&y| flat(y)).count() as f64 / n)
-                    }
-                    Some(Saturation::Dies(flat)) => {
-                        let batch = out.shape().first().copied().unwrap_or(1).max(1);
-                        let units = v.len() / batch;
-                        let dead = (0..units)
-                            .filter(|&u| (0..batch).all(|b| flat(v[b * units + u])))
-                            .count();
-                        s.dead = Some(dead as f64 / units.max(1) as f64);
-                    }
-                    _ => {}
+                if let Some(out) = outputs.get(i) {
+                    output_stats(&mut s, layer.as_ref(), out);
                 }
-            }
-            layers.push(s);
-        }
+                s
+            })
+            .collect();
         let mut raised = Vec::new();
-        let with_grad: Vec<&LayerStats> = layers.iter().filter(|l| l.grad_norm.is_some()).collect();
-        if let (Some(first), Some(last)) = (with_grad.first(), with_grad.last()) {
-            let (a, b) = (first.grad_norm.unwrap_or(0.0), last.grad_norm.unwrap_or(0.0));
-            if with_grad.len() > 1 && b > 0.0 && a / b < VANISHING_RATIO {
-                self.raise(
-                    Warning {
-                        kind: "vanishing_gradients".into(),
-                        evidence: format!(
-                            "layer {} ({}) gradient norm {a:.2e} is {:.1e}× the last layer's {b:.2e}",
-                            first.index,
-                            first.kind,
-                            a / b
-                        ),
-                        suggestion:
-                            "use ReLU-family activations with He init (--activation relu --init he), or add BatchNorm"
-                                .into(),
-                        step: Some(step),
-                        epoch,
-                    },
-                    &mut raised,
-                );
-            }
-        }
-        for l in &layers {
-            if let Some(g) = l.grad_norm {
-                if !g.is_finite() || g > EXPLODING_NORM {
-                    self.raise(
-                        Warning {
-                            kind: "exploding_gradients".into(),
-                            evidence: format!(
-                                "layer {} ({}) gradient norm {g:.2e} (threshold {EXPLODING_NORM:.0e})",
-                                l.index, l.kind
-                            ),
-                            suggestion: "lower the learning rate or clip gradients (--clip-norm 1.0)".into(),
-                            step: Some(step),
-                            epoch,
-                        },
-                        &mut raised,
-                    );
-                }
-            }
-            if let Some(d) = l.dead.filter(|&d| d > DEAD_FRACTION) {
-                self.raise(
-                    Warning {
-                        kind: "dead_relu".into(),
-                        evidence: format!(
-                            "{:.0}% of layer {} (ReLU) units output zero for the whole batch",
-                            d * 100.0,
-                            l.index
-                        ),
-                        suggestion: "lower the learning rate, or use LeakyReLU/ELU (--activation leaky_relu)".into(),
-                        step: Some(step),
-                        epoch,
-                    },
-                    &mut raised,
-                );
-            }
-            if let Some(sat) = l.saturated.filter(|&s| s > SATURATED_FRACTION) {
-                self.raise(
-                    Warning {
-                        kind: "saturation".into(),
-                        evidence: format!(
-                            "{:.0}% of layer {} ({}) outputs are saturated, where the derivative is nearly 0",
-                            sat * 100.0,
-                            l.index,
-                            l.kind
-                        ),
-                        suggestion:
-                            "use Xavier init (--init xavier) or a non-saturating activation (--activation relu)".into(),
-                        step: Some(step),
-                        epoch,
-                    },
-                    &mut raised,
-                );
-            }
+        for w in step_warnings(&layers, step, epoch) {
+            self.raise(w, &mut raised);
         }
         self.records.push(StepRecord { step, epoch, layers });
         raised
@@ -275,59 +234,360 @@ impl DiagnosticsRecorder {
     /// Epoch-level checks (overfitting); returns new warnings.
     pub fn epoch_end(&mut self, history: &[EpochMetrics]) -> Vec<Warning> {
         let mut raised = Vec::new();
-        let Some(last) = history.last() else { return raised };
-        let p = OVERFIT_PATIENCE;
-        if history.len() > p {
-            let tail = &history[history.len() - p - 1..];
-            let val_rising = tail
-                .windows(2)
-                .all(|w| matches!((w[0].val_loss, w[1].val_loss), (Some(a), Some(b)) if b > a));
-            let train_falling = tail.windows(2).all(|w| w[1].train_data_loss < w[0].train_data_loss);
-            if val_rising && train_falling {
-                let (a, b) = (tail[0].val_loss.unwrap_or(0.0), last.val_loss.unwrap_or(0.0));
-                self.raise(
-                    Warning {
-                        kind: "overfitting".into(),
-                        evidence: format!("validation loss rose for {p} epochs ({a:.4} → {b:.4}) while training loss fell ({:.4} → {:.4})", tail[0].train_data_loss, last.train_data_loss),
-                        suggestion: "add regularization (--l2 1e-4, --dropout 0.3) or early stopping (--early-stopping 3)".into(),
-                        step: None,
-                        epoch: last.epoch,
-                    },
-                    &mut raised,
-                );
-            }
-        }
-        if let Some(va) = last.val_accuracy {
-            let gap = last.train_accuracy - va;
-            if gap > OVERFIT_GAP {
-                self.raise(
-                    Warning {
-                        kind: "generalization_gap".into(),
-                        evidence: format!(
-                            "training accuracy {:.2}% vs validation {:.2}% (gap {:.1} points)",
-                            last.train_accuracy * 100.0,
-                            va * 100.0,
-                            gap * 100.0
-                        ),
-                        suggestion: "add regularization (--l2, --dropout) or more data".into(),
-                        step: None,
-                        epoch: last.epoch,
-                    },
-                    &mut raised,
-                );
-            }
+        for w in epoch_warnings(history) {
+            self.raise(w, &mut raised);
         }
         raised
     }
 
     /// Write `diagnostics.jsonl`.
-    pub fn write(&self, dir: &Path) -> Result<(), String> {
-        let p = dir.join("diagnostics.jsonl");
-        let mut f = std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    pub fn write(&self, dir: &Path) -> Result<(), DiagnosticsError> {
+        let path = dir.join("diagnostics.jsonl");
+        let fail = |error| DiagnosticsError::Write {
+            path: path.clone(),
+            error,
+        };
+        let mut f = std::fs::File::create(&path).map_err(fail)?;
         for r in &self.records {
-            writeln!(f, "{}", serde_json::to_string(r).expect("serialize"))
-                .map_err(|e| format!("{}: {e}", p.display()))?;
+            writeln!(f, "{}", serde_json::to_string(r).expect("serialize")).map_err(fail)?;
         }
         Ok(())
+    }
+}
+
+/// Norms of a weight, its gradient and this step's update.
+fn weight_stats(s: &mut LayerStats, weight: &Tensor, grads: &GradStore, before: Option<&Vec<f64>>) {
+    let w = weight.to_vec_f64();
+    s.weight_norm = Some(norm(&w));
+    s.grad_norm = grads.get(weight).map(|g| norm(&g.to_vec_f64()));
+    if let Some(b) = before {
+        let d: Vec<f64> = w.iter().zip(b).map(|(a, b)| a - b).collect();
+        s.update_ratio = Some(norm(&d) / norm(b).max(1e-12));
+    }
+    s.near_zero = Some(w.iter().filter(|x| x.abs() < 1e-3).count() as f64 / w.len().max(1) as f64);
+}
+
+/// Mean and spread of a layer's output, and its saturated or dead share by
+/// the activation's declared rule.
+fn output_stats(s: &mut LayerStats, layer: &dyn Module, out: &Tensor) {
+    let v = out.to_vec_f64();
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    s.act_mean = mean;
+    s.act_std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    match layer.as_activation().map(|a| a.saturation()) {
+        Some(Saturation::Saturates(flat)) => s.saturated = Some(v.iter().filter(|&&y| flat(y)).count() as f64 / n),
+        Some(Saturation::Dies(flat)) => {
+            let batch = out.shape().first().copied().unwrap_or(1).max(1);
+            let units = v.len() / batch;
+            let dead = (0..units)
+                .filter(|&u| (0..batch).all(|b| flat(v[b * units + u])))
+                .count();
+            s.dead = Some(dead as f64 / units.max(1) as f64);
+        }
+        _ => {}
+    }
+}
+
+/// Every warning one step's statistics call for, in the order they are raised.
+pub fn step_warnings(layers: &[LayerStats], step: u64, epoch: usize) -> Vec<Warning> {
+    let at = |kind, evidence: String, suggestion: &str| Warning {
+        kind,
+        evidence,
+        suggestion: suggestion.into(),
+        step: Some(step),
+        epoch,
+    };
+    let mut out: Vec<Warning> = vanishing(layers)
+        .map(|e| {
+            at(
+                WarningKind::VanishingGradients,
+                e,
+                "use ReLU-family activations with He init (--activation relu --init he), or add BatchNorm",
+            )
+        })
+        .into_iter()
+        .collect();
+    for l in layers {
+        if let Some(g) = l.grad_norm.filter(|&g| !g.is_finite() || g > EXPLODING_NORM) {
+            out.push(at(
+                WarningKind::ExplodingGradients,
+                format!(
+                    "layer {} ({}) gradient norm {g:.2e} (threshold {EXPLODING_NORM:.0e})",
+                    l.index, l.kind
+                ),
+                "lower the learning rate or clip gradients (--clip-norm 1.0)",
+            ));
+        }
+        if let Some(d) = l.dead.filter(|&d| d > DEAD_FRACTION) {
+            out.push(at(
+                WarningKind::DeadRelu,
+                format!(
+                    "{:.0}% of layer {} (ReLU) units output zero for the whole batch",
+                    d * 100.0,
+                    l.index
+                ),
+                "lower the learning rate, or use LeakyReLU/ELU (--activation leaky_relu)",
+            ));
+        }
+        if let Some(sat) = l.saturated.filter(|&s| s > SATURATED_FRACTION) {
+            out.push(at(
+                WarningKind::Saturation,
+                format!(
+                    "{:.0}% of layer {} ({}) outputs are saturated, where the derivative is nearly 0",
+                    sat * 100.0,
+                    l.index,
+                    l.kind
+                ),
+                "use Xavier init (--init xavier) or a non-saturating activation (--activation relu)",
+            ));
+        }
+    }
+    out
+}
+
+/// The evidence of vanishing gradients: the first weighted layer's gradient
+/// norm far below the last one's.
+fn vanishing(layers: &[LayerStats]) -> Option<String> {
+    let with_grad: Vec<&LayerStats> = layers.iter().filter(|l| l.grad_norm.is_some()).collect();
+    let (first, last) = (with_grad.first()?, with_grad.last()?);
+    let (a, b) = (first.grad_norm.unwrap_or(0.0), last.grad_norm.unwrap_or(0.0));
+    (with_grad.len() > 1 && b > 0.0 && a / b < VANISHING_RATIO).then(|| {
+        format!(
+            "layer {} ({}) gradient norm {a:.2e} is {:.1e}× the last layer's {b:.2e}",
+            first.index,
+            first.kind,
+            a / b
+        )
+    })
+}
+
+/// Every warning the epoch history calls for: overfitting, then the accuracy gap.
+pub fn epoch_warnings(history: &[EpochMetrics]) -> Vec<Warning> {
+    let Some(last) = history.last() else { return Vec::new() };
+    let at = |kind, evidence: String, suggestion: &str| Warning {
+        kind,
+        evidence,
+        suggestion: suggestion.into(),
+        step: None,
+        epoch: last.epoch,
+    };
+    let mut out = Vec::new();
+    if let Some(e) = overfitting(history) {
+        out.push(at(
+            WarningKind::Overfitting,
+            e,
+            "add regularization (--l2 1e-4, --dropout 0.3) or early stopping (--early-stopping 3)",
+        ));
+    }
+    if let Some(va) = last.val_accuracy {
+        let gap = last.train_accuracy - va;
+        if gap > OVERFIT_GAP {
+            out.push(at(
+                WarningKind::GeneralizationGap,
+                format!(
+                    "training accuracy {:.2}% vs validation {:.2}% (gap {:.1} points)",
+                    last.train_accuracy * 100.0,
+                    va * 100.0,
+                    gap * 100.0
+                ),
+                "add regularization (--l2, --dropout) or more data",
+            ));
+        }
+    }
+    out
+}
+
+/// The evidence of overfitting: validation loss rising for the last
+/// [`OVERFIT_PATIENCE`] epochs while the training loss fell.
+fn overfitting(history: &[EpochMetrics]) -> Option<String> {
+    let p = OVERFIT_PATIENCE;
+    let last = history.last()?;
+    if history.len() <= p {
+        return None;
+    }
+    let tail = &history[history.len() - p - 1..];
+    let val_rising = tail
+        .windows(2)
+        .all(|w| matches!((w[0].val_loss, w[1].val_loss), (Some(a), Some(b)) if b > a));
+    let train_falling = tail.windows(2).all(|w| w[1].train_data_loss < w[0].train_data_loss);
+    let (a, b) = (tail[0].val_loss.unwrap_or(0.0), last.val_loss.unwrap_or(0.0));
+    (val_rising && train_falling).then(|| {
+        format!(
+            "validation loss rose for {p} epochs ({a:.4} → {b:.4}) while training loss fell ({:.4} → {:.4})",
+            tail[0].train_data_loss, last.train_data_loss
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weighted(index: usize, grad_norm: f64) -> LayerStats {
+        LayerStats {
+            index,
+            kind: "Linear".into(),
+            grad_norm: Some(grad_norm),
+            weight_norm: Some(1.0),
+            update_ratio: Some(1e-3),
+            near_zero: Some(0.0),
+            ..Default::default()
+        }
+    }
+
+    fn activation(index: usize, kind: &str, saturated: Option<f64>, dead: Option<f64>) -> LayerStats {
+        LayerStats {
+            index,
+            kind: kind.into(),
+            saturated,
+            dead,
+            ..Default::default()
+        }
+    }
+
+    fn kinds(ws: &[Warning]) -> Vec<WarningKind> {
+        ws.iter().map(|w| w.kind).collect()
+    }
+
+    fn epoch(n: usize, train_data_loss: f64, val_loss: f64, train_accuracy: f64, val_accuracy: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch: n,
+            train_data_loss,
+            val_loss: Some(val_loss),
+            train_accuracy,
+            val_accuracy: Some(val_accuracy),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn healthy_steps_and_epochs_raise_nothing() {
+        let layers = [
+            weighted(1, 0.5),
+            activation(2, "ReLU", None, Some(0.1)),
+            weighted(3, 1.0),
+        ];
+        assert!(step_warnings(&layers, 0, 1).is_empty());
+        let history: Vec<EpochMetrics> = (1..=5)
+            .map(|n| epoch(n, 1.0 / n as f64, 1.0 / n as f64, 0.9, 0.88))
+            .collect();
+        assert!(epoch_warnings(&history).is_empty());
+    }
+
+    #[test]
+    fn vanishing_gradients_compare_the_first_and_last_weighted_layers() {
+        let layers = [
+            weighted(1, 2e-4),
+            activation(2, "Sigmoid", Some(0.1), None),
+            weighted(3, 0.5),
+        ];
+        let ws = step_warnings(&layers, 7, 2);
+        assert_eq!(kinds(&ws), [WarningKind::VanishingGradients]);
+        assert_eq!(
+            ws[0].evidence,
+            "layer 1 (Linear) gradient norm 2.00e-4 is 4.0e-4× the last layer's 5.00e-1"
+        );
+        assert_eq!((ws[0].step, ws[0].epoch), (Some(7), 2));
+        // One weighted layer has nothing to compare with.
+        assert!(step_warnings(&[weighted(0, 1e-9)], 0, 1).is_empty());
+    }
+
+    #[test]
+    fn exploding_and_non_finite_gradients() {
+        let ws = step_warnings(&[weighted(2, 5e3)], 1, 1);
+        assert_eq!(kinds(&ws), [WarningKind::ExplodingGradients]);
+        assert_eq!(ws[0].evidence, "layer 2 (Linear) gradient norm 5.00e3 (threshold 1e3)");
+        let ws = step_warnings(&[weighted(0, f64::NAN)], 1, 1);
+        assert_eq!(kinds(&ws), [WarningKind::ExplodingGradients]);
+        assert_eq!(ws[0].evidence, "layer 0 (Linear) gradient norm NaN (threshold 1e3)");
+    }
+
+    #[test]
+    fn non_finite_loss_carries_its_detail() {
+        let w = Warning::non_finite("loss NaN at epoch 1, step 4");
+        assert_eq!(w.kind, WarningKind::NonFiniteLoss);
+        assert_eq!(w.evidence, "loss NaN at epoch 1, step 4");
+        assert_eq!(
+            w.to_string(),
+            "non finite loss: loss NaN at epoch 1, step 4 — try: lower the learning rate or clip gradients (--clip-norm 1.0)"
+        );
+    }
+
+    #[test]
+    fn dead_relu_units() {
+        let ws = step_warnings(&[activation(3, "ReLU", None, Some(0.75))], 1, 1);
+        assert_eq!(kinds(&ws), [WarningKind::DeadRelu]);
+        assert_eq!(
+            ws[0].evidence,
+            "75% of layer 3 (ReLU) units output zero for the whole batch"
+        );
+        assert!(step_warnings(&[activation(3, "ReLU", None, Some(0.5))], 1, 1).is_empty());
+    }
+
+    #[test]
+    fn saturated_units() {
+        let ws = step_warnings(&[activation(2, "Tanh", Some(0.9), None)], 1, 1);
+        assert_eq!(kinds(&ws), [WarningKind::Saturation]);
+        assert_eq!(
+            ws[0].evidence,
+            "90% of layer 2 (Tanh) outputs are saturated, where the derivative is nearly 0"
+        );
+    }
+
+    #[test]
+    fn overfitting_needs_rising_validation_and_falling_training_loss() {
+        let history = [
+            epoch(1, 1.0, 0.50, 0.80, 0.78),
+            epoch(2, 0.8, 0.55, 0.82, 0.79),
+            epoch(3, 0.6, 0.60, 0.83, 0.79),
+            epoch(4, 0.4, 0.70, 0.84, 0.80),
+        ];
+        let ws = epoch_warnings(&history);
+        assert_eq!(kinds(&ws), [WarningKind::Overfitting]);
+        assert_eq!(
+            ws[0].evidence,
+            "validation loss rose for 3 epochs (0.5000 → 0.7000) while training loss fell (1.0000 → 0.4000)"
+        );
+        assert_eq!((ws[0].step, ws[0].epoch), (None, 4));
+        // Three epochs are not enough evidence.
+        assert!(epoch_warnings(&history[1..]).is_empty());
+    }
+
+    #[test]
+    fn accuracy_gap() {
+        let ws = epoch_warnings(&[epoch(1, 0.1, 0.5, 0.99, 0.90)]);
+        assert_eq!(kinds(&ws), [WarningKind::GeneralizationGap]);
+        assert_eq!(
+            ws[0].evidence,
+            "training accuracy 99.00% vs validation 90.00% (gap 9.0 points)"
+        );
+    }
+
+    #[test]
+    fn each_kind_is_raised_once_per_run() {
+        let model = Sequential::new();
+        let mut d = DiagnosticsRecorder::new(&model, 1);
+        let gap = [epoch(1, 0.1, 0.5, 0.99, 0.90)];
+        assert_eq!(d.epoch_end(&gap).len(), 1);
+        assert!(d.epoch_end(&gap).is_empty());
+        assert_eq!(d.warnings.len(), 1);
+    }
+
+    #[test]
+    fn kinds_serialize_to_the_run_file_strings() {
+        for (k, s) in [
+            (WarningKind::VanishingGradients, "vanishing_gradients"),
+            (WarningKind::ExplodingGradients, "exploding_gradients"),
+            (WarningKind::NonFiniteLoss, "non_finite_loss"),
+            (WarningKind::DeadRelu, "dead_relu"),
+            (WarningKind::Saturation, "saturation"),
+            (WarningKind::Overfitting, "overfitting"),
+            (WarningKind::GeneralizationGap, "generalization_gap"),
+        ] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{s}\""));
+            assert_eq!(k.as_str(), s);
+            assert_eq!(serde_json::from_str::<WarningKind>(&format!("\"{s}\"")).unwrap(), k);
+        }
     }
 }

@@ -40,6 +40,15 @@ pub enum Error {
     /// unknown, or a weights file does not match the model.
     #[error(transparent)]
     Nn(#[from] gradflow_nn::Error),
+    /// `diagnostics.jsonl` could not be written.
+    #[error(transparent)]
+    Diagnostics(#[from] crate::diagnostics::DiagnosticsError),
+    /// A run directory could not be turned into a report; the message names the file.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    /// An explanation could not be made; the message names the flag or layer.
+    #[error(transparent)]
+    Explain(#[from] crate::explain::ExplainError),
 }
 
 /// Result alias of this crate.

@@ -10,7 +10,7 @@
 //!   stopping: the train/validation gap each one closes, and L1's sparsity.
 
 use crate::config::TrainConfig;
-use crate::error::Error as TrainError;
+use crate::error::{Error, Result as Res};
 use crate::metrics::batch_tensor;
 use crate::trainer::{DataSource, Silent, Trainer};
 use gradflow::DType;
@@ -21,8 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-
-type Res<T> = Result<T, TrainError>;
 
 /// Progress across the runs of an experiment.
 pub trait Progress {
@@ -53,8 +51,61 @@ pub struct ExperimentOptions {
     pub seed: u64,
 }
 
-fn io_err(p: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Output(format!("{}: {e}", p.display()))
+/// Which study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Study {
+    /// Vanishing gradients: a deep MLP with each activation, Xavier and He init.
+    Activations,
+    /// Overfitting: a large MLP on a small training set with each regularizer.
+    Regularization,
+}
+
+impl Study {
+    /// Its name, which also names its files (`activations.md`) and default directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Study::Activations => "activations",
+            Study::Regularization => "regularization",
+        }
+    }
+
+    /// Default options: the full study, or with `quick` a small version that runs in seconds.
+    pub fn options(self, quick: bool, data_dir: PathBuf) -> ExperimentOptions {
+        let (depth, width, epochs, train_size) = match (self, quick) {
+            (Study::Activations, false) => (10, 256, 5, 10_000),
+            (Study::Activations, true) => (4, 32, 2, 1000),
+            (Study::Regularization, false) => (2, 1024, 60, 1000),
+            (Study::Regularization, true) => (2, 256, 6, 500),
+        };
+        ExperimentOptions {
+            data_dir,
+            out_dir: PathBuf::from("runs").join(format!("experiment-{}", self.name())),
+            quick,
+            depth,
+            width,
+            epochs,
+            train_size,
+            seed: 0,
+        }
+    }
+
+    /// Run the study, write its files into `opts.out_dir` and return its markdown table.
+    pub fn run(self, opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res<String> {
+        match self {
+            Study::Activations => {
+                activations(opts, progress)?;
+            }
+            Study::Regularization => {
+                regularization(opts, progress)?;
+            }
+        }
+        let path = opts.out_dir.join(format!("{}.md", self.name()));
+        std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))
+    }
+}
+
+fn io_err(p: &Path, e: std::io::Error) -> Error {
+    Error::io(p, "", e)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Res<()> {
@@ -99,9 +150,7 @@ pub fn deep_mlp(depth: usize, width: usize, act: Activation) -> ModelSpec {
 pub fn layer_gradient_norms(model: &Sequential, ds: &Dataset, n: usize) -> Res<Vec<f64>> {
     let idx: Vec<usize> = (0..n.min(ds.len())).collect();
     let x = batch_tensor(ds, &idx, DType::F32)?;
-    let labels = ds
-        .labels()
-        .ok_or_else(|| TrainError::Input("needs class labels".into()))?;
+    let labels = ds.labels().ok_or_else(|| Error::Input("needs class labels".into()))?;
     let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
     let out = model.forward(&x, &mut Ctx::eval())?;
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 }.compute(&out, Target::Classes(&y))?;
@@ -154,51 +203,8 @@ pub fn activations(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res
     let mut rows = Vec::with_capacity(total);
     for act in &acts {
         for init in inits {
-            let name = format!("{} + {init}", act.name());
-            progress.run_start(rows.len(), total, &name);
-            let config = TrainConfig {
-                model: format!("deep-mlp-{}", act.name()),
-                epochs: opts.epochs,
-                batch_size: 128,
-                lr: 0.02,
-                optimizer: "sgd".into(),
-                momentum: 0.9,
-                schedule: "constant".into(),
-                init: Some(init.into()),
-                val_split: 0.1,
-                seed: opts.seed,
-                diagnostics_every: 0,
-                ..TrainConfig::default()
-            };
-            let spec = deep_mlp(opts.depth, opts.width, *act);
-            let run_dir = opts
-                .out_dir
-                .join("runs")
-                .join(format!("{}-{init}", act.name().to_lowercase()));
-            let data = DataSource::Datasets {
-                train: m.train.clone(),
-                val: None,
-                test: m.test.clone(),
-            };
-            let mut t = Trainer::new(config, spec, data, &run_dir)?;
-            let norms0 = layer_gradient_norms(&t.model, t.test_set(), 256)?;
-            let summary = t.fit(&mut Silent, &AtomicBool::new(false))?;
-            let norms1 = layer_gradient_norms(&t.model, t.test_set(), 256)?;
-            let ratio = |v: &[f64]| v.first().copied().unwrap_or(0.0) / v.last().copied().unwrap_or(1.0).max(1e-30);
-            let epochs_to_90 = t
-                .history()
-                .iter()
-                .find(|m| m.val_accuracy.unwrap_or(0.0) >= 0.9)
-                .map(|m| m.epoch);
-            let row = ActivationRow {
-                activation: act.name().into(),
-                init: init.into(),
-                grad_ratio_init: ratio(&norms0),
-                grad_ratio_trained: ratio(&norms1),
-                test_accuracy: summary.test_accuracy,
-                epochs_to_90,
-                grad_norms_init: norms0,
-            };
+            progress.run_start(rows.len(), total, &format!("{} + {init}", act.name()));
+            let row = activation_run(opts, &m, *act, init)?;
             progress.run_end(
                 rows.len(),
                 &format!(
@@ -210,12 +216,65 @@ pub fn activations(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res
             rows.push(row);
         }
     }
+    write_activations(opts, &rows)?;
+    Ok(rows)
+}
+
+/// One run of the activations study: gradient norms before and after training, and the accuracy reached.
+fn activation_run(opts: &ExperimentOptions, m: &Mnist, act: Activation, init: &str) -> Res<ActivationRow> {
+    let config = TrainConfig {
+        model: format!("deep-mlp-{}", act.name()),
+        epochs: opts.epochs,
+        batch_size: 128,
+        lr: 0.02,
+        optimizer: "sgd".into(),
+        momentum: 0.9,
+        schedule: "constant".into(),
+        init: Some(init.into()),
+        val_split: 0.1,
+        seed: opts.seed,
+        diagnostics_every: 0,
+        ..TrainConfig::default()
+    };
+    let spec = deep_mlp(opts.depth, opts.width, act);
+    let run_dir = opts
+        .out_dir
+        .join("runs")
+        .join(format!("{}-{init}", act.name().to_lowercase()));
+    let data = DataSource::Datasets {
+        train: m.train.clone(),
+        val: None,
+        test: m.test.clone(),
+    };
+    let mut t = Trainer::new(config, spec, data, &run_dir)?;
+    let norms0 = layer_gradient_norms(&t.model, t.test_set(), 256)?;
+    let summary = t.fit(&mut Silent, &AtomicBool::new(false))?;
+    let norms1 = layer_gradient_norms(&t.model, t.test_set(), 256)?;
+    let ratio = |v: &[f64]| v.first().copied().unwrap_or(0.0) / v.last().copied().unwrap_or(1.0).max(1e-30);
+    let epochs_to_90 = t
+        .history()
+        .iter()
+        .find(|m| m.val_accuracy.unwrap_or(0.0) >= 0.9)
+        .map(|m| m.epoch);
+    Ok(ActivationRow {
+        activation: act.name().into(),
+        init: init.into(),
+        grad_ratio_init: ratio(&norms0),
+        grad_ratio_trained: ratio(&norms1),
+        test_accuracy: summary.test_accuracy,
+        epochs_to_90,
+        grad_norms_init: norms0,
+    })
+}
+
+/// The activations table as CSV, markdown and JSON, and the plot of gradient norms by layer.
+fn write_activations(opts: &ExperimentOptions, rows: &[ActivationRow]) -> Res<()> {
     let mut csv = String::from("activation,init,grad_ratio_init,grad_ratio_trained,test_accuracy,epochs_to_90\n");
     let mut md = format!(
         "Deep MLP: {} hidden layers of {} units, SGD (lr 0.02, momentum 0.9), {} epochs on {} images.\n\n| activation | init | ‖∇W₁‖/‖∇W_last‖ at init | after training | test accuracy | epochs to 90% |\n| --- | --- | --- | --- | --- | --- |\n",
         opts.depth, opts.width, opts.epochs, opts.train_size
     );
-    for r in &rows {
+    for r in rows {
         let e90 = r.epochs_to_90.map(|e| e.to_string()).unwrap_or_else(|| "never".into());
         let _ = writeln!(
             csv,
@@ -250,8 +309,7 @@ pub fn activations(opts: &ExperimentOptions, progress: &mut dyn Progress) -> Res
         "‖∇W‖ (log)",
         &series,
         true,
-    )?;
-    Ok(rows)
+    )
 }
 
 /// One row of the regularization table.
@@ -293,8 +351,42 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         if opts.quick { 1000 } else { 10_000 },
     )?;
     let all: Vec<usize> = (0..m.train.len()).collect();
-    let train = m.train.subset(&all[..opts.train_size.min(all.len())]);
-    let val = m.train.subset(&all[opts.train_size.min(all.len())..]);
+    let split = Split {
+        train: m.train.subset(&all[..opts.train_size.min(all.len())]),
+        val: m.train.subset(&all[opts.train_size.min(all.len())..]),
+        test: m.test,
+    };
+    let configs = regularizers(opts);
+    let total = configs.len();
+    let mut rows = Vec::with_capacity(total);
+    let width = if opts.quick { 256 } else { opts.width.max(512) };
+    for (name, config) in configs {
+        progress.run_start(rows.len(), total, name);
+        let row = regularization_run(opts, &split, name, config, width)?;
+        progress.run_end(
+            rows.len(),
+            &format!(
+                "gap {:.1} points, test {:.2}%, sparsity {:.1}%",
+                row.gap * 100.0,
+                row.test_accuracy * 100.0,
+                row.sparsity * 100.0
+            ),
+        );
+        rows.push(row);
+    }
+    write_regularization(opts, &rows, width, (split.train.len(), split.val.len()))?;
+    Ok(rows)
+}
+
+/// The data of the regularization study: a small training set, and held-out training images for validation.
+struct Split {
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+}
+
+/// Each regularizer of the study, by name, as a change to one base configuration.
+fn regularizers(opts: &ExperimentOptions) -> Vec<(&'static str, TrainConfig)> {
     let base = TrainConfig {
         model: "reg-mlp".into(),
         epochs: opts.epochs,
@@ -312,7 +404,7 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         f(&mut c);
         c
     };
-    let configs: Vec<(&str, TrainConfig)> = vec![
+    vec![
         ("none", base.clone()),
         ("L1 (λ₁=1e-4)", with(&|c| c.l1 = 1e-4)),
         ("L2 (λ₂=1e-3)", with(&|c| c.l2 = 1e-3)),
@@ -320,74 +412,75 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         ("dropout 0.5", with(&|c| c.dropout = Some(0.5))),
         ("weight decay 5e-3", with(&|c| c.weight_decay = 5e-3)),
         ("early stopping (5)", with(&|c| c.early_stopping = Some(5))),
-    ];
-    let total = configs.len();
-    let mut rows = Vec::with_capacity(total);
-    let width = if opts.quick { 256 } else { opts.width.max(512) };
-    for (name, config) in configs {
-        progress.run_start(rows.len(), total, name);
-        let spec = deep_mlp(2, width, Activation::ReLU);
-        let spec = match config.dropout {
-            Some(p) => spec.with_dropout(p),
-            None => spec,
-        };
-        let run_dir = opts.out_dir.join("runs").join(
-            name.split(' ')
-                .next()
-                .unwrap_or("run")
-                .to_lowercase()
-                .replace(['(', ')', '+'], "_"),
-        );
-        let data = DataSource::Datasets {
-            train: train.clone(),
-            val: Some(val.clone()),
-            test: m.test.clone(),
-        };
-        let mut t = Trainer::new(config, spec, data, &run_dir)?;
-        let summary = t.fit(&mut Silent, &AtomicBool::new(false))?;
-        let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
-        let tr = crate::metrics::evaluate(&t.model, &train, &loss, 1000, DType::F32)?;
-        let va = crate::metrics::evaluate(&t.model, &val, &loss, 1000, DType::F32)?;
-        let targets = t.model.named_penalty_targets();
-        let row = RegularizationRow {
-            name: name.into(),
-            train_accuracy: tr.accuracy,
-            val_accuracy: va.accuracy,
-            gap: tr.accuracy - va.accuracy,
-            train_loss_final: tr.loss,
-            val_loss_final: va.loss,
-            loss_gap: va.loss - tr.loss,
-            test_accuracy: summary.test_accuracy,
-            sparsity: regularize::sparsity(&targets, 1e-3),
-            weight_norm: targets
-                .iter()
-                .map(|t| t.tensor.square().sum_all().item().unwrap_or(0.0))
-                .sum::<f64>()
-                .sqrt(),
-            val_loss: t.history().iter().map(|m| m.val_loss.unwrap_or(f64::NAN)).collect(),
-            train_loss: t.history().iter().map(|m| m.train_data_loss).collect(),
-        };
-        progress.run_end(
-            rows.len(),
-            &format!(
-                "gap {:.1} points, test {:.2}%, sparsity {:.1}%",
-                row.gap * 100.0,
-                row.test_accuracy * 100.0,
-                row.sparsity * 100.0
-            ),
-        );
-        rows.push(row);
-    }
+    ]
+}
+
+/// One run of the regularization study, measured at its end in eval mode.
+fn regularization_run(
+    opts: &ExperimentOptions,
+    split: &Split,
+    name: &str,
+    config: TrainConfig,
+    width: usize,
+) -> Res<RegularizationRow> {
+    let spec = deep_mlp(2, width, Activation::ReLU);
+    let spec = match config.dropout {
+        Some(p) => spec.with_dropout(p),
+        None => spec,
+    };
+    let run_dir = opts.out_dir.join("runs").join(
+        name.split(' ')
+            .next()
+            .unwrap_or("run")
+            .to_lowercase()
+            .replace(['(', ')', '+'], "_"),
+    );
+    let data = DataSource::Datasets {
+        train: split.train.clone(),
+        val: Some(split.val.clone()),
+        test: split.test.clone(),
+    };
+    let mut t = Trainer::new(config, spec, data, &run_dir)?;
+    let summary = t.fit(&mut Silent, &AtomicBool::new(false))?;
+    let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
+    let tr = crate::metrics::evaluate(&t.model, &split.train, &loss, 1000, DType::F32)?;
+    let va = crate::metrics::evaluate(&t.model, &split.val, &loss, 1000, DType::F32)?;
+    let targets = t.model.named_penalty_targets();
+    Ok(RegularizationRow {
+        name: name.into(),
+        train_accuracy: tr.accuracy,
+        val_accuracy: va.accuracy,
+        gap: tr.accuracy - va.accuracy,
+        train_loss_final: tr.loss,
+        val_loss_final: va.loss,
+        loss_gap: va.loss - tr.loss,
+        test_accuracy: summary.test_accuracy,
+        sparsity: regularize::sparsity(&targets, 1e-3),
+        weight_norm: targets
+            .iter()
+            .map(|t| t.tensor.square().sum_all().item().unwrap_or(0.0))
+            .sum::<f64>()
+            .sqrt(),
+        val_loss: t.history().iter().map(|m| m.val_loss.unwrap_or(f64::NAN)).collect(),
+        train_loss: t.history().iter().map(|m| m.train_data_loss).collect(),
+    })
+}
+
+/// The regularization table as CSV, markdown and JSON, and the loss curves.
+fn write_regularization(
+    opts: &ExperimentOptions,
+    rows: &[RegularizationRow],
+    width: usize,
+    (n_train, n_val): (usize, usize),
+) -> Res<()> {
     let mut csv = String::from(
         "regularizer,train_accuracy,val_accuracy,gap,train_loss,val_loss,loss_gap,test_accuracy,sparsity,weight_norm\n",
     );
     let mut md = format!(
-        "MLP 784-{width}-{width}-10 (ReLU), SGD (lr 0.02, momentum 0.9), {} epochs on {} training images; validation on {} held-out training images.\n\n| regularizer | train acc | val acc | acc gap (points) | train loss | val loss | loss gap | test acc | near-zero weights | weight norm |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "MLP 784-{width}-{width}-10 (ReLU), SGD (lr 0.02, momentum 0.9), {} epochs on {n_train} training images; validation on {n_val} held-out training images.\n\n| regularizer | train acc | val acc | acc gap (points) | train loss | val loss | loss gap | test acc | near-zero weights | weight norm |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         opts.epochs,
-        train.len(),
-        val.len()
     );
-    for r in &rows {
+    for r in rows {
         let _ = writeln!(
             csv,
             "{},{},{},{},{},{},{}",
@@ -415,26 +508,43 @@ pub fn regularization(opts: &ExperimentOptions, progress: &mut dyn Progress) -> 
         "regularization.json",
         &serde_json::to_string_pretty(&rows).expect("serialize"),
     )?;
-    let val_series: Vec<(String, Vec<f64>)> = rows.iter().map(|r| (r.name.clone(), r.val_loss.clone())).collect();
+    plot_regularization(opts, rows)
+}
+
+/// Each regularizer's validation and training loss by epoch.
+fn plot_regularization(opts: &ExperimentOptions, rows: &[RegularizationRow]) -> Res<()> {
+    let curves = |f: fn(&RegularizationRow) -> &Vec<f64>| -> Vec<(String, Vec<f64>)> {
+        rows.iter().map(|r| (r.name.clone(), f(r).clone())).collect()
+    };
     line_plot(
         &opts.out_dir.join("regularization_val_loss.png"),
         "Validation loss by epoch",
         "epoch",
         "validation loss",
-        &val_series,
+        &curves(|r| &r.val_loss),
         false,
     )?;
-    let train_series: Vec<(String, Vec<f64>)> = rows.iter().map(|r| (r.name.clone(), r.train_loss.clone())).collect();
     line_plot(
         &opts.out_dir.join("regularization_train_loss.png"),
         "Training loss by epoch",
         "epoch",
         "training loss",
-        &train_series,
+        &curves(|r| &r.train_loss),
         true,
-    )?;
-    Ok(rows)
+    )
 }
+
+/// Colours of the study plots' curves, cycled.
+const PALETTE: [RGBColor; 8] = [
+    RED,
+    BLUE,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    BLACK,
+    RGBColor(255, 140, 0),
+    RGBColor(128, 0, 128),
+];
 
 /// A line plot of several series against their index (1-based), optionally on a log y axis.
 pub fn line_plot(
@@ -445,7 +555,7 @@ pub fn line_plot(
     series: &[(String, Vec<f64>)],
     log_y: bool,
 ) -> Res<()> {
-    let err = |e: &dyn std::fmt::Display| io_err(path, format!("cannot draw plot: {e}"));
+    let err = |e: &dyn std::fmt::Display| Error::Output(format!("{}: cannot draw plot: {e}", path.display()));
     let finite = |v: &f64| v.is_finite() && (!log_y || *v > 0.0);
     let vals: Vec<f64> = series
         .iter()
@@ -468,58 +578,65 @@ pub fn line_plot(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70);
-    let palette = [
-        &RED,
-        &BLUE,
-        &GREEN,
-        &MAGENTA,
-        &CYAN,
-        &BLACK,
-        &RGBColor(255, 140, 0),
-        &RGBColor(128, 0, 128),
-    ];
-    macro_rules! draw {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_desc(xlabel)
-                .y_desc(ylabel)
-                .draw()
-                .map_err(|e| err(&e))?;
-            for (i, (name, v)) in series.iter().enumerate() {
-                let color = palette[i % palette.len()];
-                let style = ShapeStyle::from(color).stroke_width(if i % 2 == 0 { 2 } else { 1 });
-                let pts: Vec<(f64, f64)> = v
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, y)| finite(y))
-                    .map(|(x, &y)| ((x + 1) as f64, y))
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(pts, style))
-                    .map_err(|e| err(&e))?
-                    .label(name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(&e))?;
-        }};
-    }
+    let curves = Curves {
+        xlabel,
+        ylabel,
+        series,
+        finite: &finite,
+    };
     if log_y {
-        draw!(b
+        let chart = b
             .build_cartesian_2d(1f64..n as f64, (lo * 0.8..hi * 1.25).log_scale())
-            .map_err(|e| err(&e))?);
+            .map_err(|e| err(&e))?;
+        curves.draw(chart).map_err(|e| err(&e))?;
     } else {
         let pad = (hi - lo) * 0.05;
-        draw!(b
+        let chart = b
             .build_cartesian_2d(1f64..n as f64, lo - pad..hi + pad)
-            .map_err(|e| err(&e))?);
+            .map_err(|e| err(&e))?;
+        curves.draw(chart).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// What [`line_plot`] draws on its chart, whichever the y axis.
+struct Curves<'a> {
+    xlabel: &'a str,
+    ylabel: &'a str,
+    series: &'a [(String, Vec<f64>)],
+    /// Which values can be placed on the axis.
+    finite: &'a dyn Fn(&f64) -> bool,
+}
+
+impl Curves<'_> {
+    fn draw<'b, Y>(
+        &self,
+        mut chart: ChartContext<'b, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    ) -> Result<(), Box<dyn std::error::Error + 'b>>
+    where
+        Y: plotters::coord::ranged1d::Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+    {
+        chart.configure_mesh().x_desc(self.xlabel).y_desc(self.ylabel).draw()?;
+        for (i, (name, v)) in self.series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let style = ShapeStyle::from(color).stroke_width(if i % 2 == 0 { 2 } else { 1 });
+            let pts: Vec<(f64, f64)> = v
+                .iter()
+                .enumerate()
+                .filter(|(_, y)| (self.finite)(y))
+                .map(|(x, &y)| ((x + 1) as f64, y))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, style))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    }
 }

@@ -14,7 +14,7 @@
 //! 0.05 and 0.10, weights 0.15 … 0.45, biases 0.35 and 0.60, target 0.01, so
 //! a reader can lay the output beside that article.
 
-use gradflow::{no_grad, DType, Tensor};
+use gradflow::{no_grad, DType, GradStore, Tensor};
 use gradflow_nn::{Activation, BuildOptions, Ctx, Init, LayerSpec, ModelSpec, Module, Sequential};
 use rand::Rng;
 use serde::Serialize;
@@ -22,17 +22,76 @@ use std::fmt::Write as _;
 
 /// Why an explanation could not be made, as one line for the user (bad model
 /// file, wrong number of inputs...), never a panic.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExplainError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// The model file could not be read or parsed.
+    #[error(transparent)]
+    Spec(#[from] gradflow_nn::Error),
+    /// The model parsed but could not be built.
+    #[error("model: {0}")]
+    Build(gradflow_nn::Error),
+    /// The input is not a vector.
+    #[error("explain needs a flat input (input = [n]), the model has input = {0:?}")]
+    NotFlat(Vec<usize>),
+    /// Two activations in a row, or an activation before the first Linear.
+    #[error("layer {layer} ({name}): explain expects Linear layers, each followed by at most one activation")]
+    LoneActivation {
+        /// Index in the Sequential.
+        layer: usize,
+        /// The activation's name.
+        name: &'static str,
+    },
+    /// Conv2d, Dropout, BatchNorm...: layers the chain rule below does not write out.
+    #[error("layer {layer} ({kind}): explain handles only Linear and activation layers")]
+    Unsupported {
+        /// Index in the Sequential.
+        layer: usize,
+        /// The layer's class.
+        kind: &'static str,
+    },
+    /// Nothing to differentiate.
+    #[error("the model has no Linear layer")]
+    NoLinear,
+    /// Too many parameters to print one line each.
+    #[error("the model has {0} parameters; explain prints every one, so it takes at most {MAX_PARAMETERS}")]
+    TooManyParameters(usize),
+    /// A value of `--input` or `--target` is not a finite number.
+    #[error("{flag}: '{text}' is not a finite number")]
+    NotANumber {
+        /// The flag.
+        flag: String,
+        /// The value as given.
+        text: String,
+    },
+    /// `--input` or `--target` has the wrong length.
+    #[error("{flag} has {given} value{} but the model has {expected} {what}{}", plural(*.given), plural(*.expected))]
+    WrongCount {
+        /// The flag.
+        flag: &'static str,
+        /// Values given.
+        given: usize,
+        /// Values the model takes.
+        expected: usize,
+        /// `input` or `output`.
+        what: &'static str,
+    },
+    /// The forward pass overflowed.
+    #[error("the loss is {0}: the input or weights overflow")]
+    NonFiniteLoss(f64),
+    /// An engine error (shapes, dtypes).
+    #[error(transparent)]
+    Engine(#[from] gradflow::Error),
+}
 
-type EResult<T> = Result<T, ExplainError>;
-
-impl From<gradflow::Error> for ExplainError {
-    fn from(e: gradflow::Error) -> Self {
-        ExplainError(e.to_string())
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
+
+type EResult<T> = Result<T, ExplainError>;
 
 /// The most parameters `explain` accepts: it prints a chain-rule line and a
 /// finite-difference check for every one, which stops being readable long
@@ -314,10 +373,7 @@ struct Layout {
 
 fn check_structure(spec: &ModelSpec) -> EResult<Layout> {
     let [_] = spec.input[..] else {
-        return Err(ExplainError(format!(
-            "explain needs a flat input (input = [n]), the model has input = {:?}",
-            spec.input
-        )));
+        return Err(ExplainError::NotFlat(spec.input.clone()));
     };
     let mut names = Vec::new();
     let mut level = Vec::new();
@@ -337,38 +393,42 @@ fn check_structure(spec: &ModelSpec) -> EResult<Layout> {
                 prev_linear = false;
             }
             LayerSpec::Activation(a) => {
-                return Err(ExplainError(format!(
-                    "layer {i} ({}): explain expects Linear layers, each followed by at most one activation",
-                    a.name()
-                )))
+                return Err(ExplainError::LoneActivation {
+                    layer: i,
+                    name: a.name(),
+                })
             }
             other => {
-                return Err(ExplainError(format!(
-                    "layer {i} ({}): explain handles only Linear and activation layers",
-                    other.kind()
-                )))
+                return Err(ExplainError::Unsupported {
+                    layer: i,
+                    kind: other.kind(),
+                })
             }
         }
         level.push(l);
     }
     if l == 0 {
-        return Err(ExplainError("the model has no Linear layer".into()));
+        return Err(ExplainError::NoLinear);
     }
     Ok(Layout { names, level })
 }
 
 fn parse_model(text: &str, source: &str) -> EResult<ModelSpec> {
-    ModelSpec::parse(text, source).map_err(|e| ExplainError(e.to_string()))
+    Ok(ModelSpec::parse(text, source)?)
 }
 
 /// Parse a comma-separated list of numbers (`--input 0.05,0.1`), naming the flag in errors.
-pub fn parse_values(text: &str, flag: &str) -> EResult<Vec<f64>> {
+pub fn parse_values(text: &str, flag: &str) -> crate::Result<Vec<f64>> {
     text.split(',')
         .map(|s| {
             let s = s.trim();
             match s.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(v),
-                _ => Err(ExplainError(format!("{flag}: '{s}' is not a finite number"))),
+                _ => Err(ExplainError::NotANumber {
+                    flag: flag.into(),
+                    text: s.into(),
+                }
+                .into()),
             }
         })
         .collect()
@@ -389,18 +449,18 @@ fn values_or_default(
     given: &Option<Vec<f64>>,
     default: Option<Vec<f64>>,
     n: usize,
-    (what, flag): (&str, &str),
+    (what, flag): (&'static str, &'static str),
     rng: &mut impl Rng,
     range: (f64, f64),
 ) -> EResult<Vec<f64>> {
     match (given, default) {
         (Some(v), _) if v.len() == n => Ok(v.clone()),
-        (Some(v), _) => Err(ExplainError(format!(
-            "{flag} has {} value{} but the model has {n} {what}{}",
-            v.len(),
-            if v.len() == 1 { "" } else { "s" },
-            if n == 1 { "" } else { "s" }
-        ))),
+        (Some(v), _) => Err(ExplainError::WrongCount {
+            flag,
+            given: v.len(),
+            expected: n,
+            what,
+        }),
         (None, Some(d)) => Ok(d),
         (None, None) => Ok((0..n)
             .map(|_| (rng.gen_range(range.0..range.1) * 100.0).round() / 100.0)
@@ -408,41 +468,40 @@ fn values_or_default(
     }
 }
 
-/// Run the forward and backward pass and collect every number of the working.
-pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
-    let default_model = opts.model.is_none();
-    let spec = match &opts.model {
-        Some(s) => s.clone(),
-        None => parse_model(DEFAULT_MODEL, "default model")?,
-    };
-    let lay = check_structure(&spec)?;
+/// The network in f64 with PyTorch's init, refused when it has too many parameters to print.
+fn build_network(spec: &ModelSpec, seed: Option<u64>) -> EResult<Sequential> {
     let net = spec
         .build(BuildOptions {
             init: Init::PytorchDefault,
             dtype: DType::F64,
-            seed: opts.seed.unwrap_or(0),
+            seed: seed.unwrap_or(0),
         })
-        .map_err(|e| ExplainError(format!("model: {}", e)))?;
+        .map_err(ExplainError::Build)?;
     let n_params = net.num_parameters();
     if n_params > MAX_PARAMETERS {
-        return Err(ExplainError(format!(
-            "the model has {n_params} parameters; explain prints every one, so it takes at most {MAX_PARAMETERS}"
-        )));
+        return Err(ExplainError::TooManyParameters(n_params));
     }
-    let weights = if default_model && opts.seed.is_none() {
-        for p in net.parameters() {
-            let (_, v) = MAZUR_WEIGHTS
-                .iter()
-                .find(|(n, _)| *n == p.name)
-                .expect("Mazur weights cover the default model");
-            p.tensor.assign(&Tensor::from_vec(v.to_vec(), p.tensor.shape())?)?;
-        }
-        "Matt Mazur's worked example (2015), first output only".to_string()
-    } else {
-        format!("PyTorch's default init, seed {}", opts.seed.unwrap_or(0))
-    };
-    let n_in = spec.input[0];
-    let n_out = lay.names.last().map(|v| v.len()).unwrap_or(0);
+    Ok(net)
+}
+
+/// Put Mazur's weights into the default model when no seed asks for random
+/// ones; returns where the weights came from, for the header.
+fn set_weights(net: &Sequential, textbook: bool, seed: Option<u64>) -> EResult<String> {
+    if !textbook {
+        return Ok(format!("PyTorch's default init, seed {}", seed.unwrap_or(0)));
+    }
+    for p in net.parameters() {
+        let (_, v) = MAZUR_WEIGHTS
+            .iter()
+            .find(|(n, _)| *n == p.name)
+            .expect("Mazur weights cover the default model");
+        p.tensor.assign(&Tensor::from_vec(v.to_vec(), p.tensor.shape())?)?;
+    }
+    Ok("Matt Mazur's worked example (2015), first output only".to_string())
+}
+
+/// The example's input and target: given, textbook or seeded (input first, from the same stream).
+fn example(opts: &ExplainOptions, default_model: bool, n_in: usize, n_out: usize) -> EResult<(Vec<f64>, Vec<f64>)> {
     let mut rng = gradflow::seeded_rng(opts.seed.unwrap_or(0) ^ 0xe8b1_a1e5);
     let input = values_or_default(
         &opts.input,
@@ -460,57 +519,70 @@ pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
         &mut rng,
         (0.0, 1.0),
     )?;
+    Ok((input, target))
+}
 
-    let x = Tensor::from_vec(input.clone(), &[1, n_in])?.requires_grad_(true);
-    let t = Tensor::from_vec(target.clone(), &[1, n_out])?;
-    let (loss, outputs) = forward_loss(&net, &x, &t, true)?;
-    let loss_value = loss.item()?;
-    if !loss_value.is_finite() {
-        return Err(ExplainError(format!(
-            "the loss is {loss_value}: the input or weights overflow"
-        )));
-    }
-    let grads = loss.backward_retain_all()?;
-    let vals: Vec<Vec<f64>> = outputs.iter().map(|o| o.to_vec_f64()).collect();
-    let grad_of = |t: &Tensor| -> Vec<f64> {
-        grads
-            .get(t)
-            .map(|g| g.to_vec_f64())
-            .unwrap_or_else(|| vec![0.0; t.numel()])
+/// Run the forward and backward pass and collect every number of the working.
+pub fn explain(opts: &ExplainOptions) -> crate::Result<Explanation> {
+    let default_model = opts.model.is_none();
+    let spec = match &opts.model {
+        Some(s) => s.clone(),
+        None => parse_model(DEFAULT_MODEL, "default model")?,
     };
-    let out_grads: Vec<Vec<f64>> = outputs.iter().map(&grad_of).collect();
-    let x_grad = grad_of(&x);
-    let in_names: Vec<String> = (1..=n_in).map(|k| format!("x{}", sub(k))).collect();
-    let t_names: Vec<String> = (1..=n_out).map(|k| format!("t{}", sub(k))).collect();
-    let input_of = |i: usize| -> (&Vec<String>, &Vec<f64>, &Vec<f64>) {
-        if i == 0 {
-            (&in_names, &input, &x_grad)
-        } else {
-            (&lay.names[i - 1], &vals[i - 1], &out_grads[i - 1])
-        }
-    };
+    let lay = check_structure(&spec)?;
+    let net = build_network(&spec, opts.seed)?;
+    let weights = set_weights(&net, default_model && opts.seed.is_none(), opts.seed)?;
+    let n_out = lay.names.last().map(|v| v.len()).unwrap_or(0);
+    let (input, target) = example(opts, default_model, spec.input[0], n_out)?;
+    let w = Working::run(&spec, &lay, &net, input, target)?;
+    let forward = w.forward_sections();
+    let backward = w.backward_sections();
+    let parameters = w.checked_parameters()?;
+    let max_difference = parameters.iter().map(|p| p.difference).fold(0.0, f64::max);
+    let n_in = w.input.len();
+    let mut network = vec![format!("{n_in} input{}", plural(n_in))];
+    network.extend(w.descr.iter().cloned());
+    Ok(Explanation {
+        network,
+        weights,
+        loss: w.loss_symbol(),
+        nodes: w.nodes(),
+        input: w.input,
+        target: w.target,
+        parameters,
+        loss_value: w.loss_value,
+        forward,
+        backward,
+        finite_difference_step: FD_STEP,
+        max_difference,
+    })
+}
 
-    // Local derivatives ∂a/∂z, by running each activation alone through gradflow's backward.
-    let mut local: Vec<Option<Vec<f64>>> = vec![None; spec.layers.len()];
-    for (i, l) in spec.layers.iter().enumerate() {
-        if let LayerSpec::Activation(_) = l {
-            let z = Tensor::from_vec(vals[i - 1].clone(), &[1, vals[i - 1].len()])?.requires_grad_(true);
-            let a = net.layers[i].forward(&z, &mut Ctx::eval())?;
-            let g = a.backward_with(&a.ones_like())?;
-            local[i] = Some(g.get(&z).map(|g| g.to_vec_f64()).unwrap_or_default());
-        }
+/// One trainable scalar with its textbook name and where it lives.
+struct Scalar {
+    name: String,
+    tensor: Tensor,
+    state: String,
+    layer: usize,
+    row: usize,
+    /// Column for a weight, `None` for a bias.
+    col: Option<usize>,
+}
+
+impl Scalar {
+    /// Offset in the tensor's row-major data.
+    fn flat(&self) -> usize {
+        self.row * self.col.map(|_| self.tensor.shape()[1]).unwrap_or(1) + self.col.unwrap_or(0)
     }
 
-    // Parameters: textbook names, numbered row by row across layers.
-    struct P {
-        name: String,
-        tensor: Tensor,
-        state: String,
-        layer: usize,
-        row: usize,
-        col: Option<usize>,
+    fn value(&self) -> f64 {
+        self.tensor.to_vec_f64()[self.flat()]
     }
-    let mut params: Vec<P> = Vec::new();
+}
+
+/// Every parameter scalar, textbook-numbered row by row across layers: w₁, w₂, … then b₁, b₂, … per layer.
+fn number_parameters(spec: &ModelSpec, net: &Sequential) -> Vec<Scalar> {
+    let mut params = Vec::new();
     let (mut wn, mut bn) = (0usize, 0usize);
     let sd = net.parameters();
     for (i, l) in spec.layers.iter().enumerate() {
@@ -524,337 +596,485 @@ pub fn explain(opts: &ExplainOptions) -> EResult<Explanation> {
         };
         let w = find("weight").expect("Linear has a weight");
         let (rows, cols) = (w.shape()[0], w.shape()[1]);
-        for r in 0..rows {
+        for row in 0..rows {
             for c in 0..cols {
                 wn += 1;
-                params.push(P {
+                params.push(Scalar {
                     name: format!("w{}", sub(wn)),
                     tensor: w.clone(),
                     state: format!("{i}.weight"),
                     layer: i,
-                    row: r,
+                    row,
                     col: Some(c),
                 });
             }
         }
         if let Some(b) = find("bias") {
-            for r in 0..rows {
+            for row in 0..rows {
                 bn += 1;
-                params.push(P {
+                params.push(Scalar {
                     name: format!("b{}", sub(bn)),
                     tensor: b.clone(),
                     state: format!("{i}.bias"),
                     layer: i,
-                    row: r,
+                    row,
                     col: None,
                 });
             }
         }
     }
-    let pval = |p: &P| -> f64 {
-        let v = p.tensor.to_vec_f64();
-        v[p.row * p.col.map(|_| p.tensor.shape()[1]).unwrap_or(1) + p.col.unwrap_or(0)]
-    };
-    let flat = |p: &P| p.row * p.col.map(|_| p.tensor.shape()[1]).unwrap_or(1) + p.col.unwrap_or(0);
-    let pgrad = |p: &P| -> f64 { grad_of(&p.tensor)[flat(p)] };
-    let find_param = |layer: usize, row: usize, col: Option<usize>| -> &P {
-        params
-            .iter()
-            .find(|p| p.layer == layer && p.row == row && p.col == col)
-            .expect("every weight is numbered")
-    };
+    params
+}
 
-    // ---------------- forward working
-    let mut forward = Vec::new();
-    let descr: Vec<String> = net.layers.iter().map(|l| l.describe()).collect();
-    for (i, l) in spec.layers.iter().enumerate() {
-        let (inn, inv, _) = input_of(i);
-        let mut eqs = Vec::new();
-        let rule;
-        match l {
-            LayerSpec::Linear { .. } => {
-                rule = "z = Σ w·input + b: a weighted sum plus a bias".to_string();
-                for (j, zname) in lay.names[i].iter().enumerate() {
-                    let terms: Vec<(String, String)> = (0..inn.len())
-                        .map(|k| {
-                            let p = find_param(i, j, Some(k));
-                            let w = if k == 0 { num(pval(p)) } else { factor(pval(p)) };
-                            (format!("{}·{}", p.name, inn[k]), format!("{w} × {}", factor(inv[k])))
-                        })
-                        .collect();
-                    let bias = params.iter().find(|p| p.layer == i && p.row == j && p.col.is_none());
-                    let (mut sym, mut numeric): (Vec<String>, Vec<String>) = if terms.len() <= MAX_TERMS {
-                        terms.iter().cloned().unzip()
-                    } else {
-                        (
-                            vec![terms[0].0.clone(), "…".into(), terms[terms.len() - 1].0.clone()],
-                            Vec::new(),
-                        )
-                    };
-                    if let Some(b) = bias {
-                        sym.push(b.name.clone());
-                        if !numeric.is_empty() {
-                            numeric.push(factor(pval(b)));
-                        }
-                    }
-                    eqs.push(Equation {
-                        lhs: zname.clone(),
-                        symbolic: sym.join(" + "),
-                        numeric: numeric.join(" + "),
-                        value: vals[i][j],
-                        note: String::new(),
-                    });
-                }
-            }
-            LayerSpec::Activation(a) => {
-                rule = act_notation(a).rule;
-                for (j, aname) in lay.names[i].iter().enumerate() {
-                    eqs.push(Equation {
-                        lhs: aname.clone(),
-                        symbolic: format!("{}({})", fname(a), inn[j]),
-                        numeric: format!("{}({})", fname(a), num(inv[j])),
-                        value: vals[i][j],
-                        note: String::new(),
-                    });
-                }
-            }
-            _ => unreachable!("checked by check_structure"),
+/// The numbers of one forward and backward pass, from which the working is written.
+struct Working<'a> {
+    spec: &'a ModelSpec,
+    lay: &'a Layout,
+    net: &'a Sequential,
+    input: Vec<f64>,
+    target: Vec<f64>,
+    x: Tensor,
+    t: Tensor,
+    loss_value: f64,
+    grads: GradStore,
+    /// Per layer: its output values.
+    vals: Vec<Vec<f64>>,
+    /// Per layer: ∂L/∂output.
+    out_grads: Vec<Vec<f64>>,
+    x_grad: Vec<f64>,
+    in_names: Vec<String>,
+    t_names: Vec<String>,
+    /// Per activation layer: ∂a/∂z of each unit.
+    local: Vec<Option<Vec<f64>>>,
+    params: Vec<Scalar>,
+    /// Per layer: its description (`Linear(2 → 2)`).
+    descr: Vec<String>,
+}
+
+impl<'a> Working<'a> {
+    fn run(
+        spec: &'a ModelSpec,
+        lay: &'a Layout,
+        net: &'a Sequential,
+        input: Vec<f64>,
+        target: Vec<f64>,
+    ) -> EResult<Working<'a>> {
+        let (n_in, n_out) = (input.len(), target.len());
+        let x = Tensor::from_vec(input.clone(), &[1, n_in])?.requires_grad_(true);
+        let t = Tensor::from_vec(target.clone(), &[1, n_out])?;
+        let (loss, outputs) = forward_loss(net, &x, &t, true)?;
+        let loss_value = loss.item()?;
+        if !loss_value.is_finite() {
+            return Err(ExplainError::NonFiniteLoss(loss_value));
         }
-        forward.push(Section {
-            title: format!("Layer {i}: {}", descr[i]),
-            rule,
-            equations: eqs,
-        });
-    }
-    let last = spec.layers.len() - 1;
-    let out_names = &lay.names[last];
-    let loss_sym = format!(
-        "L = ½ Σⱼ ({}ⱼ - tⱼ)²",
-        out_names[0].trim_end_matches(|c: char| "₀₁₂₃₄₅₆₇₈₉".contains(c))
-    );
-    let (lsym, lnum) = if n_out <= MAX_TERMS {
-        (
-            (0..n_out)
-                .map(|j| format!("½({} - {})²", out_names[j], t_names[j]))
-                .collect::<Vec<_>>()
-                .join(" + "),
-            (0..n_out)
-                .map(|j| format!("½({} - {})²", num(vals[last][j]), factor(target[j])))
-                .collect::<Vec<_>>()
-                .join(" + "),
-        )
-    } else {
-        (String::new(), String::new())
-    };
-    forward.push(Section {
-        title: "Loss".into(),
-        rule: format!("{loss_sym}: squared error"),
-        equations: vec![Equation {
-            lhs: "L".into(),
-            symbolic: lsym,
-            numeric: lnum,
-            value: loss_value,
-            note: String::new(),
-        }],
-    });
-
-    // ---------------- backward working
-    let mut backward = vec![Section {
-        title: "Loss".into(),
-        rule: "∂L/∂out = out - t".into(),
-        equations: (0..n_out)
-            .map(|j| Equation {
-                lhs: partial("L", &out_names[j]),
-                symbolic: format!("{} - {}", out_names[j], t_names[j]),
-                numeric: format!("{} - {}", num(vals[last][j]), factor(target[j])),
-                value: out_grads[last][j],
-                note: String::new(),
-            })
-            .collect(),
-    }];
-    for (i, l) in spec.layers.iter().enumerate().rev() {
-        let (inn, inv, ing) = input_of(i);
-        let mut eqs = Vec::new();
-        let rule;
-        match l {
-            LayerSpec::Activation(a) => {
-                rule = format!("local derivative {}", act_notation(a).deriv_rule);
-                let d = local[i].as_ref().expect("computed above");
-                for j in 0..lay.names[i].len() {
-                    let (an, zn) = (&lay.names[i][j], &inn[j]);
-                    eqs.push(deriv_equation(a, an, zn, vals[i][j], inv[j], d[j]));
-                    eqs.push(Equation {
-                        lhs: partial("L", zn),
-                        symbolic: format!("{} · {}", partial("L", an), partial(an, zn)),
-                        numeric: format!("{} × {}", num(out_grads[i][j]), factor(d[j])),
-                        value: ing[j],
-                        note: String::new(),
-                    });
-                }
-            }
-            LayerSpec::Linear { .. } => {
-                rule = "local derivatives ∂z/∂w = input, ∂z/∂b = 1, ∂z/∂input = w".into();
-                // Through the activation that follows, when there is one: the textbook's three factors.
-                let via = match spec.layers.get(i + 1) {
-                    Some(LayerSpec::Activation(_)) => Some(i + 1),
-                    _ => None,
-                };
-                for (j, zn) in lay.names[i].iter().enumerate() {
-                    let (up_sym, up_num) = match via {
-                        Some(v) => {
-                            let an = &lay.names[v][j];
-                            let d = local[v].as_ref().expect("computed above")[j];
-                            (
-                                format!("{} · {}", partial("L", an), partial(an, zn)),
-                                format!("{} × {}", num(out_grads[v][j]), factor(d)),
-                            )
-                        }
-                        None => (partial("L", zn), num(out_grads[i][j])),
-                    };
-                    for (k, &input_k) in inv.iter().enumerate() {
-                        let p = find_param(i, j, Some(k));
-                        eqs.push(Equation {
-                            lhs: partial("L", &p.name),
-                            symbolic: format!("{up_sym} · {}", partial(zn, &p.name)),
-                            numeric: format!("{up_num} × {}", factor(input_k)),
-                            value: pgrad(p),
-                            note: String::new(),
-                        });
-                    }
-                    if let Some(b) = params.iter().find(|p| p.layer == i && p.row == j && p.col.is_none()) {
-                        eqs.push(Equation {
-                            lhs: partial("L", &b.name),
-                            symbolic: format!("{up_sym} · {}", partial(zn, &b.name)),
-                            numeric: format!("{up_num} × 1"),
-                            value: pgrad(b),
-                            note: String::new(),
-                        });
-                    }
-                }
-                // Gradient passed down to this layer's input: a sum over the units it feeds.
-                for k in 0..inn.len() {
-                    let units = lay.names[i].len();
-                    let (sym, numeric) = if units <= MAX_TERMS {
-                        let parts: Vec<(String, String)> = (0..units)
-                            .map(|j| {
-                                let p = find_param(i, j, Some(k));
-                                (
-                                    format!("{} · {}", partial("L", &lay.names[i][j]), p.name),
-                                    format!(
-                                        "{} × {}",
-                                        if j == 0 {
-                                            num(out_grads[i][j])
-                                        } else {
-                                            factor(out_grads[i][j])
-                                        },
-                                        factor(pval(p))
-                                    ),
-                                )
-                            })
-                            .collect();
-                        let (s, n): (Vec<String>, Vec<String>) = parts.into_iter().unzip();
-                        (s.join(" + "), n.join(" + "))
-                    } else {
-                        (
-                            format!("Σⱼ {} · w", partial("L", &format!("z{}ⱼ", sup(lay.level[i])))),
-                            String::new(),
-                        )
-                    };
-                    eqs.push(Equation {
-                        lhs: partial("L", &inn[k]),
-                        symbolic: sym,
-                        numeric,
-                        value: ing[k],
-                        note: String::new(),
-                    });
-                }
-            }
-            _ => unreachable!("checked by check_structure"),
-        }
-        backward.push(Section {
-            title: format!("Layer {i}: {}", descr[i]),
-            rule,
-            equations: eqs,
-        });
-    }
-
-    // ---------------- finite differences, in f64, through the same model
-    let loss_at = || -> EResult<f64> {
-        let _g = no_grad();
-        Ok(forward_loss(&net, &x.detach(), &t, false)?.0.item()?)
-    };
-    let mut parameters = Vec::with_capacity(params.len());
-    for p in &params {
-        let e = flat(p);
-        let v0 = pval(p);
-        let set = |v: f64| p.tensor.with_slice_mut::<f64, _>(|s| s[e] = v);
-        set(v0 + FD_STEP)?;
-        let up = loss_at();
-        set(v0 - FD_STEP)?;
-        let down = loss_at();
-        set(v0)?;
-        let fd = (up? - down?) / (2.0 * FD_STEP);
-        let grad = pgrad(p);
-        parameters.push(Parameter {
-            name: p.name.clone(),
-            tensor: p.state.clone(),
-            index: match p.col {
-                Some(c) => vec![p.row, c],
-                None => vec![p.row],
-            },
-            layer: p.layer,
-            from: p.col.map(|c| input_of(p.layer).0[c].clone()),
-            to: lay.names[p.layer][p.row].clone(),
-            value: v0,
-            grad,
-            finite_difference: fd,
-            difference: (grad - fd).abs(),
-        });
-    }
-    let max_difference = parameters.iter().map(|p| p.difference).fold(0.0, f64::max);
-
-    let mut nodes: Vec<Node> = (0..n_in)
-        .map(|k| Node {
-            name: in_names[k].clone(),
-            layer: None,
-            kind: "input".into(),
-            value: input[k],
-            grad: x_grad[k],
-            local_derivative: None,
+        let grads = loss.backward_retain_all()?;
+        let grad_of = |t: &Tensor| -> Vec<f64> {
+            grads
+                .get(t)
+                .map(|g| g.to_vec_f64())
+                .unwrap_or_else(|| vec![0.0; t.numel()])
+        };
+        let vals: Vec<Vec<f64>> = outputs.iter().map(|o| o.to_vec_f64()).collect();
+        let out_grads: Vec<Vec<f64>> = outputs.iter().map(grad_of).collect();
+        let x_grad = grad_of(&x);
+        let local = local_derivatives(spec, net, &vals)?;
+        Ok(Working {
+            spec,
+            lay,
+            net,
+            x,
+            t,
+            loss_value,
+            vals,
+            out_grads,
+            x_grad,
+            in_names: (1..=n_in).map(|k| format!("x{}", sub(k))).collect(),
+            t_names: (1..=n_out).map(|k| format!("t{}", sub(k))).collect(),
+            local,
+            params: number_parameters(spec, net),
+            descr: net.layers.iter().map(|l| l.describe()).collect(),
+            grads,
+            input,
+            target,
         })
-        .collect();
-    for (i, l) in spec.layers.iter().enumerate() {
-        for (j, name) in lay.names[i].iter().enumerate() {
-            nodes.push(Node {
-                name: name.clone(),
-                layer: Some(i),
-                kind: if matches!(l, LayerSpec::Linear { .. }) {
-                    "pre-activation".into()
-                } else {
-                    "activation".into()
-                },
-                value: vals[i][j],
-                grad: out_grads[i][j],
-                local_derivative: local[i].as_ref().map(|d| d[j]),
+    }
+
+    /// Names, values and gradients of layer `i`'s input.
+    fn input_of(&self, i: usize) -> (&Vec<String>, &Vec<f64>, &Vec<f64>) {
+        if i == 0 {
+            (&self.in_names, &self.input, &self.x_grad)
+        } else {
+            (&self.lay.names[i - 1], &self.vals[i - 1], &self.out_grads[i - 1])
+        }
+    }
+
+    fn grad(&self, p: &Scalar) -> f64 {
+        self.grads
+            .get(&p.tensor)
+            .map(|g| g.to_vec_f64()[p.flat()])
+            .unwrap_or(0.0)
+    }
+
+    fn weight(&self, layer: usize, row: usize, col: usize) -> &Scalar {
+        self.params
+            .iter()
+            .find(|p| p.layer == layer && p.row == row && p.col == Some(col))
+            .expect("every weight is numbered")
+    }
+
+    fn bias(&self, layer: usize, row: usize) -> Option<&Scalar> {
+        self.params
+            .iter()
+            .find(|p| p.layer == layer && p.row == row && p.col.is_none())
+    }
+
+    fn last(&self) -> usize {
+        self.spec.layers.len() - 1
+    }
+
+    fn section(&self, i: usize, rule: String, equations: Vec<Equation>) -> Section {
+        Section {
+            title: format!("Layer {i}: {}", self.descr[i]),
+            rule,
+            equations,
+        }
+    }
+
+    // ------------------------------------------------------------ forward
+
+    fn forward_sections(&self) -> Vec<Section> {
+        let mut forward: Vec<Section> = self
+            .spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match l {
+                LayerSpec::Linear { .. } => self.section(
+                    i,
+                    "z = Σ w·input + b: a weighted sum plus a bias".to_string(),
+                    self.linear_forward(i),
+                ),
+                LayerSpec::Activation(a) => self.section(i, act_notation(a).rule, self.activation_forward(i, a)),
+                _ => unreachable!("checked by check_structure"),
+            })
+            .collect();
+        forward.push(self.loss_section());
+        forward
+    }
+
+    fn linear_forward(&self, i: usize) -> Vec<Equation> {
+        let (inn, inv, _) = self.input_of(i);
+        let mut eqs = Vec::new();
+        for (j, zname) in self.lay.names[i].iter().enumerate() {
+            let terms: Vec<(String, String)> = (0..inn.len())
+                .map(|k| {
+                    let p = self.weight(i, j, k);
+                    let w = if k == 0 { num(p.value()) } else { factor(p.value()) };
+                    (format!("{}·{}", p.name, inn[k]), format!("{w} × {}", factor(inv[k])))
+                })
+                .collect();
+            let (mut sym, mut numeric): (Vec<String>, Vec<String>) = if terms.len() <= MAX_TERMS {
+                terms.iter().cloned().unzip()
+            } else {
+                (
+                    vec![terms[0].0.clone(), "…".into(), terms[terms.len() - 1].0.clone()],
+                    Vec::new(),
+                )
+            };
+            if let Some(b) = self.bias(i, j) {
+                sym.push(b.name.clone());
+                if !numeric.is_empty() {
+                    numeric.push(factor(b.value()));
+                }
+            }
+            eqs.push(Equation {
+                lhs: zname.clone(),
+                symbolic: sym.join(" + "),
+                numeric: numeric.join(" + "),
+                value: self.vals[i][j],
+                note: String::new(),
             });
         }
+        eqs
     }
-    let mut network = vec![format!("{n_in} input{}", if n_in == 1 { "" } else { "s" })];
-    network.extend(descr);
-    Ok(Explanation {
-        network,
-        weights,
-        loss: loss_sym,
-        input,
-        target,
-        parameters,
-        nodes,
-        loss_value,
-        forward,
-        backward,
-        finite_difference_step: FD_STEP,
-        max_difference,
-    })
+
+    fn activation_forward(&self, i: usize, a: &Activation) -> Vec<Equation> {
+        let (inn, inv, _) = self.input_of(i);
+        self.lay.names[i]
+            .iter()
+            .enumerate()
+            .map(|(j, aname)| Equation {
+                lhs: aname.clone(),
+                symbolic: format!("{}({})", fname(a), inn[j]),
+                numeric: format!("{}({})", fname(a), num(inv[j])),
+                value: self.vals[i][j],
+                note: String::new(),
+            })
+            .collect()
+    }
+
+    fn out_names(&self) -> &Vec<String> {
+        &self.lay.names[self.last()]
+    }
+
+    fn loss_symbol(&self) -> String {
+        format!(
+            "L = ½ Σⱼ ({}ⱼ - tⱼ)²",
+            self.out_names()[0].trim_end_matches(|c: char| "₀₁₂₃₄₅₆₇₈₉".contains(c))
+        )
+    }
+
+    fn loss_section(&self) -> Section {
+        let (last, n_out, out_names) = (self.last(), self.target.len(), self.out_names());
+        let (lsym, lnum) = if n_out <= MAX_TERMS {
+            (
+                (0..n_out)
+                    .map(|j| format!("½({} - {})²", out_names[j], self.t_names[j]))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                (0..n_out)
+                    .map(|j| format!("½({} - {})²", num(self.vals[last][j]), factor(self.target[j])))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        Section {
+            title: "Loss".into(),
+            rule: format!("{}: squared error", self.loss_symbol()),
+            equations: vec![Equation {
+                lhs: "L".into(),
+                symbolic: lsym,
+                numeric: lnum,
+                value: self.loss_value,
+                note: String::new(),
+            }],
+        }
+    }
+
+    // ------------------------------------------------------------ backward
+
+    fn backward_sections(&self) -> Vec<Section> {
+        let (last, out_names) = (self.last(), self.out_names());
+        let mut backward = vec![Section {
+            title: "Loss".into(),
+            rule: "∂L/∂out = out - t".into(),
+            equations: (0..self.target.len())
+                .map(|j| Equation {
+                    lhs: partial("L", &out_names[j]),
+                    symbolic: format!("{} - {}", out_names[j], self.t_names[j]),
+                    numeric: format!("{} - {}", num(self.vals[last][j]), factor(self.target[j])),
+                    value: self.out_grads[last][j],
+                    note: String::new(),
+                })
+                .collect(),
+        }];
+        for (i, l) in self.spec.layers.iter().enumerate().rev() {
+            backward.push(match l {
+                LayerSpec::Activation(a) => self.section(
+                    i,
+                    format!("local derivative {}", act_notation(a).deriv_rule),
+                    self.activation_backward(i, a),
+                ),
+                LayerSpec::Linear { .. } => {
+                    let mut eqs = self.parameter_gradients(i);
+                    eqs.extend(self.input_gradients(i));
+                    self.section(
+                        i,
+                        "local derivatives ∂z/∂w = input, ∂z/∂b = 1, ∂z/∂input = w".into(),
+                        eqs,
+                    )
+                }
+                _ => unreachable!("checked by check_structure"),
+            });
+        }
+        backward
+    }
+
+    fn activation_backward(&self, i: usize, a: &Activation) -> Vec<Equation> {
+        let (inn, inv, ing) = self.input_of(i);
+        let d = self.local[i].as_ref().expect("computed for every activation");
+        let mut eqs = Vec::new();
+        for j in 0..self.lay.names[i].len() {
+            let (an, zn) = (&self.lay.names[i][j], &inn[j]);
+            eqs.push(deriv_equation(a, an, zn, self.vals[i][j], inv[j], d[j]));
+            eqs.push(Equation {
+                lhs: partial("L", zn),
+                symbolic: format!("{} · {}", partial("L", an), partial(an, zn)),
+                numeric: format!("{} × {}", num(self.out_grads[i][j]), factor(d[j])),
+                value: ing[j],
+                note: String::new(),
+            });
+        }
+        eqs
+    }
+
+    /// ∂L/∂w and ∂L/∂b of Linear layer `i`, through the activation that
+    /// follows when there is one: the textbook's three factors.
+    fn parameter_gradients(&self, i: usize) -> Vec<Equation> {
+        let (_, inv, _) = self.input_of(i);
+        let via = match self.spec.layers.get(i + 1) {
+            Some(LayerSpec::Activation(_)) => Some(i + 1),
+            _ => None,
+        };
+        let mut eqs = Vec::new();
+        for (j, zn) in self.lay.names[i].iter().enumerate() {
+            let (up_sym, up_num) = match via {
+                Some(v) => {
+                    let an = &self.lay.names[v][j];
+                    let d = self.local[v].as_ref().expect("computed for every activation")[j];
+                    (
+                        format!("{} · {}", partial("L", an), partial(an, zn)),
+                        format!("{} × {}", num(self.out_grads[v][j]), factor(d)),
+                    )
+                }
+                None => (partial("L", zn), num(self.out_grads[i][j])),
+            };
+            for (k, &input_k) in inv.iter().enumerate() {
+                let p = self.weight(i, j, k);
+                eqs.push(Equation {
+                    lhs: partial("L", &p.name),
+                    symbolic: format!("{up_sym} · {}", partial(zn, &p.name)),
+                    numeric: format!("{up_num} × {}", factor(input_k)),
+                    value: self.grad(p),
+                    note: String::new(),
+                });
+            }
+            if let Some(b) = self.bias(i, j) {
+                eqs.push(Equation {
+                    lhs: partial("L", &b.name),
+                    symbolic: format!("{up_sym} · {}", partial(zn, &b.name)),
+                    numeric: format!("{up_num} × 1"),
+                    value: self.grad(b),
+                    note: String::new(),
+                });
+            }
+        }
+        eqs
+    }
+
+    /// The gradient passed down to Linear layer `i`'s input: a sum over the units it feeds.
+    fn input_gradients(&self, i: usize) -> Vec<Equation> {
+        let (inn, _, ing) = self.input_of(i);
+        let units = self.lay.names[i].len();
+        (0..inn.len())
+            .map(|k| {
+                let (symbolic, numeric) = if units <= MAX_TERMS {
+                    let (s, n): (Vec<String>, Vec<String>) =
+                        (0..units).map(|j| self.input_gradient_term(i, j, k)).unzip();
+                    (s.join(" + "), n.join(" + "))
+                } else {
+                    (
+                        format!("Σⱼ {} · w", partial("L", &format!("z{}ⱼ", sup(self.lay.level[i])))),
+                        String::new(),
+                    )
+                };
+                Equation {
+                    lhs: partial("L", &inn[k]),
+                    symbolic,
+                    numeric,
+                    value: ing[k],
+                    note: String::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// Unit `j`'s share of ∂L/∂input k, in symbols and in numbers.
+    fn input_gradient_term(&self, i: usize, j: usize, k: usize) -> (String, String) {
+        let p = self.weight(i, j, k);
+        let g = self.out_grads[i][j];
+        (
+            format!("{} · {}", partial("L", &self.lay.names[i][j]), p.name),
+            format!("{} × {}", if j == 0 { num(g) } else { factor(g) }, factor(p.value())),
+        )
+    }
+
+    // ------------------------------------------------------------ check and nodes
+
+    /// Every parameter with its central finite difference, in f64, through the same model.
+    fn checked_parameters(&self) -> EResult<Vec<Parameter>> {
+        let loss_at = || -> EResult<f64> {
+            let _g = no_grad();
+            Ok(forward_loss(self.net, &self.x.detach(), &self.t, false)?.0.item()?)
+        };
+        let mut parameters = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let e = p.flat();
+            let v0 = p.value();
+            let set = |v: f64| p.tensor.with_slice_mut::<f64, _>(|s| s[e] = v);
+            set(v0 + FD_STEP)?;
+            let up = loss_at();
+            set(v0 - FD_STEP)?;
+            let down = loss_at();
+            set(v0)?;
+            let fd = (up? - down?) / (2.0 * FD_STEP);
+            let grad = self.grad(p);
+            parameters.push(Parameter {
+                name: p.name.clone(),
+                tensor: p.state.clone(),
+                index: match p.col {
+                    Some(c) => vec![p.row, c],
+                    None => vec![p.row],
+                },
+                layer: p.layer,
+                from: p.col.map(|c| self.input_of(p.layer).0[c].clone()),
+                to: self.lay.names[p.layer][p.row].clone(),
+                value: v0,
+                grad,
+                finite_difference: fd,
+                difference: (grad - fd).abs(),
+            });
+        }
+        Ok(parameters)
+    }
+
+    /// Inputs first, then every layer's units.
+    fn nodes(&self) -> Vec<Node> {
+        let mut nodes: Vec<Node> = (0..self.input.len())
+            .map(|k| Node {
+                name: self.in_names[k].clone(),
+                layer: None,
+                kind: "input".into(),
+                value: self.input[k],
+                grad: self.x_grad[k],
+                local_derivative: None,
+            })
+            .collect();
+        for (i, l) in self.spec.layers.iter().enumerate() {
+            let kind = if matches!(l, LayerSpec::Linear { .. }) {
+                "pre-activation"
+            } else {
+                "activation"
+            };
+            for (j, name) in self.lay.names[i].iter().enumerate() {
+                nodes.push(Node {
+                    name: name.clone(),
+                    layer: Some(i),
+                    kind: kind.into(),
+                    value: self.vals[i][j],
+                    grad: self.out_grads[i][j],
+                    local_derivative: self.local[i].as_ref().map(|d| d[j]),
+                });
+            }
+        }
+        nodes
+    }
+}
+
+/// Local derivatives ∂a/∂z, by running each activation alone through gradflow's backward.
+fn local_derivatives(spec: &ModelSpec, net: &Sequential, vals: &[Vec<f64>]) -> EResult<Vec<Option<Vec<f64>>>> {
+    let mut local: Vec<Option<Vec<f64>>> = vec![None; spec.layers.len()];
+    for (i, l) in spec.layers.iter().enumerate() {
+        if let LayerSpec::Activation(_) = l {
+            let z = Tensor::from_vec(vals[i - 1].clone(), &[1, vals[i - 1].len()])?.requires_grad_(true);
+            let a = net.layers[i].forward(&z, &mut Ctx::eval())?;
+            let g = a.backward_with(&a.ones_like())?;
+            local[i] = Some(g.get(&z).map(|g| g.to_vec_f64()).unwrap_or_default());
+        }
+    }
+    Ok(local)
 }
 
 // ---------------------------------------------------------------- text
@@ -961,6 +1181,19 @@ impl Explanation {
     pub fn to_text(&self) -> String {
         let mut o = String::new();
         o.push_str("gradflow explain: one example, one forward and one backward pass\n\n");
+        self.header_text(&mut o);
+        o.push_str("\nPARAMETERS  (weights numbered row by row, as PyTorch stores them)\n");
+        self.parameters_text(&mut o);
+        o.push_str("\nFORWARD PASS\n");
+        sections_text(&self.forward, &mut o);
+        o.push_str("\nBACKWARD PASS  (the chain rule, from the loss back to the input)\n");
+        sections_text(&self.backward, &mut o);
+        self.check_text(&mut o);
+        o
+    }
+
+    /// Network, weights, loss, input and target.
+    fn header_text(&self, o: &mut String) {
         // Each Linear with its activation, so the common case fits one line.
         let mut groups: Vec<String> = Vec::new();
         for (i, l) in self.network.iter().enumerate() {
@@ -972,31 +1205,37 @@ impl Explanation {
                 _ => groups.push(l.clone()),
             }
         }
-        pack("Network: ", &groups, " → ", 4, &mut o);
-        wrap(&format!("Weights: {}", self.weights), 4, &mut o);
-        wrap(&format!("Loss: {}  (squared error)", self.loss), 4, &mut o);
+        pack("Network: ", &groups, " → ", 4, o);
+        wrap(&format!("Weights: {}", self.weights), 4, o);
+        wrap(&format!("Loss: {}  (squared error)", self.loss), 4, o);
         let xs: Vec<String> = self
             .nodes
             .iter()
             .filter(|n| n.kind == "input")
             .map(|n| format!("{} = {}", n.name, num(n.value)))
             .collect();
-        pack("Input: ", &xs, ", ", 4, &mut o);
+        pack("Input: ", &xs, ", ", 4, o);
         let ts: Vec<String> = self
             .target
             .iter()
             .enumerate()
             .map(|(j, v)| format!("t{} = {}", sub(j + 1), num(*v)))
             .collect();
-        pack("Target: ", &ts, ", ", 4, &mut o);
+        pack("Target: ", &ts, ", ", 4, o);
+    }
 
-        o.push_str("\nPARAMETERS  (weights numbered row by row, as PyTorch stores them)\n");
-        let namew = self
-            .parameters
+    /// Width of the widest parameter name, for aligned columns.
+    fn name_width(&self) -> usize {
+        self.parameters
             .iter()
             .map(|p| p.name.chars().count())
             .max()
-            .unwrap_or(2);
+            .unwrap_or(2)
+    }
+
+    /// One aligned line per parameter: value, the link it weights, where PyTorch keeps it.
+    fn parameters_text(&self, o: &mut String) {
+        let namew = self.name_width();
         let valw = self.parameters.iter().map(|p| num(p.value).len()).max().unwrap_or(1);
         let linkw = self
             .parameters
@@ -1024,12 +1263,11 @@ impl Explanation {
                 idx.join(",")
             );
         }
+    }
 
-        o.push_str("\nFORWARD PASS\n");
-        sections_text(&self.forward, &mut o);
-        o.push_str("\nBACKWARD PASS  (the chain rule, from the loss back to the input)\n");
-        sections_text(&self.backward, &mut o);
-
+    /// Backprop beside the finite differences, and the verdict.
+    fn check_text(&self, o: &mut String) {
+        let namew = self.name_width();
         let _ = writeln!(
             o,
             "\nGRADIENT CHECK  (central difference, h = {:e}, in f64)\n  ∂L/∂θ ≈ (L(θ + h) - L(θ - h)) / 2h",
@@ -1058,7 +1296,6 @@ impl Explanation {
             "LARGER THAN EXPECTED: backprop and finite differences disagree"
         };
         let _ = writeln!(o, "  largest difference {:.1e}: {verdict}", self.max_difference);
-        o
     }
 }
 

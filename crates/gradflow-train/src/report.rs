@@ -8,7 +8,7 @@
 //! it can be produced long after the run, on another machine, and never
 //! changes the run itself.
 
-use crate::diagnostics::{LayerStats, StepRecord};
+use crate::diagnostics::{LayerStats, StepRecord, Warning};
 use crate::metrics::EpochMetrics;
 use crate::trainer::Summary;
 use base64::Engine as _;
@@ -24,9 +24,102 @@ use std::path::{Path, PathBuf};
 
 /// Why a report could not be made, as one line naming the file at fault, so
 /// the user knows which file to look at instead of reading a backtrace.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct ReportError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The run directory is missing.
+    #[error("{}: no such run directory", .0.display())]
+    NoRunDirectory(PathBuf),
+    /// A run file could not be read.
+    #[error("{}: cannot read: {error}{}", path.display(), not_found_hint(error))]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `summary.json` is not a summary.
+    #[error("{}: not a valid summary: {error}", path.display())]
+    Summary {
+        /// The file.
+        path: PathBuf,
+        /// What serde saw.
+        error: serde_json::Error,
+    },
+    /// A line of a JSON-lines file does not parse.
+    #[error("{}: line {line}: {error}", path.display())]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What serde saw.
+        error: serde_json::Error,
+    },
+    /// `model.toml` does not parse, or `model.safetensors` is not a weights file.
+    #[error(transparent)]
+    Nn(#[from] gradflow_nn::Error),
+    /// `model.toml` parses but does not build.
+    #[error("{model}: {error}")]
+    Build {
+        /// The model file, as shown.
+        model: String,
+        /// Why.
+        error: gradflow_nn::Error,
+    },
+    /// `model.safetensors` could not be read.
+    #[error("{}: cannot read: {error}", path.display())]
+    ReadWeights {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `model.safetensors` lacks a tensor that `model.toml` declares.
+    #[error("{weights}: no tensor '{name}', but {model} has a {kind} there")]
+    MissingTensor {
+        /// The weights file, as shown.
+        weights: String,
+        /// The state-dict name.
+        name: String,
+        /// The model file, as shown.
+        model: String,
+        /// The layer class there.
+        kind: &'static str,
+    },
+    /// A plot could not be drawn (plotters' errors are neither `Send` nor `Sync`, hence the text).
+    #[error("{}: cannot draw: {detail} (text needs a system font, e.g. the fonts-dejavu package)", path.display())]
+    Draw {
+        /// The PNG file.
+        path: PathBuf,
+        /// What plotters said.
+        detail: String,
+    },
+    /// A drawn plot could not be read back for inlining.
+    #[error("{}: cannot read back: {error}", path.display())]
+    ReadBack {
+        /// The PNG file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `report.html` could not be written.
+    #[error("{}: cannot write: {error}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// A missing file most likely means the wrong directory, not a damaged run.
+fn not_found_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        " (is this a directory written by `gradflow train --out`?)"
+    } else {
+        ""
+    }
+}
 
 type RResult<T> = Result<T, ReportError>;
 
@@ -88,21 +181,19 @@ pub const PLOT_FILES: [&str; 6] = [
 pub const REPORT_FILE: &str = "report.html";
 
 fn read_text(path: &Path) -> RResult<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            " (is this a directory written by `gradflow train --out`?)"
-        } else {
-            ""
-        };
-        ReportError(format!("{}: cannot read: {e}{hint}", path.display()))
+    std::fs::read_to_string(path).map_err(|error| ReportError::Read {
+        path: path.to_path_buf(),
+        error,
     })
 }
 
 /// serde_json writes a NaN or infinite f64 as `null`, which does not read back
 /// into an f64. A run that diverged is the one most in need of a report, so the
-/// plain f64 fields of the run files read such nulls back as NaN.
+/// f64 fields of the run files read such nulls back as NaN (shown as "NaN": the
+/// file no longer says whether it was NaN or infinite). Optional fields stay
+/// `None`; the page tells a missing value from a non-finite one by its siblings.
 trait Lenient: DeserializeOwned {
-    /// Replace the nulls of plain f64 fields with 0 and say where they were (array index, field).
+    /// Replace the nulls that stand for non-finite numbers with 0 and say where they were (array index, field).
     fn unnull(v: &mut Value) -> Vec<(usize, &'static str)>;
     /// Put NaN back where a null was.
     fn set_nan(&mut self, at: (usize, &'static str));
@@ -123,22 +214,58 @@ fn unnull_fields(v: &mut Value, fields: &[&'static str]) -> Vec<&'static str> {
     found
 }
 
-macro_rules! lenient_flat {
-    ($t:ty: $($f:ident),*) => {
-        impl Lenient for $t {
-            fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
-                unnull_fields(v, &[$(stringify!($f)),*]).into_iter().map(|f| (0, f)).collect()
-            }
-            fn set_nan(&mut self, at: (usize, &'static str)) {
-                $(if at.1 == stringify!($f) { self.$f = f64::NAN; })*
-            }
+impl Lenient for Summary {
+    fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
+        let fields = [
+            "test_accuracy",
+            "test_loss",
+            "train_seconds",
+            "samples_per_second",
+            "train_accuracy",
+        ];
+        unnull_fields(v, &fields).into_iter().map(|f| (0, f)).collect()
+    }
+    fn set_nan(&mut self, (_, f): (usize, &'static str)) {
+        match f {
+            "test_accuracy" => self.test_accuracy = f64::NAN,
+            "test_loss" => self.test_loss = f64::NAN,
+            "train_seconds" => self.train_seconds = f64::NAN,
+            "samples_per_second" => self.samples_per_second = f64::NAN,
+            _ => self.train_accuracy = f64::NAN,
         }
-    };
+    }
 }
 
-lenient_flat!(Summary: test_accuracy, test_loss, train_seconds, samples_per_second, train_accuracy);
-lenient_flat!(EpochMetrics: train_loss, train_data_loss, train_penalty, train_accuracy, lr, seconds,
-    samples_per_second, weight_sparsity, weight_norm);
+impl Lenient for EpochMetrics {
+    fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
+        let plain = [
+            "train_loss",
+            "train_data_loss",
+            "train_penalty",
+            "train_accuracy",
+            "lr",
+            "seconds",
+            "samples_per_second",
+            "weight_sparsity",
+            "weight_norm",
+        ];
+        unnull_fields(v, &plain).into_iter().map(|f| (0, f)).collect()
+    }
+    fn set_nan(&mut self, (_, f): (usize, &'static str)) {
+        let nan = f64::NAN;
+        match f {
+            "train_loss" => self.train_loss = nan,
+            "train_data_loss" => self.train_data_loss = nan,
+            "train_penalty" => self.train_penalty = nan,
+            "train_accuracy" => self.train_accuracy = nan,
+            "lr" => self.lr = nan,
+            "seconds" => self.seconds = nan,
+            "samples_per_second" => self.samples_per_second = nan,
+            "weight_sparsity" => self.weight_sparsity = nan,
+            _ => self.weight_norm = nan,
+        }
+    }
+}
 
 impl Lenient for StepRecord {
     fn unnull(v: &mut Value) -> Vec<(usize, &'static str)> {
@@ -175,7 +302,13 @@ fn read_jsonl<T: Lenient>(path: &Path) -> RResult<Vec<T>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_lenient(l).map_err(|e| ReportError(format!("{}: line {}: {e}", path.display(), i + 1))))
+        .map(|(i, l)| {
+            parse_lenient(l).map_err(|error| ReportError::Line {
+                path: path.to_path_buf(),
+                line: i + 1,
+                error,
+            })
+        })
         .collect()
 }
 
@@ -183,51 +316,32 @@ impl RunData {
     /// Read and check every file of a run directory. `model.safetensors` may
     /// be missing (a run that diverged in its first epoch has none); every
     /// other file is required, and any unreadable file is an error naming it.
-    pub fn load(dir: &Path) -> RResult<RunData> {
+    pub fn load(dir: &Path) -> crate::Result<RunData> {
         if !dir.is_dir() {
-            return Err(ReportError(format!("{}: no such run directory", dir.display())));
+            return Err(ReportError::NoRunDirectory(dir.to_path_buf()).into());
         }
         let sp = dir.join("summary.json");
-        let summary: Summary = parse_lenient(&read_text(&sp)?)
-            .map_err(|e| ReportError(format!("{}: not a valid summary: {e}", sp.display())))?;
+        let summary: Summary =
+            parse_lenient(&read_text(&sp)?).map_err(|error| ReportError::Summary { path: sp, error })?;
         let metrics = read_jsonl::<EpochMetrics>(&dir.join("metrics.jsonl"))?;
         let steps = read_jsonl::<StepRecord>(&dir.join("diagnostics.jsonl"))?;
         let mp = dir.join("model.toml");
         let shown = mp.display().to_string();
-        let spec = ModelSpec::parse(&read_text(&mp)?, &shown).map_err(|e| ReportError(e.to_string()))?;
+        let spec = ModelSpec::parse(&read_text(&mp)?, &shown)?;
         // Zero init: only the descriptions are wanted, not random numbers.
         let net = spec
             .build(BuildOptions {
                 init: Init::Zeros,
                 ..Default::default()
             })
-            .map_err(|e| ReportError(format!("{shown}: {}", e)))?;
+            .map_err(|error| ReportError::Build {
+                model: shown.clone(),
+                error,
+            })?;
         let layers: Vec<String> = net.layers.iter().map(|l| l.describe()).collect();
         let wp = dir.join(crate::checkpoint::WEIGHTS_FILE);
         let weights = if wp.exists() {
-            let wshown = wp.display().to_string();
-            let bytes = std::fs::read(&wp).map_err(|e| ReportError(format!("{wshown}: cannot read: {e}")))?;
-            let (loaded, _) = from_safetensors(&bytes, &wshown).map_err(|e| ReportError(e.to_string()))?;
-            let mut out = Vec::new();
-            for (i, l) in spec.layers.iter().enumerate() {
-                if !matches!(l, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. }) {
-                    continue;
-                }
-                let name = format!("{i}.weight");
-                let t = loaded.get(&name).ok_or_else(|| {
-                    ReportError(format!(
-                        "{wshown}: no tensor '{name}', but {shown} has a {} there",
-                        l.kind()
-                    ))
-                })?;
-                out.push(WeightTensor {
-                    name,
-                    layer: layers[i].clone(),
-                    shape: t.shape().to_vec(),
-                    values: t.to_vec_f64(),
-                });
-            }
-            Some(out)
+            Some(load_weights(&wp, &spec, &shown, &layers)?)
         } else {
             None
         };
@@ -243,18 +357,51 @@ impl RunData {
     }
 }
 
+/// The Linear/Conv2d weights of `model.safetensors`, each named by the layer `model.toml` puts there.
+fn load_weights(path: &Path, spec: &ModelSpec, model: &str, layers: &[String]) -> RResult<Vec<WeightTensor>> {
+    let wshown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| ReportError::ReadWeights {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let (loaded, _) = from_safetensors(&bytes, &wshown)?;
+    let mut out = Vec::new();
+    for (i, l) in spec.layers.iter().enumerate() {
+        if !matches!(l, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. }) {
+            continue;
+        }
+        let name = format!("{i}.weight");
+        let t = loaded.get(&name).ok_or_else(|| ReportError::MissingTensor {
+            weights: wshown.clone(),
+            name: name.clone(),
+            model: model.to_string(),
+            kind: l.kind(),
+        })?;
+        out.push(WeightTensor {
+            name,
+            layer: layers[i].clone(),
+            shape: t.shape().to_vec(),
+            values: t.to_vec_f64(),
+        });
+    }
+    Ok(out)
+}
+
 /// Load a run directory, draw the plots into it and write `report.html`.
-pub fn write_report(dir: &Path) -> RResult<Report> {
+pub fn write_report(dir: &Path) -> crate::Result<Report> {
     let data = RunData::load(dir)?;
     let plots = render_plots(&data, dir)?;
     let mut images = Vec::with_capacity(plots.len());
     for p in &plots {
-        let bytes = std::fs::read(p).map_err(|e| ReportError(format!("{}: cannot read back: {e}", p.display())))?;
+        let bytes = std::fs::read(p).map_err(|error| ReportError::ReadBack { path: p.clone(), error })?;
         images.push(bytes);
     }
     let html = render_html(&data, &images);
     let path = dir.join(REPORT_FILE);
-    std::fs::write(&path, html).map_err(|e| ReportError(format!("{}: cannot write: {e}", path.display())))?;
+    std::fs::write(&path, html).map_err(|error| ReportError::Write {
+        path: path.clone(),
+        error,
+    })?;
     Ok(Report { html: path, plots })
 }
 
@@ -404,7 +551,7 @@ fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
     let (xmin, xmax) = pts
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &(x, _)| (a.min(x), b.max(x)));
-    let (ymin, ymax) = pts
+    let ys = pts
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
     let (x0, x1) = padded(xmin, xmax, 0.03);
@@ -417,63 +564,77 @@ fn line_plot(path: &Path, p: &LinePlot) -> PlotResult {
         .x_label_area_size(45)
         .y_label_area_size(75);
     match p.y {
-        YAxis::Log => {
-            let (lo, hi) = (ymin / 2.0, ymax * 2.0);
-            let mut chart = builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale())?;
-            chart
-                .configure_mesh()
-                .x_desc(p.x_desc)
-                .y_desc(p.y_desc)
-                .label_style((FONT, 14))
-                .light_line_style(LIGHT)
-                .x_label_formatter(&whole)
-                .y_label_formatter(&|v| format!("{v:.0e}"))
-                .draw()?;
-            // Zeros cannot sit on a log axis; drop them from the curves.
-            let series: Vec<Series> = p
-                .series
-                .iter()
-                .map(|s| Series {
-                    label: s.label.clone(),
-                    points: s.points.iter().copied().filter(|&(_, y)| y > 0.0).collect(),
-                    dashed: s.dashed,
-                })
-                .collect();
-            draw_lines(&mut chart, &series, p.markers)?;
-        }
-        YAxis::Linear | YAxis::Percent => {
-            let (y0, y1) = if p.y == YAxis::Percent {
-                let (a, b) = padded(ymin, ymax, 0.08);
-                (a.max(0.0).min(ymin), b.min(1.0).max(ymax))
-            } else {
-                padded(ymin, ymax, 0.08)
-            };
-            let (y0, y1) = if y1 > y0 { (y0, y1) } else { padded(y0, y1, 0.1) };
-            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
-            let percent = |v: &f64| format!("{:.0}%", v * 100.0);
-            let percent_fine = |v: &f64| format!("{:.1}%", v * 100.0);
-            let plain = |v: &f64| format!("{v:.3}");
-            let fine = y1 - y0 < 0.05;
-            let fmt: &dyn Fn(&f64) -> String = match (p.y, fine) {
-                (YAxis::Percent, false) => &percent,
-                (YAxis::Percent, true) => &percent_fine,
-                _ => &plain,
-            };
-            chart
-                .configure_mesh()
-                .x_desc(p.x_desc)
-                .y_desc(p.y_desc)
-                .label_style((FONT, 14))
-                .light_line_style(LIGHT)
-                .max_light_lines(4)
-                .x_label_formatter(&whole)
-                .y_label_formatter(fmt)
-                .draw()?;
-            draw_lines(&mut chart, &p.series, p.markers)?;
-        }
+        YAxis::Log => log_chart(&mut builder, p, x0..x1, ys)?,
+        YAxis::Linear | YAxis::Percent => linear_chart(&mut builder, p, x0..x1, ys)?,
     }
     root.present()?;
     Ok(())
+}
+
+fn log_chart<'a>(
+    builder: &mut ChartBuilder<'_, '_, BitMapBackend<'a>>,
+    p: &LinePlot,
+    xs: std::ops::Range<f64>,
+    (ymin, ymax): (f64, f64),
+) -> PlotResult {
+    let (lo, hi) = (ymin / 2.0, ymax * 2.0);
+    let mut chart = builder.build_cartesian_2d(xs, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc(p.x_desc)
+        .y_desc(p.y_desc)
+        .label_style((FONT, 14))
+        .light_line_style(LIGHT)
+        .x_label_formatter(&whole)
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()?;
+    // Zeros cannot sit on a log axis; drop them from the curves.
+    let series: Vec<Series> = p
+        .series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: s.points.iter().copied().filter(|&(_, y)| y > 0.0).collect(),
+            dashed: s.dashed,
+        })
+        .collect();
+    draw_lines(&mut chart, &series, p.markers)
+}
+
+fn linear_chart<'a>(
+    builder: &mut ChartBuilder<'_, '_, BitMapBackend<'a>>,
+    p: &LinePlot,
+    xs: std::ops::Range<f64>,
+    (ymin, ymax): (f64, f64),
+) -> PlotResult {
+    let (y0, y1) = if p.y == YAxis::Percent {
+        let (a, b) = padded(ymin, ymax, 0.08);
+        (a.max(0.0).min(ymin), b.min(1.0).max(ymax))
+    } else {
+        padded(ymin, ymax, 0.08)
+    };
+    let (y0, y1) = if y1 > y0 { (y0, y1) } else { padded(y0, y1, 0.1) };
+    let mut chart = builder.build_cartesian_2d(xs, y0..y1)?;
+    let percent = |v: &f64| format!("{:.0}%", v * 100.0);
+    let percent_fine = |v: &f64| format!("{:.1}%", v * 100.0);
+    let plain = |v: &f64| format!("{v:.3}");
+    let fine = y1 - y0 < 0.05;
+    let fmt: &dyn Fn(&f64) -> String = match (p.y, fine) {
+        (YAxis::Percent, false) => &percent,
+        (YAxis::Percent, true) => &percent_fine,
+        _ => &plain,
+    };
+    chart
+        .configure_mesh()
+        .x_desc(p.x_desc)
+        .y_desc(p.y_desc)
+        .label_style((FONT, 14))
+        .light_line_style(LIGHT)
+        .max_light_lines(4)
+        .x_label_formatter(&whole)
+        .y_label_formatter(fmt)
+        .draw()?;
+    draw_lines(&mut chart, &p.series, p.markers)
 }
 
 /// The faint minor grid: enough to read values off, not enough to hide the curves.
@@ -516,23 +677,13 @@ fn weights_plot(path: &Path, weights: Option<&[WeightTensor]>) -> PlotResult {
     let title = "Weight distribution per layer";
     let weights = match weights {
         Some(w) if !w.is_empty() => w,
-        Some(_) => {
-            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            root.fill(&WHITE)?;
-            message(&root, title, "the model has no Linear or Conv2d weights")?;
-            root.present()?;
-            return Ok(());
-        }
+        Some(_) => return message_plot(path, title, "the model has no Linear or Conv2d weights"),
         None => {
-            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            root.fill(&WHITE)?;
-            message(
-                &root,
+            return message_plot(
+                path,
                 title,
                 "no model.safetensors: the run stopped before its first epoch ended",
-            )?;
-            root.present()?;
-            return Ok(());
+            )
         }
     };
     let cols = weights.len().min(3);
@@ -541,53 +692,70 @@ fn weights_plot(path: &Path, weights: Option<&[WeightTensor]>) -> PlotResult {
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 24))?;
     for (i, (w, area)) in weights.iter().zip(root.split_evenly((rows, cols))).enumerate() {
-        let v: Vec<f64> = w.values.iter().copied().filter(|x| x.is_finite()).collect();
-        let n = v.len().max(1) as f64;
-        let mean = v.iter().sum::<f64>() / n;
-        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let caption = format!("{} {}  μ {mean:.3} σ {std:.3}", w.name, w.layer);
-        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-        if v.is_empty() {
-            message(&area, &caption, "no finite values")?;
-            continue;
-        }
-        let (lo, hi) = padded(lo, hi, 0.02);
-        let bins = 40usize;
-        let width = (hi - lo) / bins as f64;
-        let mut counts = vec![0usize; bins];
-        for x in &v {
-            counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
-        }
-        let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
-        let mut chart = ChartBuilder::on(&area)
-            .caption(caption, (FONT, 14))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(55)
-            .build_cartesian_2d(lo..hi, 0.0..top.max(1.0))?;
-        chart
-            .configure_mesh()
-            .label_style((FONT, 11))
-            .light_line_style(LIGHT)
-            .max_light_lines(2)
-            .x_labels(5)
-            .y_labels(5)
-            .x_label_formatter(&|x| format!("{x:.2}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw()?;
-        let c = color(i);
-        chart.draw_series(counts.iter().enumerate().map(|(b, &k)| {
-            let x0 = lo + b as f64 * width;
-            Rectangle::new([(x0, 0.0), (x0 + width, k as f64)], c.mix(0.75).filled())
-        }))?;
+        histogram(&area, w, color(i))?;
     }
     root.present()?;
     Ok(())
 }
 
-/// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]); returns their paths.
-pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
-    let m = &data.metrics;
+/// A plot that is only a sentence saying why there is nothing to draw.
+fn message_plot(path: &Path, title: &str, text: &str) -> PlotResult {
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    message(&root, title, text)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One tensor's histogram of finite values, captioned with its mean and spread.
+fn histogram(area: &Area, w: &WeightTensor, c: RGBColor) -> PlotResult {
+    let v: Vec<f64> = w.values.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let caption = format!("{} {}  μ {mean:.3} σ {std:.3}", w.name, w.layer);
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    if v.is_empty() {
+        return message(area, &caption, "no finite values");
+    }
+    let (lo, hi) = padded(lo, hi, 0.02);
+    let bins = 40usize;
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for x in &v {
+        counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 14))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(55)
+        .build_cartesian_2d(lo..hi, 0.0..top.max(1.0))?;
+    chart
+        .configure_mesh()
+        .label_style((FONT, 11))
+        .light_line_style(LIGHT)
+        .max_light_lines(2)
+        .x_labels(5)
+        .y_labels(5)
+        .x_label_formatter(&|x| format!("{x:.2}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(b, &k)| {
+        let x0 = lo + b as f64 * width;
+        Rectangle::new([(x0, 0.0), (x0 + width, k as f64)], c.mix(0.75).filled())
+    }))?;
+    Ok(())
+}
+
+/// Whether the run's epochs measured a regression (RMSE) rather than an accuracy.
+fn is_regression(m: &[EpochMetrics]) -> bool {
+    m.iter().any(|e| e.train_rmse.is_some())
+}
+
+/// The loss and accuracy (or RMSE) curves, one series per split that has points.
+fn epoch_curves(m: &[EpochMetrics]) -> (Vec<Series>, Vec<Series>) {
     let penalty = m.iter().any(|e| e.train_penalty > 0.0);
     let mut loss = vec![Series::new("train", epochs_of(m, |e| Some(e.train_loss)))];
     if penalty {
@@ -598,9 +766,8 @@ pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
     }
     loss.push(Series::new("validation", epochs_of(m, |e| e.val_loss)));
     loss.retain(|s| !s.points.is_empty());
-    // A regression has no accuracy: its plot shows the RMSE in the target's units.
-    let regression = m.iter().any(|e| e.train_rmse.is_some());
-    let accuracy: Vec<Series> = if regression {
+    // A regression has no accuracy: its second plot shows the RMSE in the target's units.
+    let accuracy: Vec<Series> = if is_regression(m) {
         vec![
             Series::new("train", epochs_of(m, |e| e.train_rmse)),
             Series::new("validation", epochs_of(m, |e| e.val_regression.map(|r| r.val_rmse))),
@@ -614,86 +781,90 @@ pub fn render_plots(data: &RunData, out_dir: &Path) -> RResult<Vec<PathBuf>> {
     .into_iter()
     .filter(|s| !s.points.is_empty())
     .collect();
-    let mut saturation = layer_series(&data.steps, " saturated", |l| l.saturated);
-    saturation.extend(layer_series(&data.steps, " dead", |l| l.dead));
-    let no_steps = "no diagnostics recorded (--diagnostics-every 0, or no step finished)";
-    let plots: [(&str, LinePlot); 5] = [
-        (
-            "loss.png",
-            LinePlot {
-                title: "Loss",
-                x_desc: "epoch",
-                y_desc: "loss",
-                y: YAxis::Linear,
-                series: loss,
-                empty: "no epoch completed",
-                markers: true,
-            },
-        ),
+    (loss, accuracy)
+}
+
+/// The five line plots, with their file names.
+fn line_plots(data: &RunData) -> [(&'static str, LinePlot<'static>); 5] {
+    let m = &data.metrics;
+    let (loss, accuracy) = epoch_curves(m);
+    let epoch_plot = |title, y_desc, y, series| LinePlot {
+        title,
+        x_desc: "epoch",
+        y_desc,
+        y,
+        series,
+        empty: "no epoch completed",
+        markers: true,
+    };
+    let sparsity = vec![Series::new(
+        "Linear/Conv2d weights",
+        epochs_of(m, |e| Some(e.weight_sparsity)),
+    )];
+    let [grad_norms, saturation] = step_plots(&data.steps);
+    [
+        ("loss.png", epoch_plot("Loss", "loss", YAxis::Linear, loss)),
         (
             "accuracy.png",
-            LinePlot {
-                title: if regression { "RMSE (target units)" } else { "Accuracy" },
-                x_desc: "epoch",
-                y_desc: if regression { "rmse" } else { "accuracy" },
-                y: if regression { YAxis::Linear } else { YAxis::Percent },
-                series: accuracy,
-                empty: "no epoch completed",
-                markers: true,
+            if is_regression(m) {
+                epoch_plot("RMSE (target units)", "rmse", YAxis::Linear, accuracy)
+            } else {
+                epoch_plot("Accuracy", "accuracy", YAxis::Percent, accuracy)
             },
         ),
-        (
-            "grad_norms.png",
-            LinePlot {
-                title: "Weight-gradient norm per layer (log scale)",
-                x_desc: "step",
-                y_desc: "L2 norm of the weight gradient",
-                y: YAxis::Log,
-                series: layer_series(&data.steps, "", |l| l.grad_norm),
-                empty: no_steps,
-                markers: data.steps.len() < 30,
-            },
-        ),
-        (
-            "saturation.png",
-            LinePlot {
-                title: "Saturated (sigmoid/tanh) and dead (ReLU) units",
-                x_desc: "step",
-                y_desc: "fraction of units",
-                y: YAxis::Percent,
-                series: saturation,
-                empty: if data.steps.is_empty() {
-                    no_steps
-                } else {
-                    "no Sigmoid, Tanh or ReLU layer to watch"
-                },
-                markers: data.steps.len() < 30,
-            },
-        ),
+        ("grad_norms.png", grad_norms),
+        ("saturation.png", saturation),
         (
             "sparsity.png",
-            LinePlot {
-                title: "Weight sparsity (|w| < 1e-3)",
-                x_desc: "epoch",
-                y_desc: "fraction of weights",
-                y: YAxis::Percent,
-                series: vec![Series::new(
-                    "Linear/Conv2d weights",
-                    epochs_of(m, |e| Some(e.weight_sparsity)),
-                )],
-                empty: "no epoch completed",
-                markers: true,
-            },
+            epoch_plot(
+                "Weight sparsity (|w| < 1e-3)",
+                "fraction of weights",
+                YAxis::Percent,
+                sparsity,
+            ),
         ),
-    ];
-    let mut drawn = Vec::new();
-    let fail = |file: &Path, e: Box<dyn std::error::Error>| {
-        ReportError(format!(
-            "{}: cannot draw: {e} (text needs a system font, e.g. the fonts-dejavu package)",
-            file.display()
-        ))
+    ]
+}
+
+/// The plots of the recorded steps: gradient norms, and saturated and dead units.
+fn step_plots(steps: &[StepRecord]) -> [LinePlot<'static>; 2] {
+    let no_steps = "no diagnostics recorded (--diagnostics-every 0, or no step finished)";
+    let mut saturation = layer_series(steps, " saturated", |l| l.saturated);
+    saturation.extend(layer_series(steps, " dead", |l| l.dead));
+    [
+        LinePlot {
+            title: "Weight-gradient norm per layer (log scale)",
+            x_desc: "step",
+            y_desc: "L2 norm of the weight gradient",
+            y: YAxis::Log,
+            series: layer_series(steps, "", |l| l.grad_norm),
+            empty: no_steps,
+            markers: steps.len() < 30,
+        },
+        LinePlot {
+            title: "Saturated (sigmoid/tanh) and dead (ReLU) units",
+            x_desc: "step",
+            y_desc: "fraction of units",
+            y: YAxis::Percent,
+            series: saturation,
+            empty: if steps.is_empty() {
+                no_steps
+            } else {
+                "no Sigmoid, Tanh or ReLU layer to watch"
+            },
+            markers: steps.len() < 30,
+        },
+    ]
+}
+
+/// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]); returns their paths.
+pub fn render_plots(data: &RunData, out_dir: &Path) -> crate::Result<Vec<PathBuf>> {
+    let fail = |path: &Path, e: Box<dyn std::error::Error>| ReportError::Draw {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
     };
-    for (name, plot) in &plots {
+    let mut drawn = Vec::new();
+    for (name, plot) in &line_plots(data) {
         let file = out_dir.join(name);
         line_plot(&file, plot).map_err(|e| fail(&file, e))?;
         drawn.push((*name, file));
@@ -724,70 +895,26 @@ fn esc(s: &str) -> String {
     o
 }
 
-/// The per-epoch table: accuracy columns, or RMSE columns for a regression.
-fn epochs_table(h: &mut String, metrics: &[EpochMetrics]) {
-    let regression = metrics.iter().any(|e| e.train_rmse.is_some());
-    h.push_str("<h2 id=\"epochs\">Epochs</h2>\n");
-    if metrics.is_empty() {
-        h.push_str("<p class=\"muted\">No epoch completed.</p>\n");
-    } else {
-        let (train_h, val_h) = if regression {
-            ("train rmse", "val rmse")
-        } else {
-            ("train acc", "val acc")
-        };
-        let _ = writeln!(h, "<table>\n<tr><th>epoch</th><th>train loss</th><th>{train_h}</th><th>val loss</th><th>{val_h}</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>");
-        for e in metrics {
-            let (train_v, val_v) = match e.train_rmse {
-                Some(rmse) => (
-                    format!("{rmse:.4}"),
-                    opt(e.val_regression.map(|r| r.val_rmse), |v| format!("{v:.4}")),
-                ),
-                None => (pct(e.train_accuracy), opt(e.val_accuracy, pct)),
-            };
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2e}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.1}</td></tr>",
-                e.epoch,
-                e.train_loss,
-                train_v,
-                opt(e.val_loss, |v| format!("{v:.4}")),
-                val_v,
-                e.lr,
-                pct(e.weight_sparsity),
-                e.weight_norm,
-                e.seconds
-            );
-        }
-        h.push_str("</table>\n");
-    }
-}
-
-/// The summary's first rows: accuracy for a classifier, RMSE/MAE/R² (target units) for a regression.
-fn score_rows(s: &Summary) -> Vec<(&'static str, String)> {
-    if let (Some(rmse), Some(mae), Some(r2)) = (s.test_rmse, s.test_mae, s.test_r2) {
-        return vec![
-            ("Test RMSE", format!("{rmse:.4}")),
-            ("Test MAE", format!("{mae:.4}")),
-            ("Test R²", format!("{r2:.4}")),
-            ("Test loss (standardized target)", format!("{:.4}", s.test_loss)),
-        ];
-    }
-    vec![
-        ("Test accuracy", pct(s.test_accuracy)),
-        ("Test error", pct(1.0 - s.test_accuracy)),
-        ("Test loss", format!("{:.4}", s.test_loss)),
-        ("Final training accuracy", pct(s.train_accuracy)),
-        ("Final validation accuracy", opt(s.val_accuracy, pct)),
-    ]
-}
-
+/// A fraction as percent; a non-finite one as plain `NaN` or `inf`, since "NaN%" reads as a typo.
 fn pct(v: f64) -> String {
-    format!("{:.2}%", v * 100.0)
+    if v.is_finite() {
+        format!("{:.2}%", v * 100.0)
+    } else {
+        format!("{v}")
+    }
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "–".into())
+}
+
+/// [`opt`] for a value that was `measured` (its siblings say so): there a
+/// missing number is one serde wrote as null, so non-finite, not absent.
+fn measured(v: Option<f64>, measured: bool, f: impl Fn(f64) -> String) -> String {
+    match v {
+        None if measured => "NaN".into(),
+        v => opt(v, f),
+    }
 }
 
 fn sci(v: f64) -> String {
@@ -812,16 +939,6 @@ img{max-width:100%;border:1px solid #eee;margin:.4em 0}
 /// The report page, with `images` (PNG bytes, in [`PLOT_FILES`] order) inlined.
 pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
     let s = &data.summary;
-    let img = |i: usize, alt: &str| -> String {
-        match images.get(i) {
-            Some(b) => format!(
-                "<img alt=\"{}\" src=\"data:image/png;base64,{}\">\n",
-                esc(alt),
-                base64::engine::general_purpose::STANDARD.encode(b)
-            ),
-            None => String::new(),
-        }
-    };
     let mut h = String::new();
     let title = format!("gradflow report: {}", data.dir.display());
     let _ = write!(
@@ -841,27 +958,41 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
         s.parameters,
         esc(&stopped)
     );
+    summary_html(s, &stopped, &mut h);
+    warnings_html(&s.warnings, &mut h);
+    model_html(data, &mut h);
+    plots_html(images, &mut h);
+    epochs_html(data, &mut h);
+    layers_html(data.steps.last(), &mut h);
+    h.push_str("<p class=\"muted\">Written by <code>gradflow report</code>. The plots are also saved as PNG files in the run directory.</p>\n</body>\n</html>\n");
+    h
+}
 
+fn summary_html(s: &Summary, stopped: &str, h: &mut String) {
     h.push_str("<h2 id=\"summary\">Summary</h2>\n<table>\n");
+    // A negative clock reading shows as 0; a NaN one stays visible.
+    let seconds = if s.train_seconds < 0.0 { 0.0 } else { s.train_seconds };
     let mut rows = score_rows(s);
     rows.extend([
         ("Epochs", s.epochs.to_string()),
         ("Best epoch", s.best_epoch.to_string()),
         ("Parameters", s.parameters.to_string()),
-        ("Training time", format!("{:.1} s", s.train_seconds.max(0.0))),
+        ("Training time", format!("{seconds:.1} s")),
         ("Throughput", format!("{:.0} samples/s", s.samples_per_second)),
-        ("Stopped", stopped.clone()),
+        ("Stopped", stopped.to_string()),
     ]);
     for (k, v) in rows {
         let _ = writeln!(h, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(k), esc(&v));
     }
     h.push_str("</table>\n");
+}
 
+fn warnings_html(warnings: &[Warning], h: &mut String) {
     h.push_str("<h2 id=\"warnings\">Warnings</h2>\n");
-    if s.warnings.is_empty() {
+    if warnings.is_empty() {
         h.push_str("<p class=\"ok\">No warnings: the diagnostics saw no vanishing or exploding gradients, saturation, dead units or overfitting.</p>\n");
     }
-    for w in &s.warnings {
+    for w in warnings {
         let when = match w.step {
             Some(st) => format!("epoch {}, step {st}", w.epoch),
             None if w.epoch > 0 => format!("epoch {}", w.epoch),
@@ -870,20 +1001,35 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
         let _ = write!(
             h,
             "<div class=\"warn\"><strong>{}</strong> <span class=\"muted\">{}</span><br>\nEvidence: {}<br>\nSuggestion: {}</div>\n",
-            esc(&w.kind.replace('_', " ")),
+            esc(&w.kind.title()),
             esc(&when),
             esc(&w.evidence),
             esc(&w.suggestion)
         );
     }
+}
 
+fn model_html(data: &RunData, h: &mut String) {
     h.push_str("<h2 id=\"model\">Model</h2>\n<table>\n<tr><th>#</th><th>Layer</th></tr>\n");
     for (i, l) in data.layers.iter().enumerate() {
         let _ = writeln!(h, "<tr><td class=\"n\">{i}</td><td>{}</td></tr>", esc(l));
     }
     h.push_str("</table>\n");
     let _ = writeln!(h, "<p class=\"muted\">Input shape {:?}.</p>", data.spec.input);
+}
 
+/// The six plots, each under its heading with a sentence on how to read it.
+fn plots_html(images: &[Vec<u8>], h: &mut String) {
+    let img = |i: usize, alt: &str| -> String {
+        match images.get(i) {
+            Some(b) => format!(
+                "<img alt=\"{}\" src=\"data:image/png;base64,{}\">\n",
+                esc(alt),
+                base64::engine::general_purpose::STANDARD.encode(b)
+            ),
+            None => String::new(),
+        }
+    };
     h.push_str("<h2 id=\"loss\">Loss</h2>\n");
     h.push_str("<p>Training loss is the mean over each epoch's steps; validation loss is measured at the epoch's end. A validation curve that turns up while training keeps falling is overfitting.</p>\n");
     h.push_str(&img(0, "loss per epoch, training and validation"));
@@ -902,40 +1048,103 @@ pub fn render_html(data: &RunData, images: &[Vec<u8>]) -> String {
         "<p>The fraction of weights with |w| &lt; 1e-3 at each epoch's end; L1 regularization drives it up.</p>\n",
     );
     h.push_str(&img(5, "weight sparsity per epoch"));
+}
 
-    epochs_table(&mut h, &data.metrics);
-
-    h.push_str("<h2 id=\"layers\">Layers at the last recorded step</h2>\n");
-    match data.steps.last() {
-        None => h.push_str("<p class=\"muted\">No diagnostics recorded.</p>\n"),
-        Some(r) => {
-            let _ = writeln!(
-                h,
-                "<p class=\"muted\">Step {}, epoch {}. Update ratio ‖ΔW‖/‖W‖ is healthy around 1e-3.</p>",
-                r.step, r.epoch
-            );
-            h.push_str("<table>\n<tr><th>#</th><th>layer</th><th>‖∂L/∂W‖</th><th>‖W‖</th><th>update ratio</th><th>|w| &lt; 1e-3</th><th>act mean</th><th>act std</th><th>saturated</th><th>dead</th></tr>\n");
-            for l in &r.layers {
-                let _ = writeln!(
-                    h,
-                    "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                    l.index,
-                    esc(&l.kind),
-                    opt(l.grad_norm, sci),
-                    opt(l.weight_norm, sci),
-                    opt(l.update_ratio, sci),
-                    opt(l.near_zero, pct),
-                    l.act_mean,
-                    l.act_std,
-                    opt(l.saturated, pct),
-                    opt(l.dead, pct)
-                );
-            }
-            h.push_str("</table>\n");
-        }
+/// The summary's first rows: accuracy for a classifier, RMSE/MAE/R² (target units) for a regression.
+fn score_rows(s: &Summary) -> Vec<(&'static str, String)> {
+    if let (Some(rmse), Some(mae), Some(r2)) = (s.test_rmse, s.test_mae, s.test_r2) {
+        return vec![
+            ("Test RMSE", format!("{rmse:.4}")),
+            ("Test MAE", format!("{mae:.4}")),
+            ("Test R²", format!("{r2:.4}")),
+            ("Test loss (standardized target)", format!("{:.4}", s.test_loss)),
+        ];
     }
-    h.push_str("<p class=\"muted\">Written by <code>gradflow report</code>. The plots are also saved as PNG files in the run directory.</p>\n</body>\n</html>\n");
-    h
+    vec![
+        ("Test accuracy", pct(s.test_accuracy)),
+        ("Test error", pct(1.0 - s.test_accuracy)),
+        ("Test loss", format!("{:.4}", s.test_loss)),
+        ("Final training accuracy", pct(s.train_accuracy)),
+        ("Final validation accuracy", opt(s.val_accuracy, pct)),
+    ]
+}
+
+fn epochs_html(data: &RunData, h: &mut String) {
+    h.push_str("<h2 id=\"epochs\">Epochs</h2>\n");
+    if data.metrics.is_empty() {
+        h.push_str("<p class=\"muted\">No epoch completed.</p>\n");
+        return;
+    }
+    let (train_h, val_h) = if is_regression(&data.metrics) {
+        ("train rmse", "val rmse")
+    } else {
+        ("train acc", "val acc")
+    };
+    let _ = writeln!(h, "<table>\n<tr><th>epoch</th><th>train loss</th><th>{train_h}</th><th>val loss</th><th>{val_h}</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>");
+    for e in &data.metrics {
+        let val_rmse = e.val_regression.map(|r| r.val_rmse);
+        let (train_v, val_v, val_measured) = match e.train_rmse {
+            Some(rmse) => (
+                format!("{rmse:.4}"),
+                opt(val_rmse, |v| format!("{v:.4}")),
+                val_rmse.is_some(),
+            ),
+            None => (
+                pct(e.train_accuracy),
+                opt(e.val_accuracy, pct),
+                e.val_accuracy.is_some(),
+            ),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2e}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.1}</td></tr>",
+            e.epoch,
+            e.train_loss,
+            train_v,
+            // A validation set gives an accuracy every epoch; a loss missing beside it was not finite.
+            measured(e.val_loss, val_measured, |v| format!("{v:.4}")),
+            val_v,
+            e.lr,
+            pct(e.weight_sparsity),
+            e.weight_norm,
+            e.seconds
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+fn layers_html(last: Option<&StepRecord>, h: &mut String) {
+    h.push_str("<h2 id=\"layers\">Layers at the last recorded step</h2>\n");
+    let Some(r) = last else {
+        h.push_str("<p class=\"muted\">No diagnostics recorded.</p>\n");
+        return;
+    };
+    let _ = writeln!(
+        h,
+        "<p class=\"muted\">Step {}, epoch {}. Update ratio ‖ΔW‖/‖W‖ is healthy around 1e-3.</p>",
+        r.step, r.epoch
+    );
+    h.push_str("<table>\n<tr><th>#</th><th>layer</th><th>‖∂L/∂W‖</th><th>‖W‖</th><th>update ratio</th><th>|w| &lt; 1e-3</th><th>act mean</th><th>act std</th><th>saturated</th><th>dead</th></tr>\n");
+    for l in &r.layers {
+        // A layer with weights always has a near-zero share (a count, never NaN);
+        // its norms and update ratio were measured beside it.
+        let weighted = l.near_zero.is_some();
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            l.index,
+            esc(&l.kind),
+            measured(l.grad_norm, weighted, sci),
+            measured(l.weight_norm, weighted, sci),
+            measured(l.update_ratio, weighted, sci),
+            opt(l.near_zero, pct),
+            l.act_mean,
+            l.act_std,
+            opt(l.saturated, pct),
+            opt(l.dead, pct)
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 #[cfg(test)]
@@ -977,13 +1186,71 @@ mod tests {
 
     #[test]
     fn missing_directory_and_files_are_named() {
-        let e = RunData::load(Path::new("/nonexistent/run")).unwrap_err().0;
+        let e = RunData::load(Path::new("/nonexistent/run")).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/run"), "{e}");
         let dir = tempfile::tempdir().unwrap();
-        let e = RunData::load(dir.path()).unwrap_err().0;
+        let e = RunData::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("summary.json"), "{e}");
         std::fs::write(dir.path().join("summary.json"), "{}").unwrap();
-        let e = RunData::load(dir.path()).unwrap_err().0;
+        let e = RunData::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("summary.json") && e.contains("not a valid summary"), "{e}");
+    }
+
+    /// A run whose numbers went non-finite: serde wrote them as null.
+    fn diverged_run() -> RunData {
+        let summary = r#"{"test_accuracy":0.1,"test_loss":null,"epochs":2,"train_seconds":1.5,
+            "samples_per_second":null,"best_epoch":1,"parameters":10,"stopped":"non_finite_loss",
+            "stop_detail":null,"warnings":[],"val_accuracy":0.1,"train_accuracy":0.2}"#;
+        let epoch = r#"{"epoch":2,"train_loss":null,"train_data_loss":1.0,"train_penalty":0.0,"train_accuracy":0.2,
+            "val_loss":null,"val_accuracy":0.1,"lr":0.1,"seconds":1.0,"samples_per_second":1.0,
+            "weight_sparsity":0.0,"weight_norm":1.0}"#;
+        let step = r#"{"step":3,"epoch":2,"layers":[{"index":0,"kind":"Linear","grad_norm":null,"weight_norm":null,
+            "update_ratio":null,"near_zero":0.0,"act_mean":null,"act_std":2.0,"saturated":null,"dead":null}]}"#;
+        let spec = ModelSpec::parse(
+            "input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 5\n",
+            "m.toml",
+        )
+        .unwrap();
+        RunData {
+            dir: PathBuf::from("run"),
+            summary: parse_lenient(summary).unwrap(),
+            metrics: vec![parse_lenient(epoch).unwrap()],
+            steps: vec![parse_lenient(step).unwrap()],
+            spec,
+            layers: vec!["Linear(2 → 5)".into()],
+            weights: None,
+        }
+    }
+
+    #[test]
+    fn non_finite_numbers_show_as_nan_not_zero_or_blank() {
+        let mut data = diverged_run();
+        let html = render_html(&data, &[]);
+        let cell = |v: &str| format!("<td class=\"n\">{v}</td>");
+        // Test loss, throughput, the epoch's train and validation loss, the layer's norms and act mean.
+        assert!(html.contains(&cell("NaN")), "{html}");
+        assert!(html.contains(&cell("NaN samples/s")), "{html}");
+        let epoch_row = html
+            .lines()
+            .find(|l| l.starts_with("<tr><td class=\"n\">2</td>"))
+            .unwrap();
+        assert_eq!(epoch_row.matches(&cell("NaN")).count(), 2, "{epoch_row}");
+        let layer_row = html.lines().find(|l| l.contains("<td>Linear</td>")).unwrap();
+        assert_eq!(layer_row.matches(&cell("NaN")).count(), 4, "{layer_row}");
+        assert!(!html.contains("NaN%"), "{html}");
+        // A validation set measured nothing else as missing: the blank stays for a run without one.
+        data.metrics[0].val_accuracy = None;
+        data.metrics[0].val_loss = None;
+        let row = render_html(&data, &[]);
+        let row = row
+            .lines()
+            .find(|l| l.starts_with("<tr><td class=\"n\">2</td>"))
+            .unwrap();
+        assert_eq!(row.matches(&cell("–")).count(), 2, "{row}");
+        // Numbers still in memory keep their kind of infinity.
+        data.summary.test_loss = f64::INFINITY;
+        data.summary.test_accuracy = f64::NEG_INFINITY;
+        let html = render_html(&data, &[]);
+        assert!(html.contains(&cell("inf")) && html.contains(&cell("-inf")), "{html}");
     }
 }

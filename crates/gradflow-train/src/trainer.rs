@@ -788,7 +788,7 @@ impl Trainer {
         test.regression = test.regression.map(|r| r.scaled(self.target_scale));
         let summary = self.summary(&test, stopped);
         self.write_metrics()?;
-        self.diagnostics.write(&self.out_dir).map_err(Error::Output)?;
+        self.diagnostics.write(&self.out_dir)?;
         let p = self.out_dir.join("summary.json");
         checkpoint::atomic_write(&p, serde_json::to_string_pretty(&summary).expect("summary").as_bytes())
             .map_err(|e| Error::io(&p, "", e))?;
@@ -959,6 +959,6 @@ mod tests {
             std::fs::read(dir.path().join(crate::checkpoint::WEIGHTS_FILE)).unwrap(),
             good_weights
         );
-        assert_eq!(s.warnings.last().unwrap().kind, "non_finite_loss");
+        assert_eq!(s.warnings.last().unwrap().kind.as_str(), "non_finite_loss");
     }
 }

@@ -69,27 +69,19 @@ impl Progress for Bar {
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
     super::set_threads(a.threads)?;
-    let name = match a.study {
-        Study::Activations => "activations",
-        Study::Regularization => "regularization",
+    let study = match a.study {
+        Study::Activations => experiment::Study::Activations,
+        Study::Regularization => experiment::Study::Regularization,
     };
-    let (depth, width, epochs, train_size) = match (a.study, a.quick) {
-        (Study::Activations, false) => (10, 256, 5, 10_000),
-        (Study::Activations, true) => (4, 32, 2, 1000),
-        (Study::Regularization, false) => (2, 1024, 60, 1000),
-        (Study::Regularization, true) => (2, 256, 6, 500),
-    };
+    let defaults = study.options(a.quick, super::data_dir(a.data));
     let opts = ExperimentOptions {
-        data_dir: super::data_dir(a.data),
-        out_dir: a
-            .out
-            .unwrap_or_else(|| PathBuf::from("runs").join(format!("experiment-{name}"))),
-        quick: a.quick,
-        depth: a.depth.unwrap_or(depth),
-        width: a.width.unwrap_or(width),
-        epochs: a.epochs.unwrap_or(epochs),
-        train_size: a.train_size.unwrap_or(train_size),
+        out_dir: a.out.unwrap_or(defaults.out_dir.clone()),
+        depth: a.depth.unwrap_or(defaults.depth),
+        width: a.width.unwrap_or(defaults.width),
+        epochs: a.epochs.unwrap_or(defaults.epochs),
+        train_size: a.train_size.unwrap_or(defaults.train_size),
         seed: a.seed,
+        ..defaults
     };
     if opts.depth == 0 || opts.width == 0 || opts.epochs == 0 || opts.train_size == 0 {
         bail!("--depth, --width, --epochs and --train-size must be at least 1");
@@ -101,16 +93,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     let mut progress = Bar(bar);
-    let table = match a.study {
-        Study::Activations => {
-            experiment::activations(&opts, &mut progress)?;
-            std::fs::read_to_string(opts.out_dir.join("activations.md"))?
-        }
-        Study::Regularization => {
-            experiment::regularization(&opts, &mut progress)?;
-            std::fs::read_to_string(opts.out_dir.join("regularization.md"))?
-        }
-    };
+    let table = study.run(&opts, &mut progress)?;
     progress.0.finish_and_clear();
     println!("{table}");
     println!("wrote {}", opts.out_dir.display());

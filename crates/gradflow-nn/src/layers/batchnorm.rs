@@ -26,17 +26,46 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    /// A fresh layer: γ = 1, β = 0, running mean 0 and variance 1.
-    pub fn new(num_features: usize, eps: f64, momentum: f64, spatial: bool, dtype: DType) -> BatchNorm {
+    /// `nn.BatchNorm1d(num_features)` over `[N, C]` or `[N, C, L]`: γ = 1, β = 0,
+    /// running mean 0 and variance 1, PyTorch's eps 1e-5 and momentum 0.1, f32.
+    pub fn new_1d(num_features: usize) -> BatchNorm {
+        BatchNorm::fresh(num_features, false, DType::F32)
+    }
+
+    /// `nn.BatchNorm2d(num_features)` over `[N, C, H, W]`, with the same defaults.
+    pub fn new_2d(num_features: usize) -> BatchNorm {
+        BatchNorm::fresh(num_features, true, DType::F32)
+    }
+
+    fn fresh(num_features: usize, spatial: bool, dtype: DType) -> BatchNorm {
         BatchNorm {
             weight: Tensor::ones(&[num_features], dtype).requires_grad_(true),
             bias: Tensor::zeros(&[num_features], dtype).requires_grad_(true),
             running_mean: Tensor::zeros(&[num_features], dtype),
             running_var: Tensor::ones(&[num_features], dtype),
             num_batches_tracked: Tensor::zeros(&[], DType::F64),
-            eps,
-            momentum,
+            eps: 1e-5,
+            momentum: 0.1,
             spatial,
+        }
+    }
+
+    /// Added to the variance for stability (default 1e-5).
+    pub fn eps(self, eps: f64) -> BatchNorm {
+        BatchNorm { eps, ..self }
+    }
+
+    /// Weight of each new batch in the running statistics (default 0.1).
+    pub fn momentum(self, momentum: f64) -> BatchNorm {
+        BatchNorm { momentum, ..self }
+    }
+
+    /// A fresh layer of the same size in another element type (default f32).
+    pub fn dtype(self, dtype: DType) -> BatchNorm {
+        BatchNorm {
+            eps: self.eps,
+            momentum: self.momentum,
+            ..BatchNorm::fresh(self.channels(), self.spatial, dtype)
         }
     }
 

@@ -20,36 +20,118 @@ pub struct Conv2d {
     pub l2: Option<f64>,
 }
 
-impl Conv2d {
-    /// A layer initialized with `init`; the bias follows PyTorch's default.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        kernel: (usize, usize),
-        params: Conv2dParams,
-        bias: bool,
-        init: Init,
-        gain: f64,
-        dtype: DType,
-        rng: &mut impl Rng,
-    ) -> Conv2d {
-        let shape = [out_channels, in_channels / params.groups.max(1), kernel.0, kernel.1];
-        let weight = init_weight(&shape, init, gain, dtype, rng).requires_grad_(true);
-        let bias = bias.then(|| {
-            let b = if matches!(init, Init::PytorchDefault) {
-                init_bias(out_channels, &shape, dtype, rng)
+/// A size PyTorch takes as an int or a pair (`kernel_size`, `stride`, …).
+pub trait Size2d {
+    /// (rows, cols).
+    fn pair(self) -> (usize, usize);
+}
+
+impl Size2d for usize {
+    fn pair(self) -> (usize, usize) {
+        (self, self)
+    }
+}
+
+impl Size2d for (usize, usize) {
+    fn pair(self) -> (usize, usize) {
+        self
+    }
+}
+
+/// How to build a [`Conv2d`]: PyTorch's defaults (stride 1, no padding,
+/// dilation 1, one group, a bias, PyTorch's own initializer, f32), changed by
+/// the builder methods, then drawn with [`build`](Self::build).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use = "a config builds nothing until .build(&mut rng)"]
+pub struct Conv2dConfig {
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: (usize, usize),
+    params: Conv2dParams,
+    bias: bool,
+    init: Init,
+    gain: f64,
+    dtype: DType,
+}
+
+impl Conv2dConfig {
+    /// Step between windows (default 1).
+    pub fn stride(mut self, stride: impl Size2d) -> Self {
+        self.params.stride = stride.pair();
+        self
+    }
+    /// Zeros added on each side (default 0).
+    pub fn padding(mut self, padding: impl Size2d) -> Self {
+        self.params.padding = padding.pair();
+        self
+    }
+    /// Spacing of the kernel's taps (default 1).
+    pub fn dilation(mut self, dilation: impl Size2d) -> Self {
+        self.params.dilation = dilation.pair();
+        self
+    }
+    /// Channel groups (default 1).
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.params.groups = groups;
+        self
+    }
+    /// Stride, padding, dilation and groups at once.
+    pub fn params(self, params: Conv2dParams) -> Self {
+        Conv2dConfig { params, ..self }
+    }
+    /// Whether to learn a bias (default true).
+    pub fn bias(self, bias: bool) -> Self {
+        Conv2dConfig { bias, ..self }
+    }
+    /// The weight initializer (default PyTorch's own); with any other, the bias starts at 0.
+    pub fn init(self, init: Init) -> Self {
+        Conv2dConfig { init, ..self }
+    }
+    /// The gain of the activation that follows, for initializers that use one (default 1).
+    pub fn gain(self, gain: f64) -> Self {
+        Conv2dConfig { gain, ..self }
+    }
+    /// The element type (default f32).
+    pub fn dtype(self, dtype: DType) -> Self {
+        Conv2dConfig { dtype, ..self }
+    }
+    /// Draw the kernels (then the bias) from `rng`.
+    pub fn build(self, rng: &mut impl Rng) -> Conv2d {
+        let (out_channels, (kh, kw)) = (self.out_channels, self.kernel_size);
+        let shape = [out_channels, self.in_channels / self.params.groups.max(1), kh, kw];
+        let weight = init_weight(&shape, self.init, self.gain, self.dtype, rng).requires_grad_(true);
+        let bias = self.bias.then(|| {
+            let b = if matches!(self.init, Init::PytorchDefault) {
+                init_bias(out_channels, &shape, self.dtype, rng)
             } else {
-                Tensor::zeros(&[out_channels], dtype)
+                Tensor::zeros(&[out_channels], self.dtype)
             };
             b.requires_grad_(true)
         });
         Conv2d {
             weight,
             bias,
-            params,
+            params: self.params,
             l1: None,
             l2: None,
+        }
+    }
+}
+
+impl Conv2d {
+    /// `nn.Conv2d(in_channels, out_channels, kernel_size)`: options by the config's
+    /// builder methods, e.g. `Conv2d::new(1, 6, 5).padding(2).build(&mut rng)`.
+    #[allow(clippy::new_ret_no_self)] // PyTorch's spelling; weights are drawn by `.build(&mut rng)`.
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Size2d) -> Conv2dConfig {
+        Conv2dConfig {
+            in_channels,
+            out_channels,
+            kernel_size: kernel_size.pair(),
+            params: Conv2dParams::default(),
+            bias: true,
+            init: Init::PytorchDefault,
+            gain: 1.0,
+            dtype: DType::F32,
         }
     }
 }

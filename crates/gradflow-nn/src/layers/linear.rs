@@ -17,24 +17,47 @@ pub struct Linear {
     pub l2: Option<f64>,
 }
 
-impl Linear {
-    /// A layer initialized with `init` (gain for the following activation); the bias follows PyTorch's default.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        init: Init,
-        gain: f64,
-        dtype: DType,
-        rng: &mut impl Rng,
-    ) -> Linear {
-        let shape = [out_features, in_features];
-        let weight = init_weight(&shape, init, gain, dtype, rng).requires_grad_(true);
-        let bias = bias.then(|| {
-            let b = if matches!(init, Init::PytorchDefault) {
-                init_bias(out_features, &shape, dtype, rng)
+/// How to build a [`Linear`]: PyTorch's defaults (a bias, PyTorch's own
+/// initializer, f32), changed by the builder methods, then drawn with
+/// [`build`](Self::build).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use = "a config builds nothing until .build(&mut rng)"]
+pub struct LinearConfig {
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+    init: Init,
+    gain: f64,
+    dtype: DType,
+}
+
+impl LinearConfig {
+    /// Whether to learn a bias (default true).
+    pub fn bias(self, bias: bool) -> Self {
+        LinearConfig { bias, ..self }
+    }
+    /// The weight initializer (default PyTorch's own); with any other, the bias starts at 0.
+    pub fn init(self, init: Init) -> Self {
+        LinearConfig { init, ..self }
+    }
+    /// The gain of the activation that follows, for initializers that use one
+    /// (default 1; e.g. [`Activation::gain`](crate::Activation::gain)).
+    pub fn gain(self, gain: f64) -> Self {
+        LinearConfig { gain, ..self }
+    }
+    /// The element type (default f32).
+    pub fn dtype(self, dtype: DType) -> Self {
+        LinearConfig { dtype, ..self }
+    }
+    /// Draw the weights (then the bias) from `rng`.
+    pub fn build(self, rng: &mut impl Rng) -> Linear {
+        let shape = [self.out_features, self.in_features];
+        let weight = init_weight(&shape, self.init, self.gain, self.dtype, rng).requires_grad_(true);
+        let bias = self.bias.then(|| {
+            let b = if matches!(self.init, Init::PytorchDefault) {
+                init_bias(self.out_features, &shape, self.dtype, rng)
             } else {
-                Tensor::zeros(&[out_features], dtype)
+                Tensor::zeros(&[self.out_features], self.dtype)
             };
             b.requires_grad_(true)
         });
@@ -43,6 +66,22 @@ impl Linear {
             bias,
             l1: None,
             l2: None,
+        }
+    }
+}
+
+impl Linear {
+    /// `nn.Linear(in_features, out_features)`: options by the config's builder methods,
+    /// e.g. `Linear::new(784, 800).init(Init::XavierUniform).build(&mut rng)`.
+    #[allow(clippy::new_ret_no_self)] // PyTorch's spelling; weights are drawn by `.build(&mut rng)`.
+    pub fn new(in_features: usize, out_features: usize) -> LinearConfig {
+        LinearConfig {
+            in_features,
+            out_features,
+            bias: true,
+            init: Init::PytorchDefault,
+            gain: 1.0,
+            dtype: DType::F32,
         }
     }
     /// Input width.

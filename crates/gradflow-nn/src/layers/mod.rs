@@ -7,9 +7,9 @@ pub mod linear;
 pub mod sequential;
 pub mod simple;
 
-pub use activation::Activation;
+pub use activation::{Activation, ActivationInfo, Approximate, Saturation};
 pub use batchnorm::BatchNorm;
-pub use conv::Conv2d;
-pub use linear::Linear;
+pub use conv::{Conv2d, Conv2dConfig, Size2d};
+pub use linear::{Linear, LinearConfig};
 pub use sequential::Sequential;
 pub use simple::{AvgPool2d, Dropout, Flatten, MaxPool2d};

@@ -1,5 +1,6 @@
 //! Layers without parameters: pooling, flatten, dropout.
 
+use crate::layers::conv::Size2d;
 use crate::module::{Ctx, Module};
 use gradflow::ops::conv::conv_out_size;
 use gradflow::{Pool2dParams, Result, Tensor};
@@ -23,8 +24,36 @@ fn pooled(input: &[usize], p: &Pool2dParams) -> crate::Result<Vec<usize>> {
     }
 }
 
+/// `Pool2dParams` for a window of `kernel_size`, with PyTorch's defaults
+/// (stride = kernel_size, no padding).
+fn window(kernel_size: impl Size2d) -> Pool2dParams {
+    let kernel = kernel_size.pair();
+    Pool2dParams {
+        kernel,
+        stride: kernel,
+        padding: (0, 0),
+    }
+}
+
 /// Max over windows.
 pub struct MaxPool2d(pub Pool2dParams);
+
+impl MaxPool2d {
+    /// `nn.MaxPool2d(kernel_size)`: stride = kernel_size, no padding.
+    pub fn new(kernel_size: impl Size2d) -> MaxPool2d {
+        MaxPool2d(window(kernel_size))
+    }
+    /// Step between windows (default the kernel size).
+    pub fn stride(mut self, stride: impl Size2d) -> MaxPool2d {
+        self.0.stride = stride.pair();
+        self
+    }
+    /// Implicit −∞ added on each side (default 0).
+    pub fn padding(mut self, padding: impl Size2d) -> MaxPool2d {
+        self.0.padding = padding.pair();
+        self
+    }
+}
 
 impl Module for MaxPool2d {
     fn kind(&self) -> &'static str {
@@ -43,6 +72,23 @@ impl Module for MaxPool2d {
 
 /// Mean over windows.
 pub struct AvgPool2d(pub Pool2dParams);
+
+impl AvgPool2d {
+    /// `nn.AvgPool2d(kernel_size)`: stride = kernel_size, no padding.
+    pub fn new(kernel_size: impl Size2d) -> AvgPool2d {
+        AvgPool2d(window(kernel_size))
+    }
+    /// Step between windows (default the kernel size).
+    pub fn stride(mut self, stride: impl Size2d) -> AvgPool2d {
+        self.0.stride = stride.pair();
+        self
+    }
+    /// Zeros added on each side (default 0).
+    pub fn padding(mut self, padding: impl Size2d) -> AvgPool2d {
+        self.0.padding = padding.pair();
+        self
+    }
+}
 
 impl Module for AvgPool2d {
     fn kind(&self) -> &'static str {
@@ -79,6 +125,20 @@ impl Module for Flatten {
 
 /// Inverted dropout with probability `p`; identity in eval mode.
 pub struct Dropout(pub f64);
+
+impl Dropout {
+    /// `nn.Dropout(p)`.
+    pub fn new(p: f64) -> Dropout {
+        Dropout(p)
+    }
+}
+
+impl Default for Dropout {
+    /// PyTorch's p = 0.5.
+    fn default() -> Dropout {
+        Dropout(0.5)
+    }
+}
 
 impl Module for Dropout {
     fn kind(&self) -> &'static str {
