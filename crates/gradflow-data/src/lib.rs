@@ -37,6 +37,7 @@ pub mod dataset;
 pub mod error;
 pub mod idx;
 pub mod image;
+pub mod image_folder;
 pub mod loader;
 pub mod mnist;
 pub mod table;
@@ -49,6 +50,7 @@ pub use idx::{parse_idx_images_bytes, parse_idx_labels_bytes, read_idx_images, r
 pub use image::{
     decode_gray_image, decode_gray_image_bytes, invert_if_light_background, load_gray_image, GrayImage, IMAGE_SIDE,
 };
+pub use image_folder::{is_image_folder, load_image_folder, load_images, ImageFolder, ImageFolderOptions, ImageNorm};
 pub use loader::{fill_batch, Batch, BatchTargets, Batches, Loader};
 pub use mnist::{default_data_dir, Mnist, MnistSplit, MNIST_CLASSES, MNIST_MEAN, MNIST_STD};
 pub use table::{read_table, read_table_with_progress, EncodedRows, Encoding, Feature, Missing, Table, TableOptions};
