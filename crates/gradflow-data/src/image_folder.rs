@@ -60,9 +60,21 @@ pub struct ImageFolder {
     pub skipped: usize,
 }
 
-/// Whether `dir` looks like an image folder (it has a `train/` subfolder and no MNIST files).
+/// Whether `dir` looks like an image folder: it has a `train/` or `test/`
+/// subfolder, or (a misplaced layout, then reported by [`load_image_folder`])
+/// subfolders holding images.
 pub fn is_image_folder(dir: &Path) -> bool {
-    dir.join("train").is_dir()
+    if dir.join("train").is_dir() || dir.join("test").is_dir() {
+        return true;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .any(|sub| std::fs::read_dir(sub).is_ok_and(|files| files.flatten().any(|f| is_image_file(&f.path()))))
 }
 
 /// Reads `dir/train` (and `dir/test` if present) into normalized datasets.

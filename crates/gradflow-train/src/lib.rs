@@ -12,6 +12,7 @@ pub mod error;
 pub mod experiment;
 pub mod explain;
 pub mod grad;
+pub mod images;
 pub mod metrics;
 pub mod predict;
 pub mod report;

@@ -36,6 +36,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     super::set_threads(a.threads)?;
     let (spec, net) = super::load_model(a.run_dir.as_deref(), a.model.as_deref(), a.weights.as_deref())?;
     if let Some(dir) = a.run_dir.as_deref() {
+        if let Some(source) = gradflow_train::images::ImageSource::of_run(dir)? {
+            return eval_images(source, &net);
+        }
         if let Some(encoding) = gradflow_train::table::encoding_of_run(dir)? {
             return eval_table(dir, &encoding, &net, a.data.as_deref());
         }
@@ -105,6 +108,30 @@ fn eval_table(dir: &Path, encoding: &Encoding, net: &gradflow_nn::Sequential, da
             print_classes(&e, &encoding.class_names);
         }
     }
+    Ok(())
+}
+
+/// An image run: its test images, re-read with the run's folder and options.
+fn eval_images(mut source: gradflow_train::images::ImageSource, net: &gradflow_nn::Sequential) -> Result<()> {
+    let saved = source.norm.clone();
+    let folder = source.load().map_err(BadInput)?;
+    if saved.as_ref() != Some(&folder.norm) {
+        eprintln!(
+            "note: {} changed since training (normalization or classes differ)",
+            source.dir.display()
+        );
+    }
+    let loss = gradflow_nn::Loss::CrossEntropy { label_smoothing: 0.0 };
+    let e = gradflow_train::evaluate(net, &folder.test, &loss, 1000, gradflow::DType::F32)?;
+    println!(
+        "test loss {:.4}  accuracy {:.2}%  error {:.2}%  ({} images of {})",
+        e.loss,
+        e.accuracy * 100.0,
+        (1.0 - e.accuracy) * 100.0,
+        e.samples,
+        source.dir.display()
+    );
+    print_classes(&e, &folder.norm.class_names);
     Ok(())
 }
 

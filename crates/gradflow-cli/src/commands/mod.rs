@@ -4,6 +4,7 @@ pub mod eval;
 pub mod experiment;
 pub mod explain;
 pub mod grad;
+pub mod images;
 pub mod playground;
 pub mod predict;
 pub mod report;

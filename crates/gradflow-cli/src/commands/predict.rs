@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
   gradflow predict --model mlp --weights w.safetensors a.pgm b.png
   gradflow predict runs/flowers rows.csv --out predictions.csv   # a run trained on a table")]
 pub struct PredictArgs {
-    /// Run directory, then one or more images (PNG or PGM; any size, resized to 28×28), or one CSV file for a run trained on a table.
+    /// Run directory, then one or more images (MNIST runs: PNG or PGM, any size, resized to 28×28; image-folder runs: PNG or JPEG read like its training images), or one CSV file for a run trained on a table.
     #[arg(required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
     /// Preset or model TOML (with --weights; then every positional argument is an image).
@@ -39,6 +39,22 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let (spec, net) = super::load_model(run_dir.as_deref(), a.model.as_deref(), a.weights.as_deref())?;
     if let Some(dir) = run_dir.as_deref() {
+        if let Some(source) = gradflow_train::images::ImageSource::of_run(dir)? {
+            let Some(norm) = source.norm else {
+                bail!("{}: images.json holds no normalization", dir.display());
+            };
+            let ranked =
+                gradflow_train::images::classify_images(&net, &norm, &images).map_err(super::table::bad_input)?;
+            for (path, r) in images.iter().zip(ranked) {
+                let top: Vec<String> = r
+                    .iter()
+                    .take(3)
+                    .map(|(c, p)| format!("{c} ({:.1}%)", p * 100.0))
+                    .collect();
+                println!("{}: {}  top-3: {}", path.display(), r[0].0, top.join(", "));
+            }
+            return Ok(());
+        }
         if let Some(encoding) = gradflow_train::table::encoding_of_run(dir)? {
             let [rows] = images.as_slice() else {
                 bail!(

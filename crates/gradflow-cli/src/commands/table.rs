@@ -79,6 +79,11 @@ impl TableArgs {
             || self.test_split.is_some()
     }
 
+    /// `--test-split` (default 0.2).
+    pub fn test_split(&self) -> f64 {
+        self.test_split.unwrap_or(0.2)
+    }
+
     /// The source to read, with absolute paths so `--resume` works from anywhere.
     pub fn source(&self, train: &Path, seed: u64) -> anyhow::Result<TableSource> {
         let delimiter = match self.delimiter.as_deref() {

@@ -1,18 +1,21 @@
 //! `gradflow train`.
 
+use super::images::ImageArgs;
 use super::table::{bad_input, is_table, BadInput, TableArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gradflow_data::is_image_folder;
 use gradflow_data::Encoding;
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use gradflow_nn::{Activation, Init};
 use gradflow_train::diagnostics::Warning;
+use gradflow_train::images::ImageSource;
 use gradflow_train::table::{default_model, default_schedule, TableSource};
 use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, Summary, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -26,7 +29,8 @@ use std::sync::Arc;
   gradflow train --l1 1e-5 --val-split 0.1 --early-stopping 3
   gradflow train --resume runs/mlp               # continue an interrupted run
   gradflow train --data flowers.csv --target species --ignore id   # your own table
-  gradflow train --data houses.csv --target price --loss huber --test houses-test.csv"
+  gradflow train --data houses.csv --target price --loss huber --test houses-test.csv
+  gradflow train --data photos/ --image-size 32x32 --skip-bad        # train/<class>/*.jpg"
 )]
 pub struct TrainArgs {
     /// Settings file (TOML with the same keys as these flags, snake_case); flags override it.
@@ -38,11 +42,13 @@ pub struct TrainArgs {
     /// Start from these weights (safetensors, PyTorch state_dict names).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// MNIST directory (default: $GRADFLOW_DATA, else data/mnist), or a CSV table with a header row.
+    /// MNIST directory (default: $GRADFLOW_DATA, else data/mnist), a CSV table with a header row, or an image folder (DIR/train/<class>/*.png|jpg, optionally DIR/test/<class>/...).
     #[arg(long)]
     data: Option<PathBuf>,
     #[command(flatten)]
     table: TableArgs,
+    #[command(flatten)]
+    images: ImageArgs,
     /// Loss of a regression: mse, l1 or huber (default mse; classification uses cross-entropy).
     #[arg(long)]
     loss: Option<String>,
@@ -272,8 +278,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     // Written only now that the data validated and the model fits it.
-    if let Some((source, encoding)) = &table {
-        source.save(&out_dir, encoding)?;
+    match &table {
+        RunData::Table(source, encoding) => source.save(&out_dir, encoding)?,
+        RunData::Images(source) => source.save(&out_dir)?,
+        RunData::Mnist => {}
     }
     let stop = stop_on_ctrl_c();
     println!(
@@ -292,17 +300,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
     print_summary(summary, &out_dir)
 }
 
-/// A table run's source and encoding, written into the run directory before training.
-type TableRun = Option<(TableSource, Encoding)>;
+/// What a run's directory records about its data before training: a table's
+/// source and encoding, or an image folder's source and normalization.
+pub(super) enum RunData {
+    Mnist,
+    Table(TableSource, Encoding),
+    Images(ImageSource),
+}
 
 /// A fresh run from the flags, or the run `--resume` names; with its run directory.
-fn build_trainer(args: &TrainArgs) -> Result<(Trainer, PathBuf, TableRun)> {
+fn build_trainer(args: &TrainArgs) -> Result<(Trainer, PathBuf, RunData)> {
     if let Some(dir) = &args.resume {
-        return Ok((resume(dir, args)?, dir.clone(), None));
+        return Ok((resume(dir, args)?, dir.clone(), RunData::Mnist));
     }
     let config = args.config()?;
     if config.early_stopping.is_some() && config.val_split == 0.0 {
         bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
+    }
+    let images = |d: &&Path| is_image_folder(d) || (args.images.any() && d.is_dir());
+    if let Some(dir) = args.data.as_deref().filter(images) {
+        return build_image_trainer(args, config, dir);
+    }
+    if args.images.any() {
+        bail!("--image-size and --skip-bad need --data DIR holding train/<class>/*.png|jpg");
     }
     if is_table(args.data.as_deref()) || args.table.any() {
         return build_table_trainer(args, config);
@@ -320,11 +340,20 @@ fn build_trainer(args: &TrainArgs) -> Result<(Trainer, PathBuf, TableRun)> {
         Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
         None => Trainer::new(config, spec, data, &out)?,
     };
-    Ok((trainer, out, None))
+    Ok((trainer, out, RunData::Mnist))
 }
 
 /// `--resume`: a table run re-reads its table (which must encode as before), an MNIST run its IDX files.
 fn resume(dir: &std::path::Path, args: &TrainArgs) -> Result<Trainer> {
+    if let Some(mut source) = ImageSource::of_run(dir)? {
+        let folder = source.load().map_err(BadInput)?;
+        let data = DataSource::Datasets {
+            train: folder.train,
+            val: None,
+            test: folder.test,
+        };
+        return Ok(Trainer::resume(dir, data, args.epochs)?);
+    }
     let Some(source) = TableSource::of_run(dir)? else {
         let data = DataSource::Mnist(super::data_dir(args.data.clone()));
         return Ok(Trainer::resume(dir, data, args.epochs)?);
@@ -342,7 +371,7 @@ fn resume(dir: &std::path::Path, args: &TrainArgs) -> Result<Trainer> {
 }
 
 /// `--data FILE.csv`: read and validate the table, size the default model and recipe from it.
-fn build_table_trainer(args: &TrainArgs, mut config: TrainConfig) -> Result<(Trainer, PathBuf, TableRun)> {
+fn build_table_trainer(args: &TrainArgs, mut config: TrainConfig) -> Result<(Trainer, PathBuf, RunData)> {
     let Some(path) = args.data.as_deref() else {
         bail!("the table flags (--target, --test, ...) need --data FILE.csv");
     };
@@ -377,7 +406,55 @@ fn build_table_trainer(args: &TrainArgs, mut config: TrainConfig) -> Result<(Tra
         None => Trainer::new(config, spec, data, &out)?,
     };
     trainer.set_target_scale(scale);
-    Ok((trainer, out, Some((source, table.encoding))))
+    Ok((trainer, out, RunData::Table(source, table.encoding)))
+}
+
+/// `--data DIR` holding `train/<class>/*.png|jpg`: read the images, fit the model's input and outputs to them.
+fn build_image_trainer(args: &TrainArgs, mut config: TrainConfig, dir: &Path) -> Result<(Trainer, PathBuf, RunData)> {
+    let mut source = args.images.source(dir, args.table.test_split(), config.seed)?;
+    let folder = source.load().map_err(BadInput)?;
+    let norm = &folder.norm;
+    println!(
+        "images {}: {} training, {} test, {}x{}x{} (CxHxW), {} classes: {}{}",
+        dir.display(),
+        folder.train.len(),
+        folder.test.len(),
+        norm.channels,
+        norm.height,
+        norm.width,
+        norm.class_names.len(),
+        norm.class_names.join(", "),
+        if folder.skipped > 0 {
+            format!("; skipped {} unreadable images", folder.skipped)
+        } else {
+            String::new()
+        }
+    );
+    if config.loss.is_some() {
+        bail!("--loss is for regression on a table; images train with cross-entropy");
+    }
+    if args.model.is_none() && args.config.is_none() {
+        config.model = gradflow_train::images::default_model(norm).to_string();
+        println!(
+            "model {} (the default for {}x{} images)",
+            config.model, norm.height, norm.width
+        );
+    }
+    let spec = gradflow_train::images::fit_model(gradflow_train::trainer::model_from_config(&config)?, norm)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&dir.display().to_string())));
+    let data = DataSource::Datasets {
+        train: folder.train,
+        val: None,
+        test: folder.test,
+    };
+    let trainer = match &args.weights {
+        Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
+        None => Trainer::new(config, spec, data, &out)?,
+    };
+    Ok((trainer, out, RunData::Images(source)))
 }
 
 /// Reads the table, with a progress bar on a terminal (the file is read twice: types, then values).
