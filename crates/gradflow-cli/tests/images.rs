@@ -220,3 +220,62 @@ fn a_folder_without_train_and_bad_flags_are_refused() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--skip-bad need --data DIR"));
 }
+
+fn summary_accuracy(out: &Path) -> f64 {
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    s["test_accuracy"].as_f64().unwrap()
+}
+
+/// A small version of the README's measured check: 400 MNIST training and 200
+/// test digits as IDX files and as a PNG folder train to the same accuracy (within noise).
+#[test]
+fn mnist_digits_as_png_folder_train_like_the_idx_files() {
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("digits");
+    for (split, name, n) in [
+        (gradflow_data::MnistSplit::Train, "train", 400),
+        (gradflow_data::MnistSplit::Test, "test", 200),
+    ] {
+        let ds = gradflow_data::mnist::load_split(&mnist, split, Some(n)).unwrap();
+        for (i, label) in ds.labels().unwrap().iter().enumerate() {
+            let px: Vec<u8> = ds
+                .sample(i)
+                .unwrap()
+                .iter()
+                .map(|v| (v * 255.0).round() as u8)
+                .collect();
+            let p = dir.join(format!("{name}/{label}/{i:04}.png"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            image::GrayImage::from_raw(28, 28, px).unwrap().save(&p).unwrap();
+        }
+    }
+    let flags = ["--model", "mlp", "--epochs", "3", "--seed", "1", "--threads", "1"];
+    let idx_out = tmp.path().join("idx");
+    let o = gradflow()
+        .arg("train")
+        .arg("--data")
+        .arg(&mnist)
+        .args(["--limit-train", "400", "--limit-test", "200"])
+        .arg("--out")
+        .arg(&idx_out)
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png_out = tmp.path().join("png");
+    let o = gradflow()
+        .arg("train")
+        .arg("--data")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&png_out)
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (idx, png) = (summary_accuracy(&idx_out), summary_accuracy(&png_out));
+    assert!(idx > 0.6 && png > 0.6, "IDX {idx}, PNG {png}");
+    assert!((idx - png).abs() < 0.06, "IDX {idx}, PNG {png}");
+}

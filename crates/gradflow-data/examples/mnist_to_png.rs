@@ -11,7 +11,12 @@ fn export(dir: &Path, out: &Path, split: MnistSplit, name: &str, n: usize) -> Re
     let ds = load_split(dir, split, Some(n))?;
     let labels = ds.labels().ok_or("MNIST has class labels")?.to_vec();
     for (i, label) in labels.iter().enumerate() {
-        let px: Vec<u8> = ds.sample(i).ok_or("sample")?.iter().map(|v| (v * 255.0).round() as u8).collect();
+        let px: Vec<u8> = ds
+            .sample(i)
+            .ok_or("sample")?
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
         let path = out.join(name).join(label.to_string()).join(format!("{i:05}.png"));
         std::fs::create_dir_all(path.parent().ok_or("parent")?)?;
         image::GrayImage::from_raw(28, 28, px).ok_or("28x28")?.save(&path)?;

@@ -481,4 +481,27 @@ mod tests {
         let e = load_image_folder(dir.path(), &opts()).unwrap_err().to_string();
         assert!(e.contains("differ from train/"), "{e}");
     }
+
+    #[test]
+    fn jpeg_images_decode_too() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, level) in [("a", 30u8), ("b", 220u8)] {
+            for i in 0..3u8 {
+                let p = dir.path().join(format!("train/{class}/{i}.jpg"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let img =
+                    image::RgbImage::from_fn(8, 8, |x, _| image::Rgb([level, level, level.wrapping_add(x as u8 + i)]));
+                img.save(&p).unwrap();
+            }
+        }
+        let f = load_image_folder(
+            dir.path(),
+            &ImageFolderOptions {
+                test_split: 0.0,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!((f.train.len(), f.train.sample_shape.clone()), (6, vec![3, 8, 8]));
+    }
 }
