@@ -407,6 +407,10 @@ def toml_of(input_shape, seq):
                 assert m.count_include_pad and not m.ceil_mode
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             lines += [f"eps = {m.eps!r}", f"momentum = {m.momentum!r}"]
+        elif isinstance(m, nn.LayerNorm):
+            if len(m.normalized_shape) > 1:
+                lines.append(f"normalized_shape = {list(m.normalized_shape)}")
+            lines += [f"eps = {m.eps!r}", f"elementwise_affine = {str(m.elementwise_affine).lower()}"]
         elif isinstance(m, nn.LeakyReLU):
             lines.append(f"negative_slope = {m.negative_slope!r}")
         elif isinstance(m, nn.ELU):
@@ -509,6 +513,28 @@ def bn_illcond():
     )
 
 
+def ln_seq():
+    # Linear and LayerNorm over the last dimension of [N, T, F].
+    return nn.Sequential(
+        nn.Linear(6, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 8), nn.LayerNorm(8, eps=1e-3), nn.Flatten(), nn.Linear(32, 5)
+    )
+
+
+def ln_flat():
+    # LayerNorm over [N, F], without affine parameters.
+    return nn.Sequential(
+        nn.Linear(12, 16),
+        nn.LayerNorm(16, elementwise_affine=False),
+        nn.Tanh(),
+        nn.Linear(16, 5),
+    )
+
+
+def ln_2d():
+    # normalized_shape over the two trailing dimensions of a [T, F] sample.
+    return nn.Sequential(nn.LayerNorm([4, 6]), nn.Linear(6, 3), nn.GELU(), nn.Flatten(), nn.Linear(12, 5))
+
+
 def model_list():
     ms = []
     for i, act in enumerate(ACTS):
@@ -547,6 +573,11 @@ def model_list():
             l1=1e-3,
             l2=1e-2,
         ),
+        dict(name="ln_seq_f64", build=ln_seq, input=[4, 6], n=5, dtype=F64, seed=260),
+        dict(name="ln_seq_f32", build=ln_seq, input=[4, 6], n=5, dtype=F32, seed=261),
+        dict(name="ln_flat_f64", build=ln_flat, input=[12], n=6, dtype=F64, seed=262),
+        dict(name="ln_flat_f32", build=ln_flat, input=[12], n=6, dtype=F32, seed=263),
+        dict(name="ln_2d_f64", build=ln_2d, input=[4, 6], n=5, dtype=F64, seed=264),
     ]
     return ms
 
@@ -598,6 +629,9 @@ def write_model(spec):
                 m.running_mean.copy_(0.5 * torch.randn(c, generator=g, dtype=F64))
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=F64))
                 m.num_batches_tracked.fill_(3)
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g, dtype=F64))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g, dtype=F64))
     n, shape = spec["n"], spec["input"]
     if spec.get("image"):
         x = torch.rand(n, *shape, generator=g, dtype=F64)

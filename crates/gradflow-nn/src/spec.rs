@@ -19,7 +19,9 @@
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+use crate::layers::{
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, Sequential,
+};
 use crate::module::Module;
 use gradflow::{Conv2dParams, DType, Pool2dParams};
 use rand_chacha::ChaCha8Rng;
@@ -79,6 +81,15 @@ pub enum LayerSpec {
         eps: f64,
         /// Running-statistics momentum.
         momentum: f64,
+    },
+    /// `nn.LayerNorm(normalized_shape, eps, elementwise_affine)`.
+    LayerNorm {
+        /// The trailing dimensions normalized over; `None` for the last one of the input.
+        normalized_shape: Option<Vec<usize>>,
+        /// ε.
+        eps: f64,
+        /// Whether to learn γ and β.
+        elementwise_affine: bool,
     },
     /// Any activation.
     Activation(Activation),
@@ -270,6 +281,10 @@ fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
             ("padding", p.padding.0),
             ("padding", p.padding.1),
         ],
+        LayerSpec::LayerNorm {
+            normalized_shape: Some(dims),
+            ..
+        } => dims.iter().map(|&d| ("normalized_shape", d)).collect(),
         _ => Vec::new(),
     };
     match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
@@ -298,11 +313,9 @@ fn check_input(input: &[usize]) -> std::result::Result<(), String> {
 /// (already checked to have the rank the layer needs), or `None` on overflow.
 fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
     match l {
-        LayerSpec::Linear { out_features, bias, .. } => {
-            shape[0]
-                .checked_mul(*out_features)?
-                .checked_add(if *bias { *out_features } else { 0 })
-        }
+        LayerSpec::Linear { out_features, bias, .. } => shape[shape.len() - 1]
+            .checked_mul(*out_features)?
+            .checked_add(if *bias { *out_features } else { 0 }),
         LayerSpec::Conv2d {
             out_channels,
             kernel_size,
@@ -316,6 +329,10 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             .checked_add(if *bias { *out_channels } else { 0 }),
         // weight, bias, running mean and variance, and the step counter.
         LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => shape[0].checked_mul(4)?.checked_add(1),
+        LayerSpec::LayerNorm {
+            elementwise_affine: true,
+            ..
+        } => elements(&l.layernorm_shape(shape))?.checked_mul(2),
         _ => Some(0),
     }
 }
@@ -376,6 +393,35 @@ impl Keys<'_> {
             LayerSpec::BatchNorm1d { eps, momentum }
         })
     }
+    fn layernorm(&mut self) -> Result<LayerSpec> {
+        let normalized_shape = match self.get("normalized_shape") {
+            None => None,
+            Some(toml::Value::Integer(_)) => Some(vec![self.usize("normalized_shape", None)?]),
+            Some(toml::Value::Array(a)) if !a.is_empty() => Some(
+                a.iter()
+                    .map(|v| match v.as_integer() {
+                        Some(i) if i > MAX_DIM as i64 => self.err(too_large("normalized_shape", i)),
+                        Some(i) if i > 0 => Ok(i as usize),
+                        _ => self.err("'normalized_shape' must be a positive integer or a list of them"),
+                    })
+                    .collect::<Result<Vec<usize>>>()?,
+            ),
+            Some(v) => {
+                return self.err(format!(
+                    "'normalized_shape' must be a positive integer or a list of them, got {v}"
+                ))
+            }
+        };
+        let eps = self.float("eps", 1e-5)?;
+        if eps <= 0.0 {
+            return self.err("'eps' must be positive");
+        }
+        Ok(LayerSpec::LayerNorm {
+            normalized_shape,
+            eps,
+            elementwise_affine: self.bool("elementwise_affine", true)?,
+        })
+    }
 }
 
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
@@ -396,11 +442,12 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         "dropout" => k.dropout()?,
         "batchnorm1d" => k.batchnorm(false)?,
         "batchnorm2d" => k.batchnorm(true)?,
+        "layernorm" => k.layernorm()?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
                 return Err(Error::Spec(format!(
-                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, {})",
                     Activation::names()
                 )))
             }
@@ -597,7 +644,7 @@ fn pair_text((a, b): (usize, usize)) -> String {
 /// a convolution, channels its groups divide), before any size arithmetic.
 fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), String> {
     match l {
-        LayerSpec::Linear { .. } if shape.len() != 1 => Err(format!(
+        LayerSpec::Linear { .. } if shape.len() > 2 => Err(format!(
             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
         )),
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
@@ -608,6 +655,12 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
         } if !shape[0].is_multiple_of(params.groups) || !out_channels.is_multiple_of(params.groups) => Err(format!(
             "{} input and {out_channels} output channels are not divisible by groups = {}",
             shape[0], params.groups
+        )),
+        LayerSpec::LayerNorm {
+            normalized_shape: Some(dims),
+            ..
+        } if !shape.ends_with(dims) => Err(format!(
+            "normalized_shape {dims:?} is not the trailing part of input shape {shape:?}"
         )),
         _ => Ok(()),
     }
@@ -690,6 +743,16 @@ impl LayerSpec {
             LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
                 writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}")
             }
+            LayerSpec::LayerNorm {
+                normalized_shape,
+                eps,
+                elementwise_affine,
+            } => {
+                if let Some(dims) = normalized_shape {
+                    let _ = writeln!(s, "normalized_shape = {dims:?}");
+                }
+                writeln!(s, "eps = {eps:?}\nelementwise_affine = {elementwise_affine}")
+            }
             LayerSpec::Activation(a) => a
                 .args()
                 .into_iter()
@@ -714,7 +777,10 @@ impl LayerSpec {
                 init,
             } => {
                 let (init, gain) = weight_init(init);
-                let linear = Linear::new(shape[0], *out_features).bias(*bias).init(init).gain(gain);
+                let linear = Linear::new(shape[shape.len() - 1], *out_features)
+                    .bias(*bias)
+                    .init(init)
+                    .gain(gain);
                 let mut linear = linear.dtype(opts.dtype).build(rng);
                 (linear.l1, linear.l2) = (*l1, *l2);
                 Box::new(linear)
@@ -750,7 +816,28 @@ impl LayerSpec {
                     .momentum(*momentum)
                     .dtype(opts.dtype),
             ),
+            LayerSpec::LayerNorm {
+                eps,
+                elementwise_affine,
+                ..
+            } => Box::new(
+                LayerNorm::new(&self.layernorm_shape(shape))
+                    .eps(*eps)
+                    .elementwise_affine(*elementwise_affine)
+                    .dtype(opts.dtype),
+            ),
             LayerSpec::Activation(a) => Box::new(*a),
+        }
+    }
+
+    /// A LayerNorm's normalized shape on input `shape`: its own, or the last dimension.
+    fn layernorm_shape(&self, shape: &[usize]) -> Vec<usize> {
+        match self {
+            LayerSpec::LayerNorm {
+                normalized_shape: Some(dims),
+                ..
+            } => dims.clone(),
+            _ => shape[shape.len() - 1..].to_vec(),
         }
     }
 
@@ -765,6 +852,7 @@ impl LayerSpec {
             LayerSpec::Dropout(_) => "Dropout",
             LayerSpec::BatchNorm1d { .. } => "BatchNorm1d",
             LayerSpec::BatchNorm2d { .. } => "BatchNorm2d",
+            LayerSpec::LayerNorm { .. } => "LayerNorm",
             LayerSpec::Activation(a) => a.name(),
         }
     }
@@ -846,6 +934,55 @@ mod tests {
             let e = ModelSpec::parse(text, "m.toml").unwrap_err().to_string();
             assert!(e.starts_with(want), "{e}\n  wanted: {want}");
         }
+    }
+
+    #[test]
+    fn layernorm_and_sequence_inputs() {
+        let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"LayerNorm\"\n[[layer]]\ntype = \"LayerNorm\"\nnormalized_shape = [4, 8]\neps = 1e-3\nelementwise_affine = false\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec.output_shape().unwrap(), vec![4, 8]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<(String, Vec<usize>)> = net
+            .parameters()
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.shape().to_vec()))
+            .collect();
+        assert_eq!(names[2], ("1.weight".to_string(), vec![8]));
+        assert_eq!(names.len(), 4);
+        assert_eq!(ModelSpec::parse(&spec.to_toml(), "again").unwrap(), spec);
+        let bad = [
+            (
+                "normalized_shape = [4, 6]",
+                "layer 1 (LayerNorm): normalized_shape [4, 6] is not the trailing part of input shape [4, 8]",
+            ),
+            (
+                "normalized_shape = 0",
+                "m.toml: layer 1 (LayerNorm): 'normalized_shape' must be a positive integer",
+            ),
+            (
+                "normalized_shape = []",
+                "m.toml: layer 1 (LayerNorm): 'normalized_shape' must be a positive integer or a list",
+            ),
+            ("eps = 0", "m.toml: layer 1 (LayerNorm): 'eps' must be positive"),
+            (
+                "elementwise_affine = 1",
+                "m.toml: layer 1 (LayerNorm): 'elementwise_affine' must be true or false",
+            ),
+        ];
+        for (line, want) in bad {
+            let text = format!("input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"LayerNorm\"\n{line}\n");
+            let e = ModelSpec::parse(&text, "m.toml")
+                .and_then(|s| s.build(BuildOptions::default()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec.output_shape().unwrap(), vec![4, 2]);
+        let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"Linear\"\nin_features = 2\nout_features = 2\n";
+        assert!(ModelSpec::parse(text, "m.toml").is_err());
     }
 
     #[test]
