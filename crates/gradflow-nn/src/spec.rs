@@ -20,7 +20,7 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{
-    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, Sequential,
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, Residual, Sequential,
 };
 use crate::module::Module;
 use gradflow::{Conv2dParams, DType, Pool2dParams};
@@ -90,6 +90,14 @@ pub enum LayerSpec {
         eps: f64,
         /// Whether to learn γ and β.
         elementwise_affine: bool,
+    },
+    /// `y = x + body(x)`, or `shortcut(x) + body(x)`: nested `[[layer.body]]`
+    /// and `[[layer.shortcut]]` lists.
+    Residual {
+        /// The main path.
+        body: Vec<LayerSpec>,
+        /// The skip path; `None` for the identity.
+        shortcut: Option<Vec<LayerSpec>>,
     },
     /// Any activation.
     Activation(Activation),
@@ -393,6 +401,32 @@ impl Keys<'_> {
             LayerSpec::BatchNorm1d { eps, momentum }
         })
     }
+    fn residual(&mut self) -> Result<LayerSpec> {
+        let body = self.stack("body")?;
+        if body.is_empty() {
+            return self.err("needs a non-empty body: [[layer.body]] tables");
+        }
+        let shortcut = Some(self.stack("shortcut")?).filter(|s| !s.is_empty());
+        Ok(LayerSpec::Residual { body, shortcut })
+    }
+    /// A nested list of layers, `[[layer.KEY]]` (empty when absent).
+    fn stack(&mut self, key: &'static str) -> Result<Vec<LayerSpec>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(j, v)| match v {
+                    toml::Value::Table(t) => {
+                        let base = self.ctx.rsplit_once(" (").map_or(self.ctx.as_str(), |(b, _)| b);
+                        parse_layer(t, format!("{base}.{key}.{j}"))
+                    }
+                    _ => self.err(format!("'{key}' must be a list of [[layer.{key}]] tables")),
+                })
+                .collect(),
+            Some(v) => self.err(format!("'{key}' must be a list of [[layer.{key}]] tables, got {v}")),
+        }
+    }
     fn layernorm(&mut self) -> Result<LayerSpec> {
         let normalized_shape = match self.get("normalized_shape") {
             None => None,
@@ -443,11 +477,12 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         "batchnorm1d" => k.batchnorm(false)?,
         "batchnorm2d" => k.batchnorm(true)?,
         "layernorm" => k.layernorm()?,
+        "residual" => k.residual()?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
                 return Err(Error::Spec(format!(
-                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, {})",
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, {})",
                     Activation::names()
                 )))
             }
@@ -577,16 +612,47 @@ impl ModelSpec {
     /// error message, not memory.
     pub fn build_with_limit(&self, opts: BuildOptions, max_parameters: usize) -> Result<Sequential> {
         check_input(&self.input).map_err(Error::Spec)?;
-        let mut rng = gradflow::seeded_rng(opts.seed);
-        let mut shape = self.input.clone();
+        let mut b = Builder {
+            rng: gradflow::seeded_rng(opts.seed),
+            allocated: 0,
+            limit: max_parameters,
+            opts,
+        };
+        Ok(b.stack(&self.layers, &self.input, "")?.0)
+    }
+}
+
+/// The state of one [`ModelSpec::build`]: weights drawn in layer order, nested
+/// lists included, and the parameters allocated so far.
+struct Builder {
+    rng: ChaCha8Rng,
+    allocated: usize,
+    limit: usize,
+    opts: BuildOptions,
+}
+
+impl Builder {
+    /// The layers on a per-sample `input`, and their output shape; errors name
+    /// the layer by its path (`layer 2`, `layer 2.body.0`).
+    fn stack(&mut self, layers: &[LayerSpec], input: &[usize], path: &str) -> Result<(Sequential, Vec<usize>)> {
+        let mut shape = input.to_vec();
         let mut net = Sequential::new();
-        let mut allocated = 0usize;
-        for (i, l) in self.layers.iter().enumerate() {
-            let ctx = |msg: String| Error::Spec(format!("layer {i} ({}): {msg}", l.kind()));
+        for (i, l) in layers.iter().enumerate() {
+            let ctx = |msg: String| Error::Spec(format!("layer {path}{i} ({}): {msg}", l.kind()));
             check_layer_sizes(l).map_err(ctx)?;
             check_input_rank(l, &shape).map_err(ctx)?;
-            allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-            let layer = l.instantiate(&shape, self.gain_after(i), opts, &mut rng);
+            self.allocated = budget(l, &shape, self.allocated, self.limit).map_err(ctx)?;
+            let layer = match l {
+                LayerSpec::Residual { body, shortcut } => {
+                    let (body, _) = self.stack(body, &shape, &format!("{path}{i}.body."))?;
+                    let mut block = Residual::new(body);
+                    if let Some(s) = shortcut {
+                        block = block.with_shortcut(self.stack(s, &shape, &format!("{path}{i}.shortcut."))?.0);
+                    }
+                    Box::new(block)
+                }
+                _ => l.instantiate(&shape, gain_after(layers, i), self.opts, &mut self.rng),
+            };
             shape = layer.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
             if elements(&shape).is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
                 return Err(ctx(format!(
@@ -595,22 +661,24 @@ impl ModelSpec {
             }
             net.layers.push(layer);
         }
-        Ok(net)
+        Ok((net, shape))
     }
+}
 
-    /// The init gain for layer `i`: that of the activation that follows it (1
-    /// when another weighted layer or nothing comes first).
-    fn gain_after(&self, i: usize) -> f64 {
-        self.layers[i + 1..]
-            .iter()
-            .find_map(|n| match n {
-                LayerSpec::Activation(a) => Some(a.gain()),
-                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
-                _ => None,
-            })
-            .unwrap_or(1.0)
-    }
+/// The init gain for layer `i` of `layers`: that of the activation that
+/// follows it (1 when another weighted layer or nothing comes first).
+fn gain_after(layers: &[LayerSpec], i: usize) -> f64 {
+    layers[i + 1..]
+        .iter()
+        .find_map(|n| match n {
+            LayerSpec::Activation(a) => Some(a.gain()),
+            LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
+            _ => None,
+        })
+        .unwrap_or(1.0)
+}
 
+impl ModelSpec {
     /// The per-sample output shape, or the first layer that does not fit.
     pub fn output_shape(&self) -> Result<Vec<usize>> {
         let net = self.build(BuildOptions {
@@ -623,11 +691,20 @@ impl ModelSpec {
     /// The model as TOML in the same format it was read from (for `RUN_DIR/model.toml`).
     pub fn to_toml(&self) -> String {
         let mut s = format!("input = {:?}\n", self.input);
-        for l in &self.layers {
-            let _ = writeln!(s, "\n[[layer]]\ntype = \"{}\"", l.kind());
-            l.write_keys(&mut s);
-        }
+        write_stack(&mut s, "layer", &self.layers);
         s
+    }
+}
+
+/// `layers` as `[[PATH]]` tables, nested lists as `[[PATH.body]]` after their block.
+fn write_stack(s: &mut String, path: &str, layers: &[LayerSpec]) {
+    for l in layers {
+        let _ = writeln!(s, "\n[[{path}]]\ntype = \"{}\"", l.kind());
+        l.write_keys(s);
+        if let LayerSpec::Residual { body, shortcut } = l {
+            write_stack(s, &format!("{path}.body"), body);
+            write_stack(s, &format!("{path}.shortcut"), shortcut.as_deref().unwrap_or_default());
+        }
     }
 }
 
@@ -753,6 +830,7 @@ impl LayerSpec {
                 }
                 writeln!(s, "eps = {eps:?}\nelementwise_affine = {elementwise_affine}")
             }
+            LayerSpec::Residual { .. } => Ok(()),
             LayerSpec::Activation(a) => a
                 .args()
                 .into_iter()
@@ -827,6 +905,7 @@ impl LayerSpec {
                     .dtype(opts.dtype),
             ),
             LayerSpec::Activation(a) => Box::new(*a),
+            LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
         }
     }
 
@@ -853,6 +932,7 @@ impl LayerSpec {
             LayerSpec::BatchNorm1d { .. } => "BatchNorm1d",
             LayerSpec::BatchNorm2d { .. } => "BatchNorm2d",
             LayerSpec::LayerNorm { .. } => "LayerNorm",
+            LayerSpec::Residual { .. } => "Residual",
             LayerSpec::Activation(a) => a.name(),
         }
     }
@@ -983,6 +1063,45 @@ mod tests {
         assert_eq!(spec.output_shape().unwrap(), vec![4, 2]);
         let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"Linear\"\nin_features = 2\nout_features = 2\n";
         assert!(ModelSpec::parse(text, "m.toml").is_err());
+    }
+
+    const RES: &str = "input = [12]\n[[layer]]\ntype = \"Residual\"\n[[layer.body]]\ntype = \"Linear\"\nout_features = 12\n[[layer.body]]\ntype = \"ReLU\"\n";
+
+    #[test]
+    fn residual_names_round_trip_and_errors() {
+        let text = format!("{RES}[[layer]]\ntype = \"Residual\"\n[[layer.body]]\ntype = \"Linear\"\nout_features = 4\n[[layer.body]]\ntype = \"Residual\"\n[[layer.body.body]]\ntype = \"Tanh\"\n[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 4\nbias = false\n");
+        let spec = ModelSpec::parse(&text, "m.toml").unwrap();
+        assert_eq!(ModelSpec::parse(&spec.to_toml(), "again").unwrap(), spec);
+        assert_eq!(spec.output_shape().unwrap(), vec![4]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "0.body.0.weight",
+                "0.body.0.bias",
+                "1.body.0.weight",
+                "1.body.0.bias",
+                "1.shortcut.0.weight"
+            ]
+        );
+        let bad = [
+            (RES.replace("12\n[[layer.body]]", "5\n[[layer.body]]"), "layer 0 (Residual): the body maps [12] to [5], so x + body(x) does not fit: keep the shape, or add a [[layer.shortcut]]"),
+            (format!("{RES}[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 3\n"), "layer 0 (Residual): the body maps [12] to [12] but the shortcut to [3]"),
+            (RES.replace("out_features = 12", "out_features = 12\nunits = 1"), "m.toml: layer 0.body.0 (Linear): unknown key 'units'"),
+            (RES.replace("type = \"ReLU\"", "type = \"Dense\""), "m.toml: layer 0.body.1: unknown layer type 'Dense'"),
+            (RES.replace("Linear\"\nout_features = 12", "Linear\"\nout_features = 12\n[[layer.body]]\ntype = \"Flatten\"\n[[layer.body]]\ntype = \"Conv2d\"\nout_channels = 1\nkernel_size = 1"), "layer 0.body.2 (Conv2d): expects [channels, height, width] input"),
+            ("input = [2]\n[[layer]]\ntype = \"Residual\"\n".to_string(), "m.toml: layer 0 (Residual): needs a non-empty body"),
+            ("input = [2]\n[[layer]]\ntype = \"Residual\"\nbody = 3\n".to_string(), "m.toml: layer 0 (Residual): 'body' must be a list of [[layer.body]] tables"),
+        ];
+        for (text, want) in bad {
+            let e = ModelSpec::parse(&text, "m.toml")
+                .and_then(|s| s.build(BuildOptions::default()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod layernorm;
 pub mod linear;
+pub mod residual;
 pub mod sequential;
 pub mod simple;
 
@@ -13,5 +14,6 @@ pub use batchnorm::BatchNorm;
 pub use conv::{Conv2d, Conv2dConfig, Size2d};
 pub use layernorm::LayerNorm;
 pub use linear::{Linear, LinearConfig};
+pub use residual::Residual;
 pub use sequential::Sequential;
 pub use simple::{AvgPool2d, Dropout, Flatten, MaxPool2d};
