@@ -772,6 +772,13 @@ fn write_extras(s: &mut String, bias: bool, l1: Option<f64>, l2: Option<f64>, in
     }
 }
 
+fn write_layernorm(s: &mut String, dims: Option<&[usize]>, eps: f64, affine: bool) -> std::fmt::Result {
+    if let Some(dims) = dims {
+        writeln!(s, "normalized_shape = {dims:?}")?;
+    }
+    writeln!(s, "eps = {eps:?}\nelementwise_affine = {affine}")
+}
+
 impl LayerSpec {
     /// This layer's keys as a model file writes them (the reader takes them back).
     fn write_keys(&self, s: &mut String) {
@@ -824,12 +831,7 @@ impl LayerSpec {
                 normalized_shape,
                 eps,
                 elementwise_affine,
-            } => {
-                if let Some(dims) = normalized_shape {
-                    let _ = writeln!(s, "normalized_shape = {dims:?}");
-                }
-                writeln!(s, "eps = {eps:?}\nelementwise_affine = {elementwise_affine}")
-            }
+            } => write_layernorm(s, normalized_shape.as_deref(), *eps, *elementwise_affine),
             LayerSpec::Residual { .. } => Ok(()),
             LayerSpec::Activation(a) => a
                 .args()
@@ -882,18 +884,23 @@ impl LayerSpec {
             LayerSpec::AvgPool2d(p) => Box::new(AvgPool2d(*p)),
             LayerSpec::Flatten => Box::new(Flatten),
             LayerSpec::Dropout(p) => Box::new(Dropout(*p)),
-            LayerSpec::BatchNorm1d { eps, momentum } => Box::new(
-                BatchNorm::new_1d(shape[0])
-                    .eps(*eps)
-                    .momentum(*momentum)
-                    .dtype(opts.dtype),
-            ),
-            LayerSpec::BatchNorm2d { eps, momentum } => Box::new(
-                BatchNorm::new_2d(shape[0])
-                    .eps(*eps)
-                    .momentum(*momentum)
-                    .dtype(opts.dtype),
-            ),
+            LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } | LayerSpec::LayerNorm { .. } => {
+                self.instantiate_norm(shape, opts.dtype)
+            }
+            LayerSpec::Activation(a) => Box::new(*a),
+            LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
+        }
+    }
+
+    /// A normalization layer on a per-sample input of `shape`.
+    fn instantiate_norm(&self, shape: &[usize], dtype: DType) -> Box<dyn Module> {
+        match self {
+            LayerSpec::BatchNorm1d { eps, momentum } => {
+                Box::new(BatchNorm::new_1d(shape[0]).eps(*eps).momentum(*momentum).dtype(dtype))
+            }
+            LayerSpec::BatchNorm2d { eps, momentum } => {
+                Box::new(BatchNorm::new_2d(shape[0]).eps(*eps).momentum(*momentum).dtype(dtype))
+            }
             LayerSpec::LayerNorm {
                 eps,
                 elementwise_affine,
@@ -902,10 +909,9 @@ impl LayerSpec {
                 LayerNorm::new(&self.layernorm_shape(shape))
                     .eps(*eps)
                     .elementwise_affine(*elementwise_affine)
-                    .dtype(opts.dtype),
+                    .dtype(dtype),
             ),
-            LayerSpec::Activation(a) => Box::new(*a),
-            LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
+            _ => unreachable!("only normalization layers"),
         }
     }
 
@@ -1101,6 +1107,23 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+    }
+
+    /// Every model file in the README parses and builds.
+    #[test]
+    fn readme_model_files_build() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("[[layer]]") && b.starts_with("input"))
+            .collect();
+        assert!(blocks.iter().any(|b| b.contains("Residual")));
+        for b in blocks {
+            let spec = ModelSpec::parse(b, "README.md").unwrap();
+            spec.build(BuildOptions::default()).unwrap();
         }
     }
 
