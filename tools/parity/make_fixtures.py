@@ -381,10 +381,18 @@ def toml_of(input_shape, seq):
         v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
         return str(v[0]) if v[0] == v[1] else f"[{v[0]}, {v[1]}]"
 
-    for m in seq:
+    def stack(path, seq):
+        for m in seq:
+            layer(path, m)
+
+    def layer(path, m):
+        nonlocal lines
         t = type(m).__name__
-        lines += ["", "[[layer]]", f'type = "{t}"']
-        if isinstance(m, nn.Linear):
+        lines.extend(["", f"[[{path}]]", f'type = "{t}"'])
+        if isinstance(m, Residual):
+            stack(f"{path}.body", m.body)
+            stack(f"{path}.shortcut", m.shortcut or [])
+        elif isinstance(m, nn.Linear):
             lines.append(f"out_features = {m.out_features}")
             if m.bias is None:
                 lines.append("bias = false")
@@ -407,6 +415,10 @@ def toml_of(input_shape, seq):
                 assert m.count_include_pad and not m.ceil_mode
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             lines += [f"eps = {m.eps!r}", f"momentum = {m.momentum!r}"]
+        elif isinstance(m, nn.LayerNorm):
+            if len(m.normalized_shape) > 1:
+                lines.append(f"normalized_shape = {list(m.normalized_shape)}")
+            lines += [f"eps = {m.eps!r}", f"elementwise_affine = {str(m.elementwise_affine).lower()}"]
         elif isinstance(m, nn.LeakyReLU):
             lines.append(f"negative_slope = {m.negative_slope!r}")
         elif isinstance(m, nn.ELU):
@@ -421,7 +433,21 @@ def toml_of(input_shape, seq):
             pass
         else:
             raise TypeError(t)
+
+    stack("layer", seq)
     return "\n".join(lines) + "\n"
+
+
+class Residual(nn.Module):
+    """gradflow's Residual: x + body(x), or shortcut(x) + body(x)."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        self.shortcut = nn.Sequential(*shortcut) if shortcut else None
+
+    def forward(self, x):
+        return (x if self.shortcut is None else self.shortcut(x)) + self.body(x)
 
 
 ACTS = {
@@ -509,6 +535,51 @@ def bn_illcond():
     )
 
 
+def ln_seq():
+    # Linear and LayerNorm over the last dimension of [N, T, F].
+    return nn.Sequential(
+        nn.Linear(6, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 8), nn.LayerNorm(8, eps=1e-3), nn.Flatten(), nn.Linear(32, 5)
+    )
+
+
+def ln_flat():
+    # LayerNorm over [N, F], without affine parameters.
+    return nn.Sequential(
+        nn.Linear(12, 16),
+        nn.LayerNorm(16, elementwise_affine=False),
+        nn.Tanh(),
+        nn.Linear(16, 5),
+    )
+
+
+def ln_2d():
+    # normalized_shape over the two trailing dimensions of a [T, F] sample.
+    return nn.Sequential(nn.LayerNorm([4, 6]), nn.Linear(6, 3), nn.GELU(), nn.Flatten(), nn.Linear(12, 5))
+
+
+def res_mlp():
+    # An identity and a projection shortcut, with LayerNorm in the body.
+    return nn.Sequential(
+        nn.Linear(12, 16),
+        Residual([nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16)]),
+        nn.ReLU(),
+        Residual([nn.LayerNorm(16), nn.Linear(16, 8), nn.Tanh()], shortcut=[nn.Linear(16, 8, bias=False)]),
+        nn.Linear(8, 5),
+    )
+
+
+def res_cnn():
+    # A 1x1 Conv2d shortcut, BatchNorm in the body, a nested block.
+    return nn.Sequential(
+        Residual(
+            [nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), Residual([nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()])],
+            shortcut=[nn.Conv2d(3, 4, 1)],
+        ),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 5),
+    )
+
+
 def model_list():
     ms = []
     for i, act in enumerate(ACTS):
@@ -547,6 +618,15 @@ def model_list():
             l1=1e-3,
             l2=1e-2,
         ),
+        dict(name="ln_seq_f64", build=ln_seq, input=[4, 6], n=5, dtype=F64, seed=260),
+        dict(name="ln_seq_f32", build=ln_seq, input=[4, 6], n=5, dtype=F32, seed=261),
+        dict(name="ln_flat_f64", build=ln_flat, input=[12], n=6, dtype=F64, seed=262),
+        dict(name="ln_flat_f32", build=ln_flat, input=[12], n=6, dtype=F32, seed=263),
+        dict(name="ln_2d_f64", build=ln_2d, input=[4, 6], n=5, dtype=F64, seed=264),
+        dict(name="res_mlp_f64", build=res_mlp, input=[12], n=6, dtype=F64, seed=270),
+        dict(name="res_mlp_f32", build=res_mlp, input=[12], n=6, dtype=F32, seed=271),
+        dict(name="res_cnn_train_f64", build=res_cnn, input=[3, 5, 5], n=4, dtype=F64, seed=272, mode="train"),
+        dict(name="res_cnn_train_f32", build=res_cnn, input=[3, 5, 5], n=4, dtype=F32, seed=273, mode="train"),
     ]
     return ms
 
@@ -598,6 +678,9 @@ def write_model(spec):
                 m.running_mean.copy_(0.5 * torch.randn(c, generator=g, dtype=F64))
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=F64))
                 m.num_batches_tracked.fill_(3)
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g, dtype=F64))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g, dtype=F64))
     n, shape = spec["n"], spec["input"]
     if spec.get("image"):
         x = torch.rand(n, *shape, generator=g, dtype=F64)

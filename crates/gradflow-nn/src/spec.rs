@@ -19,7 +19,9 @@
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+use crate::layers::{
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, Residual, Sequential,
+};
 use crate::module::Module;
 use gradflow::{Conv2dParams, DType, Pool2dParams};
 use rand_chacha::ChaCha8Rng;
@@ -79,6 +81,23 @@ pub enum LayerSpec {
         eps: f64,
         /// Running-statistics momentum.
         momentum: f64,
+    },
+    /// `nn.LayerNorm(normalized_shape, eps, elementwise_affine)`.
+    LayerNorm {
+        /// The trailing dimensions normalized over; `None` for the last one of the input.
+        normalized_shape: Option<Vec<usize>>,
+        /// ε.
+        eps: f64,
+        /// Whether to learn γ and β.
+        elementwise_affine: bool,
+    },
+    /// `y = x + body(x)`, or `shortcut(x) + body(x)`: nested `[[layer.body]]`
+    /// and `[[layer.shortcut]]` lists.
+    Residual {
+        /// The main path.
+        body: Vec<LayerSpec>,
+        /// The skip path; `None` for the identity.
+        shortcut: Option<Vec<LayerSpec>>,
     },
     /// Any activation.
     Activation(Activation),
@@ -270,6 +289,10 @@ fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
             ("padding", p.padding.0),
             ("padding", p.padding.1),
         ],
+        LayerSpec::LayerNorm {
+            normalized_shape: Some(dims),
+            ..
+        } => dims.iter().map(|&d| ("normalized_shape", d)).collect(),
         _ => Vec::new(),
     };
     match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
@@ -298,11 +321,9 @@ fn check_input(input: &[usize]) -> std::result::Result<(), String> {
 /// (already checked to have the rank the layer needs), or `None` on overflow.
 fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
     match l {
-        LayerSpec::Linear { out_features, bias, .. } => {
-            shape[0]
-                .checked_mul(*out_features)?
-                .checked_add(if *bias { *out_features } else { 0 })
-        }
+        LayerSpec::Linear { out_features, bias, .. } => shape[shape.len() - 1]
+            .checked_mul(*out_features)?
+            .checked_add(if *bias { *out_features } else { 0 }),
         LayerSpec::Conv2d {
             out_channels,
             kernel_size,
@@ -316,6 +337,10 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             .checked_add(if *bias { *out_channels } else { 0 }),
         // weight, bias, running mean and variance, and the step counter.
         LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => shape[0].checked_mul(4)?.checked_add(1),
+        LayerSpec::LayerNorm {
+            elementwise_affine: true,
+            ..
+        } => elements(&l.layernorm_shape(shape))?.checked_mul(2),
         _ => Some(0),
     }
 }
@@ -376,6 +401,61 @@ impl Keys<'_> {
             LayerSpec::BatchNorm1d { eps, momentum }
         })
     }
+    fn residual(&mut self) -> Result<LayerSpec> {
+        let body = self.stack("body")?;
+        if body.is_empty() {
+            return self.err("needs a non-empty body: [[layer.body]] tables");
+        }
+        let shortcut = Some(self.stack("shortcut")?).filter(|s| !s.is_empty());
+        Ok(LayerSpec::Residual { body, shortcut })
+    }
+    /// A nested list of layers, `[[layer.KEY]]` (empty when absent).
+    fn stack(&mut self, key: &'static str) -> Result<Vec<LayerSpec>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(j, v)| match v {
+                    toml::Value::Table(t) => {
+                        let base = self.ctx.rsplit_once(" (").map_or(self.ctx.as_str(), |(b, _)| b);
+                        parse_layer(t, format!("{base}.{key}.{j}"))
+                    }
+                    _ => self.err(format!("'{key}' must be a list of [[layer.{key}]] tables")),
+                })
+                .collect(),
+            Some(v) => self.err(format!("'{key}' must be a list of [[layer.{key}]] tables, got {v}")),
+        }
+    }
+    fn layernorm(&mut self) -> Result<LayerSpec> {
+        let normalized_shape = match self.get("normalized_shape") {
+            None => None,
+            Some(toml::Value::Integer(_)) => Some(vec![self.usize("normalized_shape", None)?]),
+            Some(toml::Value::Array(a)) if !a.is_empty() => Some(
+                a.iter()
+                    .map(|v| match v.as_integer() {
+                        Some(i) if i > MAX_DIM as i64 => self.err(too_large("normalized_shape", i)),
+                        Some(i) if i > 0 => Ok(i as usize),
+                        _ => self.err("'normalized_shape' must be a positive integer or a list of them"),
+                    })
+                    .collect::<Result<Vec<usize>>>()?,
+            ),
+            Some(v) => {
+                return self.err(format!(
+                    "'normalized_shape' must be a positive integer or a list of them, got {v}"
+                ))
+            }
+        };
+        let eps = self.float("eps", 1e-5)?;
+        if eps <= 0.0 {
+            return self.err("'eps' must be positive");
+        }
+        Ok(LayerSpec::LayerNorm {
+            normalized_shape,
+            eps,
+            elementwise_affine: self.bool("elementwise_affine", true)?,
+        })
+    }
 }
 
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
@@ -396,11 +476,13 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         "dropout" => k.dropout()?,
         "batchnorm1d" => k.batchnorm(false)?,
         "batchnorm2d" => k.batchnorm(true)?,
+        "layernorm" => k.layernorm()?,
+        "residual" => k.residual()?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
                 return Err(Error::Spec(format!(
-                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, {})",
                     Activation::names()
                 )))
             }
@@ -530,16 +612,47 @@ impl ModelSpec {
     /// error message, not memory.
     pub fn build_with_limit(&self, opts: BuildOptions, max_parameters: usize) -> Result<Sequential> {
         check_input(&self.input).map_err(Error::Spec)?;
-        let mut rng = gradflow::seeded_rng(opts.seed);
-        let mut shape = self.input.clone();
+        let mut b = Builder {
+            rng: gradflow::seeded_rng(opts.seed),
+            allocated: 0,
+            limit: max_parameters,
+            opts,
+        };
+        Ok(b.stack(&self.layers, &self.input, "")?.0)
+    }
+}
+
+/// The state of one [`ModelSpec::build`]: weights drawn in layer order, nested
+/// lists included, and the parameters allocated so far.
+struct Builder {
+    rng: ChaCha8Rng,
+    allocated: usize,
+    limit: usize,
+    opts: BuildOptions,
+}
+
+impl Builder {
+    /// The layers on a per-sample `input`, and their output shape; errors name
+    /// the layer by its path (`layer 2`, `layer 2.body.0`).
+    fn stack(&mut self, layers: &[LayerSpec], input: &[usize], path: &str) -> Result<(Sequential, Vec<usize>)> {
+        let mut shape = input.to_vec();
         let mut net = Sequential::new();
-        let mut allocated = 0usize;
-        for (i, l) in self.layers.iter().enumerate() {
-            let ctx = |msg: String| Error::Spec(format!("layer {i} ({}): {msg}", l.kind()));
+        for (i, l) in layers.iter().enumerate() {
+            let ctx = |msg: String| Error::Spec(format!("layer {path}{i} ({}): {msg}", l.kind()));
             check_layer_sizes(l).map_err(ctx)?;
             check_input_rank(l, &shape).map_err(ctx)?;
-            allocated = budget(l, &shape, allocated, max_parameters).map_err(ctx)?;
-            let layer = l.instantiate(&shape, self.gain_after(i), opts, &mut rng);
+            self.allocated = budget(l, &shape, self.allocated, self.limit).map_err(ctx)?;
+            let layer = match l {
+                LayerSpec::Residual { body, shortcut } => {
+                    let (body, _) = self.stack(body, &shape, &format!("{path}{i}.body."))?;
+                    let mut block = Residual::new(body);
+                    if let Some(s) = shortcut {
+                        block = block.with_shortcut(self.stack(s, &shape, &format!("{path}{i}.shortcut."))?.0);
+                    }
+                    Box::new(block)
+                }
+                _ => l.instantiate(&shape, gain_after(layers, i), self.opts, &mut self.rng),
+            };
             shape = layer.output_shape(&shape).map_err(|e| ctx(e.to_string()))?;
             if elements(&shape).is_none_or(|n| n > MAX_SAMPLE_ELEMENTS) {
                 return Err(ctx(format!(
@@ -548,22 +661,24 @@ impl ModelSpec {
             }
             net.layers.push(layer);
         }
-        Ok(net)
+        Ok((net, shape))
     }
+}
 
-    /// The init gain for layer `i`: that of the activation that follows it (1
-    /// when another weighted layer or nothing comes first).
-    fn gain_after(&self, i: usize) -> f64 {
-        self.layers[i + 1..]
-            .iter()
-            .find_map(|n| match n {
-                LayerSpec::Activation(a) => Some(a.gain()),
-                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
-                _ => None,
-            })
-            .unwrap_or(1.0)
-    }
+/// The init gain for layer `i` of `layers`: that of the activation that
+/// follows it (1 when another weighted layer or nothing comes first).
+fn gain_after(layers: &[LayerSpec], i: usize) -> f64 {
+    layers[i + 1..]
+        .iter()
+        .find_map(|n| match n {
+            LayerSpec::Activation(a) => Some(a.gain()),
+            LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
+            _ => None,
+        })
+        .unwrap_or(1.0)
+}
 
+impl ModelSpec {
     /// The per-sample output shape, or the first layer that does not fit.
     pub fn output_shape(&self) -> Result<Vec<usize>> {
         let net = self.build(BuildOptions {
@@ -576,11 +691,20 @@ impl ModelSpec {
     /// The model as TOML in the same format it was read from (for `RUN_DIR/model.toml`).
     pub fn to_toml(&self) -> String {
         let mut s = format!("input = {:?}\n", self.input);
-        for l in &self.layers {
-            let _ = writeln!(s, "\n[[layer]]\ntype = \"{}\"", l.kind());
-            l.write_keys(&mut s);
-        }
+        write_stack(&mut s, "layer", &self.layers);
         s
+    }
+}
+
+/// `layers` as `[[PATH]]` tables, nested lists as `[[PATH.body]]` after their block.
+fn write_stack(s: &mut String, path: &str, layers: &[LayerSpec]) {
+    for l in layers {
+        let _ = writeln!(s, "\n[[{path}]]\ntype = \"{}\"", l.kind());
+        l.write_keys(s);
+        if let LayerSpec::Residual { body, shortcut } = l {
+            write_stack(s, &format!("{path}.body"), body);
+            write_stack(s, &format!("{path}.shortcut"), shortcut.as_deref().unwrap_or_default());
+        }
     }
 }
 
@@ -597,7 +721,7 @@ fn pair_text((a, b): (usize, usize)) -> String {
 /// a convolution, channels its groups divide), before any size arithmetic.
 fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), String> {
     match l {
-        LayerSpec::Linear { .. } if shape.len() != 1 => Err(format!(
+        LayerSpec::Linear { .. } if shape.len() > 2 => Err(format!(
             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
         )),
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
@@ -608,6 +732,12 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
         } if !shape[0].is_multiple_of(params.groups) || !out_channels.is_multiple_of(params.groups) => Err(format!(
             "{} input and {out_channels} output channels are not divisible by groups = {}",
             shape[0], params.groups
+        )),
+        LayerSpec::LayerNorm {
+            normalized_shape: Some(dims),
+            ..
+        } if !shape.ends_with(dims) => Err(format!(
+            "normalized_shape {dims:?} is not the trailing part of input shape {shape:?}"
         )),
         _ => Ok(()),
     }
@@ -640,6 +770,13 @@ fn write_extras(s: &mut String, bias: bool, l1: Option<f64>, l2: Option<f64>, in
     if let Some(i) = init {
         let _ = writeln!(s, "init = \"{}\"", i.name());
     }
+}
+
+fn write_layernorm(s: &mut String, dims: Option<&[usize]>, eps: f64, affine: bool) -> std::fmt::Result {
+    if let Some(dims) = dims {
+        writeln!(s, "normalized_shape = {dims:?}")?;
+    }
+    writeln!(s, "eps = {eps:?}\nelementwise_affine = {affine}")
 }
 
 impl LayerSpec {
@@ -690,6 +827,12 @@ impl LayerSpec {
             LayerSpec::BatchNorm1d { eps, momentum } | LayerSpec::BatchNorm2d { eps, momentum } => {
                 writeln!(s, "eps = {eps:?}\nmomentum = {momentum:?}")
             }
+            LayerSpec::LayerNorm {
+                normalized_shape,
+                eps,
+                elementwise_affine,
+            } => write_layernorm(s, normalized_shape.as_deref(), *eps, *elementwise_affine),
+            LayerSpec::Residual { .. } => Ok(()),
             LayerSpec::Activation(a) => a
                 .args()
                 .into_iter()
@@ -714,7 +857,10 @@ impl LayerSpec {
                 init,
             } => {
                 let (init, gain) = weight_init(init);
-                let linear = Linear::new(shape[0], *out_features).bias(*bias).init(init).gain(gain);
+                let linear = Linear::new(shape[shape.len() - 1], *out_features)
+                    .bias(*bias)
+                    .init(init)
+                    .gain(gain);
                 let mut linear = linear.dtype(opts.dtype).build(rng);
                 (linear.l1, linear.l2) = (*l1, *l2);
                 Box::new(linear)
@@ -738,19 +884,45 @@ impl LayerSpec {
             LayerSpec::AvgPool2d(p) => Box::new(AvgPool2d(*p)),
             LayerSpec::Flatten => Box::new(Flatten),
             LayerSpec::Dropout(p) => Box::new(Dropout(*p)),
-            LayerSpec::BatchNorm1d { eps, momentum } => Box::new(
-                BatchNorm::new_1d(shape[0])
-                    .eps(*eps)
-                    .momentum(*momentum)
-                    .dtype(opts.dtype),
-            ),
-            LayerSpec::BatchNorm2d { eps, momentum } => Box::new(
-                BatchNorm::new_2d(shape[0])
-                    .eps(*eps)
-                    .momentum(*momentum)
-                    .dtype(opts.dtype),
-            ),
+            LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } | LayerSpec::LayerNorm { .. } => {
+                self.instantiate_norm(shape, opts.dtype)
+            }
             LayerSpec::Activation(a) => Box::new(*a),
+            LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
+        }
+    }
+
+    /// A normalization layer on a per-sample input of `shape`.
+    fn instantiate_norm(&self, shape: &[usize], dtype: DType) -> Box<dyn Module> {
+        match self {
+            LayerSpec::BatchNorm1d { eps, momentum } => {
+                Box::new(BatchNorm::new_1d(shape[0]).eps(*eps).momentum(*momentum).dtype(dtype))
+            }
+            LayerSpec::BatchNorm2d { eps, momentum } => {
+                Box::new(BatchNorm::new_2d(shape[0]).eps(*eps).momentum(*momentum).dtype(dtype))
+            }
+            LayerSpec::LayerNorm {
+                eps,
+                elementwise_affine,
+                ..
+            } => Box::new(
+                LayerNorm::new(&self.layernorm_shape(shape))
+                    .eps(*eps)
+                    .elementwise_affine(*elementwise_affine)
+                    .dtype(dtype),
+            ),
+            _ => unreachable!("only normalization layers"),
+        }
+    }
+
+    /// A LayerNorm's normalized shape on input `shape`: its own, or the last dimension.
+    fn layernorm_shape(&self, shape: &[usize]) -> Vec<usize> {
+        match self {
+            LayerSpec::LayerNorm {
+                normalized_shape: Some(dims),
+                ..
+            } => dims.clone(),
+            _ => shape[shape.len() - 1..].to_vec(),
         }
     }
 
@@ -765,6 +937,8 @@ impl LayerSpec {
             LayerSpec::Dropout(_) => "Dropout",
             LayerSpec::BatchNorm1d { .. } => "BatchNorm1d",
             LayerSpec::BatchNorm2d { .. } => "BatchNorm2d",
+            LayerSpec::LayerNorm { .. } => "LayerNorm",
+            LayerSpec::Residual { .. } => "Residual",
             LayerSpec::Activation(a) => a.name(),
         }
     }
@@ -912,6 +1086,111 @@ max_val = 2.0
             LayerSpec::Activation(Activation::GELU(Approximate::Tanh))
         );
         assert_eq!(spec.to_toml(), text);
+    }
+
+    #[test]
+    fn layernorm_and_sequence_inputs() {
+        let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"LayerNorm\"\n[[layer]]\ntype = \"LayerNorm\"\nnormalized_shape = [4, 8]\neps = 1e-3\nelementwise_affine = false\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec.output_shape().unwrap(), vec![4, 8]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<(String, Vec<usize>)> = net
+            .parameters()
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.shape().to_vec()))
+            .collect();
+        assert_eq!(names[2], ("1.weight".to_string(), vec![8]));
+        assert_eq!(names.len(), 4);
+        assert_eq!(ModelSpec::parse(&spec.to_toml(), "again").unwrap(), spec);
+        let bad = [
+            (
+                "normalized_shape = [4, 6]",
+                "layer 1 (LayerNorm): normalized_shape [4, 6] is not the trailing part of input shape [4, 8]",
+            ),
+            (
+                "normalized_shape = 0",
+                "m.toml: layer 1 (LayerNorm): 'normalized_shape' must be a positive integer",
+            ),
+            (
+                "normalized_shape = []",
+                "m.toml: layer 1 (LayerNorm): 'normalized_shape' must be a positive integer or a list",
+            ),
+            ("eps = 0", "m.toml: layer 1 (LayerNorm): 'eps' must be positive"),
+            (
+                "elementwise_affine = 1",
+                "m.toml: layer 1 (LayerNorm): 'elementwise_affine' must be true or false",
+            ),
+        ];
+        for (line, want) in bad {
+            let text = format!("input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"LayerNorm\"\n{line}\n");
+            let e = ModelSpec::parse(&text, "m.toml")
+                .and_then(|s| s.build(BuildOptions::default()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec.output_shape().unwrap(), vec![4, 2]);
+        let text = "input = [4, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n[[layer]]\ntype = \"Linear\"\nin_features = 2\nout_features = 2\n";
+        assert!(ModelSpec::parse(text, "m.toml").is_err());
+    }
+
+    const RES: &str = "input = [12]\n[[layer]]\ntype = \"Residual\"\n[[layer.body]]\ntype = \"Linear\"\nout_features = 12\n[[layer.body]]\ntype = \"ReLU\"\n";
+
+    #[test]
+    fn residual_names_round_trip_and_errors() {
+        let text = format!("{RES}[[layer]]\ntype = \"Residual\"\n[[layer.body]]\ntype = \"Linear\"\nout_features = 4\n[[layer.body]]\ntype = \"Residual\"\n[[layer.body.body]]\ntype = \"Tanh\"\n[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 4\nbias = false\n");
+        let spec = ModelSpec::parse(&text, "m.toml").unwrap();
+        assert_eq!(ModelSpec::parse(&spec.to_toml(), "again").unwrap(), spec);
+        assert_eq!(spec.output_shape().unwrap(), vec![4]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "0.body.0.weight",
+                "0.body.0.bias",
+                "1.body.0.weight",
+                "1.body.0.bias",
+                "1.shortcut.0.weight"
+            ]
+        );
+        let bad = [
+            (RES.replace("12\n[[layer.body]]", "5\n[[layer.body]]"), "layer 0 (Residual): the body maps [12] to [5], so x + body(x) does not fit: keep the shape, or add a [[layer.shortcut]]"),
+            (format!("{RES}[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 3\n"), "layer 0 (Residual): the body maps [12] to [12] but the shortcut to [3]"),
+            (RES.replace("out_features = 12", "out_features = 12\nunits = 1"), "m.toml: layer 0.body.0 (Linear): unknown key 'units'"),
+            (RES.replace("type = \"ReLU\"", "type = \"Dense\""), "m.toml: layer 0.body.1: unknown layer type 'Dense'"),
+            (RES.replace("Linear\"\nout_features = 12", "Linear\"\nout_features = 12\n[[layer.body]]\ntype = \"Flatten\"\n[[layer.body]]\ntype = \"Conv2d\"\nout_channels = 1\nkernel_size = 1"), "layer 0.body.2 (Conv2d): expects [channels, height, width] input"),
+            ("input = [2]\n[[layer]]\ntype = \"Residual\"\n".to_string(), "m.toml: layer 0 (Residual): needs a non-empty body"),
+            ("input = [2]\n[[layer]]\ntype = \"Residual\"\nbody = 3\n".to_string(), "m.toml: layer 0 (Residual): 'body' must be a list of [[layer.body]] tables"),
+        ];
+        for (text, want) in bad {
+            let e = ModelSpec::parse(&text, "m.toml")
+                .and_then(|s| s.build(BuildOptions::default()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+    }
+
+    /// Every model file in the README parses and builds.
+    #[test]
+    fn readme_model_files_build() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("[[layer]]") && b.starts_with("input"))
+            .collect();
+        assert!(blocks.iter().any(|b| b.contains("Residual")));
+        for b in blocks {
+            let spec = ModelSpec::parse(b, "README.md").unwrap();
+            spec.build(BuildOptions::default()).unwrap();
+        }
     }
 
     #[test]

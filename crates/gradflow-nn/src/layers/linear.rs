@@ -1,4 +1,5 @@
-//! Dense layer: y = x·Wᵀ + b, with PyTorch's weight layout `[out, in]`.
+//! Dense layer: y = x·Wᵀ + b, with PyTorch's weight layout `[out, in]`, over
+//! the last dimension of its input (`[N, F]` or `[N, T, F]`).
 
 use crate::init::{init_bias, init_weight, Init};
 use crate::module::{Ctx, Module, NamedTensor, PenaltyTarget};
@@ -98,13 +99,31 @@ impl Module for Linear {
     fn kind(&self) -> &'static str {
         "Linear"
     }
+    /// Acts on the last dimension, as `nn.Linear` does: `[N, T, in]` → `[N, T, out]`.
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
-        x.linear(&self.weight, self.bias.as_ref())
+        if x.ndim() <= 2 {
+            return x.linear(&self.weight, self.bias.as_ref());
+        }
+        let mut shape = x.shape().to_vec();
+        let last = shape.pop().unwrap_or(0);
+        let rows = shape.iter().product();
+        let y = x.reshape(&[rows, last])?.linear(&self.weight, self.bias.as_ref())?;
+        shape.push(self.out_features());
+        y.reshape(&shape)
     }
     fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
+        // Per sample: features `[F]`, or a sequence `[T, F]` acted on step by step.
+        // An image `[C, H, W]` would be acted on along its width, which is
+        // almost never meant: it is refused with a hint to flatten it.
         match input {
-            [n] if *n == self.in_features() => Ok(vec![self.out_features()]),
-            [n] => crate::error::bad_shape(format!("expects {} input features, gets {n}", self.in_features())),
+            [.., n] if input.len() <= 2 && *n == self.in_features() => {
+                let mut out = input.to_vec();
+                out[input.len() - 1] = self.out_features();
+                Ok(out)
+            }
+            [.., n] if input.len() <= 2 => {
+                crate::error::bad_shape(format!("expects {} input features, gets {n}", self.in_features()))
+            }
             _ => crate::error::bad_shape(format!(
                 "expects a flat input of {} features, gets shape {input:?} (add a Flatten layer before it)",
                 self.in_features()

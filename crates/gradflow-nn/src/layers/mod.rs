@@ -3,13 +3,17 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv;
+pub mod layernorm;
 pub mod linear;
+pub mod residual;
 pub mod sequential;
 pub mod simple;
 
 pub use activation::{Activation, ActivationInfo, Approximate, Saturation};
 pub use batchnorm::BatchNorm;
 pub use conv::{Conv2d, Conv2dConfig, Size2d};
+pub use layernorm::LayerNorm;
 pub use linear::{Linear, LinearConfig};
+pub use residual::Residual;
 pub use sequential::Sequential;
 pub use simple::{AvgPool2d, Dropout, Flatten, MaxPool2d};
