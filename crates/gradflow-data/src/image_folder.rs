@@ -105,8 +105,13 @@ pub fn load_image_folder(dir: &Path, options: &ImageFolderOptions) -> Result<Ima
             train,
             decode_all(&test_files, channels, shape, options, (&first, &mut skipped))?,
         )
-    } else {
+    } else if options.test_split > 0.0 {
         train.split(options.test_split as f32, options.seed)?
+    } else {
+        return Err(DataError::InvalidArgument(format!(
+            "{}: no test/ folder, and a test split of 0 leaves nothing to test on",
+            dir.display()
+        )));
     };
     let (mean, std) = channel_stats(&train, channels);
     let norm = ImageNorm {

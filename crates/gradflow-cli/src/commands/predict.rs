@@ -40,20 +40,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let (spec, net) = super::load_model(run_dir.as_deref(), a.model.as_deref(), a.weights.as_deref())?;
     if let Some(dir) = run_dir.as_deref() {
         if let Some(source) = gradflow_train::images::ImageSource::of_run(dir)? {
-            let Some(norm) = source.norm else {
-                bail!("{}: images.json holds no normalization", dir.display());
-            };
-            let ranked =
-                gradflow_train::images::classify_images(&net, &norm, &images).map_err(super::table::bad_input)?;
-            for (path, r) in images.iter().zip(ranked) {
-                let top: Vec<String> = r
-                    .iter()
-                    .take(3)
-                    .map(|(c, p)| format!("{c} ({:.1}%)", p * 100.0))
-                    .collect();
-                println!("{}: {}  top-3: {}", path.display(), r[0].0, top.join(", "));
-            }
-            return Ok(());
+            return predict_images(dir, source, &net, &images);
         }
         if let Some(encoding) = gradflow_train::table::encoding_of_run(dir)? {
             let [rows] = images.as_slice() else {
@@ -88,6 +75,28 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 ""
             }
         );
+    }
+    Ok(())
+}
+
+/// An image-folder run: each image read and normalized like its training images.
+fn predict_images(
+    dir: &Path,
+    source: gradflow_train::images::ImageSource,
+    net: &gradflow_nn::Sequential,
+    images: &[PathBuf],
+) -> Result<()> {
+    let Some(norm) = source.norm else {
+        bail!("{}: images.json holds no normalization", dir.display());
+    };
+    let ranked = gradflow_train::images::classify_images(net, &norm, images).map_err(super::table::bad_input)?;
+    for (path, r) in images.iter().zip(ranked) {
+        let top: Vec<String> = r
+            .iter()
+            .take(3)
+            .map(|(c, p)| format!("{c} ({:.1}%)", p * 100.0))
+            .collect();
+        println!("{}: {}  top-3: {}", path.display(), r[0].0, top.join(", "));
     }
     Ok(())
 }
