@@ -499,14 +499,16 @@ mod tests {
                 img.save(&p).unwrap();
             }
         }
-        let f = load_image_folder(
-            dir.path(),
-            &ImageFolderOptions {
-                test_split: 0.0,
-                ..opts()
-            },
-        )
-        .unwrap();
-        assert_eq!((f.train.len(), f.train.sample_shape.clone()), (6, vec![3, 8, 8]));
+        let f = load_image_folder(dir.path(), &opts()).unwrap();
+        assert_eq!(
+            (f.train.len() + f.test.len(), f.train.sample_shape.clone()),
+            (6, vec![3, 8, 8])
+        );
+        let none = ImageFolderOptions {
+            test_split: 0.0,
+            ..opts()
+        };
+        let e = load_image_folder(dir.path(), &none).unwrap_err().to_string();
+        assert!(e.contains("no test/ folder, and a test split of 0"), "{e}");
     }
 }
