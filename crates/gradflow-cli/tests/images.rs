@@ -279,3 +279,47 @@ fn mnist_digits_as_png_folder_train_like_the_idx_files() {
     assert!(idx > 0.6 && png > 0.6, "IDX {idx}, PNG {png}");
     assert!((idx - png).abs() < 0.06, "IDX {idx}, PNG {png}");
 }
+
+#[test]
+fn jpeg_photos_of_mixed_sizes_resize_and_default_to_lenet5() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("photos");
+    for (class, c) in [
+        ("blue", [20u8, 30, 210]),
+        ("green", [20, 210, 30]),
+        ("red", [210, 30, 20]),
+    ] {
+        for i in 0..6u32 {
+            let p = dir.join(format!("train/{class}/{i}.jpg"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            image::RgbImage::from_fn(30 + i, 40 - i, |x, _| image::Rgb([c[0], c[1] + (x % 9) as u8, c[2]]))
+                .save(&p)
+                .unwrap();
+        }
+    }
+    let out = tmp.path().join("run");
+    let o = gradflow()
+        .arg("train")
+        .arg("--data")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--image-size"));
+    let o = stdout(&train(&dir, &out, &["--image-size", "32x32", "--test-split", "0.34"]));
+    assert!(o.contains("3x32x32 (CxHxW), 3 classes: blue, green, red"), "{o}");
+    assert!(o.contains("model lenet5 (the default for 32x32 images)"), "{o}");
+    let o = gradflow()
+        .arg("predict")
+        .arg(&out)
+        .arg(dir.join("train/red/0.jpg"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && stdout(&o).contains("0.jpg: "),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
