@@ -19,9 +19,12 @@
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential};
+use crate::layers::{
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, RecurrentConfig, RecurrentOutput,
+    Sequential,
+};
 use crate::module::Module;
-use gradflow::{Conv2dParams, DType, Pool2dParams};
+use gradflow::{Cell, Conv2dParams, DType, Pool2dParams};
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 
@@ -82,6 +85,27 @@ pub enum LayerSpec {
     },
     /// Any activation.
     Activation(Activation),
+    /// `nn.RNN`, `nn.LSTM` or `nn.GRU` with `batch_first=True` (the input size is inferred).
+    Recurrent(RecurrentSpec),
+}
+
+/// The constructor arguments of a recurrent layer in a model file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecurrentSpec {
+    /// The cell: RNN (tanh or relu), LSTM or GRU.
+    pub cell: Cell,
+    /// Hidden units per direction.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
+    /// Whether to learn biases.
+    pub bias: bool,
+    /// Whether to add a reverse direction.
+    pub bidirectional: bool,
+    /// Dropout between layers.
+    pub dropout: f64,
+    /// `sequence` or `last`.
+    pub output: RecurrentOutput,
 }
 
 /// A whole model file.
@@ -270,6 +294,7 @@ fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
             ("padding", p.padding.0),
             ("padding", p.padding.1),
         ],
+        LayerSpec::Recurrent(r) => vec![("hidden_size", r.hidden_size), ("num_layers", r.num_layers)],
         _ => Vec::new(),
     };
     match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
@@ -316,8 +341,20 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             .checked_add(if *bias { *out_channels } else { 0 }),
         // weight, bias, running mean and variance, and the step counter.
         LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => shape[0].checked_mul(4)?.checked_add(1),
+        LayerSpec::Recurrent(r) => recurrent_allocation(r, shape[1]),
         _ => Some(0),
     }
+}
+
+/// Parameters of a recurrent layer on `input_size` features, or `None` on overflow.
+fn recurrent_allocation(r: &RecurrentSpec, input_size: usize) -> Option<usize> {
+    let (h, dirs) = (r.hidden_size, 1 + usize::from(r.bidirectional));
+    let gh = r.cell.gates().checked_mul(h)?;
+    let first = gh.checked_mul(input_size.checked_add(h)?.checked_add(if r.bias { 2 } else { 0 })?)?;
+    let upper = gh.checked_mul(h.checked_mul(dirs + 1)?.checked_add(if r.bias { 2 } else { 0 })?)?;
+    first
+        .checked_add(upper.checked_mul(r.num_layers - 1)?)?
+        .checked_mul(dirs)
 }
 
 /// The readers of each layer's keys, with the defaults and checks of PyTorch's constructors.
@@ -364,6 +401,38 @@ impl Keys<'_> {
         }
         Ok(LayerSpec::Dropout(p))
     }
+    /// `kind` is "rnn", "lstm" or "gru".
+    fn recurrent(&mut self, kind: &str) -> Result<LayerSpec> {
+        let cell = match kind {
+            "lstm" => Cell::Lstm,
+            "gru" => Cell::Gru,
+            _ => match self.get("nonlinearity") {
+                None => Cell::RnnTanh,
+                Some(toml::Value::String(s)) if s == "tanh" => Cell::RnnTanh,
+                Some(toml::Value::String(s)) if s == "relu" => Cell::RnnRelu,
+                Some(v) => return self.err(format!("'nonlinearity' must be \"tanh\" or \"relu\", got {v}")),
+            },
+        };
+        let output = match self.get("output") {
+            None => RecurrentOutput::Sequence,
+            Some(toml::Value::String(s)) if s == "sequence" => RecurrentOutput::Sequence,
+            Some(toml::Value::String(s)) if s == "last" => RecurrentOutput::Last,
+            Some(v) => return self.err(format!("'output' must be \"sequence\" or \"last\", got {v}")),
+        };
+        let spec = RecurrentSpec {
+            cell,
+            hidden_size: self.usize("hidden_size", None)?,
+            num_layers: self.usize("num_layers", Some(1))?,
+            bias: self.bool("bias", true)?,
+            bidirectional: self.bool("bidirectional", false)?,
+            dropout: self.float("dropout", 0.0)?,
+            output,
+        };
+        if !(0.0..1.0).contains(&spec.dropout) {
+            return self.err(format!("'dropout' must be in [0, 1), got {}", spec.dropout));
+        }
+        Ok(LayerSpec::Recurrent(spec))
+    }
     fn batchnorm(&mut self, spatial: bool) -> Result<LayerSpec> {
         let eps = self.float("eps", 1e-5)?;
         let momentum = self.float("momentum", 0.1)?;
@@ -396,11 +465,12 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         "dropout" => k.dropout()?,
         "batchnorm1d" => k.batchnorm(false)?,
         "batchnorm2d" => k.batchnorm(true)?,
+        kind @ ("rnn" | "lstm" | "gru") => k.recurrent(kind)?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
                 return Err(Error::Spec(format!(
-                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, {})",
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, RNN, LSTM, GRU, {})",
                     Activation::names()
                 )))
             }
@@ -558,7 +628,7 @@ impl ModelSpec {
             .iter()
             .find_map(|n| match n {
                 LayerSpec::Activation(a) => Some(a.gain()),
-                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
+                LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } | LayerSpec::Recurrent(_) => Some(1.0),
                 _ => None,
             })
             .unwrap_or(1.0)
@@ -600,6 +670,9 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
         LayerSpec::Linear { .. } if shape.len() != 1 => Err(format!(
             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
         )),
+        LayerSpec::Recurrent(_) if shape.len() != 2 => Err(format!(
+            "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
+        )),
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
             Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
         }
@@ -640,6 +713,22 @@ fn write_extras(s: &mut String, bias: bool, l1: Option<f64>, l2: Option<f64>, in
     if let Some(i) = init {
         let _ = writeln!(s, "init = \"{}\"", i.name());
     }
+}
+
+fn write_recurrent(s: &mut String, r: &RecurrentSpec) -> std::fmt::Result {
+    if r.cell == Cell::RnnRelu {
+        s.push_str("nonlinearity = \"relu\"\n");
+    }
+    writeln!(
+        s,
+        "hidden_size = {}\nnum_layers = {}\nbias = {}\nbidirectional = {}\ndropout = {:?}\noutput = \"{}\"",
+        r.hidden_size,
+        r.num_layers,
+        r.bias,
+        r.bidirectional,
+        r.dropout,
+        r.output.name()
+    )
 }
 
 impl LayerSpec {
@@ -695,6 +784,7 @@ impl LayerSpec {
                 .into_iter()
                 .filter_map(|(key, value)| Some((key, value.to_toml()?)))
                 .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
+            LayerSpec::Recurrent(r) => write_recurrent(s, r),
         };
     }
 
@@ -751,6 +841,19 @@ impl LayerSpec {
                     .dtype(opts.dtype),
             ),
             LayerSpec::Activation(a) => Box::new(*a),
+            LayerSpec::Recurrent(r) => Box::new(
+                RecurrentConfig {
+                    cell: r.cell,
+                    input_size: shape[1],
+                    hidden_size: r.hidden_size,
+                    num_layers: r.num_layers,
+                    bias: r.bias,
+                    bidirectional: r.bidirectional,
+                    dropout: r.dropout,
+                    output: r.output,
+                }
+                .build(opts.dtype, rng),
+            ),
         }
     }
 
@@ -766,6 +869,11 @@ impl LayerSpec {
             LayerSpec::BatchNorm1d { .. } => "BatchNorm1d",
             LayerSpec::BatchNorm2d { .. } => "BatchNorm2d",
             LayerSpec::Activation(a) => a.name(),
+            LayerSpec::Recurrent(r) => match r.cell {
+                Cell::RnnTanh | Cell::RnnRelu => "RNN",
+                Cell::Lstm => "LSTM",
+                Cell::Gru => "GRU",
+            },
         }
     }
 }
