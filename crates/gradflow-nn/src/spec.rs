@@ -139,10 +139,11 @@ impl Default for BuildOptions {
 }
 
 /// The built-in presets, by name.
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("mlp", include_str!("presets/mlp.toml")),
     ("mlp3", include_str!("presets/mlp3.toml")),
     ("lenet5", include_str!("presets/lenet5.toml")),
+    ("lstm", include_str!("presets/lstm.toml")),
 ];
 
 /// Largest value any single size in a model file may take (an `input`
@@ -954,6 +955,70 @@ mod tests {
             let e = ModelSpec::parse(text, "m.toml").unwrap_err().to_string();
             assert!(e.starts_with(want), "{e}\n  wanted: {want}");
         }
+    }
+
+    #[test]
+    fn recurrent_layers_parse_build_and_round_trip() {
+        let text = "input = [6, 3]\n[[layer]]\ntype = \"GRU\"\nhidden_size = 4\nnum_layers = 2\nbidirectional = true\ndropout = 0.2\n\
+                    [[layer]]\ntype = \"RNN\"\nnonlinearity = \"relu\"\nhidden_size = 5\nbias = false\noutput = \"last\"\n\
+                    [[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert_eq!(spec.output_shape().unwrap(), vec![2]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        assert_eq!(net.parameters()[0].name, "0.weight_ih_l0");
+        assert_eq!(net.parameters()[0].tensor.shape(), &[12, 3]);
+        assert_eq!(net.parameters()[8].tensor.shape(), &[12, 8]);
+        assert_eq!(net.parameters()[16].name, "1.weight_ih_l0");
+        let lstm = ModelSpec::preset("lstm").unwrap();
+        assert_eq!(lstm.output_shape().unwrap(), vec![10]);
+        let n = lstm.build(BuildOptions::default()).unwrap().num_parameters();
+        assert_eq!(n, 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10);
+    }
+
+    #[test]
+    fn recurrent_errors_name_the_layer_and_cause() {
+        let head = "input = [6, 3]\n[[layer]]\ntype = \"LSTM\"\n";
+        let bad = [
+            ("", "m.toml: layer 0 (LSTM): missing key 'hidden_size'"),
+            (
+                "hidden_size = 4\noutput = \"all\"\n",
+                "m.toml: layer 0 (LSTM): 'output' must be \"sequence\" or \"last\"",
+            ),
+            (
+                "hidden_size = 4\ndropout = 1.0\n",
+                "m.toml: layer 0 (LSTM): 'dropout' must be in [0, 1)",
+            ),
+            (
+                "hidden_size = 4\nnonlinearity = \"relu\"\n",
+                "m.toml: layer 0 (LSTM): unknown key 'nonlinearity'",
+            ),
+        ];
+        for (rest, want) in bad {
+            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let e = ModelSpec::parse(
+            "input = [3]\n[[layer]]\ntype = \"RNN\"\nhidden_size = 2\nnonlinearity = \"sigmoid\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'nonlinearity' must be \"tanh\" or \"relu\""), "{e}");
+        let e = ModelSpec::parse(
+            "input = [1, 28, 28]\n[[layer]]\ntype = \"GRU\"\nhidden_size = 2\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("layer 0 (GRU): expects a sequence [steps, features]"),
+            "{e}"
+        );
     }
 
     #[test]
