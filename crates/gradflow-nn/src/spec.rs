@@ -716,6 +716,22 @@ fn write_extras(s: &mut String, bias: bool, l1: Option<f64>, l2: Option<f64>, in
     }
 }
 
+impl RecurrentSpec {
+    /// The layer's constructor arguments on `input_size` features per step.
+    pub fn config(&self, input_size: usize) -> RecurrentConfig {
+        RecurrentConfig {
+            cell: self.cell,
+            input_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            bias: self.bias,
+            bidirectional: self.bidirectional,
+            dropout: self.dropout,
+            output: self.output,
+        }
+    }
+}
+
 fn write_recurrent(s: &mut String, r: &RecurrentSpec) -> std::fmt::Result {
     if r.cell == Cell::RnnRelu {
         s.push_str("nonlinearity = \"relu\"\n");
@@ -842,19 +858,7 @@ impl LayerSpec {
                     .dtype(opts.dtype),
             ),
             LayerSpec::Activation(a) => Box::new(*a),
-            LayerSpec::Recurrent(r) => Box::new(
-                RecurrentConfig {
-                    cell: r.cell,
-                    input_size: shape[1],
-                    hidden_size: r.hidden_size,
-                    num_layers: r.num_layers,
-                    bias: r.bias,
-                    bidirectional: r.bidirectional,
-                    dropout: r.dropout,
-                    output: r.output,
-                }
-                .build(opts.dtype, rng),
-            ),
+            LayerSpec::Recurrent(r) => Box::new(r.config(shape[1]).build(opts.dtype, rng)),
         }
     }
 

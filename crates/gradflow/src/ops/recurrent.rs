@@ -105,6 +105,17 @@ fn sv_len(d: Dims, s: usize, nh: usize) -> usize {
     }
 }
 
+/// ∂L/∂h of step time `t`: the output's gradient plus what the next step passes back.
+fn step_dh<T: Element>(d: Dims, t: usize, g: &[T], dh_next: &[T], dh: &mut [T]) {
+    for n in 0..d.batch {
+        let out = &g[d.at(n, t, d.hid)..][..d.hid];
+        let rows = dh[n * d.hid..(n + 1) * d.hid].iter_mut().zip(&dh_next[n * d.hid..]);
+        for ((o, &a), &b) in rows.zip(out) {
+            *o = a + b;
+        }
+    }
+}
+
 /// Gradients of the input projection, `W_hh` and `b_hh`.
 type Grads<T> = (Vec<T>, Vec<T>, Vec<T>);
 
@@ -122,11 +133,7 @@ fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T]) -> Grads<T> {
     let zeros = vec![T::zero(); nh];
     for s in (0..d.steps).rev() {
         let t = d.time(s);
-        for n in 0..d.batch {
-            for k in 0..d.hid {
-                dh[n * d.hid + k] = g[d.at(n, t, d.hid) + k] + dh_next[n * d.hid + k];
-            }
-        }
+        step_dh(d, t, g, &dh_next, &mut dh);
         let h_prev = if s == 0 {
             &zeros[..]
         } else {
