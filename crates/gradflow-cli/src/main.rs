@@ -56,7 +56,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line per cause; weights mismatches list one tensor per line.
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // A bad input file (a table that does not validate) is exit 2, like a bad flag.
+            if e.downcast_ref::<commands::table::BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

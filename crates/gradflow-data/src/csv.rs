@@ -12,7 +12,8 @@ use crate::dataset::{Dataset, Targets};
 use crate::error::{DataError, Result};
 
 /// What the label column means, which decides how it is parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Labels are class names or integers, mapped to class indices.
     Classification,

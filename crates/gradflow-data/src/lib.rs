@@ -39,6 +39,8 @@ pub mod idx;
 pub mod image;
 pub mod loader;
 pub mod mnist;
+pub mod table;
+mod table_read;
 
 pub use self::csv::{parse_csv_bytes, read_csv, CsvDataset, CsvOptions, Task};
 pub use dataset::{Dataset, Targets};
@@ -49,6 +51,7 @@ pub use image::{
 };
 pub use loader::{fill_batch, Batch, BatchTargets, Batches, Loader};
 pub use mnist::{default_data_dir, Mnist, MnistSplit, MNIST_CLASSES, MNIST_MEAN, MNIST_STD};
+pub use table::{read_table, read_table_with_progress, EncodedRows, Encoding, Feature, Missing, Table, TableOptions};
 
 /// Test-only global allocator that records the largest single allocation
 /// made by the current thread, so tests can prove that hostile headers do

@@ -25,6 +25,8 @@ pub enum Loss {
     Nll,
     /// Mean squared error.
     Mse,
+    /// Mean absolute error.
+    L1,
     /// Binary cross-entropy from logits, computed as softplus(x) − x·y (stable for any x).
     BceWithLogits,
     /// Huber loss with threshold δ: quadratic below δ, linear above.
@@ -72,6 +74,13 @@ const DECLARED: &[LossInfo] = &[
         torch_name: "MSELoss",
         loss: Loss::Mse,
         description: "Mean squared error against real targets",
+    },
+    LossInfo {
+        name: "l1",
+        aliases: &["mae"],
+        torch_name: "L1Loss",
+        loss: Loss::L1,
+        description: "Mean absolute error against real targets",
     },
     LossInfo {
         name: "bce",
@@ -124,6 +133,7 @@ impl Loss {
                 Ok(output.gather(1, t, &[n, 1])?.mean_all().neg())
             }
             (Loss::Mse, Target::Values(y)) => Ok(output.sub(y)?.square().mean_all()),
+            (Loss::L1, Target::Values(y)) => Ok(output.sub(y)?.abs().mean_all()),
             (Loss::BceWithLogits, Target::Values(y)) => Ok(output.softplus().sub(&output.mul(y)?)?.mean_all()),
             (Loss::Huber { delta }, Target::Values(y)) => {
                 let a = output.sub(y)?.abs();
@@ -183,6 +193,8 @@ mod tests {
         let x = t(vec![1.0, 3.0], &[2]);
         let y = t(vec![0.0, 1.0], &[2]);
         assert_eq!(Loss::Mse.compute(&x, Target::Values(&y)).unwrap().item().unwrap(), 2.5);
+        assert_eq!(Loss::L1.compute(&x, Target::Values(&y)).unwrap().item().unwrap(), 1.5);
+        assert_eq!(Loss::parse("mae").unwrap(), Loss::L1);
         // Huber δ=1: |1| → 0.5, |2| → 1.5; mean 1.0.
         assert_eq!(
             Loss::Huber { delta: 1.0 }
@@ -208,6 +220,18 @@ mod tests {
             .item()
             .unwrap();
         assert!(b.abs() < 1e-9);
+    }
+
+    #[test]
+    fn l1_gradcheck() {
+        let x = t(vec![0.3, -1.2, 2.0, 0.7], &[4]);
+        let y = t(vec![0.0, 1.0, -1.0, 0.2], &[4]);
+        gradflow::gradcheck(
+            |v| Loss::L1.compute(&v[0], Target::Values(&y)),
+            &[x],
+            gradflow::GradcheckOptions::default(),
+        )
+        .unwrap();
     }
 
     #[test]

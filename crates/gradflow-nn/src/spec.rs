@@ -886,6 +886,7 @@ impl LayerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::Approximate;
     use crate::module::Module;
 
     #[test]
@@ -959,6 +960,71 @@ mod tests {
             let e = ModelSpec::parse(text, "m.toml").unwrap_err().to_string();
             assert!(e.starts_with(want), "{e}\n  wanted: {want}");
         }
+    }
+
+    /// The writer's text is the model file format runs have always saved: a
+    /// change here would show in every run directory's `model.toml`.
+    #[test]
+    fn toml_text_is_unchanged() {
+        let text = r#"input = [1, 28, 28]
+
+[[layer]]
+type = "Conv2d"
+out_channels = 6
+kernel_size = [5, 3]
+stride = 1
+padding = [2, 1]
+dilation = 1
+groups = 1
+bias = false
+l1 = 1e-5
+init = "he"
+
+[[layer]]
+type = "MaxPool2d"
+kernel_size = 2
+stride = 2
+padding = 0
+
+[[layer]]
+type = "Flatten"
+
+[[layer]]
+type = "Linear"
+out_features = 10
+l2 = 0.01
+
+[[layer]]
+type = "BatchNorm1d"
+eps = 1e-5
+momentum = 0.1
+
+[[layer]]
+type = "LeakyReLU"
+negative_slope = 0.2
+
+[[layer]]
+type = "GELU"
+approximate = "tanh"
+
+[[layer]]
+type = "GELU"
+
+[[layer]]
+type = "Dropout"
+p = 0.5
+
+[[layer]]
+type = "Hardtanh"
+min_val = -2.0
+max_val = 2.0
+"#;
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(
+            spec.layers[6],
+            LayerSpec::Activation(Activation::GELU(Approximate::Tanh))
+        );
+        assert_eq!(spec.to_toml(), text);
     }
 
     #[test]

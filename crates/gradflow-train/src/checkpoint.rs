@@ -354,6 +354,7 @@ mod tests {
                 correct: 7.0,
                 seen: 10.0,
                 seconds: 0.125,
+                ..Default::default()
             },
             checksum: 0,
         }

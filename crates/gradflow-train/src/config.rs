@@ -55,6 +55,8 @@ pub struct TrainConfig {
     pub clip_value: Option<f64>,
     /// Label smoothing of the cross-entropy.
     pub label_smoothing: f64,
+    /// Loss of a regression (`mse`, `l1`, `huber`; default `mse`); classification always uses cross-entropy.
+    pub loss: Option<String>,
     /// Seed of weights, shuffling, split and dropout.
     pub seed: u64,
     /// Use only the first N training images (quick runs and tests).
@@ -92,6 +94,7 @@ impl Default for TrainConfig {
             clip_norm: None,
             clip_value: None,
             label_smoothing: 0.0,
+            loss: None,
             seed: 0,
             limit_train: None,
             limit_test: None,
@@ -109,7 +112,22 @@ impl TrainConfig {
         self.validate_fractions()?;
         self.optimizer_spec()?;
         self.schedule_spec()?;
+        self.regression_loss()?;
         Ok(())
+    }
+
+    /// The loss a regression trains with: `loss`, else mean squared error.
+    pub fn regression_loss(&self) -> Result<gradflow_nn::Loss> {
+        use gradflow_nn::Loss;
+        let Some(name) = &self.loss else {
+            return Ok(Loss::Mse);
+        };
+        match Loss::parse(name) {
+            Ok(l @ (Loss::Mse | Loss::L1 | Loss::Huber { .. })) => Ok(l),
+            _ => Err(Error::Setting(format!(
+                "--loss {name}: unknown regression loss (expected one of mse, l1, huber)"
+            ))),
+        }
     }
 
     /// Counts: epochs, batch size, patience, limits.

@@ -101,6 +101,14 @@ fn fit_samples(ds: &mut Dataset, input: &[usize], what: &str) -> Result<()> {
 
 fn check_classes(spec: &ModelSpec, train: &Dataset) -> Result<()> {
     let out_shape = spec.output_shape().map_err(|e| Error::Model(format!("model: {e}")))?;
+    if let gradflow_data::Targets::Values { width, .. } = train.targets {
+        if out_shape != [width] {
+            return Err(Error::Model(format!(
+                "model: the last layer gives {out_shape:?} outputs per sample but the regression has {width} targets"
+            )));
+        }
+        return Ok(());
+    }
     let classes = train.num_classes().unwrap_or(0);
     if out_shape != [classes] {
         return Err(Error::Model(format!(

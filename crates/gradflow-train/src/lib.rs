@@ -17,6 +17,7 @@ pub mod predict;
 pub mod report;
 pub mod run_dir;
 pub mod step;
+pub mod table;
 pub mod trainer;
 
 pub use config::TrainConfig;
@@ -24,7 +25,7 @@ pub use data::DataSource;
 pub use diagnostics::Warning;
 pub use error::{Error, Result};
 pub use grad::{grad, GradOptions, Gradients};
-pub use metrics::{evaluate, EpochMetrics, EpochSums, Evaluation};
+pub use metrics::{evaluate, predict_all, regression_metrics, EpochMetrics, EpochSums, Evaluation, RegressionMetrics};
 pub use step::{train_step, Objective, Step, StepOutcome, Update};
 pub use trainer::{Observer, Silent, StopReason, Summary, Trainer};
 

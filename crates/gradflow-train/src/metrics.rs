@@ -33,6 +33,23 @@ pub struct EpochMetrics {
     pub weight_sparsity: f64,
     /// L2 norm of all Linear/Conv2d weights at the epoch's end.
     pub weight_norm: f64,
+    /// Regression: training RMSE in the target's units, on the fly (dropout on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_rmse: Option<f64>,
+    /// Regression: validation RMSE, MAE and R², in the target's units.
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub val_regression: Option<ValRegression>,
+}
+
+/// Validation errors of a regression epoch, in the target's units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValRegression {
+    /// Root mean squared error.
+    pub val_rmse: f64,
+    /// Mean absolute error.
+    pub val_mae: f64,
+    /// Coefficient of determination.
+    pub val_r2: f64,
 }
 
 /// The running sums of an epoch in progress, saved in a checkpoint taken
@@ -54,6 +71,8 @@ pub struct EpochSums {
     pub seen: f64,
     /// Seconds spent in the training loop.
     pub seconds: f64,
+    /// Regression: sum of squared errors (standardized units) of the samples seen.
+    pub sq_err: f64,
 }
 
 /// Result of evaluating a classifier on a labelled set.
@@ -67,6 +86,31 @@ pub struct Evaluation {
     pub samples: usize,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+    /// Regression errors (in the units of the dataset's targets), instead of accuracy.
+    #[serde(default)]
+    pub regression: Option<RegressionMetrics>,
+}
+
+/// How far a regression's predictions are from the targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// 1 − SSE / SST (1 is perfect, 0 is predicting the mean).
+    pub r2: f64,
+}
+
+impl RegressionMetrics {
+    /// The same errors for targets that were standardized by `scale` (R² does not change).
+    pub fn scaled(self, scale: f64) -> RegressionMetrics {
+        RegressionMetrics {
+            rmse: self.rmse * scale,
+            mae: self.mae * scale,
+            r2: self.r2,
+        }
+    }
 }
 
 impl Evaluation {
@@ -99,7 +143,8 @@ pub fn batch_tensor(ds: &Dataset, indices: &[usize], dtype: gradflow::DType) -> 
     Ok(Tensor::from_vec(v, &shape)?.to_dtype(dtype))
 }
 
-/// Evaluate a classifier in eval mode (no dropout, running batch-norm statistics), without recording a graph.
+/// Evaluate a classifier (or, with real-valued targets, a regression) in eval
+/// mode (no dropout, running batch-norm statistics), without recording a graph.
 pub fn evaluate(
     model: &Sequential,
     ds: &Dataset,
@@ -108,11 +153,11 @@ pub fn evaluate(
     dtype: gradflow::DType,
 ) -> Result<Evaluation> {
     let _g = no_grad();
-    let Targets::Classes { labels, num_classes } = &ds.targets else {
-        return Err(gradflow::Error::Argument {
-            op: "evaluate",
-            msg: "evaluation needs class labels".into(),
-        });
+    let (labels, num_classes) = match &ds.targets {
+        Targets::Classes { labels, num_classes } => (labels, num_classes),
+        Targets::Values { values, width } => {
+            return evaluate_values(model, ds, values, *width, loss, batch_size, dtype)
+        }
     };
     let mut ctx = Ctx::eval();
     let mut confusion = vec![vec![0usize; *num_classes]; *num_classes];
@@ -139,6 +184,70 @@ pub fn evaluate(
         accuracy: correct as f64 / n,
         samples: ds.len(),
         confusion,
+        regression: None,
+    })
+}
+
+/// The model's outputs for the whole set, `[n, width]` flattened (eval mode, no graph).
+pub fn predict_all(model: &Sequential, ds: &Dataset, batch_size: usize, dtype: gradflow::DType) -> Result<Vec<f64>> {
+    let _g = no_grad();
+    let mut ctx = Ctx::eval();
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    let mut out = Vec::new();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let x = batch_tensor(ds, chunk, dtype)?;
+        out.extend(
+            model
+                .forward(&x, &mut ctx)?
+                .to_dtype(gradflow::DType::F64)
+                .to_vec::<f64>()?,
+        );
+    }
+    Ok(out)
+}
+
+/// RMSE, MAE and R² of predictions against targets.
+pub fn regression_metrics(pred: &[f64], target: &[f32]) -> RegressionMetrics {
+    let n = target.len().max(1) as f64;
+    let mean = target.iter().map(|&t| f64::from(t)).sum::<f64>() / n;
+    let (mut sse, mut sae, mut sst) = (0.0, 0.0, 0.0);
+    for (&p, &t) in pred.iter().zip(target) {
+        let t = f64::from(t);
+        sse += (p - t) * (p - t);
+        sae += (p - t).abs();
+        sst += (t - mean) * (t - mean);
+    }
+    RegressionMetrics {
+        rmse: (sse / n).sqrt(),
+        mae: sae / n,
+        r2: if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
+    }
+}
+
+fn evaluate_values(
+    model: &Sequential,
+    ds: &Dataset,
+    values: &[f32],
+    width: usize,
+    loss: &Loss,
+    batch_size: usize,
+    dtype: gradflow::DType,
+) -> Result<Evaluation> {
+    let pred = predict_all(model, ds, batch_size, dtype)?;
+    let n = ds.len();
+    let out = Tensor::from_vec(pred.clone(), &[n, width])?;
+    let y = Tensor::from_vec(values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), &[n, width])?;
+    let l = if n == 0 {
+        0.0
+    } else {
+        loss.compute(&out, Target::Values(&y))?.item()?
+    };
+    Ok(Evaluation {
+        loss: l,
+        accuracy: 0.0,
+        samples: n,
+        confusion: Vec::new(),
+        regression: Some(regression_metrics(&pred, values)),
     })
 }
 
@@ -162,6 +271,7 @@ mod tests {
             samples_per_second: 100.0,
             weight_sparsity: 0.0,
             weight_norm: 4.0,
+            ..Default::default()
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),

@@ -749,7 +749,12 @@ fn histogram(area: &Area, w: &WeightTensor, c: RGBColor) -> PlotResult {
     Ok(())
 }
 
-/// The loss and accuracy curves, one series per split that has points.
+/// Whether the run's epochs measured a regression (RMSE) rather than an accuracy.
+fn is_regression(m: &[EpochMetrics]) -> bool {
+    m.iter().any(|e| e.train_rmse.is_some())
+}
+
+/// The loss and accuracy (or RMSE) curves, one series per split that has points.
 fn epoch_curves(m: &[EpochMetrics]) -> (Vec<Series>, Vec<Series>) {
     let penalty = m.iter().any(|e| e.train_penalty > 0.0);
     let mut loss = vec![Series::new("train", epochs_of(m, |e| Some(e.train_loss)))];
@@ -761,10 +766,18 @@ fn epoch_curves(m: &[EpochMetrics]) -> (Vec<Series>, Vec<Series>) {
     }
     loss.push(Series::new("validation", epochs_of(m, |e| e.val_loss)));
     loss.retain(|s| !s.points.is_empty());
-    let accuracy: Vec<Series> = vec![
-        Series::new("train", epochs_of(m, |e| Some(e.train_accuracy))),
-        Series::new("validation", epochs_of(m, |e| e.val_accuracy)),
-    ]
+    // A regression has no accuracy: its second plot shows the RMSE in the target's units.
+    let accuracy: Vec<Series> = if is_regression(m) {
+        vec![
+            Series::new("train", epochs_of(m, |e| e.train_rmse)),
+            Series::new("validation", epochs_of(m, |e| e.val_regression.map(|r| r.val_rmse))),
+        ]
+    } else {
+        vec![
+            Series::new("train", epochs_of(m, |e| Some(e.train_accuracy))),
+            Series::new("validation", epochs_of(m, |e| e.val_accuracy)),
+        ]
+    }
     .into_iter()
     .filter(|s| !s.points.is_empty())
     .collect();
@@ -793,7 +806,11 @@ fn line_plots(data: &RunData) -> [(&'static str, LinePlot<'static>); 5] {
         ("loss.png", epoch_plot("Loss", "loss", YAxis::Linear, loss)),
         (
             "accuracy.png",
-            epoch_plot("Accuracy", "accuracy", YAxis::Percent, accuracy),
+            if is_regression(m) {
+                epoch_plot("RMSE (target units)", "rmse", YAxis::Linear, accuracy)
+            } else {
+                epoch_plot("Accuracy", "accuracy", YAxis::Percent, accuracy)
+            },
         ),
         ("grad_norms.png", grad_norms),
         ("saturation.png", saturation),
@@ -955,19 +972,15 @@ fn summary_html(s: &Summary, stopped: &str, h: &mut String) {
     h.push_str("<h2 id=\"summary\">Summary</h2>\n<table>\n");
     // A negative clock reading shows as 0; a NaN one stays visible.
     let seconds = if s.train_seconds < 0.0 { 0.0 } else { s.train_seconds };
-    let rows: Vec<(&str, String)> = vec![
-        ("Test accuracy", pct(s.test_accuracy)),
-        ("Test error", pct(1.0 - s.test_accuracy)),
-        ("Test loss", format!("{:.4}", s.test_loss)),
-        ("Final training accuracy", pct(s.train_accuracy)),
-        ("Final validation accuracy", opt(s.val_accuracy, pct)),
+    let mut rows = score_rows(s);
+    rows.extend([
         ("Epochs", s.epochs.to_string()),
         ("Best epoch", s.best_epoch.to_string()),
         ("Parameters", s.parameters.to_string()),
         ("Training time", format!("{seconds:.1} s")),
         ("Throughput", format!("{:.0} samples/s", s.samples_per_second)),
         ("Stopped", stopped.to_string()),
-    ];
+    ]);
     for (k, v) in rows {
         let _ = writeln!(h, "<tr><th>{}</th><td class=\"n\">{}</td></tr>", esc(k), esc(&v));
     }
@@ -1037,23 +1050,60 @@ fn plots_html(images: &[Vec<u8>], h: &mut String) {
     h.push_str(&img(5, "weight sparsity per epoch"));
 }
 
+/// The summary's first rows: accuracy for a classifier, RMSE/MAE/R² (target units) for a regression.
+fn score_rows(s: &Summary) -> Vec<(&'static str, String)> {
+    if let (Some(rmse), Some(mae), Some(r2)) = (s.test_rmse, s.test_mae, s.test_r2) {
+        return vec![
+            ("Test RMSE", format!("{rmse:.4}")),
+            ("Test MAE", format!("{mae:.4}")),
+            ("Test R²", format!("{r2:.4}")),
+            ("Test loss (standardized target)", format!("{:.4}", s.test_loss)),
+        ];
+    }
+    vec![
+        ("Test accuracy", pct(s.test_accuracy)),
+        ("Test error", pct(1.0 - s.test_accuracy)),
+        ("Test loss", format!("{:.4}", s.test_loss)),
+        ("Final training accuracy", pct(s.train_accuracy)),
+        ("Final validation accuracy", opt(s.val_accuracy, pct)),
+    ]
+}
+
 fn epochs_html(data: &RunData, h: &mut String) {
     h.push_str("<h2 id=\"epochs\">Epochs</h2>\n");
     if data.metrics.is_empty() {
         h.push_str("<p class=\"muted\">No epoch completed.</p>\n");
         return;
     }
-    h.push_str("<table>\n<tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>\n");
+    let (train_h, val_h) = if is_regression(&data.metrics) {
+        ("train rmse", "val rmse")
+    } else {
+        ("train acc", "val acc")
+    };
+    let _ = writeln!(h, "<table>\n<tr><th>epoch</th><th>train loss</th><th>{train_h}</th><th>val loss</th><th>{val_h}</th><th>lr</th><th>sparsity</th><th>‖W‖</th><th>s</th></tr>");
     for e in &data.metrics {
+        let val_rmse = e.val_regression.map(|r| r.val_rmse);
+        let (train_v, val_v, val_measured) = match e.train_rmse {
+            Some(rmse) => (
+                format!("{rmse:.4}"),
+                opt(val_rmse, |v| format!("{v:.4}")),
+                val_rmse.is_some(),
+            ),
+            None => (
+                pct(e.train_accuracy),
+                opt(e.val_accuracy, pct),
+                e.val_accuracy.is_some(),
+            ),
+        };
         let _ = writeln!(
             h,
             "<tr><td class=\"n\">{}</td><td class=\"n\">{:.4}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2e}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{:.1}</td></tr>",
             e.epoch,
             e.train_loss,
-            pct(e.train_accuracy),
+            train_v,
             // A validation set gives an accuracy every epoch; a loss missing beside it was not finite.
-            measured(e.val_loss, e.val_accuracy.is_some(), |v| format!("{v:.4}")),
-            opt(e.val_accuracy, pct),
+            measured(e.val_loss, val_measured, |v| format!("{v:.4}")),
+            val_v,
             e.lr,
             pct(e.weight_sparsity),
             e.weight_norm,

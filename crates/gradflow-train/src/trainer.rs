@@ -9,10 +9,10 @@ pub use crate::data::DataSource;
 use crate::data::{self, SplitOptions};
 use crate::diagnostics::{DiagnosticsRecorder, Warning};
 use crate::error::{Error, Result};
-use crate::metrics::{batch_tensor, evaluate, EpochMetrics, EpochSums, Evaluation};
+use crate::metrics::{batch_tensor, evaluate, EpochMetrics, EpochSums, Evaluation, ValRegression};
 use crate::step::{self, train_step, Objective, Step, StepOutcome, Update};
 use gradflow::{no_grad, DType, Tensor};
-use gradflow_data::{Dataset, Loader};
+use gradflow_data::{Dataset, Loader, Targets};
 use gradflow_nn::optim::{self, Optimizer, OptimizerState, Param};
 use gradflow_nn::schedule::{LrSchedule, ScheduleState};
 use gradflow_nn::serialize::{from_safetensors, load_into};
@@ -119,6 +119,15 @@ pub struct Summary {
     pub val_accuracy: Option<f64>,
     /// Final training accuracy (on the fly, last epoch).
     pub train_accuracy: f64,
+    /// Regression: test root mean squared error, in the target's units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rmse: Option<f64>,
+    /// Regression: test mean absolute error, in the target's units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_mae: Option<f64>,
+    /// Regression: test coefficient of determination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_r2: Option<f64>,
 }
 
 /// A prepared run: model, optimizer, data and progress, ready to [`fit`](Trainer::fit).
@@ -140,6 +149,8 @@ pub struct Trainer {
     test: Dataset,
     out_dir: std::path::PathBuf,
     dtype: DType,
+    /// Regression: the standard deviation the targets were divided by (metrics are reported times it).
+    target_scale: f64,
     // progress
     epoch: usize,
     step_in_epoch: usize,
@@ -171,7 +182,11 @@ pub fn resolve_model(name: &str) -> Result<ModelSpec> {
 
 /// The model the settings describe: preset or file, with `--activation` and `--dropout` applied.
 pub fn model_from_config(config: &TrainConfig) -> Result<ModelSpec> {
-    let mut spec = resolve_model(&config.model)?;
+    with_overrides(resolve_model(&config.model)?, config)
+}
+
+/// `spec` with the settings' `--activation` and `--dropout` applied.
+pub fn with_overrides(mut spec: ModelSpec, config: &TrainConfig) -> Result<ModelSpec> {
     if let Some(a) = &config.activation {
         let act = Activation::parse(a).ok_or_else(|| {
             Error::Setting(format!(
@@ -189,6 +204,42 @@ pub fn model_from_config(config: &TrainConfig) -> Result<ModelSpec> {
 
 fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
     gradflow::seeded_rng(seed ^ 0x5eed_d80f ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// A batch's targets: class indices, or a `[n, width]` tensor of values.
+enum BatchY {
+    Classes(Vec<usize>),
+    Values(Tensor),
+}
+
+impl BatchY {
+    fn of(ds: &Dataset, idx: &[usize], dtype: DType) -> Result<BatchY> {
+        Ok(match &ds.targets {
+            Targets::Classes { labels, .. } => BatchY::Classes(idx.iter().map(|&i| labels[i]).collect()),
+            Targets::Values { values, width } => {
+                let v: Vec<f32> = idx
+                    .iter()
+                    .flat_map(|&i| &values[i * width..(i + 1) * width])
+                    .copied()
+                    .collect();
+                BatchY::Values(Tensor::from_vec(v, &[idx.len(), *width])?.to_dtype(dtype))
+            }
+        })
+    }
+
+    fn target(&self) -> Target<'_> {
+        match self {
+            BatchY::Classes(y) => Target::Classes(y),
+            BatchY::Values(y) => Target::Values(y),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            BatchY::Classes(y) => y.len(),
+            BatchY::Values(y) => y.shape()[0],
+        }
+    }
 }
 
 /// How an epoch's loop over its batches ended.
@@ -256,8 +307,11 @@ impl Trainer {
             penalty_targets: model.named_penalty_targets(),
             optimizer,
             schedule,
-            loss: Loss::CrossEntropy {
-                label_smoothing: config.label_smoothing,
+            loss: match splits.train.targets {
+                Targets::Values { .. } => config.regression_loss()?,
+                Targets::Classes { .. } => Loss::CrossEntropy {
+                    label_smoothing: config.label_smoothing,
+                },
             },
             penalty: Penalty {
                 l1: config.l1,
@@ -269,6 +323,7 @@ impl Trainer {
             test: splits.test,
             out_dir: out_dir.to_path_buf(),
             dtype: DType::F32,
+            target_scale: 1.0,
             epoch: 0,
             step_in_epoch: 0,
             global_step: 0,
@@ -281,6 +336,16 @@ impl Trainer {
             spec,
             model,
         })
+    }
+
+    /// Regression: report errors in the target's units, when the targets were standardized by dividing by `scale`.
+    pub fn set_target_scale(&mut self, scale: f64) {
+        self.target_scale = scale;
+    }
+
+    /// Whether the run predicts values rather than classes.
+    pub fn is_regression(&self) -> bool {
+        matches!(self.train.targets, Targets::Values { .. })
     }
 
     /// Continue the run saved in `dir`: same settings, weights, optimizer and schedule state, RNG position.
@@ -431,15 +496,10 @@ impl Trainer {
     pub fn fit(&mut self, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Summary> {
         self.prepare_run_dir()?;
         let loader = Loader::new(self.config.batch_size, true, self.config.drop_last, self.config.seed)?;
-        let labels = self
-            .train
-            .labels()
-            .ok_or_else(|| Error::Input("training data has no class labels".into()))?
-            .to_vec();
         self.optimizer.set_lr(self.schedule.lr());
         let mut stopped: Stop = (StopReason::Completed, None);
         while self.epoch < self.config.epochs {
-            let (sums, lr, steps) = match self.train_epoch(&loader, &labels, obs, stop)? {
+            let (sums, lr, steps) = match self.train_epoch(&loader, obs, stop)? {
                 EpochRun::Finished { sums, lr, steps } => (sums, lr, steps),
                 EpochRun::Stopped(why) => {
                     stopped = why;
@@ -458,13 +518,7 @@ impl Trainer {
     }
 
     /// One pass over the training set (or the rest of it, on resume).
-    fn train_epoch(
-        &mut self,
-        loader: &Loader,
-        labels: &[usize],
-        obs: &mut dyn Observer,
-        stop: &AtomicBool,
-    ) -> Result<EpochRun> {
+    fn train_epoch(&mut self, loader: &Loader, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<EpochRun> {
         let order = loader.order(self.train.len(), self.epoch);
         let batches: Vec<&[usize]> = loader.chunks(&order).collect();
         obs.epoch_start(self.epoch + 1, self.config.epochs, batches.len());
@@ -479,7 +533,7 @@ impl Trainer {
         let lr = self.optimizer.lr();
         let t0 = Instant::now();
         for (s, idx) in batches.iter().enumerate().skip(self.step_in_epoch) {
-            if let Some(why) = self.train_batch(s, idx, labels, &mut ctx, &mut sums, obs)? {
+            if let Some(why) = self.train_batch(s, idx, &mut ctx, &mut sums, obs)? {
                 return Ok(EpochRun::Stopped(why));
             }
             if stop.load(Ordering::SeqCst) && self.step_in_epoch < batches.len() {
@@ -504,13 +558,12 @@ impl Trainer {
         &mut self,
         s: usize,
         idx: &[usize],
-        labels: &[usize],
         ctx: &mut Ctx,
         sums: &mut EpochSums,
         obs: &mut dyn Observer,
     ) -> Result<Option<Stop>> {
         let x = batch_tensor(&self.train, idx, self.dtype)?;
-        let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+        let y = BatchY::of(&self.train, idx, self.dtype)?;
         let record = self.diagnostics.due(self.global_step);
         ctx.record_outputs = record;
         ctx.outputs.clear();
@@ -528,7 +581,7 @@ impl Trainer {
             clip_value: self.config.clip_value,
             max_norm: self.config.max_norm,
         };
-        let step = match train_step(&self.model, &x, Target::Classes(&y), &objective, &mut update, ctx)? {
+        let step = match train_step(&self.model, &x, y.target(), &objective, &mut update, ctx)? {
             StepOutcome::Updated(step) => step,
             StepOutcome::NonFiniteLoss { loss } => return self.non_finite_loss(loss, &x, s, obs).map(Some),
             StepOutcome::NonFiniteParameter {
@@ -560,9 +613,17 @@ impl Trainer {
         Ok(None)
     }
 
-    fn count_step(&self, step: &Step, y: &[usize], sums: &mut EpochSums) -> Result<()> {
-        let pred = step.output.argmax(1)?;
-        sums.correct += pred.iter().zip(y).filter(|(p, t)| p == t).count() as f64;
+    fn count_step(&self, step: &Step, y: &BatchY, sums: &mut EpochSums) -> Result<()> {
+        match y {
+            BatchY::Classes(y) => {
+                let pred = step.output.argmax(1)?;
+                sums.correct += pred.iter().zip(y).filter(|(p, t)| p == t).count() as f64;
+            }
+            BatchY::Values(y) => {
+                let _g = no_grad();
+                sums.sq_err += step.output.detach().sub(y)?.square().sum_all().item()?;
+            }
+        }
         sums.seen += y.len() as f64;
         sums.loss += step.loss;
         sums.data += step.data_loss;
@@ -612,19 +673,32 @@ impl Trainer {
     /// The finished epoch's metrics, with the validation set's loss and accuracy.
     fn validate(&self, sums: EpochSums, lr: f64, steps: usize) -> Result<EpochMetrics> {
         let steps = steps.max(1) as f64;
-        let (val_loss, val_accuracy) = match &self.val {
+        let (val_loss, val_accuracy, val_regression) = match &self.val {
             Some(v) => {
                 let e = evaluate(&self.model, v, &self.loss, 1000, self.dtype)?;
-                (Some(e.loss), Some(e.accuracy))
+                let r = e.regression.map(|r| r.scaled(self.target_scale));
+                let reg = r.map(|r| ValRegression {
+                    val_rmse: r.rmse,
+                    val_mae: r.mae,
+                    val_r2: r.r2,
+                });
+                (Some(e.loss), r.is_none().then_some(e.accuracy), reg)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
+        let regression = self.is_regression();
         Ok(EpochMetrics {
             epoch: self.epoch + 1,
             train_loss: sums.loss / steps,
             train_data_loss: sums.data / steps,
             train_penalty: sums.pen / steps,
-            train_accuracy: if sums.seen > 0.0 { sums.correct / sums.seen } else { 0.0 },
+            train_accuracy: if sums.seen > 0.0 && !regression {
+                sums.correct / sums.seen
+            } else {
+                0.0
+            },
+            train_rmse: regression.then(|| (sums.sq_err / sums.seen.max(1.0)).sqrt() * self.target_scale),
+            val_regression,
             val_loss,
             val_accuracy,
             lr,
@@ -712,7 +786,8 @@ impl Trainer {
                 }
             }
         }
-        let test = evaluate(&self.model, &self.test, &self.loss, 1000, self.dtype)?;
+        let mut test = evaluate(&self.model, &self.test, &self.loss, 1000, self.dtype)?;
+        test.regression = test.regression.map(|r| r.scaled(self.target_scale));
         let summary = self.summary(&test, stopped);
         self.write_metrics()?;
         self.diagnostics.write(&self.out_dir)?;
@@ -742,6 +817,9 @@ impl Trainer {
             warnings: self.diagnostics.warnings.clone(),
             val_accuracy: self.history.last().and_then(|m| m.val_accuracy),
             train_accuracy: self.history.last().map(|m| m.train_accuracy).unwrap_or(0.0),
+            test_rmse: test.regression.map(|r| r.rmse),
+            test_mae: test.regression.map(|r| r.mae),
+            test_r2: test.regression.map(|r| r.r2),
         }
     }
 }
@@ -794,6 +872,57 @@ mod tests {
         let features = (0..n * 2).map(|i| if i % 3 == 0 { 1.0 } else { -0.5 }).collect();
         let labels = (0..n).map(|i| i % 2).collect();
         Dataset::new(features, vec![2], Targets::Classes { labels, num_classes: 2 }).unwrap()
+    }
+
+    /// y = 2·x₀ − x₁, standardized by a scale of 10.
+    fn line(n: usize) -> Dataset {
+        let features: Vec<f32> = (0..n * 2).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let values = features.chunks(2).map(|x| 2.0 * x[0] - x[1]).collect();
+        Dataset::new(features, vec![2], Targets::Values { values, width: 1 }).unwrap()
+    }
+
+    #[test]
+    fn a_regression_learns_and_reports_errors_in_the_targets_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ModelSpec::parse("input = [2]\n[[layer]]\ntype = \"Linear\"\nout_features = 1\n", "m").unwrap();
+        let config = TrainConfig {
+            epochs: 30,
+            batch_size: 8,
+            lr: 0.05,
+            val_split: 0.25,
+            loss: Some("l1".into()),
+            diagnostics_every: 0,
+            ..TrainConfig::default()
+        };
+        let data = DataSource::Datasets {
+            train: line(64),
+            val: None,
+            test: line(16),
+        };
+        let mut t = Trainer::new(config, spec, data, dir.path()).unwrap();
+        assert!(t.is_regression());
+        assert_eq!(t.loss, Loss::L1);
+        t.set_target_scale(10.0);
+        let s = t.fit(&mut Silent, &AtomicBool::new(false)).unwrap();
+        let (rmse, mae, r2) = (s.test_rmse.unwrap(), s.test_mae.unwrap(), s.test_r2.unwrap());
+        assert!(r2 > 0.99 && mae <= rmse, "{s:?}");
+        // The test loss is the L1 of the standardized target; the MAE is ten times it.
+        assert!(
+            (mae - 10.0 * s.test_loss).abs() < 1e-4 * mae.max(1.0),
+            "{mae} vs {}",
+            s.test_loss
+        );
+        let last = t.history().last().unwrap();
+        assert!(last.train_rmse.is_some() && last.val_regression.is_some() && last.val_accuracy.is_none());
+        let bad = TrainConfig {
+            loss: Some("cross_entropy".into()),
+            ..TrainConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--loss cross_entropy: unknown regression loss"));
     }
 
     #[test]

@@ -23,8 +23,7 @@ pub struct GradArgs {
     /// Batch (safetensors with `input` and `target`).
     #[arg(long)]
     batch: PathBuf,
-    /// cross_entropy, nll, mse, bce or huber.
-    #[arg(long, default_value = "cross_entropy")]
+    #[arg(long, default_value = "cross_entropy", help = super::train::choices("Loss", Loss::registry().iter().map(|l| l.name)))]
     loss: String,
     /// Label smoothing of the cross-entropy (as `train --label-smoothing`).
     #[arg(long, default_value_t = 0.0)]

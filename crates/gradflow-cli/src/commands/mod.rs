@@ -7,6 +7,7 @@ pub mod grad;
 pub mod playground;
 pub mod predict;
 pub mod report;
+pub mod table;
 pub mod train;
 
 use anyhow::{bail, Result};

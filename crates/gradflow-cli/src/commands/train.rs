@@ -1,11 +1,14 @@
 //! `gradflow train`.
 
+use super::table::{bad_input, is_table, BadInput, TableArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gradflow_data::Encoding;
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use gradflow_nn::{Activation, Init};
 use gradflow_train::diagnostics::Warning;
+use gradflow_train::table::{default_model, default_schedule, TableSource};
 use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, Summary, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -21,7 +24,9 @@ use std::sync::Arc;
   gradflow train                                  # 784-800-10 MLP, Adam, cosine, 5 epochs
   gradflow train --model lenet5 --epochs 15 --optimizer sgd --lr 0.05 --momentum 0.9 --nesterov
   gradflow train --l1 1e-5 --val-split 0.1 --early-stopping 3
-  gradflow train --resume runs/mlp               # continue an interrupted run"
+  gradflow train --resume runs/mlp               # continue an interrupted run
+  gradflow train --data flowers.csv --target species --ignore id   # your own table
+  gradflow train --data houses.csv --target price --loss huber --test houses-test.csv"
 )]
 pub struct TrainArgs {
     /// Settings file (TOML with the same keys as these flags, snake_case); flags override it.
@@ -33,9 +38,14 @@ pub struct TrainArgs {
     /// Start from these weights (safetensors, PyTorch state_dict names).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// MNIST directory (default: $GRADFLOW_DATA, else data/mnist).
+    /// MNIST directory (default: $GRADFLOW_DATA, else data/mnist), or a CSV table with a header row.
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    table: TableArgs,
+    /// Loss of a regression: mse, l1 or huber (default mse; classification uses cross-entropy).
+    #[arg(long)]
+    loss: Option<String>,
     /// Epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -122,7 +132,7 @@ pub struct TrainArgs {
 }
 
 /// A flag's help line listing the names its declarations carry.
-fn choices<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn choices<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> String {
     format!("{what}: {}.", names.collect::<Vec<_>>().join(", "))
 }
 
@@ -179,6 +189,7 @@ impl TrainArgs {
             max_norm,
             clip_norm,
             clip_value,
+            loss,
             limit_train,
             limit_test
         );
@@ -219,9 +230,17 @@ impl Observer for Console {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        let val = match (m.val_loss, m.val_accuracy) {
-            (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2}%", a * 100.0),
+        let val = match (m.val_loss, m.val_accuracy, m.val_regression) {
+            (Some(l), Some(a), _) => format!("  val loss {l:.4} acc {:.2}%", a * 100.0),
+            (Some(l), None, Some(r)) => format!(
+                "  val loss {l:.4} rmse {:.4} mae {:.4} r2 {:.4}",
+                r.val_rmse, r.val_mae, r.val_r2
+            ),
             _ => String::new(),
+        };
+        let train = match m.train_rmse {
+            Some(rmse) => format!("rmse {rmse:.4}"),
+            None => format!("acc {:.2}%", m.train_accuracy * 100.0),
         };
         let pen = if m.train_penalty > 0.0 {
             format!(" (data {:.4} + penalty {:.4})", m.train_data_loss, m.train_penalty)
@@ -229,14 +248,8 @@ impl Observer for Console {
             String::new()
         };
         println!(
-            "epoch {:>3}/{}  train loss {:.4}{pen} acc {:.2}%{val}  lr {:.2e}  {:.1}s  {:.0} samples/s",
-            m.epoch,
-            self.epochs,
-            m.train_loss,
-            m.train_accuracy * 100.0,
-            m.lr,
-            m.seconds,
-            m.samples_per_second
+            "epoch {:>3}/{}  train loss {:.4}{pen} {train}{val}  lr {:.2e}  {:.1}s  {:.0} samples/s",
+            m.epoch, self.epochs, m.train_loss, m.lr, m.seconds, m.samples_per_second
         );
     }
     fn warning(&mut self, w: &Warning) {
@@ -250,18 +263,17 @@ impl Observer for Console {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     super::set_threads(args.threads)?;
-    let mut trainer = build_trainer(&args)?;
-    let out_dir = args
-        .resume
-        .clone()
-        .or(args.out.clone())
-        .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&trainer.config.model)));
+    let (mut trainer, out_dir, table) = build_trainer(&args)?;
     if trainer.epochs_done() >= trainer.config.epochs {
         bail!(
             "{}: the run already finished its {} epochs (give --epochs N to extend it)",
             out_dir.display(),
             trainer.config.epochs
         );
+    }
+    // Written only now that the data validated and the model fits it.
+    if let Some((source, encoding)) = &table {
+        source.save(&out_dir, encoding)?;
     }
     let stop = stop_on_ctrl_c();
     println!(
@@ -280,25 +292,144 @@ pub fn run(args: TrainArgs) -> Result<()> {
     print_summary(summary, &out_dir)
 }
 
-/// A fresh run from the flags, or the run `--resume` names.
-fn build_trainer(args: &TrainArgs) -> Result<Trainer> {
-    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
+/// A table run's source and encoding, written into the run directory before training.
+type TableRun = Option<(TableSource, Encoding)>;
+
+/// A fresh run from the flags, or the run `--resume` names; with its run directory.
+fn build_trainer(args: &TrainArgs) -> Result<(Trainer, PathBuf, TableRun)> {
     if let Some(dir) = &args.resume {
-        return Ok(Trainer::resume(dir, data, args.epochs)?);
+        return Ok((resume(dir, args)?, dir.clone(), None));
     }
     let config = args.config()?;
     if config.early_stopping.is_some() && config.val_split == 0.0 {
         bail!("--early-stopping needs a validation set: give --val-split (e.g. 0.1)");
     }
+    if is_table(args.data.as_deref()) || args.table.any() {
+        return build_table_trainer(args, config);
+    }
+    let data = DataSource::Mnist(super::data_dir(args.data.clone()));
     let spec = gradflow_train::trainer::model_from_config(&config)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&config.model)));
-    Ok(match &args.weights {
+    if config.loss.is_some() {
+        bail!("--loss is for regression on a table; MNIST trains with cross-entropy");
+    }
+    let trainer = match &args.weights {
         Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
         None => Trainer::new(config, spec, data, &out)?,
-    })
+    };
+    Ok((trainer, out, None))
+}
+
+/// `--resume`: a table run re-reads its table (which must encode as before), an MNIST run its IDX files.
+fn resume(dir: &std::path::Path, args: &TrainArgs) -> Result<Trainer> {
+    let Some(source) = TableSource::of_run(dir)? else {
+        let data = DataSource::Mnist(super::data_dir(args.data.clone()));
+        return Ok(Trainer::resume(dir, data, args.epochs)?);
+    };
+    let table = source.reload(dir).map_err(bad_input)?;
+    let scale = f64::from(table.encoding.target_std);
+    let data = DataSource::Datasets {
+        train: table.train,
+        val: None,
+        test: table.test,
+    };
+    let mut trainer = Trainer::resume(dir, data, args.epochs)?;
+    trainer.set_target_scale(scale);
+    Ok(trainer)
+}
+
+/// `--data FILE.csv`: read and validate the table, size the default model and recipe from it.
+fn build_table_trainer(args: &TrainArgs, mut config: TrainConfig) -> Result<(Trainer, PathBuf, TableRun)> {
+    let Some(path) = args.data.as_deref() else {
+        bail!("the table flags (--target, --test, ...) need --data FILE.csv");
+    };
+    let source = args.table.source(path, config.seed)?;
+    let table = read_with_bar(&source)?;
+    describe_table(path, &table);
+    if config.loss.is_some() && table.encoding.task == gradflow_data::Task::Classification {
+        bail!("--loss is for regression; classification trains with cross-entropy (give --task regression for a numeric target)");
+    }
+    if args.config.is_none() {
+        let (batch, epochs) = default_schedule(table.train.len());
+        config.batch_size = args.batch_size.unwrap_or(batch);
+        config.epochs = args.epochs.unwrap_or(epochs);
+    }
+    let spec = if config.model == "mlp" {
+        gradflow_train::trainer::with_overrides(default_model(&table.encoding)?, &config)?
+    } else {
+        gradflow_train::trainer::model_from_config(&config)?
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(model_stem(&path.display().to_string())));
+    let scale = f64::from(table.encoding.target_std);
+    let data = DataSource::Datasets {
+        train: table.train,
+        val: None,
+        test: table.test,
+    };
+    let mut trainer = match &args.weights {
+        Some(w) => Trainer::with_weights(config, spec, w, data, &out)?,
+        None => Trainer::new(config, spec, data, &out)?,
+    };
+    trainer.set_target_scale(scale);
+    Ok((trainer, out, Some((source, table.encoding))))
+}
+
+/// Reads the table, with a progress bar on a terminal (the file is read twice: types, then values).
+fn read_with_bar(source: &TableSource) -> Result<gradflow_data::Table> {
+    if !std::io::stderr().is_terminal() {
+        return Ok(source.load().map_err(BadInput)?);
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("reading {prefix} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(source.train.display().to_string());
+    let table = source.load_with_progress(&|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    Ok(table.map_err(BadInput)?)
+}
+
+/// What was read, the task and why, and the warnings about the table.
+fn describe_table(path: &std::path::Path, t: &gradflow_data::Table) {
+    for w in &t.warnings {
+        eprintln!("warning: {w}");
+    }
+    let e = &t.encoding;
+    let task = match e.task {
+        gradflow_data::Task::Classification => format!("classification of {} classes", e.class_names.len()),
+        gradflow_data::Task::Regression => "regression".to_string(),
+    };
+    let how = if t.task_inferred {
+        "inferred; --task overrides"
+    } else {
+        "--task"
+    };
+    println!(
+        "table {}: {} training rows, {} test rows, {} columns as {} inputs; target '{}': {task} ({how})",
+        path.display(),
+        t.train.len(),
+        t.test.len(),
+        e.features.len(),
+        e.width(),
+        e.target
+    );
+    if t.test_unseen_rows > 0 {
+        println!(
+            "{} test rows have a category unseen in training (encoded as zeros)",
+            t.test_unseen_rows
+        );
+    }
 }
 
 /// The flag a first Ctrl-C sets (the run stops after the step and checkpoints); a second one quits at once.
@@ -315,13 +446,17 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 }
 
 fn print_summary(summary: Summary, out_dir: &std::path::Path) -> Result<()> {
+    let score = match (summary.test_rmse, summary.test_mae, summary.test_r2) {
+        (Some(rmse), Some(mae), Some(r2)) => format!("test RMSE {rmse:.4}, MAE {mae:.4}, R² {r2:.4}"),
+        _ => format!(
+            "test accuracy {:.2}% (error {:.2}%)",
+            summary.test_accuracy * 100.0,
+            (1.0 - summary.test_accuracy) * 100.0
+        ),
+    };
     println!(
-        "test accuracy {:.2}% (error {:.2}%), test loss {:.4}, {:.1}s training, {:.0} samples/s",
-        summary.test_accuracy * 100.0,
-        (1.0 - summary.test_accuracy) * 100.0,
-        summary.test_loss,
-        summary.train_seconds,
-        summary.samples_per_second
+        "{score}, test loss {:.4}, {:.1}s training, {:.0} samples/s",
+        summary.test_loss, summary.train_seconds, summary.samples_per_second
     );
     let detail = summary.stop_detail.unwrap_or_default();
     match summary.stopped {

@@ -39,8 +39,8 @@ pub enum Approximate {
 
 /// A constructor argument's type, as a model file spells it.
 pub trait ArgValue {
-    /// Read from a model file; the error says what `key` must be.
-    fn from_toml(key: &str, value: &toml::Value) -> std::result::Result<Self, String>
+    /// Read from a model file; the error (`Error::Spec`) says what `key` must be.
+    fn from_toml(key: &str, value: &toml::Value) -> crate::Result<Self>
     where
         Self: Sized;
     /// The TOML text of the value, or `None` where a model file leaves it out.
@@ -50,11 +50,11 @@ pub trait ArgValue {
 }
 
 impl ArgValue for f64 {
-    fn from_toml(key: &str, value: &toml::Value) -> std::result::Result<f64, String> {
+    fn from_toml(key: &str, value: &toml::Value) -> crate::Result<f64> {
         match value {
             toml::Value::Float(f) if f.is_finite() => Ok(*f),
             toml::Value::Integer(i) => Ok(*i as f64),
-            v => Err(format!("'{key}' must be a number, got {v}")),
+            v => Err(crate::Error::Spec(format!("'{key}' must be a number, got {v}"))),
         }
     }
     fn to_toml(&self) -> Option<String> {
@@ -66,11 +66,13 @@ impl ArgValue for f64 {
 }
 
 impl ArgValue for Approximate {
-    fn from_toml(key: &str, value: &toml::Value) -> std::result::Result<Approximate, String> {
+    fn from_toml(key: &str, value: &toml::Value) -> crate::Result<Approximate> {
         match value {
             toml::Value::String(s) if s == "none" => Ok(Approximate::None),
             toml::Value::String(s) if s == "tanh" => Ok(Approximate::Tanh),
-            v => Err(format!("'{key}' must be \"none\" or \"tanh\", got {v}")),
+            v => Err(crate::Error::Spec(format!(
+                "'{key}' must be \"none\" or \"tanh\", got {v}"
+            ))),
         }
     }
     fn to_toml(&self) -> Option<String> {
@@ -181,7 +183,7 @@ macro_rules! activations {
             pub(crate) fn read_args<'a>(
                 self,
                 mut get: impl FnMut(&'static str) -> Option<&'a toml::Value>,
-            ) -> std::result::Result<Activation, String> {
+            ) -> crate::Result<Activation> {
                 let _ = &mut get;
                 Ok(match self {
                     $(Activation::$variant $(($($arg),+))? => Activation::$variant $(($(

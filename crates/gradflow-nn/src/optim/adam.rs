@@ -74,7 +74,7 @@ impl OptimizerConfig for AdamConfig {
 /// the weights directly, `p ← p·(1 − lr·weight_decay)`, before the Adam step.
 ///
 /// Per element, with `t` this parameter's step count (PyTorch's documentation;
-/// [`plain_update`] below is this rule, line by line):
+/// `plain_update` in this file is this rule, line by line):
 /// ```text
 /// g ← g + weight_decay·p                  (Adam)  |  p ← p·(1 − lr·weight_decay)  (AdamW)
 /// m ← lerp(m, g, 1 − β₁)

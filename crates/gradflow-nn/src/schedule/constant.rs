@@ -26,7 +26,7 @@ impl ScheduleConfig for ConstantConfig {
     fn for_run(_epochs: usize) -> Option<Self> {
         Some(ConstantConfig {})
     }
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> crate::Result<()> {
         Ok(())
     }
     fn build(&self, base_lr: f64) -> Box<dyn LrSchedule> {

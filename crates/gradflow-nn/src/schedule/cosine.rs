@@ -41,9 +41,9 @@ impl ScheduleConfig for CosineConfig {
             eta_min: 0.0,
         })
     }
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> crate::Result<()> {
         if self.t_max == 0 {
-            return Err("cosine schedule: t_max must be at least 1".into());
+            return Err(crate::Error::Hyperparameter("cosine schedule: t_max must be at least 1".into()));
         }
         non_negative("eta_min", self.eta_min)
     }

@@ -30,7 +30,7 @@ impl ScheduleConfig for ExponentialConfig {
     fn for_run(_epochs: usize) -> Option<Self> {
         Some(ExponentialConfig { gamma: 0.95 })
     }
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> crate::Result<()> {
         positive("gamma", self.gamma)
     }
     fn build(&self, base_lr: f64) -> Box<dyn LrSchedule> {

@@ -187,8 +187,8 @@ pub trait ScheduleConfig: Serialize + Into<ScheduleSpec> {
     fn for_run(epochs: usize) -> Option<Self>
     where
         Self: Sized;
-    /// Why these arguments make no schedule, if they do not.
-    fn check(&self) -> std::result::Result<(), String>;
+    /// Reject arguments that make no schedule; the `Error::Hyperparameter` says why.
+    fn check(&self) -> crate::Result<()>;
     /// The schedule, at epoch 0 with `base_lr`.
     fn build(&self, base_lr: f64) -> Box<dyn LrSchedule>;
     /// Whether `step` reads the validation metric.
@@ -197,21 +197,25 @@ pub trait ScheduleConfig: Serialize + Into<ScheduleSpec> {
     }
 }
 
-/// `Err` unless `v` is finite and positive.
-pub(crate) fn positive(what: &str, v: f64) -> std::result::Result<(), String> {
+/// `Err(Error::Hyperparameter)` unless `v` is finite and positive.
+pub(crate) fn positive(what: &str, v: f64) -> crate::Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(format!("invalid {what}: {v} (must be finite and > 0)"))
+        Err(crate::Error::Hyperparameter(format!(
+            "invalid {what}: {v} (must be finite and > 0)"
+        )))
     }
 }
 
-/// `Err` unless `v` is finite and not negative.
-pub(crate) fn non_negative(what: &str, v: f64) -> std::result::Result<(), String> {
+/// `Err(Error::Hyperparameter)` unless `v` is finite and not negative.
+pub(crate) fn non_negative(what: &str, v: f64) -> crate::Result<()> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {
-        Err(format!("invalid {what}: {v} (must be finite and >= 0)"))
+        Err(crate::Error::Hyperparameter(format!(
+            "invalid {what}: {v} (must be finite and >= 0)"
+        )))
     }
 }
 
@@ -276,7 +280,7 @@ macro_rules! schedules {
                 })
             }
 
-            fn check(&self) -> std::result::Result<(), String> {
+            fn check(&self) -> crate::Result<()> {
                 match self {
                     $(ScheduleSpec::$variant(c) => c.check(),)+
                 }
@@ -328,7 +332,7 @@ impl ScheduleSpec {
     /// Reject settings torch rejects or that make no schedule (a zero step
     /// size or period, a factor outside (0, 1), …), before training starts.
     pub fn validate(&self) -> crate::Result<()> {
-        self.check().map_err(crate::Error::Hyperparameter)
+        self.check()
     }
 }
 

@@ -206,9 +206,12 @@ impl ScheduleConfig for PlateauConfig {
     fn for_run(_epochs: usize) -> Option<Self> {
         Some(PlateauConfig::default())
     }
-    fn check(&self) -> std::result::Result<(), String> {
+    fn check(&self) -> crate::Result<()> {
         if !(self.factor > 0.0 && self.factor < 1.0) {
-            return Err(format!("invalid plateau factor: {} (must be in (0, 1))", self.factor));
+            return Err(crate::Error::Hyperparameter(format!(
+                "invalid plateau factor: {} (must be in (0, 1))",
+                self.factor
+            )));
         }
         non_negative("threshold", self.threshold)?;
         non_negative("min_lr", self.min_lr)

@@ -41,9 +41,9 @@ impl ScheduleConfig for StepConfig {
             gamma: 0.1,
         })
     }
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> crate::Result<()> {
         if self.step_size == 0 {
-            return Err("step schedule: step_size must be at least 1".into());
+            return Err(crate::Error::Hyperparameter("step schedule: step_size must be at least 1".into()));
         }
         positive("gamma", self.gamma)
     }

@@ -35,12 +35,12 @@ impl ScheduleConfig for WarmupConfig {
     fn for_run(_epochs: usize) -> Option<Self> {
         None
     }
-    fn check(&self) -> std::result::Result<(), String> {
+    fn check(&self) -> crate::Result<()> {
         if !(self.start_factor > 0.0 && self.start_factor <= 1.0) {
-            return Err(format!(
+            return Err(crate::Error::Hyperparameter(format!(
                 "invalid warm-up start_factor: {} (must be in (0, 1])",
                 self.start_factor
-            ));
+            )));
         }
         self.then.check()
     }
