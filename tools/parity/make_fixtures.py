@@ -429,6 +429,13 @@ def toml_of(input_shape, seq):
             lines += [f"beta = {float(m.beta)!r}", f"threshold = {float(m.threshold)!r}"]
         elif isinstance(m, nn.Hardtanh):
             lines += [f"min_val = {float(m.min_val)!r}", f"max_val = {float(m.max_val)!r}"]
+        elif isinstance(m, nn.RNNBase):
+            assert m.batch_first and m.proj_size == 0
+            if isinstance(m, nn.RNN) and m.nonlinearity != "tanh":
+                lines.append(f'nonlinearity = "{m.nonlinearity}"')
+            lines += [f"hidden_size = {m.hidden_size}", f"num_layers = {m.num_layers}"]
+            lines += [f"bias = {str(m.bias).lower()}", f"bidirectional = {str(m.bidirectional).lower()}"]
+            lines += [f"dropout = {float(m.dropout)!r}", f'output = "{m.output_kind}"']
         elif isinstance(m, (nn.ReLU, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Flatten)):
             pass
         else:
@@ -580,6 +587,53 @@ def res_cnn():
     )
 
 
+def recurrent(cls, output, **kw):
+    """`cls` (nn.RNN, nn.LSTM, nn.GRU) with batch_first=True, handing on either the
+    whole output sequence or the top layer's h_n of each direction (gradflow's
+    `output = "last"`), so that it can sit in an nn.Sequential under PyTorch's names."""
+
+    class Recurrent(cls):
+        def forward(self, x):
+            y, h = super().forward(x)
+            if output == "sequence":
+                return y
+            h = h[0] if isinstance(h, tuple) else h
+            dirs = 2 if self.bidirectional else 1
+            return torch.cat([h[h.shape[0] - dirs + i] for i in range(dirs)], dim=1)
+
+    Recurrent.__name__ = cls.__name__
+    m = Recurrent(batch_first=True, **kw)
+    m.output_kind = output
+    return m
+
+
+def rec_model(cls, output, **kw):
+    def build():
+        r = recurrent(cls, output, input_size=3, hidden_size=5, **kw)
+        width = 5 * (2 if kw.get("bidirectional") else 1)
+        if output == "sequence":
+            return nn.Sequential(r, nn.Flatten(), nn.Linear(4 * width, 3))
+        return nn.Sequential(r, nn.Linear(width, 3))
+
+    return build
+
+
+def recurrent_list():
+    """For each cell: one layer forward with bias (f64), two bidirectional layers without
+    bias (f64), two bidirectional layers with bias (f32); both outputs among them."""
+    ms = []
+    cells = [("rnn", nn.RNN, {}), ("rnn_relu", nn.RNN, dict(nonlinearity="relu")), ("lstm", nn.LSTM, {}), ("gru", nn.GRU, {})]
+    for i, (name, cls, extra) in enumerate(cells):
+        two = dict(num_layers=2, bidirectional=True, **extra)
+        common = dict(input=[4, 3], n=3)
+        ms += [
+            dict(name=f"{name}_f64", build=rec_model(cls, "last", **extra), dtype=F64, seed=260 + 4 * i, **common),
+            dict(name=f"{name}_bi2_nobias_f64", build=rec_model(cls, "sequence", bias=False, **two), dtype=F64, seed=261 + 4 * i, **common),
+            dict(name=f"{name}_bi2_f32", build=rec_model(cls, "last", **two), dtype=F32, seed=262 + 4 * i, **common),
+        ]
+    return ms
+
+
 def model_list():
     ms = []
     for i, act in enumerate(ACTS):
@@ -628,7 +682,7 @@ def model_list():
         dict(name="res_cnn_train_f64", build=res_cnn, input=[3, 5, 5], n=4, dtype=F64, seed=272, mode="train"),
         dict(name="res_cnn_train_f32", build=res_cnn, input=[3, 5, 5], n=4, dtype=F32, seed=273, mode="train"),
     ]
-    return ms
+    return ms + recurrent_list()
 
 
 def ill_conditioned_list():

@@ -188,6 +188,14 @@ fn user_errors_exit_nonzero_with_a_cause() {
     std::fs::write(&unknown_layer, "input = [784]\n[[layer]]\ntype = \"Dense\"\n").unwrap();
     let not_toml = d.join("x.toml");
     std::fs::write(&not_toml, "input = [").unwrap();
+    let bad_lstm = d.join("lstm.toml");
+    std::fs::write(
+        &bad_lstm,
+        "input = [28, 28]\n[[layer]]\ntype = \"LSTM\"\nhidden_size = 8\noutput = \"all\"\n",
+    )
+    .unwrap();
+    let flat_gru = d.join("gru.toml");
+    std::fs::write(&flat_gru, "input = [784]\n[[layer]]\ntype = \"GRU\"\nhidden_size = 8\n").unwrap();
     let corrupt = d.join("corrupt");
     std::fs::create_dir(&corrupt).unwrap();
     for f in [
@@ -270,6 +278,22 @@ fn user_errors_exit_nonzero_with_a_cause() {
             "unknown layer type 'Dense'",
         ),
         (vec!["train".into(), "--model".into(), s(&not_toml)], 1, "invalid TOML"),
+        (
+            vec!["train".into(), "--model".into(), s(&bad_lstm)],
+            1,
+            "layer 0 (LSTM): 'output' must be \"sequence\" or \"last\"",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--model".into(),
+                s(&flat_gru),
+                "--data".into(),
+                data.clone(),
+            ],
+            1,
+            "layer 0 (GRU): expects a sequence [steps, features]",
+        ),
         (
             vec!["train".into(), "--data".into(), s(&empty)],
             1,

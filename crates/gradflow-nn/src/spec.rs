@@ -20,10 +20,11 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{
-    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, Residual, Sequential,
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, RecurrentConfig,
+    RecurrentOutput, Residual, Sequential,
 };
 use crate::module::Module;
-use gradflow::{Conv2dParams, DType, Pool2dParams};
+use gradflow::{Cell, Conv2dParams, DType, Pool2dParams};
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 
@@ -101,6 +102,27 @@ pub enum LayerSpec {
     },
     /// Any activation.
     Activation(Activation),
+    /// `nn.RNN`, `nn.LSTM` or `nn.GRU` with `batch_first=True` (the input size is inferred).
+    Recurrent(RecurrentSpec),
+}
+
+/// The constructor arguments of a recurrent layer in a model file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecurrentSpec {
+    /// The cell: RNN (tanh or relu), LSTM or GRU.
+    pub cell: Cell,
+    /// Hidden units per direction.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
+    /// Whether to learn biases.
+    pub bias: bool,
+    /// Whether to add a reverse direction.
+    pub bidirectional: bool,
+    /// Dropout between layers.
+    pub dropout: f64,
+    /// `sequence` or `last`.
+    pub output: RecurrentOutput,
 }
 
 /// A whole model file.
@@ -134,10 +156,11 @@ impl Default for BuildOptions {
 }
 
 /// The built-in presets, by name.
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("mlp", include_str!("presets/mlp.toml")),
     ("mlp3", include_str!("presets/mlp3.toml")),
     ("lenet5", include_str!("presets/lenet5.toml")),
+    ("lstm", include_str!("presets/lstm.toml")),
 ];
 
 /// Largest value any single size in a model file may take (an `input`
@@ -293,6 +316,7 @@ fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
             normalized_shape: Some(dims),
             ..
         } => dims.iter().map(|&d| ("normalized_shape", d)).collect(),
+        LayerSpec::Recurrent(r) => vec![("hidden_size", r.hidden_size), ("num_layers", r.num_layers)],
         _ => Vec::new(),
     };
     match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
@@ -341,8 +365,20 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             elementwise_affine: true,
             ..
         } => elements(&l.layernorm_shape(shape))?.checked_mul(2),
+        LayerSpec::Recurrent(r) => recurrent_allocation(r, shape[1]),
         _ => Some(0),
     }
+}
+
+/// Parameters of a recurrent layer on `input_size` features, or `None` on overflow.
+fn recurrent_allocation(r: &RecurrentSpec, input_size: usize) -> Option<usize> {
+    let (h, dirs) = (r.hidden_size, 1 + usize::from(r.bidirectional));
+    let gh = r.cell.gates().checked_mul(h)?;
+    let first = gh.checked_mul(input_size.checked_add(h)?.checked_add(if r.bias { 2 } else { 0 })?)?;
+    let upper = gh.checked_mul(h.checked_mul(dirs + 1)?.checked_add(if r.bias { 2 } else { 0 })?)?;
+    first
+        .checked_add(upper.checked_mul(r.num_layers - 1)?)?
+        .checked_mul(dirs)
 }
 
 /// The readers of each layer's keys, with the defaults and checks of PyTorch's constructors.
@@ -388,6 +424,38 @@ impl Keys<'_> {
             return self.err(format!("'p' must be in [0, 1), got {p}"));
         }
         Ok(LayerSpec::Dropout(p))
+    }
+    /// `kind` is "rnn", "lstm" or "gru".
+    fn recurrent(&mut self, kind: &str) -> Result<LayerSpec> {
+        let cell = match kind {
+            "lstm" => Cell::Lstm,
+            "gru" => Cell::Gru,
+            _ => match self.get("nonlinearity") {
+                None => Cell::RnnTanh,
+                Some(toml::Value::String(s)) if s == "tanh" => Cell::RnnTanh,
+                Some(toml::Value::String(s)) if s == "relu" => Cell::RnnRelu,
+                Some(v) => return self.err(format!("'nonlinearity' must be \"tanh\" or \"relu\", got {v}")),
+            },
+        };
+        let output = match self.get("output") {
+            None => RecurrentOutput::Sequence,
+            Some(toml::Value::String(s)) if s == "sequence" => RecurrentOutput::Sequence,
+            Some(toml::Value::String(s)) if s == "last" => RecurrentOutput::Last,
+            Some(v) => return self.err(format!("'output' must be \"sequence\" or \"last\", got {v}")),
+        };
+        let spec = RecurrentSpec {
+            cell,
+            hidden_size: self.usize("hidden_size", None)?,
+            num_layers: self.usize("num_layers", Some(1))?,
+            bias: self.bool("bias", true)?,
+            bidirectional: self.bool("bidirectional", false)?,
+            dropout: self.float("dropout", 0.0)?,
+            output,
+        };
+        if !(0.0..1.0).contains(&spec.dropout) {
+            return self.err(format!("'dropout' must be in [0, 1), got {}", spec.dropout));
+        }
+        Ok(LayerSpec::Recurrent(spec))
     }
     fn batchnorm(&mut self, spatial: bool) -> Result<LayerSpec> {
         let eps = self.float("eps", 1e-5)?;
@@ -478,11 +546,12 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         "batchnorm2d" => k.batchnorm(true)?,
         "layernorm" => k.layernorm()?,
         "residual" => k.residual()?,
+        kind @ ("rnn" | "lstm" | "gru") => k.recurrent(kind)?,
         _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
                 return Err(Error::Spec(format!(
-                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, {})",
+                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, RNN, LSTM, GRU, {})",
                     Activation::names()
                 )))
             }
@@ -672,7 +741,7 @@ fn gain_after(layers: &[LayerSpec], i: usize) -> f64 {
         .iter()
         .find_map(|n| match n {
             LayerSpec::Activation(a) => Some(a.gain()),
-            LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } => Some(1.0),
+            LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } | LayerSpec::Recurrent(_) => Some(1.0),
             _ => None,
         })
         .unwrap_or(1.0)
@@ -723,6 +792,9 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
     match l {
         LayerSpec::Linear { .. } if shape.len() > 2 => Err(format!(
             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
+        )),
+        LayerSpec::Recurrent(_) if shape.len() != 2 => Err(format!(
+            "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
         )),
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
             Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
@@ -777,6 +849,38 @@ fn write_layernorm(s: &mut String, dims: Option<&[usize]>, eps: f64, affine: boo
         writeln!(s, "normalized_shape = {dims:?}")?;
     }
     writeln!(s, "eps = {eps:?}\nelementwise_affine = {affine}")
+}
+
+impl RecurrentSpec {
+    /// The layer's constructor arguments on `input_size` features per step.
+    pub fn config(&self, input_size: usize) -> RecurrentConfig {
+        RecurrentConfig {
+            cell: self.cell,
+            input_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            bias: self.bias,
+            bidirectional: self.bidirectional,
+            dropout: self.dropout,
+            output: self.output,
+        }
+    }
+}
+
+fn write_recurrent(s: &mut String, r: &RecurrentSpec) -> std::fmt::Result {
+    if r.cell == Cell::RnnRelu {
+        s.push_str("nonlinearity = \"relu\"\n");
+    }
+    writeln!(
+        s,
+        "hidden_size = {}\nnum_layers = {}\nbias = {}\nbidirectional = {}\ndropout = {:?}\noutput = \"{}\"",
+        r.hidden_size,
+        r.num_layers,
+        r.bias,
+        r.bidirectional,
+        r.dropout,
+        r.output.name()
+    )
 }
 
 impl LayerSpec {
@@ -838,6 +942,7 @@ impl LayerSpec {
                 .into_iter()
                 .filter_map(|(key, value)| Some((key, value.to_toml()?)))
                 .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
+            LayerSpec::Recurrent(r) => write_recurrent(s, r),
         };
     }
 
@@ -888,6 +993,7 @@ impl LayerSpec {
                 self.instantiate_norm(shape, opts.dtype)
             }
             LayerSpec::Activation(a) => Box::new(*a),
+            LayerSpec::Recurrent(r) => Box::new(r.config(shape[1]).build(opts.dtype, rng)),
             LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
         }
     }
@@ -940,6 +1046,11 @@ impl LayerSpec {
             LayerSpec::LayerNorm { .. } => "LayerNorm",
             LayerSpec::Residual { .. } => "Residual",
             LayerSpec::Activation(a) => a.name(),
+            LayerSpec::Recurrent(r) => match r.cell {
+                Cell::RnnTanh | Cell::RnnRelu => "RNN",
+                Cell::Lstm => "LSTM",
+                Cell::Gru => "GRU",
+            },
         }
     }
 }
@@ -1191,6 +1302,70 @@ max_val = 2.0
             let spec = ModelSpec::parse(b, "README.md").unwrap();
             spec.build(BuildOptions::default()).unwrap();
         }
+    }
+
+    #[test]
+    fn recurrent_layers_parse_build_and_round_trip() {
+        let text = "input = [6, 3]\n[[layer]]\ntype = \"GRU\"\nhidden_size = 4\nnum_layers = 2\nbidirectional = true\ndropout = 0.2\n\
+                    [[layer]]\ntype = \"RNN\"\nnonlinearity = \"relu\"\nhidden_size = 5\nbias = false\noutput = \"last\"\n\
+                    [[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert_eq!(spec.output_shape().unwrap(), vec![2]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        assert_eq!(net.parameters()[0].name, "0.weight_ih_l0");
+        assert_eq!(net.parameters()[0].tensor.shape(), &[12, 3]);
+        assert_eq!(net.parameters()[8].tensor.shape(), &[12, 8]);
+        assert_eq!(net.parameters()[16].name, "1.weight_ih_l0");
+        let lstm = ModelSpec::preset("lstm").unwrap();
+        assert_eq!(lstm.output_shape().unwrap(), vec![10]);
+        let n = lstm.build(BuildOptions::default()).unwrap().num_parameters();
+        assert_eq!(n, 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10);
+    }
+
+    #[test]
+    fn recurrent_errors_name_the_layer_and_cause() {
+        let head = "input = [6, 3]\n[[layer]]\ntype = \"LSTM\"\n";
+        let bad = [
+            ("", "m.toml: layer 0 (LSTM): missing key 'hidden_size'"),
+            (
+                "hidden_size = 4\noutput = \"all\"\n",
+                "m.toml: layer 0 (LSTM): 'output' must be \"sequence\" or \"last\"",
+            ),
+            (
+                "hidden_size = 4\ndropout = 1.0\n",
+                "m.toml: layer 0 (LSTM): 'dropout' must be in [0, 1)",
+            ),
+            (
+                "hidden_size = 4\nnonlinearity = \"relu\"\n",
+                "m.toml: layer 0 (LSTM): unknown key 'nonlinearity'",
+            ),
+        ];
+        for (rest, want) in bad {
+            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let e = ModelSpec::parse(
+            "input = [3]\n[[layer]]\ntype = \"RNN\"\nhidden_size = 2\nnonlinearity = \"sigmoid\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'nonlinearity' must be \"tanh\" or \"relu\""), "{e}");
+        let e = ModelSpec::parse(
+            "input = [1, 28, 28]\n[[layer]]\ntype = \"GRU\"\nhidden_size = 2\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("layer 0 (GRU): expects a sequence [steps, features]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Preset name (`mlp`, `mlp3`, `lenet5`) or path to a model TOML.
+    /// Preset name (`mlp`, `mlp3`, `lenet5`, `lstm`) or path to a model TOML.
     pub model: String,
     /// Epochs to train.
     pub epochs: usize,

@@ -170,8 +170,10 @@ pub fn resolve_model(name: &str) -> Result<ModelSpec> {
     }
     let path = Path::new(name);
     if !path.exists() {
+        let presets: Vec<&str> = gradflow_nn::spec::PRESETS.iter().map(|(n, _)| *n).collect();
         return Err(Error::Model(format!(
-            "--model {name}: no such preset (mlp, mlp3, lenet5) or file"
+            "--model {name}: no such preset ({}) or file",
+            presets.join(", ")
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read model file", e))?;

@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod gemm;
 pub(crate) mod im2col;
 pub(crate) mod linear;
+pub mod recurrent;
 pub(crate) mod recycle;
 pub mod reduce;
 pub(crate) mod transpose;

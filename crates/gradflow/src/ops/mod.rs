@@ -10,6 +10,7 @@ pub mod loss;
 pub mod matmul;
 pub mod normalize;
 pub mod pool;
+pub mod recurrent;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

@@ -1,0 +1,272 @@
+//! Recurrent layers: `nn.RNN`, `nn.LSTM` and `nn.GRU` with `batch_first=True`
+//! and PyTorch's parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`, ...)
+//! and gate orders. Each direction of each layer is one input GEMM over all
+//! steps followed by the [`Tensor::recurrence`] op.
+
+use crate::module::{Ctx, Module, NamedTensor};
+use gradflow::{Cell, DType, Result, Tensor};
+use rand::Rng;
+
+/// What a recurrent layer hands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecurrentOutput {
+    /// Every step's hidden state, `[N, T, H·dirs]` (PyTorch's `output`).
+    Sequence,
+    /// The last step of each direction, `[N, H·dirs]` (PyTorch's `h_n` of the top layer).
+    Last,
+}
+
+impl RecurrentOutput {
+    /// The name a model file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecurrentOutput::Sequence => "sequence",
+            RecurrentOutput::Last => "last",
+        }
+    }
+}
+
+/// The constructor arguments of a recurrent layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecurrentConfig {
+    /// The cell (RNN tanh/relu, LSTM, GRU).
+    pub cell: Cell,
+    /// Features per step.
+    pub input_size: usize,
+    /// Hidden units per direction.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
+    /// Whether to learn the biases.
+    pub bias: bool,
+    /// Whether a second direction runs from the last step back.
+    pub bidirectional: bool,
+    /// Dropout on the outputs of every layer but the last (training only).
+    pub dropout: f64,
+    /// What the layer hands on.
+    pub output: RecurrentOutput,
+}
+
+/// One direction of one layer's weights.
+struct Direction {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Option<Tensor>,
+    b_hh: Option<Tensor>,
+}
+
+/// A recurrent layer (RNN, LSTM or GRU).
+pub struct Recurrent {
+    config: RecurrentConfig,
+    /// Layer-major, then direction.
+    weights: Vec<Direction>,
+}
+
+impl RecurrentConfig {
+    fn dirs(&self) -> usize {
+        1 + usize::from(self.bidirectional)
+    }
+    /// Draw every weight from U(−1/√H, 1/√H) as PyTorch does, in its parameter order.
+    pub fn build(self, dtype: DType, rng: &mut impl Rng) -> Recurrent {
+        let k = 1.0 / (self.hidden_size as f64).sqrt();
+        let gh = self.cell.gates() * self.hidden_size;
+        let mut draw = |shape: &[usize]| Tensor::rand_uniform(shape, -k, k, dtype, rng).requires_grad_(true);
+        let mut weights = Vec::new();
+        for layer in 0..self.num_layers {
+            let input = if layer == 0 {
+                self.input_size
+            } else {
+                self.hidden_size * self.dirs()
+            };
+            for _ in 0..self.dirs() {
+                let (w_ih, w_hh) = (draw(&[gh, input]), draw(&[gh, self.hidden_size]));
+                let (b_ih, b_hh) = if self.bias {
+                    (Some(draw(&[gh])), Some(draw(&[gh])))
+                } else {
+                    (None, None)
+                };
+                weights.push(Direction { w_ih, w_hh, b_ih, b_hh });
+            }
+        }
+        Recurrent { config: self, weights }
+    }
+}
+
+impl Recurrent {
+    /// The layer's constructor arguments.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    fn run_direction(&self, x: &Tensor, d: &Direction, reverse: bool) -> Result<Tensor> {
+        let (n, t, f) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let xw = x.reshape(&[n * t, f])?.linear(&d.w_ih, d.b_ih.as_ref())?;
+        let xw = xw.reshape(&[n, t, d.w_hh.shape()[0]])?;
+        xw.recurrence(&d.w_hh, d.b_hh.as_ref(), self.config.cell, reverse)
+    }
+
+    /// The last step of each direction of the top layer's output `y` `[N, T, H·dirs]`.
+    fn last(&self, y: &Tensor) -> Result<Tensor> {
+        let (t, h) = (y.shape()[1], self.config.hidden_size);
+        let fwd = y.narrow(1, t - 1, 1)?.squeeze(1)?.narrow(1, 0, h)?;
+        if !self.config.bidirectional {
+            return Ok(fwd);
+        }
+        let bwd = y.narrow(1, 0, 1)?.squeeze(1)?.narrow(1, h, h)?;
+        Tensor::cat(&[&fwd, &bwd], 1)
+    }
+}
+
+impl Module for Recurrent {
+    fn kind(&self) -> &'static str {
+        match self.config.cell {
+            Cell::RnnTanh | Cell::RnnRelu => "RNN",
+            Cell::Lstm => "LSTM",
+            Cell::Gru => "GRU",
+        }
+    }
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let c = &self.config;
+        let mut y = x.clone();
+        for (layer, dirs) in self.weights.chunks(c.dirs()).enumerate() {
+            if layer > 0 && c.dropout > 0.0 {
+                y = y.dropout(c.dropout, ctx.training, &mut ctx.rng)?;
+            }
+            let outs = dirs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| self.run_direction(&y, d, i == 1))
+                .collect::<Result<Vec<_>>>()?;
+            y = if outs.len() == 1 {
+                outs[0].clone()
+            } else {
+                Tensor::cat(&[&outs[0], &outs[1]], 2)?
+            };
+        }
+        match c.output {
+            RecurrentOutput::Sequence => Ok(y),
+            RecurrentOutput::Last => self.last(&y),
+        }
+    }
+    fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
+        let c = &self.config;
+        let width = c.hidden_size * c.dirs();
+        match input {
+            [t, f] if *f == c.input_size => Ok(match c.output {
+                RecurrentOutput::Sequence => vec![*t, width],
+                RecurrentOutput::Last => vec![width],
+            }),
+            [_, f] => crate::error::bad_shape(format!("expects {} features per step, gets {f}", c.input_size)),
+            _ => crate::error::bad_shape(format!(
+                "expects a sequence [steps, {}], gets shape {input:?} (declare input = [T, F])",
+                c.input_size
+            )),
+        }
+    }
+    fn parameters(&self) -> Vec<NamedTensor> {
+        let mut v = Vec::new();
+        for (i, d) in self.weights.iter().enumerate() {
+            let suffix = format!(
+                "l{}{}",
+                i / self.config.dirs(),
+                if i % self.config.dirs() == 1 { "_reverse" } else { "" }
+            );
+            let mut push = |name: &str, t: &Tensor| {
+                v.push(NamedTensor {
+                    name: format!("{name}_{suffix}"),
+                    tensor: t.clone(),
+                })
+            };
+            push("weight_ih", &d.w_ih);
+            push("weight_hh", &d.w_hh);
+            d.b_ih.iter().for_each(|b| push("bias_ih", b));
+            d.b_hh.iter().for_each(|b| push("bias_hh", b));
+        }
+        v
+    }
+    fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "{}({} → {}, layers {}{}{}, {})",
+            self.kind(),
+            c.input_size,
+            c.hidden_size,
+            c.num_layers,
+            if c.bidirectional { ", bidirectional" } else { "" },
+            if c.bias { "" } else { ", no bias" },
+            c.output.name()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow::{gradcheck, GradcheckOptions};
+
+    fn config(cell: Cell, output: RecurrentOutput) -> RecurrentConfig {
+        RecurrentConfig {
+            cell,
+            input_size: 2,
+            hidden_size: 2,
+            num_layers: 2,
+            bias: true,
+            bidirectional: true,
+            dropout: 0.0,
+            output,
+        }
+    }
+
+    /// The layer with its weights replaced by `w` (in parameter order).
+    fn with_weights(c: RecurrentConfig, w: &[Tensor]) -> Recurrent {
+        let weights = w
+            .chunks(4)
+            .map(|d| Direction {
+                w_ih: d[0].clone(),
+                w_hh: d[1].clone(),
+                b_ih: Some(d[2].clone()),
+                b_hh: Some(d[3].clone()),
+            })
+            .collect();
+        Recurrent { config: c, weights }
+    }
+
+    #[test]
+    fn whole_layer_gradchecks_two_layers_both_directions() {
+        for cell in [Cell::RnnTanh, Cell::RnnRelu, Cell::Lstm, Cell::Gru] {
+            for output in [RecurrentOutput::Sequence, RecurrentOutput::Last] {
+                let c = config(cell, output);
+                let layer = c.build(DType::F64, &mut gradflow::seeded_rng(1));
+                let mut inputs = vec![Tensor::rand_normal(
+                    &[2, 3, 2],
+                    0.0,
+                    1.0,
+                    DType::F64,
+                    &mut gradflow::seeded_rng(2),
+                )];
+                inputs.extend(layer.parameters().into_iter().map(|p| p.tensor.detach()));
+                let f = |v: &[Tensor]| with_weights(c, &v[1..]).forward(&v[0], &mut Ctx::eval());
+                if let Err(e) = gradcheck(f, &inputs, GradcheckOptions::default()) {
+                    panic!("{cell:?} {output:?}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_shapes_and_output_shapes_follow_pytorch() {
+        let layer = config(Cell::Lstm, RecurrentOutput::Last).build(DType::F32, &mut gradflow::seeded_rng(0));
+        let names: Vec<String> = layer.parameters().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names[..4], ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]);
+        assert_eq!(names[4], "weight_ih_l0_reverse");
+        assert_eq!(names[8], "weight_ih_l1");
+        assert_eq!(layer.parameters()[8].tensor.shape(), &[8, 4]);
+        assert_eq!(layer.output_shape(&[5, 2]).unwrap(), vec![4]);
+        assert!(layer.output_shape(&[5, 3]).is_err());
+        assert!(layer.output_shape(&[10]).is_err());
+        let y = layer
+            .forward(&Tensor::zeros(&[3, 5, 2], DType::F32), &mut Ctx::eval())
+            .unwrap();
+        assert_eq!(y.shape(), &[3, 4]);
+    }
+}
