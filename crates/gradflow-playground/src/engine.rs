@@ -572,6 +572,8 @@ impl Engine {
             clip_norm: None,
             clip_value: None,
             max_norm: None,
+            // Small networks: checking every step costs nothing.
+            check_parameters: true,
         };
         let step = match train_step(&self.net, &x, labels.target(), &objective, &mut update, &mut self.ctx)? {
             StepOutcome::Updated(step) => step,
