@@ -53,7 +53,10 @@ fn a_weight_decay_that_overflows_the_weights_stops_the_run() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let stopped = summary["stopped"].as_str().unwrap();
-    assert!(["non_finite_loss", "non_finite_parameter"].contains(&stopped), "{stopped}");
+    assert!(
+        ["non_finite_loss", "non_finite_parameter"].contains(&stopped),
+        "{stopped}"
+    );
     // It diverged in its first step: no epoch ended, so no weights were written.
     assert!(!out.join("model.safetensors").exists());
     assert!(!out.join("checkpoint.safetensors").exists());

@@ -541,7 +541,8 @@ impl Trainer {
         for (s, idx) in batches.iter().enumerate().skip(self.step_in_epoch) {
             // Read once: the parameters are checked before any checkpoint this step leads to.
             let stopping = stop.load(Ordering::SeqCst);
-            let check = stopping || s + 1 == batches.len() || (self.global_step + 1) % PARAMETER_CHECK_EVERY == 0;
+            let check =
+                stopping || s + 1 == batches.len() || (self.global_step + 1).is_multiple_of(PARAMETER_CHECK_EVERY);
             if let Some(why) = self.train_batch((s, check), idx, &mut ctx, &mut sums, obs)? {
                 return Ok(EpochRun::Stopped(why));
             }
