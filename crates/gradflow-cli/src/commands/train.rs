@@ -36,8 +36,7 @@ pub struct TrainArgs {
     /// Settings file (TOML with the same keys as these flags, snake_case); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Preset (mlp, mlp3, lenet5, lstm) or model TOML file.
-    #[arg(long)]
+    #[arg(long, help = choices("Preset", gradflow_nn::spec::PRESETS.iter().map(|(name, _)| *name)) + " Or a model TOML file.")]
     model: Option<String>,
     /// Start from these weights (safetensors, PyTorch state_dict names).
     #[arg(long)]
