@@ -526,6 +526,28 @@ impl Keys<'_> {
     }
 }
 
+/// Reads one layer type's keys from its model-file table.
+type ReadLayer = fn(&mut Keys<'_>) -> Result<LayerSpec>;
+
+/// Every model-file layer type besides the activations (which the
+/// `activations!` table declares), under PyTorch's class names: the one list
+/// the reader dispatches on and its "unknown layer type" message names.
+const LAYER_TYPES: &[(&str, ReadLayer)] = &[
+    ("Linear", |k| k.linear()),
+    ("Conv2d", |k| k.conv2d()),
+    ("MaxPool2d", |k| Ok(LayerSpec::MaxPool2d(k.pool()?))),
+    ("AvgPool2d", |k| Ok(LayerSpec::AvgPool2d(k.pool()?))),
+    ("Flatten", |_| Ok(LayerSpec::Flatten)),
+    ("Dropout", |k| k.dropout()),
+    ("BatchNorm1d", |k| k.batchnorm(false)),
+    ("BatchNorm2d", |k| k.batchnorm(true)),
+    ("LayerNorm", |k| k.layernorm()),
+    ("Residual", |k| k.residual()),
+    ("RNN", |k| k.recurrent("rnn")),
+    ("LSTM", |k| k.recurrent("lstm")),
+    ("GRU", |k| k.recurrent("gru")),
+];
+
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
     let Some(toml::Value::String(ty)) = table.get("type") else {
         return Err(Error::Spec(format!("{ctx}: missing string key 'type'")));
@@ -535,25 +557,17 @@ fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
         ctx: format!("{ctx} ({ty})"),
         used: Vec::new(),
     };
-    let spec = match ty.to_ascii_lowercase().as_str() {
-        "linear" => k.linear()?,
-        "conv2d" => k.conv2d()?,
-        "maxpool2d" => LayerSpec::MaxPool2d(k.pool()?),
-        "avgpool2d" => LayerSpec::AvgPool2d(k.pool()?),
-        "flatten" => LayerSpec::Flatten,
-        "dropout" => k.dropout()?,
-        "batchnorm1d" => k.batchnorm(false)?,
-        "batchnorm2d" => k.batchnorm(true)?,
-        "layernorm" => k.layernorm()?,
-        "residual" => k.residual()?,
-        kind @ ("rnn" | "lstm" | "gru") => k.recurrent(kind)?,
-        _ => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
+    let spec = match LAYER_TYPES.iter().find(|(name, _)| name.eq_ignore_ascii_case(ty)) {
+        Some((_, read)) => read(&mut k)?,
+        None => match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
             Some(a) => LayerSpec::Activation(a.read_args(|key| k.get(key)).or_else(|e| k.err(e))?),
             None => {
+                let known: Vec<&str> = LAYER_TYPES.iter().map(|(name, _)| *name).collect();
                 return Err(Error::Spec(format!(
-                    "{ctx}: unknown layer type '{ty}' (known: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, RNN, LSTM, GRU, {})",
+                    "{ctx}: unknown layer type '{ty}' (known: {}, {})",
+                    known.join(", "),
                     Activation::names()
-                )))
+                )));
             }
         },
     };
