@@ -2,16 +2,10 @@
 //! train, eval and predict with the saved normalization, resume, and every
 //! bad folder (exit 2, the file named, nothing written).
 
-use assert_cmd::Command;
+mod common;
+
+use common::{gradflow, stdout};
 use std::path::{Path, PathBuf};
-
-fn gradflow() -> Command {
-    Command::cargo_bin("gradflow").unwrap()
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
 
 /// An 8x8 (or h×w) grayscale PNG: dark images for "dark", bright ones for "light", with some texture.
 fn png(path: &Path, h: u32, w: u32, bright: bool, seed: u32) {
@@ -39,24 +33,14 @@ fn folder() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// Training on a tiny folder: 8 epochs of batch 4.
 fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let o = gradflow()
-        .arg("train")
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(["--threads", "1", "--epochs", "8", "--batch-size", "4"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}",
-        stdout(&o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    let args: Vec<&str> = ["--epochs", "8", "--batch-size", "4"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    common::train(data, out, &args)
 }
 
 #[test]

@@ -2,13 +2,12 @@
 //! regression, eval and predict with the saved encoding, resume and the
 //! report, and every bad table (exit 2, file/line/column, nothing written).
 
-use assert_cmd::Command;
+mod common;
+
+use common::train;
+use common::{gradflow, stdout};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-fn gradflow() -> Command {
-    Command::cargo_bin("gradflow").unwrap()
-}
 
 /// Three well-separated classes with a text column and an identifier.
 fn flowers(rows: usize, seed: u64) -> String {
@@ -51,30 +50,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let o = gradflow()
-        .arg("train")
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(["--threads", "1"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}",
-        stdout(&o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 #[test]
