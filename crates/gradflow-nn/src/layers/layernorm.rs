@@ -105,63 +105,6 @@ impl Module for LayerNorm {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layers::Linear;
-    use gradflow::{gradcheck, seeded_rng, GradcheckOptions};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        Tensor::rand_uniform(shape, -1.0, 1.0, DType::F64, &mut seeded_rng(seed))
-    }
-
-    fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
-        if let Err(e) = gradcheck(f, inputs, GradcheckOptions::default()) {
-            panic!("{e}");
-        }
-    }
-
-    /// LayerNorm over the last one and the last two dimensions of `[N, T, F]`,
-    /// with and without γ and β, against finite differences in f64.
-    #[test]
-    fn gradcheck_layernorm_over_trailing_dims() {
-        for dims in [vec![4], vec![3, 4]] {
-            let f = |t: &[Tensor]| {
-                let mut ln = LayerNorm::new(&dims).eps(1e-3).dtype(DType::F64);
-                (ln.weight, ln.bias) = (Some(t[1].clone()), Some(t[2].clone()));
-                ln.forward(&t[0], &mut Ctx::eval())
-            };
-            let affine = [rand(&dims, 2).add_scalar(1.0), rand(&dims, 3)];
-            check(f, &[rand(&[2, 3, 4], 1), affine[0].clone(), affine[1].clone()]);
-            let plain = LayerNorm::new(&dims).elementwise_affine(false).dtype(DType::F64);
-            assert!(plain.parameters().is_empty());
-            check(|t| plain.forward(&t[0], &mut Ctx::eval()), &[rand(&[2, 3, 4], 4)]);
-        }
-    }
-
-    /// Linear on `[N, T, F]` acts on the last dimension.
-    #[test]
-    fn gradcheck_linear_over_last_dim() {
-        let f = |t: &[Tensor]| {
-            let mut lin = Linear::new(4, 5).dtype(DType::F64).build(&mut seeded_rng(0));
-            (lin.weight, lin.bias) = (t[1].clone(), Some(t[2].clone()));
-            lin.forward(&t[0], &mut Ctx::eval())
-        };
-        check(f, &[rand(&[2, 3, 4], 5), rand(&[5, 4], 6), rand(&[5], 7)]);
-        let lin = Linear::new(4, 5).build(&mut seeded_rng(0));
-        assert_eq!(lin.output_shape(&[3, 4]).unwrap(), vec![3, 5]);
-        assert!(lin
-            .output_shape(&[2, 3, 4])
-            .unwrap_err()
-            .to_string()
-            .contains("Flatten"));
-        let y = lin
-            .forward(&Tensor::zeros(&[2, 3, 4], DType::F32), &mut Ctx::eval())
-            .unwrap();
-        assert_eq!(y.shape(), &[2, 3, 5]);
-    }
-}
-
 /// `nn.LayerNorm` in a model file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerNormSpec {
@@ -260,5 +203,62 @@ impl LayerDecl for LayerNormSpec {
             .elementwise_affine(self.elementwise_affine)
             .dtype(cx.dtype());
         Ok(Box::new(layer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::Linear;
+    use gradflow::{gradcheck, seeded_rng, GradcheckOptions};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        Tensor::rand_uniform(shape, -1.0, 1.0, DType::F64, &mut seeded_rng(seed))
+    }
+
+    fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
+        if let Err(e) = gradcheck(f, inputs, GradcheckOptions::default()) {
+            panic!("{e}");
+        }
+    }
+
+    /// LayerNorm over the last one and the last two dimensions of `[N, T, F]`,
+    /// with and without γ and β, against finite differences in f64.
+    #[test]
+    fn gradcheck_layernorm_over_trailing_dims() {
+        for dims in [vec![4], vec![3, 4]] {
+            let f = |t: &[Tensor]| {
+                let mut ln = LayerNorm::new(&dims).eps(1e-3).dtype(DType::F64);
+                (ln.weight, ln.bias) = (Some(t[1].clone()), Some(t[2].clone()));
+                ln.forward(&t[0], &mut Ctx::eval())
+            };
+            let affine = [rand(&dims, 2).add_scalar(1.0), rand(&dims, 3)];
+            check(f, &[rand(&[2, 3, 4], 1), affine[0].clone(), affine[1].clone()]);
+            let plain = LayerNorm::new(&dims).elementwise_affine(false).dtype(DType::F64);
+            assert!(plain.parameters().is_empty());
+            check(|t| plain.forward(&t[0], &mut Ctx::eval()), &[rand(&[2, 3, 4], 4)]);
+        }
+    }
+
+    /// Linear on `[N, T, F]` acts on the last dimension.
+    #[test]
+    fn gradcheck_linear_over_last_dim() {
+        let f = |t: &[Tensor]| {
+            let mut lin = Linear::new(4, 5).dtype(DType::F64).build(&mut seeded_rng(0));
+            (lin.weight, lin.bias) = (t[1].clone(), Some(t[2].clone()));
+            lin.forward(&t[0], &mut Ctx::eval())
+        };
+        check(f, &[rand(&[2, 3, 4], 5), rand(&[5, 4], 6), rand(&[5], 7)]);
+        let lin = Linear::new(4, 5).build(&mut seeded_rng(0));
+        assert_eq!(lin.output_shape(&[3, 4]).unwrap(), vec![3, 5]);
+        assert!(lin
+            .output_shape(&[2, 3, 4])
+            .unwrap_err()
+            .to_string()
+            .contains("Flatten"));
+        let y = lin
+            .forward(&Tensor::zeros(&[2, 3, 4], DType::F32), &mut Ctx::eval())
+            .unwrap();
+        assert_eq!(y.shape(), &[2, 3, 5]);
     }
 }

@@ -201,78 +201,6 @@ impl Module for Recurrent {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gradflow::{gradcheck, GradcheckOptions};
-
-    fn config(cell: Cell, output: RecurrentOutput) -> RecurrentConfig {
-        RecurrentConfig {
-            cell,
-            input_size: 2,
-            hidden_size: 2,
-            num_layers: 2,
-            bias: true,
-            bidirectional: true,
-            dropout: 0.0,
-            output,
-        }
-    }
-
-    /// The layer with its weights replaced by `w` (in parameter order).
-    fn with_weights(c: RecurrentConfig, w: &[Tensor]) -> Recurrent {
-        let weights = w
-            .chunks(4)
-            .map(|d| Direction {
-                w_ih: d[0].clone(),
-                w_hh: d[1].clone(),
-                b_ih: Some(d[2].clone()),
-                b_hh: Some(d[3].clone()),
-            })
-            .collect();
-        Recurrent { config: c, weights }
-    }
-
-    #[test]
-    fn whole_layer_gradchecks_two_layers_both_directions() {
-        for cell in [Cell::RnnTanh, Cell::RnnRelu, Cell::Lstm, Cell::Gru] {
-            for output in [RecurrentOutput::Sequence, RecurrentOutput::Last] {
-                let c = config(cell, output);
-                let layer = c.build(DType::F64, &mut gradflow::seeded_rng(1));
-                let mut inputs = vec![Tensor::rand_normal(
-                    &[2, 3, 2],
-                    0.0,
-                    1.0,
-                    DType::F64,
-                    &mut gradflow::seeded_rng(2),
-                )];
-                inputs.extend(layer.parameters().into_iter().map(|p| p.tensor.detach()));
-                let f = |v: &[Tensor]| with_weights(c, &v[1..]).forward(&v[0], &mut Ctx::eval());
-                if let Err(e) = gradcheck(f, &inputs, GradcheckOptions::default()) {
-                    panic!("{cell:?} {output:?}: {e}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn names_shapes_and_output_shapes_follow_pytorch() {
-        let layer = config(Cell::Lstm, RecurrentOutput::Last).build(DType::F32, &mut gradflow::seeded_rng(0));
-        let names: Vec<String> = layer.parameters().iter().map(|p| p.name.clone()).collect();
-        assert_eq!(names[..4], ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]);
-        assert_eq!(names[4], "weight_ih_l0_reverse");
-        assert_eq!(names[8], "weight_ih_l1");
-        assert_eq!(layer.parameters()[8].tensor.shape(), &[8, 4]);
-        assert_eq!(layer.output_shape(&[5, 2]).unwrap(), vec![4]);
-        assert!(layer.output_shape(&[5, 3]).is_err());
-        assert!(layer.output_shape(&[10]).is_err());
-        let y = layer
-            .forward(&Tensor::zeros(&[3, 5, 2], DType::F32), &mut Ctx::eval())
-            .unwrap();
-        assert_eq!(y.shape(), &[3, 4]);
-    }
-}
-
 /// `nn.RNN`, `nn.LSTM` or `nn.GRU` in a model file: the input size is inferred.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecurrentSpec {
@@ -406,5 +334,77 @@ impl LayerDecl for RecurrentSpec {
     fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
         let dtype = cx.dtype();
         Ok(Box::new(self.config(shape[1]).build(dtype, cx.rng())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradflow::{gradcheck, GradcheckOptions};
+
+    fn config(cell: Cell, output: RecurrentOutput) -> RecurrentConfig {
+        RecurrentConfig {
+            cell,
+            input_size: 2,
+            hidden_size: 2,
+            num_layers: 2,
+            bias: true,
+            bidirectional: true,
+            dropout: 0.0,
+            output,
+        }
+    }
+
+    /// The layer with its weights replaced by `w` (in parameter order).
+    fn with_weights(c: RecurrentConfig, w: &[Tensor]) -> Recurrent {
+        let weights = w
+            .chunks(4)
+            .map(|d| Direction {
+                w_ih: d[0].clone(),
+                w_hh: d[1].clone(),
+                b_ih: Some(d[2].clone()),
+                b_hh: Some(d[3].clone()),
+            })
+            .collect();
+        Recurrent { config: c, weights }
+    }
+
+    #[test]
+    fn whole_layer_gradchecks_two_layers_both_directions() {
+        for cell in [Cell::RnnTanh, Cell::RnnRelu, Cell::Lstm, Cell::Gru] {
+            for output in [RecurrentOutput::Sequence, RecurrentOutput::Last] {
+                let c = config(cell, output);
+                let layer = c.build(DType::F64, &mut gradflow::seeded_rng(1));
+                let mut inputs = vec![Tensor::rand_normal(
+                    &[2, 3, 2],
+                    0.0,
+                    1.0,
+                    DType::F64,
+                    &mut gradflow::seeded_rng(2),
+                )];
+                inputs.extend(layer.parameters().into_iter().map(|p| p.tensor.detach()));
+                let f = |v: &[Tensor]| with_weights(c, &v[1..]).forward(&v[0], &mut Ctx::eval());
+                if let Err(e) = gradcheck(f, &inputs, GradcheckOptions::default()) {
+                    panic!("{cell:?} {output:?}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_shapes_and_output_shapes_follow_pytorch() {
+        let layer = config(Cell::Lstm, RecurrentOutput::Last).build(DType::F32, &mut gradflow::seeded_rng(0));
+        let names: Vec<String> = layer.parameters().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names[..4], ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]);
+        assert_eq!(names[4], "weight_ih_l0_reverse");
+        assert_eq!(names[8], "weight_ih_l1");
+        assert_eq!(layer.parameters()[8].tensor.shape(), &[8, 4]);
+        assert_eq!(layer.output_shape(&[5, 2]).unwrap(), vec![4]);
+        assert!(layer.output_shape(&[5, 3]).is_err());
+        assert!(layer.output_shape(&[10]).is_err());
+        let y = layer
+            .forward(&Tensor::zeros(&[3, 5, 2], DType::F32), &mut Ctx::eval())
+            .unwrap();
+        assert_eq!(y.shape(), &[3, 4]);
     }
 }

@@ -99,48 +99,6 @@ impl Module for Residual {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layers::{Activation, Linear};
-    use gradflow::{gradcheck, seeded_rng, DType, GradcheckOptions};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        Tensor::rand_uniform(shape, -1.0, 1.0, DType::F64, &mut seeded_rng(seed))
-    }
-
-    /// x + body(x) and shortcut(x) + body(x), against finite differences in f64.
-    #[test]
-    fn gradcheck_residual_with_and_without_shortcut() {
-        for projected in [false, true] {
-            let f = |t: &[Tensor]| {
-                let out = if projected { 3 } else { 4 };
-                let mut lin = Linear::new(4, out).dtype(DType::F64).build(&mut seeded_rng(0));
-                (lin.weight, lin.bias) = (t[1].clone(), Some(t[2].clone()));
-                let mut block = Residual::new(Sequential::new().push(lin).push(Activation::Tanh));
-                if projected {
-                    let mut sc = Linear::new(4, 3)
-                        .bias(false)
-                        .dtype(DType::F64)
-                        .build(&mut seeded_rng(0));
-                    sc.weight = t[3].clone();
-                    block = block.with_shortcut(Sequential::new().push(sc));
-                }
-                let mut ctx = Ctx::eval();
-                ctx.record_outputs = true;
-                let y = block.forward(&t[0], &mut ctx)?;
-                assert!(ctx.outputs.is_empty() && ctx.record_outputs);
-                Ok(y)
-            };
-            let out = if projected { 3 } else { 4 };
-            let inputs = [rand(&[2, 4], 1), rand(&[out, 4], 2), rand(&[out], 3), rand(&[3, 4], 4)];
-            if let Err(e) = gradcheck(f, &inputs, GradcheckOptions::default()) {
-                panic!("{e}");
-            }
-        }
-    }
-}
-
 /// A residual block in a model file: nested `[[layer.body]]` and
 /// `[[layer.shortcut]]` lists.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,5 +140,47 @@ impl LayerDecl for ResidualSpec {
             block = block.with_shortcut(cx.nested("shortcut", shortcut, shape)?.0);
         }
         Ok(Box::new(block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{Activation, Linear};
+    use gradflow::{gradcheck, seeded_rng, DType, GradcheckOptions};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        Tensor::rand_uniform(shape, -1.0, 1.0, DType::F64, &mut seeded_rng(seed))
+    }
+
+    /// x + body(x) and shortcut(x) + body(x), against finite differences in f64.
+    #[test]
+    fn gradcheck_residual_with_and_without_shortcut() {
+        for projected in [false, true] {
+            let f = |t: &[Tensor]| {
+                let out = if projected { 3 } else { 4 };
+                let mut lin = Linear::new(4, out).dtype(DType::F64).build(&mut seeded_rng(0));
+                (lin.weight, lin.bias) = (t[1].clone(), Some(t[2].clone()));
+                let mut block = Residual::new(Sequential::new().push(lin).push(Activation::Tanh));
+                if projected {
+                    let mut sc = Linear::new(4, 3)
+                        .bias(false)
+                        .dtype(DType::F64)
+                        .build(&mut seeded_rng(0));
+                    sc.weight = t[3].clone();
+                    block = block.with_shortcut(Sequential::new().push(sc));
+                }
+                let mut ctx = Ctx::eval();
+                ctx.record_outputs = true;
+                let y = block.forward(&t[0], &mut ctx)?;
+                assert!(ctx.outputs.is_empty() && ctx.record_outputs);
+                Ok(y)
+            };
+            let out = if projected { 3 } else { 4 };
+            let inputs = [rand(&[2, 4], 1), rand(&[out, 4], 2), rand(&[out], 3), rand(&[3, 4], 4)];
+            if let Err(e) = gradcheck(f, &inputs, GradcheckOptions::default()) {
+                panic!("{e}");
+            }
+        }
     }
 }
