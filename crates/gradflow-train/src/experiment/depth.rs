@@ -271,7 +271,8 @@ fn write_depth(opts: &ExperimentOptions, rows: &[DepthRow]) -> Res<()> {
 /// What every net shares, in words (the markdown's first line).
 fn setup(opts: &ExperimentOptions) -> String {
     format!(
-        "MLPs on MNIST with {} hidden layers of {} units, He init (gain √2 for ReLU, 1 for sigmoid), \
+        "MLPs on MNIST with {} hidden layers of {} units, He init (with the gain of the activation after each Linear: \
+         √2 for ReLU, 1 for sigmoid and for a Linear that ends a residual body), \
          SGD (lr {LR}, momentum 0.9, batch 128), {} epochs on {} training images. \
          Plain: Flatten, then `depth` × [Linear, (BatchNorm1d), activation], then Linear(10). \
          Residual (pre-activation): Flatten, Linear, then `depth − 1` × Residual{{body: [(BatchNorm1d), activation, Linear]}} \

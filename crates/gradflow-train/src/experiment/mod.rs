@@ -667,6 +667,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, p: &Panel, (lo, hi): (f6
         ylabel: p.ylabel,
         series: &p.series,
         finite: &move |v: &f64| plottable(*v, log_y),
+        log_y,
     };
     let e = |e: &dyn std::fmt::Display| e.to_string();
     if log_y {
@@ -688,6 +689,8 @@ struct Curves<'a> {
     series: &'a [(String, Vec<(f64, f64)>)],
     /// Which values can be placed on the axis.
     finite: &'a dyn Fn(&f64) -> bool,
+    /// The y axis is log-scaled.
+    log_y: bool,
 }
 
 impl Curves<'_> {
@@ -698,7 +701,14 @@ impl Curves<'_> {
     where
         Y: plotters::coord::ranged1d::Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
     {
-        chart.configure_mesh().x_desc(self.xlabel).y_desc(self.ylabel).draw()?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(self.xlabel).y_desc(self.ylabel);
+        // A log axis spans decades: 1e-7 reads better than 1.0000000000000001e-7.
+        let decade = |v: &f64| format!("{v:.0e}");
+        if self.log_y {
+            mesh.y_label_formatter(&decade);
+        }
+        mesh.draw()?;
         for (i, (name, v)) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let style = ShapeStyle::from(color).stroke_width(if i % 2 == 0 { 2 } else { 1 });
