@@ -138,7 +138,12 @@ fn quick_depth_study_writes_a_row_per_variant_and_depth() {
     for r in rows {
         assert!([2, 4].contains(&r["depth"].as_u64().unwrap()), "{r}");
         assert_eq!(r["train_loss"].as_array().unwrap().len(), 2, "{r}");
-        for key in ["grad_ratio_init", "grad_ratio_trained", "train_loss_final", "test_accuracy"] {
+        for key in [
+            "grad_ratio_init",
+            "grad_ratio_trained",
+            "train_loss_final",
+            "test_accuracy",
+        ] {
             assert!(r[key].as_f64().is_some_and(f64::is_finite), "{key} in {r}");
         }
     }
@@ -149,11 +154,19 @@ fn quick_depth_study_writes_a_row_per_variant_and_depth() {
     };
     // A plain net and its residual twin have the same parameters; the residual one
     // keeps the first layer's gradient far larger than sigmoid's plain stack does.
-    assert_eq!(get("plain ReLU", 4)["parameters"], get("residual ReLU", 4)["parameters"]);
+    assert_eq!(
+        get("plain ReLU", 4)["parameters"],
+        get("residual ReLU", 4)["parameters"]
+    );
     let ratio = |v: &str| get(v, 4)["grad_ratio_init"].as_f64().unwrap();
     assert!(ratio("residual Sigmoid") > ratio("plain Sigmoid") * 5.0, "{rows:?}");
     let md = std::fs::read_to_string(out.join("depth.md")).unwrap();
-    assert_eq!(md.lines().filter(|l| l.starts_with("| plain ") || l.starts_with("| residual ")).count(), 12 + 2 * 6);
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| plain ") || l.starts_with("| residual "))
+            .count(),
+        12 + 2 * 6
+    );
 }
 
 #[test]

@@ -341,7 +341,9 @@ fn depth_markdown(opts: &ExperimentOptions, rows: &[DepthRow]) -> String {
     md += &pivot("Last epoch's training loss, by depth:", &|r| {
         or_diverged(last_epoch_loss(r), |v| format!("{v:.4}"))
     });
-    md += &pivot("Test accuracy, by depth:", &|r| format!("{:.2}%", r.test_accuracy * 100.0));
+    md += &pivot("Test accuracy, by depth:", &|r| {
+        format!("{:.2}%", r.test_accuracy * 100.0)
+    });
     md
 }
 
@@ -366,7 +368,13 @@ fn plot_depth(opts: &ExperimentOptions, rows: &[DepthRow]) -> Res<()> {
             log_y: true,
         })
         .collect();
-    panels_plot(&opts.out_dir.join("depth_train_loss.png"), (600, 400), 2, &loss_panels, true)?;
+    panels_plot(
+        &opts.out_dir.join("depth_train_loss.png"),
+        (600, 400),
+        2,
+        &loss_panels,
+        true,
+    )?;
     let by_depth = |f: fn(&DepthRow) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
         VARIANTS
             .iter()
@@ -392,5 +400,11 @@ fn plot_depth(opts: &ExperimentOptions, rows: &[DepthRow]) -> Res<()> {
         series: by_depth(|r| r.test_accuracy),
         log_y: false,
     };
-    panels_plot(&opts.out_dir.join("depth_test_accuracy.png"), (900, 560), 1, &[accuracy], false)
+    panels_plot(
+        &opts.out_dir.join("depth_test_accuracy.png"),
+        (900, 560),
+        1,
+        &[accuracy],
+        false,
+    )
 }

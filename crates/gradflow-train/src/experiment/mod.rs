@@ -590,7 +590,12 @@ pub fn line_plot(
         ylabel,
         series: series
             .iter()
-            .map(|(name, v)| (name.clone(), v.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect()))
+            .map(|(name, v)| {
+                (
+                    name.clone(),
+                    v.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect(),
+                )
+            })
             .collect(),
         log_y,
     };
@@ -619,7 +624,12 @@ pub fn panels_plot(path: &Path, size: (u32, u32), cols: usize, panels: &[Panel],
     let rows = panels.len().div_ceil(cols).max(1);
     let root = BitMapBackend::new(path, (size.0 * cols as u32, size.1 * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let shared = share_y.then(|| y_range(panels.iter().flat_map(|p| p.series.iter()), panels.iter().any(|p| p.log_y)));
+    let shared = share_y.then(|| {
+        y_range(
+            panels.iter().flat_map(|p| p.series.iter()),
+            panels.iter().any(|p| p.log_y),
+        )
+    });
     for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
         let range = shared.unwrap_or_else(|| y_range(panel.series.iter(), panel.log_y));
         draw_panel(area, panel, range).map_err(|e| err(&e))?;
@@ -655,7 +665,11 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, p: &Panel, (lo, hi): (f6
         .iter()
         .flat_map(|(_, pts)| pts.iter().map(|q| q.0))
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else { (1.0, 2.0) };
+    let (x0, x1) = if x0.is_finite() && x1 > x0 {
+        (x0, x1)
+    } else {
+        (1.0, 2.0)
+    };
     let mut b = ChartBuilder::on(area);
     b.caption(p.title, ("sans-serif", 22))
         .margin(12)
