@@ -100,6 +100,76 @@ fn quick_regularization_study_writes_table_and_curves() {
 }
 
 #[test]
+fn quick_depth_study_writes_a_row_per_variant_and_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("depth");
+    let o = Command::cargo_bin("gradflow")
+        .unwrap()
+        .args([
+            "experiment",
+            "depth",
+            "--quick",
+            "--threads",
+            "2",
+            "--data",
+            &data(),
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&o.get_output().stdout).to_string();
+    assert!(text.contains("| residual ReLU + BN | 4 |"), "{text}");
+    for f in [
+        "depth.csv",
+        "depth.json",
+        "depth.md",
+        "depth_train_loss.png",
+        "depth_grad_ratio.png",
+        "depth_test_accuracy.png",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("depth.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    // Six variants at the quick depths 2 and 4, each trained for the quick 2 epochs to finite numbers.
+    assert_eq!(rows.len(), 12);
+    for r in rows {
+        assert!([2, 4].contains(&r["depth"].as_u64().unwrap()), "{r}");
+        assert_eq!(r["train_loss"].as_array().unwrap().len(), 2, "{r}");
+        for key in [
+            "grad_ratio_init",
+            "grad_ratio_trained",
+            "train_loss_final",
+            "test_accuracy",
+        ] {
+            assert!(r[key].as_f64().is_some_and(f64::is_finite), "{key} in {r}");
+        }
+    }
+    let get = |variant: &str, depth: u64| {
+        rows.iter()
+            .find(|r| r["variant"] == variant && r["depth"] == depth)
+            .unwrap_or_else(|| panic!("no row for {variant} at depth {depth}"))
+    };
+    // A plain net and its residual twin have the same parameters; the residual one
+    // keeps the first layer's gradient far larger than sigmoid's plain stack does.
+    assert_eq!(
+        get("plain ReLU", 4)["parameters"],
+        get("residual ReLU", 4)["parameters"]
+    );
+    let ratio = |v: &str| get(v, 4)["grad_ratio_init"].as_f64().unwrap();
+    assert!(ratio("residual Sigmoid") > ratio("plain Sigmoid") * 5.0, "{rows:?}");
+    let md = std::fs::read_to_string(out.join("depth.md")).unwrap();
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| plain ") || l.starts_with("| residual "))
+            .count(),
+        12 + 2 * 6
+    );
+}
+
+#[test]
 fn bad_experiment_arguments_fail_cleanly() {
     let o = Command::cargo_bin("gradflow")
         .unwrap()
@@ -114,4 +184,11 @@ fn bad_experiment_arguments_fail_cleanly() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--depth"));
+    let o = Command::cargo_bin("gradflow")
+        .unwrap()
+        .args(["experiment", "depth", "--depths", "4,0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--depths"));
 }

@@ -1,4 +1,4 @@
-//! `gradflow experiment activations|regularization`.
+//! `gradflow experiment activations|regularization|depth`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -12,12 +12,15 @@ enum Study {
     Activations,
     /// Overfitting: a large MLP on a small training set with each regularizer.
     Regularization,
+    /// Degradation: plain and residual MLPs (ReLU, ReLU + BatchNorm, sigmoid) at growing depth.
+    Depth,
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   gradflow experiment activations                 # depth 10, width 256
   gradflow experiment regularization --quick      # a small version (seconds)
+  gradflow experiment depth --depths 4,16         # plain against residual nets
 Writes CSV, JSON, a markdown table and PNG plots into --out (default runs/experiment-<name>).")]
 pub struct ExperimentArgs {
     /// Which study.
@@ -29,6 +32,9 @@ pub struct ExperimentArgs {
     /// Hidden layers (activations study).
     #[arg(long)]
     depth: Option<usize>,
+    /// Hidden layers of each net, comma-separated (depth study; default 4,16,32,64).
+    #[arg(long, value_delimiter = ',')]
+    depths: Option<Vec<usize>>,
     /// Hidden width.
     #[arg(long)]
     width: Option<usize>,
@@ -72,11 +78,13 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     let study = match a.study {
         Study::Activations => experiment::Study::Activations,
         Study::Regularization => experiment::Study::Regularization,
+        Study::Depth => experiment::Study::Depth,
     };
     let defaults = study.options(a.quick, super::data_dir(a.data));
     let opts = ExperimentOptions {
         out_dir: a.out.unwrap_or(defaults.out_dir.clone()),
         depth: a.depth.unwrap_or(defaults.depth),
+        depths: a.depths.unwrap_or(defaults.depths.clone()),
         width: a.width.unwrap_or(defaults.width),
         epochs: a.epochs.unwrap_or(defaults.epochs),
         train_size: a.train_size.unwrap_or(defaults.train_size),
@@ -85,6 +93,9 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     };
     if opts.depth == 0 || opts.width == 0 || opts.epochs == 0 || opts.train_size == 0 {
         bail!("--depth, --width, --epochs and --train-size must be at least 1");
+    }
+    if opts.depths.is_empty() || opts.depths.contains(&0) {
+        bail!("--depths must list hidden-layer counts of at least 1, e.g. --depths 4,16,32,64");
     }
     let bar = ProgressBar::new(1);
     bar.set_style(

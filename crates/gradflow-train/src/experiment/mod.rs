@@ -8,6 +8,14 @@
 //! * `regularization`: a large MLP on a small training set, where it overfits,
 //!   with no regularization, L1, L2, both, dropout, weight decay and early
 //!   stopping: the train/validation gap each one closes, and L1's sparsity.
+//! * `depth`: plain and residual MLPs of one width at growing depth, with
+//!   ReLU, ReLU + BatchNorm and sigmoid: the degradation problem of deep plain
+//!   nets and the identity path that removes it (He et al. 2016).
+
+mod depth;
+
+pub use depth::{depth, DepthRow};
+use depth::{DEPTH_EPOCHS, DEPTH_TRAIN_SIZE, DEPTH_WIDTH};
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result as Res};
@@ -18,6 +26,7 @@ use gradflow_data::{Dataset, Mnist, MNIST_MEAN, MNIST_STD};
 use gradflow_nn::{
     regularize, Activation, Ctx, FlattenSpec, LayerSpec, LinearSpec, Loss, ModelSpec, Module, Sequential, Target,
 };
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -43,6 +52,8 @@ pub struct ExperimentOptions {
     pub quick: bool,
     /// Hidden layers of the deep MLP (activations study).
     pub depth: usize,
+    /// Hidden layers of each net of the depth study.
+    pub depths: Vec<usize>,
     /// Width of each hidden layer.
     pub width: usize,
     /// Epochs per run.
@@ -60,6 +71,8 @@ pub enum Study {
     Activations,
     /// Overfitting: a large MLP on a small training set with each regularizer.
     Regularization,
+    /// Degradation: plain and residual MLPs at growing depth.
+    Depth,
 }
 
 impl Study {
@@ -68,6 +81,7 @@ impl Study {
         match self {
             Study::Activations => "activations",
             Study::Regularization => "regularization",
+            Study::Depth => "depth",
         }
     }
 
@@ -78,12 +92,19 @@ impl Study {
             (Study::Activations, true) => (4, 32, 2, 1000),
             (Study::Regularization, false) => (2, 1024, 60, 1000),
             (Study::Regularization, true) => (2, 256, 6, 500),
+            (Study::Depth, false) => (64, DEPTH_WIDTH, DEPTH_EPOCHS, DEPTH_TRAIN_SIZE),
+            (Study::Depth, true) => (4, 16, 2, 500),
+        };
+        let depths = match quick {
+            false => vec![4, 16, 32, 64],
+            true => vec![2, 4],
         };
         ExperimentOptions {
             data_dir,
             out_dir: PathBuf::from("runs").join(format!("experiment-{}", self.name())),
             quick,
             depth,
+            depths,
             width,
             epochs,
             train_size,
@@ -99,6 +120,9 @@ impl Study {
             }
             Study::Regularization => {
                 regularization(opts, progress)?;
+            }
+            Study::Depth => {
+                depth(opts, progress)?;
             }
         }
         let path = opts.out_dir.join(format!("{}.md", self.name()));
@@ -138,11 +162,16 @@ pub fn deep_mlp(depth: usize, width: usize, act: Activation) -> ModelSpec {
 
 /// Gradient L2 norm of each Linear/Conv2d weight, first layer first, on one batch.
 pub fn layer_gradient_norms(model: &Sequential, ds: &Dataset, n: usize) -> Res<Vec<f64>> {
+    gradient_norms(model, ds, n, &mut Ctx::eval())
+}
+
+/// [`layer_gradient_norms`] in the mode `ctx` sets (batch statistics when training).
+fn gradient_norms(model: &Sequential, ds: &Dataset, n: usize, ctx: &mut Ctx) -> Res<Vec<f64>> {
     let idx: Vec<usize> = (0..n.min(ds.len())).collect();
     let x = batch_tensor(ds, &idx, DType::F32)?;
     let labels = ds.labels().ok_or_else(|| Error::Input("needs class labels".into()))?;
     let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
-    let out = model.forward(&x, &mut Ctx::eval())?;
+    let out = model.forward(&x, ctx)?;
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 }.compute(&out, Target::Classes(&y))?;
     let grads = loss.backward()?;
     Ok(model
@@ -545,58 +574,127 @@ pub fn line_plot(
     series: &[(String, Vec<f64>)],
     log_y: bool,
 ) -> Res<()> {
+    let panel = Panel {
+        title,
+        xlabel,
+        ylabel,
+        series: series
+            .iter()
+            .map(|(name, v)| {
+                (
+                    name.clone(),
+                    v.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect(),
+                )
+            })
+            .collect(),
+        log_y,
+    };
+    panels_plot(path, (900, 560), 1, &[panel], false)
+}
+
+/// One chart of curves through (x, y) points.
+pub struct Panel<'a> {
+    /// Caption.
+    pub title: &'a str,
+    /// X axis label.
+    pub xlabel: &'a str,
+    /// Y axis label.
+    pub ylabel: &'a str,
+    /// Named curves.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Log-scaled y axis (non-positive values are left out).
+    pub log_y: bool,
+}
+
+/// `panels` in a grid of `cols` columns, each `size` pixels, in one PNG; with
+/// `share_y` every panel gets the same y range, so that heights compare across panels.
+pub fn panels_plot(path: &Path, size: (u32, u32), cols: usize, panels: &[Panel], share_y: bool) -> Res<()> {
     let err = |e: &dyn std::fmt::Display| Error::Output(format!("{}: cannot draw plot: {e}", path.display()));
-    let finite = |v: &f64| v.is_finite() && (!log_y || *v > 0.0);
-    let vals: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied().filter(finite))
-        .collect();
-    let (mut lo, mut hi) = vals
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let cols = cols.max(1);
+    let rows = panels.len().div_ceil(cols).max(1);
+    let root = BitMapBackend::new(path, (size.0 * cols as u32, size.1 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let shared = share_y.then(|| {
+        y_range(
+            panels.iter().flat_map(|p| p.series.iter()),
+            panels.iter().any(|p| p.log_y),
+        )
+    });
+    for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
+        let range = shared.unwrap_or_else(|| y_range(panel.series.iter(), panel.log_y));
+        draw_panel(area, panel, range).map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The y values that can be placed on an axis (positive ones only on a log axis).
+fn plottable(v: f64, log_y: bool) -> bool {
+    v.is_finite() && (!log_y || v > 0.0)
+}
+
+/// The smallest and largest plottable y of `series`, never an empty range.
+fn y_range<'a>(series: impl Iterator<Item = &'a (String, Vec<(f64, f64)>)>, log_y: bool) -> (f64, f64) {
+    let (mut lo, mut hi) = series
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .filter(|&v| plottable(v, log_y))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
         (lo, hi) = (1e-3, 1.0);
     }
     if hi <= lo {
         hi = lo * 2.0 + 1e-12;
     }
-    let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
-    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut b = ChartBuilder::on(&root);
-    b.caption(title, ("sans-serif", 22))
+    (lo, hi)
+}
+
+/// One panel of [`panels_plot`] on its part of the image, y between `lo` and `hi`.
+fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, p: &Panel, (lo, hi): (f64, f64)) -> Result<(), String> {
+    let (x0, x1) = p
+        .series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|q| q.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (x0, x1) = if x0.is_finite() && x1 > x0 {
+        (x0, x1)
+    } else {
+        (1.0, 2.0)
+    };
+    let mut b = ChartBuilder::on(area);
+    b.caption(p.title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70);
+    let log_y = p.log_y;
     let curves = Curves {
-        xlabel,
-        ylabel,
-        series,
-        finite: &finite,
+        xlabel: p.xlabel,
+        ylabel: p.ylabel,
+        series: &p.series,
+        finite: &move |v: &f64| plottable(*v, log_y),
+        log_y,
     };
+    let e = |e: &dyn std::fmt::Display| e.to_string();
     if log_y {
         let chart = b
-            .build_cartesian_2d(1f64..n as f64, (lo * 0.8..hi * 1.25).log_scale())
-            .map_err(|e| err(&e))?;
-        curves.draw(chart).map_err(|e| err(&e))?;
+            .build_cartesian_2d(x0..x1, (lo * 0.8..hi * 1.25).log_scale())
+            .map_err(|x| e(&x))?;
+        curves.draw(chart).map_err(|x| e(&x))
     } else {
         let pad = (hi - lo) * 0.05;
-        let chart = b
-            .build_cartesian_2d(1f64..n as f64, lo - pad..hi + pad)
-            .map_err(|e| err(&e))?;
-        curves.draw(chart).map_err(|e| err(&e))?;
+        let chart = b.build_cartesian_2d(x0..x1, lo - pad..hi + pad).map_err(|x| e(&x))?;
+        curves.draw(chart).map_err(|x| e(&x))
     }
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
 }
 
-/// What [`line_plot`] draws on its chart, whichever the y axis.
+/// What [`draw_panel`] draws on its chart, whichever the y axis.
 struct Curves<'a> {
     xlabel: &'a str,
     ylabel: &'a str,
-    series: &'a [(String, Vec<f64>)],
+    series: &'a [(String, Vec<(f64, f64)>)],
     /// Which values can be placed on the axis.
     finite: &'a dyn Fn(&f64) -> bool,
+    /// The y axis is log-scaled.
+    log_y: bool,
 }
 
 impl Curves<'_> {
@@ -607,16 +705,18 @@ impl Curves<'_> {
     where
         Y: plotters::coord::ranged1d::Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
     {
-        chart.configure_mesh().x_desc(self.xlabel).y_desc(self.ylabel).draw()?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(self.xlabel).y_desc(self.ylabel);
+        // A log axis spans decades: 1e-7 reads better than 1.0000000000000001e-7.
+        let decade = |v: &f64| format!("{v:.0e}");
+        if self.log_y {
+            mesh.y_label_formatter(&decade);
+        }
+        mesh.draw()?;
         for (i, (name, v)) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let style = ShapeStyle::from(color).stroke_width(if i % 2 == 0 { 2 } else { 1 });
-            let pts: Vec<(f64, f64)> = v
-                .iter()
-                .enumerate()
-                .filter(|(_, y)| (self.finite)(y))
-                .map(|(x, &y)| ((x + 1) as f64, y))
-                .collect();
+            let pts: Vec<(f64, f64)> = v.iter().copied().filter(|(_, y)| (self.finite)(y)).collect();
             chart
                 .draw_series(LineSeries::new(pts, style))?
                 .label(name.clone())
