@@ -62,6 +62,17 @@ pub fn from_environment() -> Result<Box<dyn Collective>> {
     )))
 }
 
+/// End the processes' cooperation when this one is done: MPI is finalized
+/// after success; after an error (which the caller has already shown), every
+/// process of the run is aborted, as the others may be waiting for this one.
+/// Does nothing in a single process.
+pub fn finish(ok: bool) {
+    #[cfg(feature = "mpi")]
+    mpi_world::finish(ok);
+    #[cfg(not(feature = "mpi"))]
+    let _ = ok;
+}
+
 /// The process count an MPI launcher announces (OpenMPI's and MPICH's variables), when above 1.
 fn launched_size() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
@@ -258,5 +269,60 @@ mod tests {
         assert_eq!(Shard::WHOLE.batch_losses([0.3, 0.1]), [0.3, 0.1]);
         assert!(!any(&SingleProcess, false) && any(&SingleProcess, true));
         check_same_settings(&SingleProcess, "anything").unwrap();
+    }
+
+    /// Rank 0 of two processes whose other holds the same values; its
+    /// broadcasts bring rank 0's bytes flipped when `other_settings`.
+    struct Mirror {
+        other_settings: bool,
+    }
+
+    impl Collective for Mirror {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn sum_f64(&self, values: &mut [f64]) {
+            values.iter_mut().for_each(|v| *v *= 2.0);
+        }
+        fn sum_f32(&self, values: &mut [f32]) {
+            values.iter_mut().for_each(|v| *v *= 2.0);
+        }
+        fn broadcast(&self, bytes: &mut [u8]) {
+            if self.other_settings {
+                bytes.iter_mut().for_each(|b| *b = !*b);
+            }
+        }
+    }
+
+    #[test]
+    fn two_equal_halves_give_back_the_whole_batch_gradient_in_buckets() {
+        let big = vec![0.25f32; BUCKET_BYTES / 4 + 3];
+        let params = [
+            Param::new("a", Tensor::from_vec(vec![1.5f32, -2.0], &[2]).unwrap().requires_grad_(true)),
+            Param::new("b", Tensor::from_vec(big.clone(), &[big.len()]).unwrap().requires_grad_(true)),
+            Param::new("c", Tensor::from_vec(vec![3.0f64], &[1]).unwrap().requires_grad_(true)),
+        ];
+        let loss = params[0].tensor.square().sum_all().add(&params[1].tensor.sum_all()).unwrap();
+        let mut grads = loss.backward().unwrap();
+        let shard = Shard {
+            collective: &Mirror { other_settings: false },
+            weight: 0.5,
+        };
+        shard.all_reduce_gradients(&params, &mut grads).unwrap();
+        assert_eq!(grads.get(&params[0].tensor).unwrap().to_vec::<f32>().unwrap(), vec![3.0, -4.0]);
+        assert!(grads.get(&params[1].tensor).unwrap().to_vec::<f32>().unwrap().iter().all(|&g| g == 1.0));
+        // Unused here, so zero here; the sum over processes is a gradient all the same.
+        assert_eq!(grads.get(&params[2].tensor).unwrap().to_vec::<f64>().unwrap(), vec![0.0]);
+        assert_eq!(shard.batch_losses([0.75, 0.5]), [0.75, 0.5]);
+    }
+
+    #[test]
+    fn a_process_started_with_other_settings_is_refused() {
+        check_same_settings(&Mirror { other_settings: false }, "seed 1").unwrap();
+        let e = check_same_settings(&Mirror { other_settings: true }, "seed 1").unwrap_err();
+        assert!(e.to_string().contains("were started with other settings, model or data than rank 0"), "{e}");
     }
 }

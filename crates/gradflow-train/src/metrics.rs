@@ -336,5 +336,28 @@ mod tests {
         assert_eq!(e.accuracy, 0.75);
         assert_eq!(e.per_class_accuracy(), vec![1.0, 2.0 / 3.0]);
         assert_eq!(e.samples, 4);
+        let whole = all_reduce_evaluation(&crate::collective::SingleProcess, e.clone(), &ds);
+        assert_eq!((whole.loss, whole.accuracy, whole.samples), (e.loss, e.accuracy, 4));
+        assert_eq!(whole.confusion, e.confusion);
+    }
+
+    #[test]
+    fn a_regression_evaluation_is_rebuilt_from_its_sums() {
+        let model = gradflow_nn::Sequential::new();
+        let ds = Dataset::new(
+            vec![0.5, 1.0, -2.0, 4.0, 0.0],
+            vec![1],
+            Targets::Values {
+                values: vec![0.0, 1.5, -1.0, 3.0, 0.5],
+                width: 1,
+            },
+        )
+        .unwrap();
+        let e = evaluate(&model, &ds, &Loss::Mse, 2, gradflow::DType::F64).unwrap();
+        let whole = all_reduce_evaluation(&crate::collective::SingleProcess, e.clone(), &ds);
+        let (r, w) = (e.regression.unwrap(), whole.regression.unwrap());
+        for (a, b) in [(r.rmse, w.rmse), (r.mae, w.mae), (r.r2, w.r2), (e.loss, whole.loss)] {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
     }
 }

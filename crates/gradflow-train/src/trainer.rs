@@ -719,23 +719,28 @@ impl Trainer {
             }
         };
         if let Some(before) = before {
-            let raised = self.diagnostics.record(
-                self.global_step,
-                self.epoch + 1,
-                &self.model,
-                &ctx.outputs,
-                &step.grads,
-                &before,
-            );
-            for w in raised {
-                obs.warning(&w);
-            }
+            self.record_diagnostics(&before, ctx, &step, obs);
         }
         self.count_step(&step, &y, sums)?;
         self.step_in_epoch = s + 1;
         self.global_step += 1;
         obs.step(s + 1, step.loss);
         Ok(None)
+    }
+
+    /// The diagnostics of a step, from this process's shard (its activations, the batch's gradients).
+    fn record_diagnostics(&mut self, before: &[Option<Vec<f64>>], ctx: &Ctx, step: &Step, obs: &mut dyn Observer) {
+        let raised = self.diagnostics.record(
+            self.global_step,
+            self.epoch + 1,
+            &self.model,
+            &ctx.outputs,
+            &step.grads,
+            before,
+        );
+        for w in raised {
+            obs.warning(&w);
+        }
     }
 
     fn count_step(&self, step: &Step, y: &BatchY, sums: &mut EpochSums) -> Result<()> {
@@ -864,13 +869,15 @@ impl Trainer {
 
     /// Early stopping's verdict, or an interruption, at an epoch boundary.
     fn stop_after_epoch(&self, stop: &AtomicBool) -> Option<Stop> {
+        // Every process asks, so that all stop at the same epoch.
+        let interrupted = collective::any(self.collective.as_ref(), stop.load(Ordering::SeqCst));
         if let (Some(patience), Some((_, best_epoch))) = (self.config.early_stopping, self.best) {
             if self.epoch - best_epoch >= patience && self.epoch < self.config.epochs {
                 let detail = format!("validation loss has not improved for {patience} epochs; restored the weights of epoch {best_epoch}");
                 return Some((StopReason::EarlyStopping, Some(detail)));
             }
         }
-        if stop.load(Ordering::SeqCst) && self.epoch < self.config.epochs {
+        if interrupted && self.epoch < self.config.epochs {
             let detail = format!("interrupted after epoch {}", self.epoch);
             return Some((StopReason::Interrupted, Some(detail)));
         }

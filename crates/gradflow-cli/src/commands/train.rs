@@ -9,6 +9,7 @@ use gradflow_data::Encoding;
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use gradflow_nn::{Activation, Init};
+use gradflow_train::collective::Collective;
 use gradflow_train::diagnostics::Warning;
 use gradflow_train::images::ImageSource;
 use gradflow_train::table::{default_model, default_schedule, TableSource};
@@ -268,6 +269,17 @@ impl Observer for Console {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let collective = gradflow_train::collective::from_environment()?;
+    let (rank, size) = (collective.rank(), collective.size());
+    let result = train(args, collective);
+    if let (Err(e), true) = (&result, size > 1) {
+        // Shown here: after an error, `finish` aborts every process of the run.
+        eprintln!("error (rank {rank} of {size}): {e:#}");
+    }
+    gradflow_train::collective::finish(result.is_ok());
+    result
+}
+
+fn train(args: TrainArgs, collective: Box<dyn Collective>) -> Result<()> {
     let root = collective.rank() == 0;
     if !root {
         silence_stdout()?;

@@ -3,15 +3,14 @@
 use super::Collective;
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
-use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Root};
 
-/// MPI's world; dropping it finalizes MPI.
+/// MPI's world communicator. MPI is finalized by [`finish`], not when this
+/// drops: after an error in one process the others must be aborted, and
+/// finalizing would wait for them forever.
 pub struct MpiWorld {
     world: SimpleCommunicator,
-    // Declared last: MPI is finalized after the communicator is gone.
-    _universe: Universe,
 }
 
 impl MpiWorld {
@@ -19,10 +18,24 @@ impl MpiWorld {
     pub fn initialize() -> Result<MpiWorld> {
         let universe = mpi::initialize()
             .ok_or_else(|| Error::Distributed("MPI was already initialized in this process".into()))?;
-        Ok(MpiWorld {
-            world: universe.world(),
-            _universe: universe,
-        })
+        let world = universe.world();
+        std::mem::forget(universe);
+        Ok(MpiWorld { world })
+    }
+}
+
+/// End MPI in this process: finalize after success; after an error, abort
+/// every process (the others may be waiting for this one in a collective).
+pub fn finish(ok: bool) {
+    if !mpi::environment::is_initialized() || mpi::environment::is_finalized() {
+        return;
+    }
+    if !ok {
+        SimpleCommunicator::world().abort(1);
+    }
+    // SAFETY: MPI is initialized and not finalized, and no communication is pending.
+    unsafe {
+        mpi::ffi::MPI_Finalize();
     }
 }
 
