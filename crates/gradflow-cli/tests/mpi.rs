@@ -51,7 +51,12 @@ fn flags(out: &Path, epochs: usize) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    v.extend(["--epochs".into(), epochs.to_string(), "--data".into(), iris().display().to_string()]);
+    v.extend([
+        "--epochs".into(),
+        epochs.to_string(),
+        "--data".into(),
+        iris().display().to_string(),
+    ]);
     v.extend(["--out".into(), out.display().to_string()]);
     v
 }
@@ -102,7 +107,10 @@ fn only_rank_0_writes_the_run_directory() {
     let (a, b) = (dir.path().join("rank0"), dir.path().join("rank1"));
     // One process per program (MPMD): same settings, each told another --out.
     let mut c = mpirun(1);
-    c.arg(BIN).args(flags(&a, 2)).args([":", "-np", "1", BIN]).args(flags(&b, 2));
+    c.arg(BIN)
+        .args(flags(&a, 2))
+        .args([":", "-np", "1", BIN])
+        .args(flags(&b, 2));
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(a.join("checkpoint.safetensors").exists() && a.join("summary.json").exists());
@@ -128,7 +136,11 @@ fn bad_combinations_are_refused_before_training() {
     f.extend(["--batch-size".into(), "119".into()]);
     let o = mpirun(2).arg(BIN).args(&f).output().unwrap();
     assert!(!o.status.success());
-    assert!(text(&o).contains("the last batch of each epoch has 1 samples"), "{}", text(&o));
+    assert!(
+        text(&o).contains("the last batch of each epoch has 1 samples"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// The process of rank `rank` among `launcher`'s children.
@@ -172,7 +184,11 @@ fn a_killed_rank_stops_the_run_within_30_s_and_the_checkpoint_resumes_on_one_pro
     }
     std::thread::sleep(Duration::from_millis(300));
     let victim = rank_pid(child.id(), 1).expect("rank 1's process");
-    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
     let killed = Instant::now();
     let o = loop {
         if child.try_wait().unwrap().is_some() {

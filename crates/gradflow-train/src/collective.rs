@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn one_process_reduces_nothing_and_keeps_the_bits() {
-        let w = Param::new("w", Tensor::from_vec(vec![0.1f32, 0.2], &[2]).unwrap().requires_grad_(true));
+        let w = Param::new(
+            "w",
+            Tensor::from_vec(vec![0.1f32, 0.2], &[2]).unwrap().requires_grad_(true),
+        );
         let mut grads = w.tensor.square().sum_all().backward().unwrap();
         let before = grads.get(&w.tensor).unwrap().to_vec::<f32>().unwrap();
         Shard::WHOLE
@@ -301,21 +304,46 @@ mod tests {
     fn two_equal_halves_give_back_the_whole_batch_gradient_in_buckets() {
         let big = vec![0.25f32; BUCKET_BYTES / 4 + 3];
         let params = [
-            Param::new("a", Tensor::from_vec(vec![1.5f32, -2.0], &[2]).unwrap().requires_grad_(true)),
-            Param::new("b", Tensor::from_vec(big.clone(), &[big.len()]).unwrap().requires_grad_(true)),
+            Param::new(
+                "a",
+                Tensor::from_vec(vec![1.5f32, -2.0], &[2]).unwrap().requires_grad_(true),
+            ),
+            Param::new(
+                "b",
+                Tensor::from_vec(big.clone(), &[big.len()])
+                    .unwrap()
+                    .requires_grad_(true),
+            ),
             Param::new("c", Tensor::from_vec(vec![3.0f64], &[1]).unwrap().requires_grad_(true)),
         ];
-        let loss = params[0].tensor.square().sum_all().add(&params[1].tensor.sum_all()).unwrap();
+        let loss = params[0]
+            .tensor
+            .square()
+            .sum_all()
+            .add(&params[1].tensor.sum_all())
+            .unwrap();
         let mut grads = loss.backward().unwrap();
         let shard = Shard {
             collective: &Mirror { other_settings: false },
             weight: 0.5,
         };
         shard.all_reduce_gradients(&params, &mut grads).unwrap();
-        assert_eq!(grads.get(&params[0].tensor).unwrap().to_vec::<f32>().unwrap(), vec![3.0, -4.0]);
-        assert!(grads.get(&params[1].tensor).unwrap().to_vec::<f32>().unwrap().iter().all(|&g| g == 1.0));
+        assert_eq!(
+            grads.get(&params[0].tensor).unwrap().to_vec::<f32>().unwrap(),
+            vec![3.0, -4.0]
+        );
+        assert!(grads
+            .get(&params[1].tensor)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|&g| g == 1.0));
         // Unused here, so zero here; the sum over processes is a gradient all the same.
-        assert_eq!(grads.get(&params[2].tensor).unwrap().to_vec::<f64>().unwrap(), vec![0.0]);
+        assert_eq!(
+            grads.get(&params[2].tensor).unwrap().to_vec::<f64>().unwrap(),
+            vec![0.0]
+        );
         assert_eq!(shard.batch_losses([0.75, 0.5]), [0.75, 0.5]);
     }
 
@@ -323,6 +351,10 @@ mod tests {
     fn a_process_started_with_other_settings_is_refused() {
         check_same_settings(&Mirror { other_settings: false }, "seed 1").unwrap();
         let e = check_same_settings(&Mirror { other_settings: true }, "seed 1").unwrap_err();
-        assert!(e.to_string().contains("were started with other settings, model or data than rank 0"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("were started with other settings, model or data than rank 0"),
+            "{e}"
+        );
     }
 }

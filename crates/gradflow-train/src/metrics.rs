@@ -284,7 +284,10 @@ pub fn all_reduce_evaluation(collective: &dyn Collective, e: Evaluation, mine: &
         loss: sums[0] / total,
         accuracy: sums[1] / total,
         samples: sums[2] as usize,
-        confusion: sums[skip..].chunks(width.max(1)).map(|row| row.iter().map(|&c| c as usize).collect()).collect(),
+        confusion: sums[skip..]
+            .chunks(width.max(1))
+            .map(|row| row.iter().map(|&c| c as usize).collect())
+            .collect(),
         regression,
     }
 }

@@ -36,7 +36,9 @@ fn model() -> Sequential {
 
 /// Sample `i` of step `s`: features and class, the same in every process.
 fn sample(s: usize, i: usize) -> (Vec<f64>, usize) {
-    let x = (0..5).map(|j| (((s * 31 + i * 7 + j * 3) % 17) as f64 - 8.0) / 5.0).collect();
+    let x = (0..5)
+        .map(|j| (((s * 31 + i * 7 + j * 3) % 17) as f64 - 8.0) / 5.0)
+        .collect();
     (x, (s + i) % 3)
 }
 
@@ -44,7 +46,11 @@ fn sample(s: usize, i: usize) -> (Vec<f64>, usize) {
 /// the samples `part` of each batch; the final weights.
 fn train(collective: &dyn Collective, part: std::ops::Range<usize>) -> Vec<f64> {
     let net = model();
-    let params: Vec<Param> = net.parameters().into_iter().map(|p| Param::new(p.name, p.tensor)).collect();
+    let params: Vec<Param> = net
+        .parameters()
+        .into_iter()
+        .map(|p| Param::new(p.name, p.tensor))
+        .collect();
     let targets = net.named_penalty_targets();
     let mut spec = OptimizerSpec::parse("sgd", 0.1).unwrap();
     spec.set("momentum", 0.9).unwrap();
@@ -91,12 +97,19 @@ fn two_processes_with_half_a_batch_each_match_one_process_in_f64() {
         let o = std::process::Command::new("mpirun")
             .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", INNER])
             .arg(me)
-            .args(["--exact", "two_processes_with_half_a_batch_each_match_one_process_in_f64"])
+            .args([
+                "--exact",
+                "two_processes_with_half_a_batch_each_match_one_process_in_f64",
+            ])
             .args(["--nocapture", "--test-threads", "1"])
             .env(INNER, "1")
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(o.status.success(), "{text}");
         assert!(text.contains("rank 0 of 2 agrees"), "{text}");
         return;
@@ -108,7 +121,11 @@ fn two_processes_with_half_a_batch_each_match_one_process_in_f64() {
     let parallel = train(world.as_ref(), shard_range(BATCH, rank, size));
     if rank == 0 {
         let single = train(&collective::SingleProcess, 0..BATCH);
-        let worst = single.iter().zip(&parallel).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let worst = single
+            .iter()
+            .zip(&parallel)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(worst < 1e-12, "the weights differ by {worst}");
         println!("rank 0 of 2 agrees with one process to {worst:e}");
     }
