@@ -30,6 +30,9 @@ pub enum Error {
         /// The operating system's reason (already part of the message, so not a `source()`).
         error: std::io::Error,
     },
+    /// The processes of a data-parallel run cannot work together; the message says which and why.
+    #[error("{0}")]
+    Distributed(String),
     /// A tensor operation failed.
     #[error(transparent)]
     Core(#[from] gradflow::Error),

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod diagnostics;

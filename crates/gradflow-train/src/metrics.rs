@@ -1,6 +1,7 @@
 //! What a run measures: per-epoch metrics (one JSON line each) and the
 //! evaluation of a model on a labelled set.
 
+use crate::collective::Collective;
 use gradflow::{no_grad, Result, Tensor};
 use gradflow_data::{Dataset, Targets};
 use gradflow_nn::{Ctx, Loss, Module, Sequential, Target};
@@ -251,6 +252,46 @@ fn evaluate_values(
     })
 }
 
+/// The evaluation of a whole set from each process's evaluation `e` of its
+/// part `mine`: losses, counts and confusion are summed over the processes;
+/// a regression's errors are rebuilt from their sums (R² from Σt and Σt²).
+pub fn all_reduce_evaluation(collective: &dyn Collective, e: Evaluation, mine: &Dataset) -> Evaluation {
+    let n = e.samples as f64;
+    let mut sums = vec![e.loss * n, e.accuracy * n, n];
+    if let (Some(r), Targets::Values { values, .. }) = (e.regression, &mine.targets) {
+        let m = values.len() as f64;
+        let (t, t2) = values.iter().fold((0.0, 0.0), |(a, b), &v| {
+            let v = f64::from(v);
+            (a + v, b + v * v)
+        });
+        sums.extend([r.rmse * r.rmse * m, r.mae * m, t, t2, m]);
+    }
+    sums.extend(e.confusion.iter().flatten().map(|&c| c as f64));
+    collective.sum_f64(&mut sums);
+    let total = sums[2].max(1.0);
+    let regression = e.regression.map(|_| {
+        let [sse, sae, t, t2, m] = [sums[3], sums[4], sums[5], sums[6], sums[7].max(1.0)];
+        let sst = t2 - t * t / m;
+        RegressionMetrics {
+            rmse: (sse / m).sqrt(),
+            mae: sae / m,
+            r2: if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
+        }
+    });
+    let skip = if regression.is_some() { 8 } else { 3 };
+    let width = e.confusion.len();
+    Evaluation {
+        loss: sums[0] / total,
+        accuracy: sums[1] / total,
+        samples: sums[2] as usize,
+        confusion: sums[skip..]
+            .chunks(width.max(1))
+            .map(|row| row.iter().map(|&c| c as usize).collect())
+            .collect(),
+        regression,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +339,28 @@ mod tests {
         assert_eq!(e.accuracy, 0.75);
         assert_eq!(e.per_class_accuracy(), vec![1.0, 2.0 / 3.0]);
         assert_eq!(e.samples, 4);
+        let whole = all_reduce_evaluation(&crate::collective::SingleProcess, e.clone(), &ds);
+        assert_eq!((whole.loss, whole.accuracy, whole.samples), (e.loss, e.accuracy, 4));
+        assert_eq!(whole.confusion, e.confusion);
+    }
+
+    #[test]
+    fn a_regression_evaluation_is_rebuilt_from_its_sums() {
+        let model = gradflow_nn::Sequential::new();
+        let ds = Dataset::new(
+            vec![0.5, 1.0, -2.0, 4.0, 0.0],
+            vec![1],
+            Targets::Values {
+                values: vec![0.0, 1.5, -1.0, 3.0, 0.5],
+                width: 1,
+            },
+        )
+        .unwrap();
+        let e = evaluate(&model, &ds, &Loss::Mse, 2, gradflow::DType::F64).unwrap();
+        let whole = all_reduce_evaluation(&crate::collective::SingleProcess, e.clone(), &ds);
+        let (r, w) = (e.regression.unwrap(), whole.regression.unwrap());
+        for (a, b) in [(r.rmse, w.rmse), (r.mae, w.mae), (r.r2, w.r2), (e.loss, whole.loss)] {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
     }
 }

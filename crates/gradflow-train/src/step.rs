@@ -2,6 +2,7 @@
 //! `gradflow grad`: forward, data loss plus penalty, backward, clipping, the
 //! optimizer's update and the max-norm constraint, in PyTorch's order.
 
+use crate::collective::Shard;
 use crate::error::Result;
 use gradflow::{DType, GradStore, Tensor};
 use gradflow_nn::optim::{self, Optimizer, Param};
@@ -117,12 +118,29 @@ pub fn train_step(
     update: &mut Update<'_>,
     ctx: &mut Ctx,
 ) -> Result<StepOutcome> {
+    train_step_sharded(model, x, target, objective, update, ctx, Shard::WHOLE)
+}
+
+/// [`train_step`] on this process's shard `x` of a batch spread over processes:
+/// the losses and gradients become the whole batch's before anything is
+/// decided, so clipping, the penalties' gradients and the update see exactly
+/// what one process would, and every process takes the same branch.
+pub fn train_step_sharded(
+    model: &Sequential,
+    x: &Tensor,
+    target: Target<'_>,
+    objective: &Objective<'_>,
+    update: &mut Update<'_>,
+    ctx: &mut Ctx,
+    shard: Shard<'_>,
+) -> Result<StepOutcome> {
     let evaluated = objective.evaluate(model, x, target, ctx)?;
-    let (loss, data_loss) = (evaluated.total.item()?, evaluated.data_loss.item()?);
+    let [loss, data_loss] = shard.batch_losses([evaluated.total.item()?, evaluated.data_loss.item()?]);
     if !loss.is_finite() {
         return Ok(StepOutcome::NonFiniteLoss { loss });
     }
     let mut grads = evaluated.total.backward()?;
+    shard.all_reduce_gradients(update.params, &mut grads)?;
     if update.clip_value.is_some() {
         if let Some(parameter) = first_non_finite_gradient(update.params, &grads)? {
             return Ok(StepOutcome::NonFiniteGradient { loss, parameter });

@@ -4,13 +4,14 @@
 //! [`Observer`] sees the progress.
 
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_FILE};
+use crate::collective::{self, shard_range, Collective, Shard, SingleProcess};
 use crate::config::TrainConfig;
 pub use crate::data::DataSource;
 use crate::data::{self, SplitOptions};
 use crate::diagnostics::{DiagnosticsRecorder, Warning};
 use crate::error::{Error, Result};
-use crate::metrics::{batch_tensor, evaluate, EpochMetrics, EpochSums, Evaluation, ValRegression};
-use crate::step::{self, train_step, Objective, Step, StepOutcome, Update};
+use crate::metrics::{self, batch_tensor, evaluate, EpochMetrics, EpochSums, Evaluation, ValRegression};
+use crate::step::{self, train_step_sharded, Objective, Step, StepOutcome, Update};
 use gradflow::{no_grad, DType, Tensor};
 use gradflow_data::{Dataset, Loader, Targets};
 use gradflow_nn::optim::{self, Optimizer, OptimizerState, Param};
@@ -161,6 +162,8 @@ pub struct Trainer {
     best_weights: Option<Vec<Tensor>>,
     partial: EpochSums,
     diagnostics: DiagnosticsRecorder,
+    /// The processes sharing each batch (this one alone unless `mpirun` started the run).
+    collective: Box<dyn Collective>,
 }
 
 /// Resolve `--model`: a preset name or a TOML file.
@@ -202,8 +205,14 @@ pub fn with_overrides(mut spec: ModelSpec, config: &TrainConfig) -> Result<Model
     Ok(spec)
 }
 
-fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
-    gradflow::seeded_rng(seed ^ 0x5eed_d80f ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+/// Dropout's random stream for an epoch; each process of a data-parallel run
+/// draws its own (rank 0's is the single-process stream).
+fn epoch_rng(seed: u64, epoch: usize, rank: usize) -> ChaCha8Rng {
+    gradflow::seeded_rng(
+        seed ^ 0x5eed_d80f
+            ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
 }
 
 /// A batch's targets: class indices, or a `[n, width]` tensor of values.
@@ -338,10 +347,101 @@ impl Trainer {
             best: None,
             best_weights: None,
             partial: EpochSums::default(),
+            collective: Box::new(SingleProcess),
             config,
             spec,
             model,
         })
+    }
+
+    /// Train data-parallel with these processes (see `collective::from_environment`):
+    /// each takes its share of every batch. Checks that the processes agree
+    /// on every setting and that each gets samples from every batch, then
+    /// gives every process rank 0's weights, before any training.
+    pub fn set_collective(&mut self, collective: Box<dyn Collective>) -> Result<()> {
+        let size = collective.size();
+        let batch = self.config.batch_size;
+        if size > batch {
+            return Err(Error::Distributed(format!(
+                "{size} processes share each batch of {batch} samples (--batch-size): give a batch of at least {size} or start fewer processes"
+            )));
+        }
+        let last = self.train.len() % batch;
+        if !self.config.drop_last && last != 0 && last < size {
+            return Err(Error::Distributed(format!(
+                "the last batch of each epoch has {last} samples ({} training samples, --batch-size {batch}), fewer than the {size} processes: add --drop-last or change --batch-size",
+                self.train.len()
+            )));
+        }
+        let settings = format!(
+            "{}\n{}\n{} {} {} {}",
+            serde_json::to_string(&self.config).expect("settings serialize"),
+            self.spec.to_toml(),
+            self.train.len(),
+            self.val.as_ref().map_or(0, Dataset::len),
+            self.test.len(),
+            self.epoch
+        );
+        collective::check_same_settings(collective.as_ref(), &settings)?;
+        let state: Vec<Tensor> = self.model.state_dict().into_iter().map(|t| t.tensor).collect();
+        collective::broadcast_tensors(collective.as_ref(), &state)?;
+        self.collective = collective;
+        Ok(())
+    }
+
+    /// The processes this run trains with.
+    pub fn collective(&self) -> &dyn Collective {
+        self.collective.as_ref()
+    }
+
+    /// Rank 0 alone writes the run directory and checkpoints.
+    fn writes_files(&self) -> bool {
+        self.collective.rank() == 0
+    }
+
+    /// The sums an epoch starts from: the counts of samples carried over from
+    /// a checkpoint belong to rank 0 only, so that summing over the processes
+    /// counts them once.
+    fn own_counts(&self, mut sums: EpochSums) -> EpochSums {
+        if self.collective.rank() != 0 {
+            (sums.correct, sums.seen, sums.sq_err) = (0.0, 0.0, 0.0);
+        }
+        sums
+    }
+
+    /// The epoch's sums over every process's samples (the losses are already the batches').
+    fn all_counts(&self, mut sums: EpochSums) -> EpochSums {
+        let mut counts = [sums.correct, sums.seen, sums.sq_err];
+        self.collective.sum_f64(&mut counts);
+        [sums.correct, sums.seen, sums.sq_err] = counts;
+        sums
+    }
+
+    /// Give every process rank 0's buffers (BatchNorm's running statistics,
+    /// which each process updates from its own shard), so all validate and
+    /// save the same model.
+    fn share_buffers(&self) -> Result<()> {
+        let params: std::collections::HashSet<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+        let buffers: Vec<Tensor> = self
+            .model
+            .state_dict()
+            .into_iter()
+            .filter(|t| !params.contains(t.name.as_str()))
+            .map(|t| t.tensor)
+            .collect();
+        collective::broadcast_tensors(self.collective.as_ref(), &buffers)
+    }
+
+    /// Evaluate on `ds`, each process on its share of the samples.
+    fn evaluate_shared(&self, ds: &Dataset) -> Result<Evaluation> {
+        let (rank, size) = (self.collective.rank(), self.collective.size());
+        if size == 1 {
+            return Ok(evaluate(&self.model, ds, &self.loss, 1000, self.dtype)?);
+        }
+        let part: Vec<usize> = shard_range(ds.len(), rank, size).collect();
+        let mine = ds.subset(&part);
+        let e = evaluate(&self.model, &mine, &self.loss, 1000, self.dtype)?;
+        Ok(metrics::all_reduce_evaluation(self.collective.as_ref(), e, &mine))
     }
 
     /// Regression: report errors in the target's units, when the targets were standardized by dividing by `scale`.
@@ -435,6 +535,9 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self) -> Result<()> {
+        if !self.writes_files() {
+            return Ok(());
+        }
         let meta = CheckpointMeta {
             version: 1,
             epoch: self.epoch,
@@ -500,7 +603,9 @@ impl Trainer {
     /// Train until the configured epochs are done, early stopping triggers,
     /// `stop` is set (Ctrl-C), or the loss or a parameter becomes non-finite.
     pub fn fit(&mut self, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Summary> {
-        self.prepare_run_dir()?;
+        if self.writes_files() {
+            self.prepare_run_dir()?;
+        }
         let loader = Loader::new(self.config.batch_size, true, self.config.drop_last, self.config.seed)?;
         self.optimizer.set_lr(self.schedule.lr());
         let mut stopped: Stop = (StopReason::Completed, None);
@@ -512,7 +617,8 @@ impl Trainer {
                     break;
                 }
             };
-            let metrics = self.validate(sums, lr, steps)?;
+            self.share_buffers()?;
+            let metrics = self.validate(self.all_counts(sums), lr, steps)?;
             self.record_epoch(metrics, obs)?;
             self.checkpoint()?;
             if let Some(why) = self.stop_after_epoch(stop) {
@@ -530,17 +636,17 @@ impl Trainer {
         obs.epoch_start(self.epoch + 1, self.config.epochs, batches.len());
         let mut ctx = Ctx {
             training: true,
-            rng: epoch_rng(self.config.seed, self.epoch),
+            rng: epoch_rng(self.config.seed, self.epoch, self.collective.rank()),
             record_outputs: false,
             outputs: Vec::new(),
         };
         ctx.rng.set_word_pos(self.rng_word_pos);
-        let mut sums = self.partial;
+        let mut sums = self.own_counts(self.partial);
         let lr = self.optimizer.lr();
         let t0 = Instant::now();
         for (s, idx) in batches.iter().enumerate().skip(self.step_in_epoch) {
             // Read once: the parameters are checked before any checkpoint this step leads to.
-            let stopping = stop.load(Ordering::SeqCst);
+            let stopping = collective::any(self.collective.as_ref(), stop.load(Ordering::SeqCst));
             let check =
                 stopping || s + 1 == batches.len() || (self.global_step + 1).is_multiple_of(PARAMETER_CHECK_EVERY);
             if let Some(why) = self.train_batch((s, check), idx, &mut ctx, &mut sums, obs)? {
@@ -549,7 +655,7 @@ impl Trainer {
             if stopping && self.step_in_epoch < batches.len() {
                 sums.seconds += t0.elapsed().as_secs_f64();
                 self.rng_word_pos = ctx.rng.get_word_pos();
-                self.partial = sums;
+                self.partial = self.all_counts(sums);
                 self.save_checkpoint()?;
                 let detail = format!("interrupted at epoch {} step {}", self.epoch + 1, self.step_in_epoch);
                 return Ok(EpochRun::Stopped((StopReason::Interrupted, Some(detail))));
@@ -573,6 +679,9 @@ impl Trainer {
         sums: &mut EpochSums,
         obs: &mut dyn Observer,
     ) -> Result<Option<Stop>> {
+        let (rank, size) = (self.collective.rank(), self.collective.size());
+        let batch = idx.len();
+        let idx = &idx[shard_range(batch, rank, size)];
         let x = batch_tensor(&self.train, idx, self.dtype)?;
         let y = BatchY::of(&self.train, idx, self.dtype)?;
         let record = self.diagnostics.due(self.global_step);
@@ -593,7 +702,11 @@ impl Trainer {
             max_norm: self.config.max_norm,
             check_parameters: check,
         };
-        let step = match train_step(&self.model, &x, y.target(), &objective, &mut update, ctx)? {
+        let shard = Shard {
+            collective: self.collective.as_ref(),
+            weight: idx.len() as f64 / batch as f64,
+        };
+        let step = match train_step_sharded(&self.model, &x, y.target(), &objective, &mut update, ctx, shard)? {
             StepOutcome::Updated(step) => step,
             StepOutcome::NonFiniteLoss { loss } => return self.non_finite_loss(loss, &x, s, obs).map(Some),
             StepOutcome::NonFiniteParameter {
@@ -606,23 +719,28 @@ impl Trainer {
             }
         };
         if let Some(before) = before {
-            let raised = self.diagnostics.record(
-                self.global_step,
-                self.epoch + 1,
-                &self.model,
-                &ctx.outputs,
-                &step.grads,
-                &before,
-            );
-            for w in raised {
-                obs.warning(&w);
-            }
+            self.record_diagnostics(&before, ctx, &step, obs);
         }
         self.count_step(&step, &y, sums)?;
         self.step_in_epoch = s + 1;
         self.global_step += 1;
         obs.step(s + 1, step.loss);
         Ok(None)
+    }
+
+    /// The diagnostics of a step, from this process's shard (its activations, the batch's gradients).
+    fn record_diagnostics(&mut self, before: &[Option<Vec<f64>>], ctx: &Ctx, step: &Step, obs: &mut dyn Observer) {
+        let raised = self.diagnostics.record(
+            self.global_step,
+            self.epoch + 1,
+            &self.model,
+            &ctx.outputs,
+            &step.grads,
+            before,
+        );
+        for w in raised {
+            obs.warning(&w);
+        }
     }
 
     fn count_step(&self, step: &Step, y: &BatchY, sums: &mut EpochSums) -> Result<()> {
@@ -687,7 +805,7 @@ impl Trainer {
         let steps = steps.max(1) as f64;
         let (val_loss, val_accuracy, val_regression) = match &self.val {
             Some(v) => {
-                let e = evaluate(&self.model, v, &self.loss, 1000, self.dtype)?;
+                let e = self.evaluate_shared(v)?;
                 let r = e.regression.map(|r| r.scaled(self.target_scale));
                 let reg = r.map(|r| ValRegression {
                     val_rmse: r.rmse,
@@ -751,13 +869,15 @@ impl Trainer {
 
     /// Early stopping's verdict, or an interruption, at an epoch boundary.
     fn stop_after_epoch(&self, stop: &AtomicBool) -> Option<Stop> {
+        // Every process asks, so that all stop at the same epoch.
+        let interrupted = collective::any(self.collective.as_ref(), stop.load(Ordering::SeqCst));
         if let (Some(patience), Some((_, best_epoch))) = (self.config.early_stopping, self.best) {
             if self.epoch - best_epoch >= patience && self.epoch < self.config.epochs {
                 let detail = format!("validation loss has not improved for {patience} epochs; restored the weights of epoch {best_epoch}");
                 return Some((StopReason::EarlyStopping, Some(detail)));
             }
         }
-        if stop.load(Ordering::SeqCst) && self.epoch < self.config.epochs {
+        if interrupted && self.epoch < self.config.epochs {
             let detail = format!("interrupted after epoch {}", self.epoch);
             return Some((StopReason::Interrupted, Some(detail)));
         }
@@ -776,6 +896,9 @@ impl Trainer {
         self.best = Some((monitored, self.epoch));
         if self.config.early_stopping.is_some() {
             self.best_weights = Some(self.snapshot_weights());
+            if !self.writes_files() {
+                return Ok(());
+            }
             let bytes = gradflow_nn::serialize::to_safetensors(&self.model.state_dict(), None)?;
             let path = self.out_dir.join("best.safetensors");
             checkpoint::atomic_write(&path, &bytes).map_err(|e| Error::io(&path, "", e))?;
@@ -785,6 +908,9 @@ impl Trainer {
 
     /// The end-of-epoch files: the checkpoint (with the weights) and the metrics.
     fn checkpoint(&self) -> Result<()> {
+        if !self.writes_files() {
+            return Ok(());
+        }
         self.save_checkpoint()?;
         self.write_metrics()
     }
@@ -798,9 +924,12 @@ impl Trainer {
                 }
             }
         }
-        let mut test = evaluate(&self.model, &self.test, &self.loss, 1000, self.dtype)?;
+        let mut test = self.evaluate_shared(&self.test)?;
         test.regression = test.regression.map(|r| r.scaled(self.target_scale));
         let summary = self.summary(&test, stopped);
+        if !self.writes_files() {
+            return Ok(summary);
+        }
         self.write_metrics()?;
         self.diagnostics.write(&self.out_dir)?;
         let p = self.out_dir.join("summary.json");

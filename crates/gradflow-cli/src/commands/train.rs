@@ -9,10 +9,11 @@ use gradflow_data::Encoding;
 use gradflow_nn::optim::OptimizerSpec;
 use gradflow_nn::schedule::ScheduleSpec;
 use gradflow_nn::{Activation, Init};
+use gradflow_train::collective::Collective;
 use gradflow_train::diagnostics::Warning;
 use gradflow_train::images::ImageSource;
 use gradflow_train::table::{default_model, default_schedule, TableSource};
-use gradflow_train::{DataSource, EpochMetrics, Observer, StopReason, Summary, TrainConfig, Trainer};
+use gradflow_train::{DataSource, EpochMetrics, Observer, Silent, StopReason, Summary, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -267,8 +268,25 @@ impl Observer for Console {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    super::set_threads(args.threads)?;
+    let collective = gradflow_train::collective::from_environment()?;
+    let (rank, size) = (collective.rank(), collective.size());
+    let result = train(args, collective);
+    if let (Err(e), true) = (&result, size > 1) {
+        // Shown here: after an error, `finish` aborts every process of the run.
+        eprintln!("error (rank {rank} of {size}): {e:#}");
+    }
+    gradflow_train::collective::finish(result.is_ok());
+    result
+}
+
+fn train(args: TrainArgs, collective: Box<dyn Collective>) -> Result<()> {
+    let root = collective.rank() == 0;
+    if !root {
+        silence_stdout()?;
+    }
+    super::set_threads(args.threads.or_else(|| threads_per_process(collective.size())))?;
     let (mut trainer, out_dir, table) = build_trainer(&args)?;
+    trainer.set_collective(collective)?;
     if trainer.epochs_done() >= trainer.config.epochs {
         bail!(
             "{}: the run already finished its {} epochs (give --epochs N to extend it)",
@@ -278,6 +296,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     // Written only now that the data validated and the model fits it.
     match &table {
+        _ if !root => {}
         RunData::Table(source, encoding) => source.save(&out_dir, encoding)?,
         RunData::Images(source) => source.save(&out_dir)?,
         RunData::Mnist => {}
@@ -290,13 +309,42 @@ pub fn run(args: TrainArgs) -> Result<()> {
         gradflow::num_threads(),
         out_dir.display()
     );
+    let processes = trainer.collective().size();
+    if processes > 1 {
+        println!(
+            "data-parallel over {processes} processes: each takes its share of every batch of {}",
+            trainer.config.batch_size
+        );
+    }
     let mut console = Console {
         bar: None,
         tty: std::io::stderr().is_terminal(),
         epochs: trainer.config.epochs,
     };
-    let summary = trainer.fit(&mut console, &stop)?;
+    let observer: &mut dyn Observer = if root { &mut console } else { &mut Silent };
+    let summary = trainer.fit(observer, &stop)?;
     print_summary(summary, &out_dir)
+}
+
+/// Under `mpirun`, the cores of a machine shared by the processes on it.
+fn threads_per_process(processes: usize) -> Option<usize> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).ok()?;
+    (processes > 1).then(|| (cores / gradflow_train::collective::local_processes()).max(1))
+}
+
+/// Rank 0 alone prints: the other processes' standard output goes to
+/// /dev/null, while their errors still reach standard error.
+fn silence_stdout() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null")?;
+    // SAFETY: both descriptors are open; dup2 only redirects descriptor 1, which Rust's stdout writes to.
+    if unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) } < 0 {
+        bail!("cannot redirect standard output: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What a run's directory records about its data before training: a table's
