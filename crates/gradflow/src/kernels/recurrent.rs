@@ -35,10 +35,6 @@ impl Cell {
     }
 }
 
-fn sigmoid<T: Element>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
-}
-
 /// `h` `[rows, H]` row-major as a GEMM operand, and its transpose.
 fn rows<T>(m: &[T], width: usize) -> MatRef<T> {
     MatRef {
@@ -153,13 +149,31 @@ pub struct StepIo<'a, T> {
 /// Forward of one cell for one sample: writes the activated gates `[G·H]`
 /// (for RNN the new h), the new cell state (LSTM) and the new hidden state.
 pub fn cell_forward<T: Element>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: &mut [T], h: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// The same loops compiled for AVX-512, 16 lanes of f32 (the arithmetic is the same).
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide<T: Element>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: &mut [T], h: &mut [T]) {
+            forward_loops(cell, io, gates, c, h)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F.
+            return unsafe { wide(cell, io, gates, c, h) };
+        }
+    }
+    forward_loops(cell, io, gates, c, h)
+}
+
+#[inline(always)]
+fn forward_loops<T: Element>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: &mut [T], h: &mut [T]) {
     let hid = h.len();
+    let (xw, hw) = (&io.xw[..cell.gates() * hid], &io.hw[..cell.gates() * hid]);
     match cell {
         Cell::RnnTanh | Cell::RnnRelu => {
             for k in 0..hid {
-                let a = io.xw[k] + io.hw[k];
+                let a = xw[k] + hw[k];
                 h[k] = if cell == Cell::RnnTanh {
-                    a.tanh()
+                    a.cell_tanh()
                 } else {
                     a.max(T::zero())
                 };
@@ -167,20 +181,27 @@ pub fn cell_forward<T: Element>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: 
             }
         }
         Cell::Lstm => {
+            let (c_prev, c, gates) = (&io.c_prev[..hid], &mut c[..hid], &mut gates[..4 * hid]);
             for k in 0..hid {
-                let pre = |q: usize| io.xw[q * hid + k] + io.hw[q * hid + k];
-                let (i, f, g, o) = (sigmoid(pre(0)), sigmoid(pre(1)), pre(2).tanh(), sigmoid(pre(3)));
-                c[k] = f * io.c_prev[k] + i * g;
-                h[k] = o * c[k].tanh();
+                let pre = |q: usize| xw[q * hid + k] + hw[q * hid + k];
+                let (i, f, g, o) = (
+                    pre(0).cell_sigmoid(),
+                    pre(1).cell_sigmoid(),
+                    pre(2).cell_tanh(),
+                    pre(3).cell_sigmoid(),
+                );
+                c[k] = f * c_prev[k] + i * g;
+                h[k] = o * c[k].cell_tanh();
                 (gates[k], gates[hid + k], gates[2 * hid + k], gates[3 * hid + k]) = (i, f, g, o);
             }
         }
         Cell::Gru => {
+            let (h_prev, gates) = (&io.h_prev[..hid], &mut gates[..3 * hid]);
             for k in 0..hid {
-                let r = sigmoid(io.xw[k] + io.hw[k]);
-                let z = sigmoid(io.xw[hid + k] + io.hw[hid + k]);
-                let n = (io.xw[2 * hid + k] + r * io.hw[2 * hid + k]).tanh();
-                h[k] = (T::one() - z) * n + z * io.h_prev[k];
+                let r = (xw[k] + hw[k]).cell_sigmoid();
+                let z = (xw[hid + k] + hw[hid + k]).cell_sigmoid();
+                let n = (xw[2 * hid + k] + r * hw[2 * hid + k]).cell_tanh();
+                h[k] = (T::one() - z) * n + z * h_prev[k];
                 (gates[k], gates[hid + k], gates[2 * hid + k]) = (r, z, n);
             }
         }
@@ -217,35 +238,76 @@ pub fn cell_backward<T: Element>(
     dc_prev: &mut [T],
     dh_direct: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// The same loops compiled for AVX-512 (see [`cell_forward`]).
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide<T: Element>(
+            cell: Cell,
+            s: &StepGrad<T>,
+            dxw: &mut [T],
+            dhw: &mut [T],
+            dc_prev: &mut [T],
+            dh_direct: &mut [T],
+        ) {
+            backward_loops(cell, s, dxw, dhw, dc_prev, dh_direct)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F.
+            return unsafe { wide(cell, s, dxw, dhw, dc_prev, dh_direct) };
+        }
+    }
+    backward_loops(cell, s, dxw, dhw, dc_prev, dh_direct)
+}
+
+#[inline(always)]
+fn backward_loops<T: Element>(
+    cell: Cell,
+    s: &StepGrad<T>,
+    dxw: &mut [T],
+    dhw: &mut [T],
+    dc_prev: &mut [T],
+    dh_direct: &mut [T],
+) {
     let hid = s.dh.len();
     let one = T::one();
+    let (gates, dxw, dhw) = (
+        &s.gates[..cell.gates() * hid],
+        &mut dxw[..cell.gates() * hid],
+        &mut dhw[..cell.gates() * hid],
+    );
     match cell {
         Cell::RnnTanh | Cell::RnnRelu => {
             for k in 0..hid {
-                let h = s.gates[k];
+                let h = gates[k];
                 let d = if cell == Cell::RnnTanh {
                     one - h * h
+                } else if h > T::zero() {
+                    one
                 } else {
-                    if h > T::zero() {
-                        one
-                    } else {
-                        T::zero()
-                    }
+                    T::zero()
                 };
                 dxw[k] = s.dh[k] * d;
                 dhw[k] = dxw[k];
             }
         }
         Cell::Lstm => {
+            let (c, c_prev, dh, dc_next, dc_prev) = (
+                &s.c[..hid],
+                &s.c_prev[..hid],
+                &s.dh[..hid],
+                &s.dc[..hid],
+                &mut dc_prev[..hid],
+            );
             for k in 0..hid {
-                let (i, f, g, o) = (s.gates[k], s.gates[hid + k], s.gates[2 * hid + k], s.gates[3 * hid + k]);
-                let tc = s.c[k].tanh();
-                let dc = s.dc[k] + s.dh[k] * o * (one - tc * tc);
+                let (i, f, g, o) = (gates[k], gates[hid + k], gates[2 * hid + k], gates[3 * hid + k]);
+                let tc = c[k].cell_tanh();
+                let dc = dc_next[k] + dh[k] * o * (one - tc * tc);
                 let d = [
                     dc * g * i * (one - i),
-                    dc * s.c_prev[k] * f * (one - f),
+                    dc * c_prev[k] * f * (one - f),
                     dc * i * (one - g * g),
-                    s.dh[k] * tc * o * (one - o),
+                    dh[k] * tc * o * (one - o),
                 ];
                 for q in 0..4 {
                     dxw[q * hid + k] = d[q];
@@ -255,14 +317,15 @@ pub fn cell_backward<T: Element>(
             }
         }
         Cell::Gru => {
+            let (hw, h_prev, dh, dh_direct) = (&s.hw[..3 * hid], &s.h_prev[..hid], &s.dh[..hid], &mut dh_direct[..hid]);
             for k in 0..hid {
-                let (r, z, n) = (s.gates[k], s.gates[hid + k], s.gates[2 * hid + k]);
-                let dn = s.dh[k] * (one - z) * (one - n * n);
-                let dr = dn * s.hw[2 * hid + k] * r * (one - r);
-                let dz = s.dh[k] * (s.h_prev[k] - n) * z * (one - z);
+                let (r, z, n) = (gates[k], gates[hid + k], gates[2 * hid + k]);
+                let dn = dh[k] * (one - z) * (one - n * n);
+                let dr = dn * hw[2 * hid + k] * r * (one - r);
+                let dz = dh[k] * (h_prev[k] - n) * z * (one - z);
                 (dxw[k], dxw[hid + k], dxw[2 * hid + k]) = (dr, dz, dn);
                 (dhw[k], dhw[hid + k], dhw[2 * hid + k]) = (dr, dz, dn * r);
-                dh_direct[k] = s.dh[k] * z;
+                dh_direct[k] = dh[k] * z;
             }
         }
     }
