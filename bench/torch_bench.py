@@ -76,11 +76,26 @@ def lenet5():
     )
 
 
+class SequentialMnistLstm(nn.Module):
+    """gradflow's `lstm` preset: each image read row by row (28 steps of 28
+    pixels) by an LSTM of 128 units, its last hidden state classified by Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x.reshape(-1, 28, 28))
+        return self.fc(h[-1])
+
+
 MODELS = {
     "mlp-128": lambda: mlp(784, 128, 10),
     "mlp-800": lambda: mlp(784, 800, 10),
     "mlp-1024x2": lambda: mlp(784, 1024, 1024, 10),
     "lenet5": lenet5,
+    "lstm": SequentialMnistLstm,
 }
 
 
