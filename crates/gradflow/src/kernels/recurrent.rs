@@ -291,31 +291,7 @@ fn backward_loops<T: Element>(
                 dhw[k] = dxw[k];
             }
         }
-        Cell::Lstm => {
-            let (c, c_prev, dh, dc_next, dc_prev) = (
-                &s.c[..hid],
-                &s.c_prev[..hid],
-                &s.dh[..hid],
-                &s.dc[..hid],
-                &mut dc_prev[..hid],
-            );
-            for k in 0..hid {
-                let (i, f, g, o) = (gates[k], gates[hid + k], gates[2 * hid + k], gates[3 * hid + k]);
-                let tc = c[k].cell_tanh();
-                let dc = dc_next[k] + dh[k] * o * (one - tc * tc);
-                let d = [
-                    dc * g * i * (one - i),
-                    dc * c_prev[k] * f * (one - f),
-                    dc * i * (one - g * g),
-                    dh[k] * tc * o * (one - o),
-                ];
-                for q in 0..4 {
-                    dxw[q * hid + k] = d[q];
-                    dhw[q * hid + k] = d[q];
-                }
-                dc_prev[k] = dc * f;
-            }
-        }
+        Cell::Lstm => lstm_backward(s, gates, dxw, dhw, dc_prev),
         Cell::Gru => {
             let (hw, h_prev, dh, dh_direct) = (&s.hw[..3 * hid], &s.h_prev[..hid], &s.dh[..hid], &mut dh_direct[..hid]);
             for k in 0..hid {
@@ -328,6 +304,35 @@ fn backward_loops<T: Element>(
                 dh_direct[k] = dh[k] * z;
             }
         }
+    }
+}
+
+/// The LSTM arm of [`backward_loops`].
+#[inline(always)]
+fn lstm_backward<T: Element>(s: &StepGrad<T>, gates: &[T], dxw: &mut [T], dhw: &mut [T], dc_prev: &mut [T]) {
+    let (hid, one) = (s.dh.len(), T::one());
+    let (c, c_prev, dh, dc_next, dc_prev) = (
+        &s.c[..hid],
+        &s.c_prev[..hid],
+        &s.dh[..hid],
+        &s.dc[..hid],
+        &mut dc_prev[..hid],
+    );
+    for k in 0..hid {
+        let (i, f, g, o) = (gates[k], gates[hid + k], gates[2 * hid + k], gates[3 * hid + k]);
+        let tc = c[k].cell_tanh();
+        let dc = dc_next[k] + dh[k] * o * (one - tc * tc);
+        let d = [
+            dc * g * i * (one - i),
+            dc * c_prev[k] * f * (one - f),
+            dc * i * (one - g * g),
+            dh[k] * tc * o * (one - o),
+        ];
+        for q in 0..4 {
+            dxw[q * hid + k] = d[q];
+            dhw[q * hid + k] = d[q];
+        }
+        dc_prev[k] = dc * f;
     }
 }
 
