@@ -63,6 +63,12 @@ pub trait Element:
     fn f64(self) -> f64;
     /// The error function, needed by exact GELU.
     fn erf(self) -> Self;
+    /// The logistic function as the fused recurrent kernels compute it: f32 by
+    /// a branch-free approximation that vectorizes (`kernels/approx.rs`, within
+    /// 1.5e-7), f64 exactly.
+    fn cell_sigmoid(self) -> Self;
+    /// tanh as the fused recurrent kernels compute it (see [`Element::cell_sigmoid`]).
+    fn cell_tanh(self) -> Self;
 }
 
 impl Element for f32 {
@@ -94,6 +100,14 @@ impl Element for f32 {
     fn erf(self) -> f32 {
         libm::erff(self)
     }
+    #[inline(always)]
+    fn cell_sigmoid(self) -> f32 {
+        crate::kernels::approx::sigmoid_f32(self)
+    }
+    #[inline(always)]
+    fn cell_tanh(self) -> f32 {
+        crate::kernels::approx::tanh_f32(self)
+    }
 }
 
 impl Element for f64 {
@@ -124,5 +138,13 @@ impl Element for f64 {
     #[inline(always)]
     fn erf(self) -> f64 {
         libm::erf(self)
+    }
+    #[inline(always)]
+    fn cell_sigmoid(self) -> f64 {
+        1.0 / (1.0 + (-self).exp())
+    }
+    #[inline(always)]
+    fn cell_tanh(self) -> f64 {
+        self.tanh()
     }
 }

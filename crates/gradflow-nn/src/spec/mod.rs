@@ -95,11 +95,12 @@ impl Default for BuildOptions {
 }
 
 /// The built-in presets, by name.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 5] = [
     ("mlp", include_str!("../presets/mlp.toml")),
     ("mlp3", include_str!("../presets/mlp3.toml")),
     ("lenet5", include_str!("../presets/lenet5.toml")),
     ("lstm", include_str!("../presets/lstm.toml")),
+    ("lstm-pixel", include_str!("../presets/lstm-pixel.toml")),
 ];
 
 /// Largest value any single size in a model file may take (an `input`
@@ -561,6 +562,10 @@ max_val = 2.0
         assert_eq!(lstm.output_shape().unwrap(), vec![10]);
         let n = lstm.build(BuildOptions::default()).unwrap().num_parameters();
         assert_eq!(n, 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10);
+        let pixel = ModelSpec::preset("lstm-pixel").unwrap();
+        assert_eq!(pixel.input, [784, 1]);
+        let n = pixel.build(BuildOptions::default()).unwrap().num_parameters();
+        assert_eq!(n, 4 * 128 * (1 + 128 + 2) + 128 * 10 + 10);
     }
 
     #[test]

@@ -9,10 +9,18 @@
 use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, Result};
 pub use crate::kernels::recurrent::Cell;
-use crate::kernels::recurrent::{cell_backward, cell_forward, hidden_product, hidden_product_dh, hidden_product_dw};
-use crate::kernels::recurrent::{StepGrad, StepIo};
+use crate::kernels::recurrent::{bias_grad, cell_backward, cell_forward, hidden_product, hidden_product_dh};
+use crate::kernels::recurrent::{hidden_product_dw, StepGrad, StepIo};
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds of hidden products (over all steps) the batch
+/// is not split: a part of a small batch costs more in hand-offs than it saves.
+const SPLIT_MIN: usize = 1 << 22;
+/// The fewest samples a part of the batch gets: fewer make the step products too
+/// thin for the GEMM kernel.
+const PART_MIN: usize = 8;
 
 /// Sizes of one recurrence.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +31,9 @@ struct Dims {
     gh: usize,
     cell: Cell,
     reverse: bool,
+    /// Samples per part: the samples of a batch are independent, so each part
+    /// runs all its steps on its own thread, with no hand-off between steps.
+    part: usize,
 }
 
 impl Dims {
@@ -38,9 +49,27 @@ impl Dims {
     fn at(&self, n: usize, t: usize, width: usize) -> usize {
         (n * self.steps + t) * width
     }
+    /// The same recurrence over `batch` samples (one part).
+    fn with_batch(self, batch: usize) -> Dims {
+        Dims { batch, ..self }
+    }
+    /// Samples per part, for `threads` threads.
+    fn part_size(&self, threads: usize) -> usize {
+        let work = self.batch * self.steps * self.gh * self.hid;
+        let parts = threads.min(self.batch / PART_MIN);
+        if parts < 2 || work < SPLIT_MIN {
+            return self.batch.max(1);
+        }
+        self.batch.div_ceil(parts)
+    }
+    /// Whether a part's products may split over threads (only when there is one part).
+    fn threaded(&self) -> bool {
+        self.part >= self.batch
+    }
 }
 
-/// What the forward pass keeps for backward, by processing step: `[S, N, ·]`.
+/// What the forward pass keeps for backward, by processing step: `[S, N, ·]`
+/// for the `N` samples of one part.
 struct Saved<T> {
     gates: Vec<T>,
     hw: Vec<T>,
@@ -49,11 +78,26 @@ struct Saved<T> {
 }
 
 enum SavedAny {
-    F32(Saved<f32>),
-    F64(Saved<f64>),
+    F32(Vec<Saved<f32>>),
+    F64(Vec<Saved<f64>>),
 }
 
-fn forward<T: Element>(d: Dims, xw: &[T], w: &[T], b: Option<&[T]>) -> (Vec<T>, Saved<T>) {
+/// Runs every part of the batch, in parallel; returns the output `[N, T, H]`
+/// and what each part keeps for backward.
+fn forward<T: Element>(d: Dims, xw: &[T], w: &[T], b: Option<&[T]>) -> (Vec<T>, Vec<Saved<T>>) {
+    let mut out = vec![T::zero(); d.batch * d.steps * d.hid];
+    let per_sample = (d.steps * d.gh).max(1);
+    let saved = out
+        .par_chunks_mut((d.part * d.steps * d.hid).max(1))
+        .zip(xw.par_chunks(d.part * per_sample))
+        .map(|(out, xw)| forward_part(d.with_batch(xw.len() / per_sample), xw, w, b, out))
+        .collect();
+    (out, saved)
+}
+
+/// The recurrence of one part of the batch (`d.batch` samples), step by step:
+/// one GEMM for the hidden products, then the fused gate kernel.
+fn forward_part<T: Element>(d: Dims, xw: &[T], w: &[T], b: Option<&[T]>, out: &mut [T]) -> Saved<T> {
     let (nh, ng) = (d.batch * d.hid, d.batch * d.gh);
     let mut sv = Saved {
         gates: vec![T::zero(); d.steps * ng],
@@ -61,14 +105,13 @@ fn forward<T: Element>(d: Dims, xw: &[T], w: &[T], b: Option<&[T]>) -> (Vec<T>, 
         c: vec![T::zero(); if d.cell == Cell::Lstm { d.steps * nh } else { 0 }],
         h: vec![T::zero(); d.steps * nh],
     };
-    let mut out = vec![T::zero(); d.batch * d.steps * d.hid];
     let zeros = vec![T::zero(); nh];
     for s in 0..d.steps {
         let t = d.time(s);
         let (h_done, h_rest) = sv.h.split_at_mut(s * nh);
         let h_prev = if s == 0 { &zeros[..] } else { &h_done[(s - 1) * nh..] };
         let hw = &mut sv.hw[s * ng..(s + 1) * ng];
-        hidden_product(h_prev, w, b, d.hid, hw);
+        hidden_product(h_prev, w, b, d.hid, hw, d.threaded());
         let (c_done, c_rest) = sv.c.split_at_mut(sv_len(d, s, nh));
         for n in 0..d.batch {
             let (hr, gr) = (n * d.hid..(n + 1) * d.hid, n * d.gh..(n + 1) * d.gh);
@@ -93,7 +136,7 @@ fn forward<T: Element>(d: Dims, xw: &[T], w: &[T], b: Option<&[T]>) -> (Vec<T>, 
             out[d.at(n, t, d.hid)..][..d.hid].copy_from_slice(&h_rest[hr]);
         }
     }
-    (out, sv)
+    sv
 }
 
 /// Where step `s`'s cell state starts (0 when the cell keeps none).
@@ -119,18 +162,35 @@ fn step_dh<T: Element>(d: Dims, t: usize, g: &[T], dh_next: &[T], dh: &mut [T]) 
 /// Gradients of the input projection, `W_hh` and `b_hh`.
 type Grads<T> = (Vec<T>, Vec<T>, Vec<T>);
 
-fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T]) -> Grads<T> {
-    let (nh, ng) = (d.batch * d.hid, d.batch * d.gh);
+/// Backpropagation through time, every part of the batch in parallel; the
+/// parts' `W_hh` and `b_hh` gradients are summed.
+fn backward<T: Element>(d: Dims, parts: &[Saved<T>], w: &[T], g: &[T]) -> Grads<T> {
     let mut dxw = vec![T::zero(); d.batch * d.steps * d.gh];
-    let (mut dw, mut db) = (vec![T::zero(); w.len()], vec![T::zero(); d.gh]);
+    let per_sample = (d.steps * d.gh).max(1);
+    let partial = dxw
+        .par_chunks_mut(d.part * per_sample)
+        .zip(g.par_chunks((d.part * d.steps * d.hid).max(1)))
+        .zip(parts)
+        .map(|((dxw, g), sv)| backward_part(d.with_batch(dxw.len() / per_sample), sv, w, g, dxw))
+        .reduce_with(|(mut dw, mut db), (w2, b2)| {
+            dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
+            (dw, db)
+        });
+    let (dw, db) = partial.unwrap_or_else(|| (vec![T::zero(); w.len()], vec![T::zero(); d.gh]));
+    (dxw, dw, db)
+}
+
+/// Backward of one part: the fused gate kernel and one GEMM for ∂L/∂h_{t-1}
+/// per step; the gradients of `W_hh` and `b_hh` after the loop, one GEMM over
+/// all steps. Writes `dxw` and returns the part's `(dW_hh, db_hh)`.
+fn backward_part<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], dxw: &mut [T]) -> (Vec<T>, Vec<T>) {
+    let (nh, ng) = (d.batch * d.hid, d.batch * d.gh);
+    let mut dhw = vec![T::zero(); d.steps * ng];
     let (mut dh_next, mut dc_next) = (vec![T::zero(); nh], vec![T::zero(); nh]);
-    let (mut dh, mut dhw, mut dc_prev, mut direct) = (
-        vec![T::zero(); nh],
-        vec![T::zero(); ng],
-        vec![T::zero(); nh],
-        vec![T::zero(); nh],
-    );
+    let (mut dh, mut dc_prev, mut direct) = (vec![T::zero(); nh], vec![T::zero(); nh], vec![T::zero(); nh]);
     let zeros = vec![T::zero(); nh];
+    let lstm = d.cell == Cell::Lstm;
     for s in (0..d.steps).rev() {
         let t = d.time(s);
         step_dh(d, t, g, &dh_next, &mut dh);
@@ -139,7 +199,6 @@ fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T]) -> Grads<T> {
         } else {
             &sv.h[(s - 1) * nh..s * nh]
         };
-        let lstm = d.cell == Cell::Lstm;
         for n in 0..d.batch {
             let (hr, gr) = (n * d.hid..(n + 1) * d.hid, n * d.gh..(n + 1) * d.gh);
             let c_prev = if s == 0 || !lstm {
@@ -161,21 +220,28 @@ fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T]) -> Grads<T> {
                 dc: &dc_next[hr.clone()],
             };
             let dx = &mut dxw[d.at(n, t, d.gh)..][..d.gh];
-            cell_backward(
-                d.cell,
-                &step,
-                dx,
-                &mut dhw[gr],
-                &mut dc_prev[hr.clone()],
-                &mut direct[hr],
-            );
+            let dhw = &mut dhw[s * ng..][gr];
+            cell_backward(d.cell, &step, dx, dhw, &mut dc_prev[hr.clone()], &mut direct[hr]);
         }
         std::mem::swap(&mut dc_next, &mut dc_prev);
-        dh_next.copy_from_slice(&direct);
-        hidden_product_dh(&dhw, w, d.hid, &mut dh_next);
-        hidden_product_dw(&dhw, h_prev, d.hid, &mut dw, Some(&mut db));
+        if s > 0 {
+            dh_next.copy_from_slice(&direct);
+            hidden_product_dh(&dhw[s * ng..(s + 1) * ng], w, d.hid, &mut dh_next, d.threaded());
+        }
     }
-    (dxw, dw, db)
+    let mut dw = vec![T::zero(); w.len()];
+    // Step 0's previous state is zero: it adds nothing to dW_hh.
+    let later = ng.min(dhw.len());
+    hidden_product_dw(
+        &dhw[later..],
+        &sv.h[..sv.h.len().saturating_sub(nh)],
+        d.hid,
+        &mut dw,
+        d.threaded(),
+    );
+    let mut db = vec![T::zero(); d.gh];
+    bias_grad(&dhw, &mut db);
+    (dw, db)
 }
 
 struct RecurrenceBackward {
@@ -252,6 +318,7 @@ fn check_shapes(xw: &Tensor, w_hh: &Tensor, b_hh: Option<&Tensor>, cell: Cell) -
         gh,
         cell,
         reverse: false,
+        part: batch,
     })
 }
 
@@ -265,6 +332,10 @@ impl Tensor {
         let dims = Dims {
             reverse,
             ..check_shapes(self, w_hh, b_hh, cell)?
+        };
+        let dims = Dims {
+            part: dims.part_size(rayon::current_num_threads()),
+            ..dims
         };
         let (xs, ws) = (self.contiguous_storage(), w_hh.contiguous_storage());
         let bs = b_hh.map(Tensor::contiguous_storage);
@@ -297,7 +368,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::Cell;
+    use super::{backward, forward, Cell, Dims};
     use crate::testutil::{check, rand64};
     use crate::Tensor;
 
@@ -369,6 +440,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn parts_of_the_batch_give_the_unsplit_result() {
+        for cell in CELLS {
+            let (batch, steps, hid) = (7, 4, 3);
+            let gh = cell.gates() * hid;
+            let xw = rand64(&[batch, steps, gh], 1).to_vec_f64();
+            let w = rand64(&[gh, hid], 2).mul_scalar(0.5).to_vec_f64();
+            let b = rand64(&[gh], 3).to_vec_f64();
+            let g = rand64(&[batch, steps, hid], 4).to_vec_f64();
+            let run = |part: usize| {
+                let d = Dims {
+                    batch,
+                    steps,
+                    hid,
+                    gh,
+                    cell,
+                    reverse: true,
+                    part,
+                };
+                let (out, saved) = forward(d, &xw, &w, Some(&b));
+                assert_eq!(saved.len(), batch.div_ceil(part));
+                let (dxw, dw, db) = backward(d, &saved, &w, &g);
+                [out, dxw, dw, db]
+            };
+            let whole = run(batch);
+            for part in [1, 3] {
+                for (a, p) in run(part).iter().zip(&whole) {
+                    for (a, p) in a.iter().zip(p) {
+                        assert!((a - p).abs() < 1e-12, "{cell:?} part {part}: {a} vs {p}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_batches_are_split_small_ones_are_not() {
+        let d = |batch: usize, steps: usize| Dims {
+            batch,
+            steps,
+            hid: 128,
+            gh: 512,
+            cell: Cell::Lstm,
+            reverse: false,
+            part: batch,
+        };
+        assert_eq!(d(64, 28).part_size(2), 32);
+        assert_eq!(d(64, 28).part_size(1), 64);
+        assert_eq!(d(16, 1).part_size(2), 16);
+        assert_eq!(d(12, 28).part_size(4), 12);
+        assert_eq!(d(0, 28).part_size(2), 1);
     }
 
     #[test]
