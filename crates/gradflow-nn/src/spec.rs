@@ -20,8 +20,8 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{
-    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, RecurrentConfig,
-    RecurrentOutput, Residual, Sequential,
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, PoolMode,
+    PositionEmbedding, RecurrentConfig, RecurrentOutput, Residual, SequencePool, Sequential,
 };
 use crate::module::Module;
 use gradflow::{Cell, Conv2dParams, DType, Pool2dParams};
@@ -104,6 +104,19 @@ pub enum LayerSpec {
     Activation(Activation),
     /// `nn.RNN`, `nn.LSTM` or `nn.GRU` with `batch_first=True` (the input size is inferred).
     Recurrent(RecurrentSpec),
+    /// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)` on token ids.
+    Embedding {
+        /// Rows of the table: the ids run from 0 to `num_embeddings - 1`.
+        num_embeddings: usize,
+        /// Width of each row.
+        embedding_dim: usize,
+        /// The id whose row stays zero and gets no gradient.
+        padding_idx: Option<usize>,
+    },
+    /// A learned `[T, E]` added to each `[T, E]` sample (shape inferred).
+    PositionEmbedding,
+    /// `[T, E]` → `[E]`: the mean, first or last step.
+    SequencePool(PoolMode),
 }
 
 /// The constructor arguments of a recurrent layer in a model file.
@@ -317,6 +330,11 @@ fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
             ..
         } => dims.iter().map(|&d| ("normalized_shape", d)).collect(),
         LayerSpec::Recurrent(r) => vec![("hidden_size", r.hidden_size), ("num_layers", r.num_layers)],
+        LayerSpec::Embedding {
+            num_embeddings,
+            embedding_dim,
+            ..
+        } => vec![("num_embeddings", *num_embeddings), ("embedding_dim", *embedding_dim)],
         _ => Vec::new(),
     };
     match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
@@ -366,6 +384,12 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             ..
         } => elements(&l.layernorm_shape(shape))?.checked_mul(2),
         LayerSpec::Recurrent(r) => recurrent_allocation(r, shape[1]),
+        LayerSpec::Embedding {
+            num_embeddings,
+            embedding_dim,
+            ..
+        } => num_embeddings.checked_mul(*embedding_dim),
+        LayerSpec::PositionEmbedding => elements(shape),
         _ => Some(0),
     }
 }
@@ -495,6 +519,37 @@ impl Keys<'_> {
             Some(v) => self.err(format!("'{key}' must be a list of [[layer.{key}]] tables, got {v}")),
         }
     }
+    fn embedding(&mut self) -> Result<LayerSpec> {
+        let num_embeddings = self.usize("num_embeddings", None)?;
+        let embedding_dim = self.usize("embedding_dim", None)?;
+        let padding_idx = match self.get("padding_idx") {
+            None => None,
+            Some(toml::Value::Integer(i)) if (0..num_embeddings as i64).contains(i) => Some(*i as usize),
+            Some(v) => {
+                return self.err(format!(
+                    "'padding_idx' must be an id from 0 to {} (below num_embeddings), got {v}",
+                    num_embeddings - 1
+                ))
+            }
+        };
+        Ok(LayerSpec::Embedding {
+            num_embeddings,
+            embedding_dim,
+            padding_idx,
+        })
+    }
+    fn sequence_pool(&mut self) -> Result<LayerSpec> {
+        match self.get("mode") {
+            None => Ok(LayerSpec::SequencePool(PoolMode::Mean)),
+            Some(toml::Value::String(s)) if PoolMode::parse(s).is_some() => {
+                Ok(LayerSpec::SequencePool(PoolMode::parse(s).expect("checked")))
+            }
+            Some(v) => {
+                let names: Vec<String> = PoolMode::ALL.iter().map(|m| format!("\"{}\"", m.name())).collect();
+                self.err(format!("'mode' must be one of {}, got {v}", names.join(", ")))
+            }
+        }
+    }
     fn layernorm(&mut self) -> Result<LayerSpec> {
         let normalized_shape = match self.get("normalized_shape") {
             None => None,
@@ -546,6 +601,9 @@ const LAYER_TYPES: &[(&str, ReadLayer)] = &[
     ("RNN", |k| k.recurrent("rnn")),
     ("LSTM", |k| k.recurrent("lstm")),
     ("GRU", |k| k.recurrent("gru")),
+    ("Embedding", |k| k.embedding()),
+    ("PositionEmbedding", |_| Ok(LayerSpec::PositionEmbedding)),
+    ("SequencePool", |k| k.sequence_pool()),
 ];
 
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
@@ -650,37 +708,37 @@ impl ModelSpec {
             .map(|(n, text)| ModelSpec::parse(text, &format!("preset {n}")).expect("presets parse"))
     }
 
-    /// Replace every activation layer with `act` (the CLI's `--activation`).
+    /// Replace every activation layer with `act` (the CLI's `--activation`),
+    /// inside Residual blocks too.
     pub fn with_activation(mut self, act: Activation) -> ModelSpec {
-        for l in &mut self.layers {
+        for_each_layer(&mut self.layers, &mut |l| {
             if let LayerSpec::Activation(a) = l {
                 *a = act;
             }
+        });
+        self
+    }
+
+    /// Set every Dropout layer's probability (the CLI's `--dropout`), inside
+    /// Residual blocks too; with no Dropout layer anywhere, insert one after
+    /// each hidden activation.
+    pub fn with_dropout(mut self, p: f64) -> ModelSpec {
+        let mut any = false;
+        for_each_layer(&mut self.layers, &mut |l| {
+            if let LayerSpec::Dropout(q) = l {
+                (*q, any) = (p, true);
+            }
+        });
+        if !any {
+            self.layers = dropout_after_activations(std::mem::take(&mut self.layers), p);
         }
         self
     }
 
-    /// Set every Dropout layer's probability (the CLI's `--dropout`); with no Dropout layer,
-    /// insert one after each hidden activation.
-    pub fn with_dropout(mut self, p: f64) -> ModelSpec {
-        if self.layers.iter().any(|l| matches!(l, LayerSpec::Dropout(_))) {
-            for l in &mut self.layers {
-                if let LayerSpec::Dropout(q) = l {
-                    *q = p;
-                }
-            }
-            return self;
-        }
-        let mut out = Vec::with_capacity(self.layers.len() * 2);
-        for l in self.layers {
-            let act = matches!(l, LayerSpec::Activation(_));
-            out.push(l);
-            if act {
-                out.push(LayerSpec::Dropout(p));
-            }
-        }
-        self.layers = out;
-        self
+    /// Whether the model reads integer token ids (its first layer is an
+    /// Embedding): such an input has no gradient.
+    pub fn takes_token_ids(&self) -> bool {
+        matches!(self.layers.first(), Some(LayerSpec::Embedding { .. }))
     }
 
     /// Build the network, checking every layer's input shape first. Models
@@ -703,6 +761,37 @@ impl ModelSpec {
         };
         Ok(b.stack(&self.layers, &self.input, "")?.0)
     }
+}
+
+/// Calls `f` on every layer of `layers`, nested lists included.
+fn for_each_layer(layers: &mut [LayerSpec], f: &mut impl FnMut(&mut LayerSpec)) {
+    for l in layers {
+        f(l);
+        if let LayerSpec::Residual { body, shortcut } = l {
+            for_each_layer(body, f);
+            for_each_layer(shortcut.as_deref_mut().unwrap_or_default(), f);
+        }
+    }
+}
+
+/// `layers` with a Dropout of `p` after each activation, inside Residual blocks too.
+fn dropout_after_activations(layers: Vec<LayerSpec>, p: f64) -> Vec<LayerSpec> {
+    let mut out = Vec::with_capacity(layers.len() * 2);
+    for l in layers {
+        let l = match l {
+            LayerSpec::Residual { body, shortcut } => LayerSpec::Residual {
+                body: dropout_after_activations(body, p),
+                shortcut: shortcut.map(|s| dropout_after_activations(s, p)),
+            },
+            other => other,
+        };
+        let act = matches!(l, LayerSpec::Activation(_));
+        out.push(l);
+        if act {
+            out.push(LayerSpec::Dropout(p));
+        }
+    }
+    out
 }
 
 /// The state of one [`ModelSpec::build`]: weights drawn in layer order, nested
@@ -807,9 +896,11 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
         LayerSpec::Linear { .. } if shape.len() > 2 => Err(format!(
             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
         )),
-        LayerSpec::Recurrent(_) if shape.len() != 2 => Err(format!(
-            "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
-        )),
+        LayerSpec::Recurrent(_) | LayerSpec::PositionEmbedding | LayerSpec::SequencePool(_) if shape.len() != 2 => {
+            Err(format!(
+                "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
+            ))
+        }
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
             Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
         }
@@ -957,6 +1048,16 @@ impl LayerSpec {
                 .filter_map(|(key, value)| Some((key, value.to_toml()?)))
                 .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
             LayerSpec::Recurrent(r) => write_recurrent(s, r),
+            LayerSpec::Embedding {
+                num_embeddings,
+                embedding_dim,
+                padding_idx,
+            } => {
+                let _ = writeln!(s, "num_embeddings = {num_embeddings}\nembedding_dim = {embedding_dim}");
+                padding_idx.map_or(Ok(()), |p| writeln!(s, "padding_idx = {p}"))
+            }
+            LayerSpec::PositionEmbedding => Ok(()),
+            LayerSpec::SequencePool(mode) => writeln!(s, "mode = \"{}\"", mode.name()),
         };
     }
 
@@ -1008,6 +1109,18 @@ impl LayerSpec {
             }
             LayerSpec::Activation(a) => Box::new(*a),
             LayerSpec::Recurrent(r) => Box::new(r.config(shape[1]).build(opts.dtype, rng)),
+            LayerSpec::Embedding {
+                num_embeddings,
+                embedding_dim,
+                padding_idx,
+            } => Box::new(
+                Embedding::new(*num_embeddings, *embedding_dim)
+                    .padding_idx(*padding_idx)
+                    .dtype(opts.dtype)
+                    .build(rng),
+            ),
+            LayerSpec::PositionEmbedding => Box::new(PositionEmbedding::new(shape[0], shape[1], opts.dtype, rng)),
+            LayerSpec::SequencePool(mode) => Box::new(SequencePool(*mode)),
             LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
         }
     }
@@ -1065,6 +1178,9 @@ impl LayerSpec {
                 Cell::Lstm => "LSTM",
                 Cell::Gru => "GRU",
             },
+            LayerSpec::Embedding { .. } => "Embedding",
+            LayerSpec::PositionEmbedding => "PositionEmbedding",
+            LayerSpec::SequencePool(_) => "SequencePool",
         }
     }
 }
@@ -1380,6 +1496,89 @@ max_val = 2.0
             e.starts_with("layer 0 (GRU): expects a sequence [steps, features]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn token_and_sequence_layers_parse_build_and_round_trip() {
+        let text = "input = [5]\n[[layer]]\ntype = \"Embedding\"\nnum_embeddings = 10\nembedding_dim = 4\npadding_idx = 0\n\
+                    [[layer]]\ntype = \"PositionEmbedding\"\n[[layer]]\ntype = \"SequencePool\"\nmode = \"last\"\n\
+                    [[layer]]\ntype = \"Linear\"\nout_features = 3\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert!(spec.takes_token_ids());
+        assert_eq!(spec.output_shape().unwrap(), vec![3]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let shapes: Vec<(String, Vec<usize>)> = net
+            .parameters()
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.shape().to_vec()))
+            .collect();
+        assert_eq!(shapes[0], ("0.weight".to_string(), vec![10, 4]));
+        assert_eq!(shapes[1], ("1.weight".to_string(), vec![5, 4]));
+        assert_eq!(net.parameters()[0].tensor.to_vec_f64()[..4], [0.0; 4]);
+        let pool = ModelSpec::parse("input = [3, 2]\n[[layer]]\ntype = \"SequencePool\"\n", "m.toml").unwrap();
+        assert_eq!(pool.layers[0], LayerSpec::SequencePool(PoolMode::Mean));
+        assert!(!pool.takes_token_ids());
+    }
+
+    #[test]
+    fn token_and_sequence_layer_errors_name_the_layer_and_cause() {
+        let emb = "input = [5]\n[[layer]]\ntype = \"Embedding\"\n";
+        let bad = [
+            (format!("{emb}num_embeddings = 4\n"), "m.toml: layer 0 (Embedding): missing key 'embedding_dim'"),
+            (
+                format!("{emb}num_embeddings = 4\nembedding_dim = 2\npadding_idx = 4\n"),
+                "m.toml: layer 0 (Embedding): 'padding_idx' must be an id from 0 to 3 (below num_embeddings), got 4",
+            ),
+            (
+                format!("{emb}num_embeddings = 0\nembedding_dim = 2\n"),
+                "m.toml: layer 0 (Embedding): 'num_embeddings' must be a positive integer",
+            ),
+            (
+                "input = [3, 2]\n[[layer]]\ntype = \"SequencePool\"\nmode = \"max\"\n".to_string(),
+                "m.toml: layer 0 (SequencePool): 'mode' must be one of \"mean\", \"first\", \"last\", got \"max\"",
+            ),
+        ];
+        for (text, want) in bad {
+            let e = ModelSpec::parse(&text, "m.toml").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        for ty in ["SequencePool", "PositionEmbedding"] {
+            let e = ModelSpec::parse(&format!("input = [6]\n[[layer]]\ntype = \"{ty}\"\n"), "m.toml")
+                .unwrap()
+                .build(BuildOptions::default())
+                .unwrap_err()
+                .to_string();
+            let want = format!("layer 0 ({ty}): expects a sequence [steps, features], gets shape [6]");
+            assert!(e.starts_with(&want), "{e}");
+        }
+    }
+
+    /// `--activation` and `--dropout` reach into Residual bodies and shortcuts.
+    #[test]
+    fn activation_and_dropout_reach_inside_residual_blocks() {
+        let text = format!(
+            "{RES}[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 12\n[[layer.shortcut]]\ntype = \"Tanh\"\n"
+        );
+        let spec = ModelSpec::parse(&text, "m.toml").unwrap().with_activation(Activation::Sigmoid);
+        let LayerSpec::Residual { body, shortcut } = &spec.layers[0] else {
+            panic!("a Residual block")
+        };
+        assert_eq!(body[1], LayerSpec::Activation(Activation::Sigmoid));
+        assert_eq!(shortcut.as_ref().unwrap()[1], LayerSpec::Activation(Activation::Sigmoid));
+        let LayerSpec::Residual { body, shortcut } = &spec.clone().with_dropout(0.25).layers[0] else {
+            panic!("a Residual block")
+        };
+        assert_eq!(body[2], LayerSpec::Dropout(0.25));
+        assert_eq!(shortcut.as_ref().unwrap()[2], LayerSpec::Dropout(0.25));
+        // An existing Dropout inside a body takes the new probability; none is added.
+        let once = spec.with_dropout(0.25);
+        let twice = once.clone().with_dropout(0.5);
+        let LayerSpec::Residual { body, .. } = &twice.layers[0] else {
+            panic!("a Residual block")
+        };
+        assert_eq!(body.len(), 3);
+        assert_eq!(body[2], LayerSpec::Dropout(0.5));
     }
 
     #[test]

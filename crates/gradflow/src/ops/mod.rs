@@ -5,6 +5,7 @@ pub mod activation;
 pub mod binary;
 pub mod conv;
 pub mod dropout;
+pub mod embedding;
 pub mod index;
 pub mod loss;
 pub mod matmul;
