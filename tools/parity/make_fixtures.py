@@ -436,7 +436,13 @@ def toml_of(input_shape, seq):
             lines += [f"hidden_size = {m.hidden_size}", f"num_layers = {m.num_layers}"]
             lines += [f"bias = {str(m.bias).lower()}", f"bidirectional = {str(m.bidirectional).lower()}"]
             lines += [f"dropout = {float(m.dropout)!r}", f'output = "{m.output_kind}"']
-        elif isinstance(m, (nn.ReLU, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Flatten)):
+        elif isinstance(m, nn.Embedding):
+            lines += [f"num_embeddings = {m.num_embeddings}", f"embedding_dim = {m.embedding_dim}"]
+            if m.padding_idx is not None:
+                lines.append(f"padding_idx = {m.padding_idx}")
+        elif isinstance(m, SequencePool):
+            lines.append(f'mode = "{m.mode}"')
+        elif isinstance(m, (nn.ReLU, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Flatten, PositionEmbedding)):
             pass
         else:
             raise TypeError(t)
@@ -455,6 +461,28 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return (x if self.shortcut is None else self.shortcut(x)) + self.body(x)
+
+
+class SequencePool(nn.Module):
+    """gradflow's SequencePool: [N, T, E] -> [N, E] by the mean, first or last step."""
+
+    def __init__(self, mode="mean"):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        return {"mean": lambda: x.mean(dim=1), "first": lambda: x[:, 0], "last": lambda: x[:, -1]}[self.mode]()
+
+
+class PositionEmbedding(nn.Module):
+    """gradflow's PositionEmbedding: a learned [T, E] added to each sample."""
+
+    def __init__(self, steps, dim):
+        super().__init__()
+        self.weight = nn.Parameter(0.02 * torch.randn(steps, dim))
+
+    def forward(self, x):
+        return x + self.weight
 
 
 ACTS = {
@@ -587,6 +615,20 @@ def res_cnn():
     )
 
 
+def emb_pos_mean():
+    # Token ids (a padding id among them) through a learned table, positions, the mean over steps.
+    return nn.Sequential(nn.Embedding(10, 6, padding_idx=0), PositionEmbedding(5, 6), SequencePool("mean"), nn.Linear(6, 4))
+
+
+def emb_ln_first():
+    return nn.Sequential(nn.Embedding(7, 6), nn.LayerNorm(6), nn.Tanh(), SequencePool("first"), nn.Linear(6, 4))
+
+
+def pos_last():
+    # Features per step: the input gradient flows through PositionEmbedding and SequencePool.
+    return nn.Sequential(nn.Linear(3, 6), PositionEmbedding(4, 6), nn.ReLU(), SequencePool("last"), nn.Linear(6, 3))
+
+
 def recurrent(cls, output, **kw):
     """`cls` (nn.RNN, nn.LSTM, nn.GRU) with batch_first=True, handing on either the
     whole output sequence or the top layer's h_n of each direction (gradflow's
@@ -682,6 +724,12 @@ def model_list():
         dict(name="res_cnn_train_f64", build=res_cnn, input=[3, 5, 5], n=4, dtype=F64, seed=272, mode="train"),
         dict(name="res_cnn_train_f32", build=res_cnn, input=[3, 5, 5], n=4, dtype=F32, seed=273, mode="train"),
     ]
+    ms += [
+        dict(name="emb_pos_mean_f64", build=emb_pos_mean, input=[5], n=4, dtype=F64, seed=280, tokens=10),
+        dict(name="emb_ln_first_f32", build=emb_ln_first, input=[5], n=4, dtype=F32, seed=281, tokens=7),
+        dict(name="pos_last_f64", build=pos_last, input=[4, 3], n=4, dtype=F64, seed=282),
+        dict(name="pos_last_f32", build=pos_last, input=[4, 3], n=4, dtype=F32, seed=283),
+    ]
     return ms + recurrent_list()
 
 
@@ -735,14 +783,24 @@ def write_model(spec):
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g, dtype=F64))
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g, dtype=F64))
+            if isinstance(m, PositionEmbedding):
+                # Large enough to matter next to the input.
+                m.weight.copy_(0.5 * torch.randn(m.weight.shape, generator=g, dtype=F64))
     n, shape = spec["n"], spec["input"]
-    if spec.get("image"):
+    if "tokens" in spec:
+        # int64 ids, as nn.Embedding takes them; the first is the padding id, if any.
+        x = torch.randint(0, spec["tokens"], (n, *shape), generator=g)
+        pad = model[0].padding_idx
+        if pad is not None:
+            x[0, 0] = pad
+    elif spec.get("image"):
         x = torch.rand(n, *shape, generator=g, dtype=F64)
     elif "offset" in spec:
         x = spec["offset"] + spec["spread"] * torch.randn(n, *shape, generator=g, dtype=F64)
     else:
         x = 1.5 * torch.randn(n, *shape, generator=g, dtype=F64)
-    x = x.to(dtype)
+    if x.is_floating_point():
+        x = x.to(dtype)
     classes = model[-1].out_features
     target = torch.randint(0, classes, (n,), generator=g)
 
@@ -756,7 +814,8 @@ def write_model(spec):
     ref64 = reference_grads_f64(model, x, target, mode, ls) if spec.get("ref64") else {}
 
     model.train(mode == "train")
-    xi = x.clone().requires_grad_(True)
+    # Token ids have no gradient.
+    xi = x.clone().requires_grad_(x.is_floating_point())
     out = model(xi)
     data_loss = F.cross_entropy(out, target, label_smoothing=ls)
     loss = data_loss + penalty(model, l1, l2)
@@ -764,7 +823,8 @@ def write_model(spec):
     exp = {"out": out.detach().clone(), "loss": loss.detach().clone(), "data_loss": data_loss.detach().clone()}
     for k, p in model.named_parameters():
         exp[f"grad/{k}"] = p.grad.detach().clone()
-    exp["grad/input"] = xi.grad.detach().clone()
+    if xi.requires_grad:
+        exp["grad/input"] = xi.grad.detach().clone()
     for k, b in model.named_buffers():
         exp[f"state/{k}"] = b.detach().clone()
     exp.update(ref64)
