@@ -2,7 +2,9 @@
 //! learned row of the weight. gradflow tensors hold floats, so the ids arrive
 //! as whole numbers in an f32/f64 tensor and are checked before the lookup.
 
+use std::fmt::Write as _;
 use crate::module::{Ctx, Module, NamedTensor};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{DType, Result, Tensor};
 use rand::Rng;
 
@@ -122,6 +124,76 @@ impl Module for Embedding {
     fn describe(&self) -> String {
         let padding = self.padding_idx.map(|p| format!(", padding_idx {p}")).unwrap_or_default();
         format!("Embedding({} → {}{padding})", self.num_embeddings(), self.embedding_dim())
+    }
+}
+
+/// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)` in a model file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmbeddingSpec {
+    /// Rows of the table: the ids run from 0 to `num_embeddings - 1`.
+    pub num_embeddings: usize,
+    /// Width of each row.
+    pub embedding_dim: usize,
+    /// The id whose row stays zero and gets no gradient.
+    pub padding_idx: Option<usize>,
+}
+
+impl LayerDecl for EmbeddingSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["Embedding"]
+    }
+    fn description() -> &'static str {
+        "a learned vector per integer token id: [T] ids -> [T, embedding_dim]"
+    }
+    fn read(_ty: &str, k: &mut Keys<'_>) -> crate::Result<EmbeddingSpec> {
+        let num_embeddings = k.usize("num_embeddings", None)?;
+        let embedding_dim = k.usize("embedding_dim", None)?;
+        let padding_idx = match k.get("padding_idx") {
+            None => None,
+            Some(toml::Value::Integer(i)) if (0..num_embeddings as i64).contains(i) => Some(*i as usize),
+            Some(v) => {
+                return k.err(format!(
+                    "'padding_idx' must be an id from 0 to {} (below num_embeddings), got {v}",
+                    num_embeddings - 1
+                ))
+            }
+        };
+        Ok(EmbeddingSpec {
+            num_embeddings,
+            embedding_dim,
+            padding_idx,
+        })
+    }
+    fn kind(&self) -> &'static str {
+        "Embedding"
+    }
+    fn write(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "num_embeddings = {}\nembedding_dim = {}",
+            self.num_embeddings, self.embedding_dim
+        );
+        if let Some(p) = self.padding_idx {
+            let _ = writeln!(s, "padding_idx = {p}");
+        }
+    }
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("num_embeddings", self.num_embeddings),
+            ("embedding_dim", self.embedding_dim),
+        ]
+    }
+    fn parameter_count(&self, _shape: &[usize]) -> Option<usize> {
+        self.num_embeddings.checked_mul(self.embedding_dim)
+    }
+    fn gain_before(&self) -> Option<f64> {
+        Some(1.0)
+    }
+    fn build(&self, _shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let config = Embedding::new(self.num_embeddings, self.embedding_dim)
+            .padding_idx(self.padding_idx)
+            .dtype(cx.dtype());
+        Ok(Box::new(config.build(cx.rng())))
     }
 }
 

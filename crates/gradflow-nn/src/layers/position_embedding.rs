@@ -3,6 +3,7 @@
 //! the steps apart.
 
 use crate::module::{Ctx, Module, NamedTensor};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{DType, Result, Tensor};
 use rand::Rng;
 
@@ -53,6 +54,41 @@ impl Module for PositionEmbedding {
     }
     fn describe(&self) -> String {
         format!("PositionEmbedding({:?})", self.weight.shape())
+    }
+}
+
+/// A learned position embedding in a model file; its `[T, E]` is the input's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PositionEmbeddingSpec;
+
+impl LayerDecl for PositionEmbeddingSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["PositionEmbedding"]
+    }
+    fn description() -> &'static str {
+        "x + a learned [T, E], one vector per position of a sequence"
+    }
+    fn read(_ty: &str, _k: &mut Keys<'_>) -> crate::Result<PositionEmbeddingSpec> {
+        Ok(PositionEmbeddingSpec)
+    }
+    fn kind(&self) -> &'static str {
+        "PositionEmbedding"
+    }
+    fn write(&self, _s: &mut String) {}
+    fn check_input(&self, shape: &[usize]) -> crate::Result<()> {
+        if shape.len() != 2 {
+            return crate::error::bad_shape(format!(
+                "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
+            ));
+        }
+        Ok(())
+    }
+    fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
+        shape[0].checked_mul(shape[1])
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let dtype = cx.dtype();
+        Ok(Box::new(PositionEmbedding::new(shape[0], shape[1], dtype, cx.rng())))
     }
 }
 

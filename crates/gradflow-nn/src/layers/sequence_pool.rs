@@ -3,7 +3,9 @@
 //! usual choice after a transformer encoder), or by the first step (a class
 //! token) or the last (what a forward recurrent pass has seen all of).
 
+use std::fmt::Write as _;
 use crate::module::{Ctx, Module};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{Result, Tensor};
 
 /// How [`SequencePool`] reduces the steps of a sequence.
@@ -68,6 +70,54 @@ impl Module for SequencePool {
     }
     fn describe(&self) -> String {
         format!("SequencePool({})", self.0.name())
+    }
+}
+
+/// `SequencePool(mode)` in a model file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SequencePoolSpec {
+    /// How the steps are reduced (default the mean).
+    pub mode: PoolMode,
+}
+
+impl LayerDecl for SequencePoolSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["SequencePool"]
+    }
+    fn description() -> &'static str {
+        "[T, E] -> [E]: the mean over the steps, or the first or last step"
+    }
+    fn read(_ty: &str, k: &mut Keys<'_>) -> crate::Result<SequencePoolSpec> {
+        let mode = match k.get("mode") {
+            None => Some(PoolMode::Mean),
+            Some(toml::Value::String(s)) => PoolMode::parse(s),
+            Some(_) => None,
+        };
+        match mode {
+            Some(mode) => Ok(SequencePoolSpec { mode }),
+            None => {
+                let names: Vec<String> = PoolMode::ALL.iter().map(|m| format!("\"{}\"", m.name())).collect();
+                let got = k.get("mode").map(ToString::to_string).unwrap_or_default();
+                k.err(format!("'mode' must be one of {}, got {got}", names.join(", ")))
+            }
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "SequencePool"
+    }
+    fn write(&self, s: &mut String) {
+        let _ = writeln!(s, "mode = \"{}\"", self.mode.name());
+    }
+    fn check_input(&self, shape: &[usize]) -> crate::Result<()> {
+        if shape.len() != 2 {
+            return crate::error::bad_shape(format!(
+                "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
+            ));
+        }
+        Ok(())
+    }
+    fn build(&self, _shape: &[usize], _cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        Ok(Box::new(SequencePool(self.mode)))
     }
 }
 
