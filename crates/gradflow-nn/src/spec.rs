@@ -19,9 +19,10 @@
 
 use crate::error::{Error, Result};
 use crate::init::Init;
+use crate::layers::transformer::ENCODER_ACTIVATIONS;
 use crate::layers::{
-    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, RecurrentConfig,
-    RecurrentOutput, Residual, Sequential,
+    Activation, AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, MultiheadAttention,
+    RecurrentConfig, RecurrentOutput, Residual, Sequential, TransformerEncoderLayer,
 };
 use crate::module::Module;
 use gradflow::{Cell, Conv2dParams, DType, Pool2dParams};
@@ -104,6 +105,38 @@ pub enum LayerSpec {
     Activation(Activation),
     /// `nn.RNN`, `nn.LSTM` or `nn.GRU` with `batch_first=True` (the input size is inferred).
     Recurrent(RecurrentSpec),
+    /// `nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first=True)` as
+    /// self-attention (`embed_dim` is the input's last dimension), with a causal mask if asked.
+    MultiheadAttention {
+        /// Heads; they must divide embed_dim.
+        num_heads: usize,
+        /// Dropout on the attention weights.
+        dropout: f64,
+        /// Whether the projections learn biases.
+        bias: bool,
+        /// Step i attends to steps 0..=i only.
+        causal: bool,
+    },
+    /// `nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation,
+    /// layer_norm_eps, batch_first=True, norm_first)` (`d_model` is the input's last dimension).
+    TransformerEncoderLayer(EncoderSpec),
+}
+
+/// The constructor arguments of a transformer encoder layer in a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSpec {
+    /// Attention heads; they must divide d_model.
+    pub nhead: usize,
+    /// Width of the feed-forward network.
+    pub dim_feedforward: usize,
+    /// Dropout everywhere in the block.
+    pub dropout: f64,
+    /// `relu` or `gelu`.
+    pub activation: String,
+    /// The LayerNorms' ε.
+    pub layer_norm_eps: f64,
+    /// Pre-norm instead of post-norm.
+    pub norm_first: bool,
 }
 
 /// The constructor arguments of a recurrent layer in a model file.
@@ -317,6 +350,8 @@ fn check_layer_sizes(l: &LayerSpec) -> std::result::Result<(), String> {
             ..
         } => dims.iter().map(|&d| ("normalized_shape", d)).collect(),
         LayerSpec::Recurrent(r) => vec![("hidden_size", r.hidden_size), ("num_layers", r.num_layers)],
+        LayerSpec::MultiheadAttention { num_heads, .. } => vec![("num_heads", *num_heads)],
+        LayerSpec::TransformerEncoderLayer(t) => vec![("nhead", t.nhead), ("dim_feedforward", t.dim_feedforward)],
         _ => Vec::new(),
     };
     match sizes.iter().find(|(_, v)| *v > MAX_DIM) {
@@ -366,8 +401,20 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             ..
         } => elements(&l.layernorm_shape(shape))?.checked_mul(2),
         LayerSpec::Recurrent(r) => recurrent_allocation(r, shape[1]),
+        LayerSpec::MultiheadAttention { bias, .. } => attention_allocation(shape[1], *bias),
+        LayerSpec::TransformerEncoderLayer(t) => {
+            // Attention, linear1 and linear2 with biases, two LayerNorms.
+            let (e, f) = (shape[1], t.dim_feedforward);
+            let ff = e.checked_mul(f)?.checked_mul(2)?.checked_add(f)?.checked_add(e)?;
+            attention_allocation(e, true)?.checked_add(ff)?.checked_add(e.checked_mul(4)?)
+        }
         _ => Some(0),
     }
+}
+
+/// Parameters of self-attention over `e` features (four `[e, e]` projections), or `None` on overflow.
+fn attention_allocation(e: usize, bias: bool) -> Option<usize> {
+    e.checked_add(usize::from(bias))?.checked_mul(e)?.checked_mul(4)
 }
 
 /// Parameters of a recurrent layer on `input_size` features, or `None` on overflow.
@@ -495,6 +542,41 @@ impl Keys<'_> {
             Some(v) => self.err(format!("'{key}' must be a list of [[layer.{key}]] tables, got {v}")),
         }
     }
+    /// A probability key in [0, 1) (PyTorch's dropout arguments).
+    fn probability(&mut self, key: &'static str, default: f64) -> Result<f64> {
+        let p = self.float(key, default)?;
+        if !(0.0..1.0).contains(&p) {
+            return self.err(format!("'{key}' must be in [0, 1), got {p}"));
+        }
+        Ok(p)
+    }
+    fn attention(&mut self) -> Result<LayerSpec> {
+        Ok(LayerSpec::MultiheadAttention {
+            num_heads: self.usize("num_heads", None)?,
+            dropout: self.probability("dropout", 0.0)?,
+            bias: self.bool("bias", true)?,
+            causal: self.bool("causal", false)?,
+        })
+    }
+    fn encoder(&mut self) -> Result<LayerSpec> {
+        let activation = match self.get("activation") {
+            None => "relu".to_string(),
+            Some(toml::Value::String(s)) if ENCODER_ACTIVATIONS.contains(&s.as_str()) => s.clone(),
+            Some(v) => return self.err(format!("'activation' must be \"relu\" or \"gelu\", got {v}")),
+        };
+        let spec = EncoderSpec {
+            nhead: self.usize("nhead", None)?,
+            dim_feedforward: self.usize("dim_feedforward", Some(2048))?,
+            dropout: self.probability("dropout", 0.1)?,
+            activation,
+            layer_norm_eps: self.float("layer_norm_eps", 1e-5)?,
+            norm_first: self.bool("norm_first", false)?,
+        };
+        if spec.layer_norm_eps <= 0.0 {
+            return self.err("'layer_norm_eps' must be positive");
+        }
+        Ok(LayerSpec::TransformerEncoderLayer(spec))
+    }
     fn layernorm(&mut self) -> Result<LayerSpec> {
         let normalized_shape = match self.get("normalized_shape") {
             None => None,
@@ -546,6 +628,8 @@ const LAYER_TYPES: &[(&str, ReadLayer)] = &[
     ("RNN", |k| k.recurrent("rnn")),
     ("LSTM", |k| k.recurrent("lstm")),
     ("GRU", |k| k.recurrent("gru")),
+    ("MultiheadAttention", |k| k.attention()),
+    ("TransformerEncoderLayer", |k| k.encoder()),
 ];
 
 fn parse_layer(table: &Table, ctx: String) -> Result<LayerSpec> {
@@ -755,7 +839,11 @@ fn gain_after(layers: &[LayerSpec], i: usize) -> f64 {
         .iter()
         .find_map(|n| match n {
             LayerSpec::Activation(a) => Some(a.gain()),
-            LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. } | LayerSpec::Recurrent(_) => Some(1.0),
+            LayerSpec::Linear { .. }
+            | LayerSpec::Conv2d { .. }
+            | LayerSpec::Recurrent(_)
+            | LayerSpec::MultiheadAttention { .. }
+            | LayerSpec::TransformerEncoderLayer(_) => Some(1.0),
             _ => None,
         })
         .unwrap_or(1.0)
@@ -807,9 +895,22 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
         LayerSpec::Linear { .. } if shape.len() > 2 => Err(format!(
             "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
         )),
-        LayerSpec::Recurrent(_) if shape.len() != 2 => Err(format!(
-            "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
-        )),
+        LayerSpec::Recurrent(_) | LayerSpec::MultiheadAttention { .. } | LayerSpec::TransformerEncoderLayer(_)
+            if shape.len() != 2 =>
+        {
+            Err(format!(
+                "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
+            ))
+        }
+        LayerSpec::MultiheadAttention { num_heads: h, .. }
+        | LayerSpec::TransformerEncoderLayer(EncoderSpec { nhead: h, .. })
+            if !shape[1].is_multiple_of(*h) =>
+        {
+            Err(format!(
+                "the embedding width {} (the input's last dimension) is not divisible by {} heads",
+                shape[1], h
+            ))
+        }
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
             Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
         }
@@ -957,6 +1058,20 @@ impl LayerSpec {
                 .filter_map(|(key, value)| Some((key, value.to_toml()?)))
                 .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
             LayerSpec::Recurrent(r) => write_recurrent(s, r),
+            LayerSpec::MultiheadAttention {
+                num_heads,
+                dropout,
+                bias,
+                causal,
+            } => writeln!(
+                s,
+                "num_heads = {num_heads}\ndropout = {dropout:?}\nbias = {bias}\ncausal = {causal}"
+            ),
+            LayerSpec::TransformerEncoderLayer(t) => writeln!(
+                s,
+                "nhead = {}\ndim_feedforward = {}\ndropout = {:?}\nactivation = \"{}\"\nlayer_norm_eps = {:?}\nnorm_first = {}",
+                t.nhead, t.dim_feedforward, t.dropout, t.activation, t.layer_norm_eps, t.norm_first
+            ),
         };
     }
 
@@ -1008,7 +1123,43 @@ impl LayerSpec {
             }
             LayerSpec::Activation(a) => Box::new(*a),
             LayerSpec::Recurrent(r) => Box::new(r.config(shape[1]).build(opts.dtype, rng)),
+            LayerSpec::MultiheadAttention { .. } | LayerSpec::TransformerEncoderLayer(_) => {
+                self.instantiate_attention(shape[1], opts.dtype, rng)
+            }
             LayerSpec::Residual { .. } => unreachable!("Residual blocks are built by Builder::stack"),
+        }
+    }
+
+    /// Attention or an encoder block on `e` features per step, heads already checked to divide `e`.
+    fn instantiate_attention(&self, e: usize, dtype: DType, rng: &mut ChaCha8Rng) -> Box<dyn Module> {
+        let checked = "check_input_rank checks the heads and the parser the rest";
+        match self {
+            LayerSpec::MultiheadAttention {
+                num_heads,
+                dropout,
+                bias,
+                causal,
+            } => Box::new(
+                MultiheadAttention::new(e, *num_heads)
+                    .dropout(*dropout)
+                    .bias(*bias)
+                    .causal(*causal)
+                    .dtype(dtype)
+                    .build(rng)
+                    .expect(checked),
+            ),
+            LayerSpec::TransformerEncoderLayer(t) => Box::new(
+                TransformerEncoderLayer::new(e, t.nhead)
+                    .dim_feedforward(t.dim_feedforward)
+                    .dropout(t.dropout)
+                    .activation(&t.activation)
+                    .layer_norm_eps(t.layer_norm_eps)
+                    .norm_first(t.norm_first)
+                    .dtype(dtype)
+                    .build(rng)
+                    .expect(checked),
+            ),
+            _ => unreachable!("only attention layers"),
         }
     }
 
@@ -1065,6 +1216,8 @@ impl LayerSpec {
                 Cell::Lstm => "LSTM",
                 Cell::Gru => "GRU",
             },
+            LayerSpec::MultiheadAttention { .. } => "MultiheadAttention",
+            LayerSpec::TransformerEncoderLayer(_) => "TransformerEncoderLayer",
         }
     }
 }
