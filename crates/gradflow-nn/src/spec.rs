@@ -889,7 +889,8 @@ fn pair_text((a, b): (usize, usize)) -> String {
 }
 
 /// Checks that a weighted layer gets an input of the rank it needs (and, for
-/// a convolution, channels its groups divide), before any size arithmetic.
+/// a convolution, channels its groups divide; for attention, a width its heads
+/// divide), before any size arithmetic.
 fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), String> {
     match l {
         LayerSpec::Linear { .. } if shape.len() > 2 => Err(format!(
@@ -911,6 +912,16 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
                 shape[1], h
             ))
         }
+        // Specs built in code skip the parser: the constructors' other refusals, as messages.
+        LayerSpec::MultiheadAttention { dropout: p, .. } | LayerSpec::TransformerEncoderLayer(EncoderSpec { dropout: p, .. })
+            if !(0.0..1.0).contains(p) =>
+        {
+            Err(format!("'dropout' must be in [0, 1), got {p}"))
+        }
+        LayerSpec::TransformerEncoderLayer(t) if !ENCODER_ACTIVATIONS.contains(&t.activation.as_str()) => Err(format!(
+            "'activation' must be \"relu\" or \"gelu\", got \"{}\"",
+            t.activation
+        )),
         LayerSpec::Conv2d { .. } if shape.len() != 3 => {
             Err(format!("expects [channels, height, width] input, gets shape {shape:?}"))
         }
@@ -1488,6 +1499,69 @@ max_val = 2.0
         assert_eq!(lstm.output_shape().unwrap(), vec![10]);
         let n = lstm.build(BuildOptions::default()).unwrap().num_parameters();
         assert_eq!(n, 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10);
+    }
+
+    #[test]
+    fn attention_layers_parse_build_and_round_trip() {
+        let text = "input = [5, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n\
+                    [[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\ncausal = true\n\
+                    [[layer]]\ntype = \"TransformerEncoderLayer\"\nnhead = 4\ndim_feedforward = 16\nactivation = \"gelu\"\nnorm_first = true\n\
+                    [[layer]]\ntype = \"Flatten\"\n[[layer]]\ntype = \"Linear\"\nout_features = 3\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert_eq!(spec.output_shape().unwrap(), vec![3]);
+        let LayerSpec::TransformerEncoderLayer(t) = &spec.layers[2] else { panic!() };
+        assert_eq!((t.dropout, t.layer_norm_eps, t.activation.as_str()), (0.1, 1e-5, "gelu"));
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().into_iter().map(|p| p.name).collect();
+        assert_eq!(names[2..6], ["1.in_proj_weight", "1.in_proj_bias", "1.out_proj.weight", "1.out_proj.bias"]);
+        assert_eq!(names[6], "2.self_attn.in_proj_weight");
+        assert_eq!(names[17], "2.norm2.bias");
+        // 6·8+8, attention 4·8·8+4·8, encoder: attention, 2·8·16+16+8, two LayerNorms, 40·3+3.
+        let attention = 4 * 8 * 8 + 4 * 8;
+        let want = 56 + attention + attention + 2 * 8 * 16 + 16 + 8 + 4 * 8 + 123;
+        assert_eq!(net.num_parameters(), want);
+    }
+
+    #[test]
+    fn attention_errors_name_the_layer_and_cause() {
+        let head = "input = [4, 6]\n[[layer]]\ntype = \"TransformerEncoderLayer\"\n";
+        let bad = [
+            ("", "m.toml: layer 0 (TransformerEncoderLayer): missing key 'nhead'"),
+            (
+                "nhead = 2\nactivation = \"tanh\"\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"tanh\"",
+            ),
+            ("nhead = 2\ndropout = 1.0\n", "m.toml: layer 0 (TransformerEncoderLayer): 'dropout' must be in [0, 1)"),
+            ("nhead = 2\nlayer_norm_eps = 0\n", "m.toml: layer 0 (TransformerEncoderLayer): 'layer_norm_eps' must be positive"),
+            ("nhead = 2\nd_model = 6\n", "m.toml: layer 0 (TransformerEncoderLayer): unknown key 'd_model'"),
+        ];
+        for (rest, want) in bad {
+            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let e = ModelSpec::parse("input = [4, 6]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 4\n", "m.toml")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "layer 0 (MultiheadAttention): the embedding width 6 (the input's last dimension) is not divisible by 4 heads"
+        );
+        let e = ModelSpec::parse("input = [24]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\n", "m.toml")
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("layer 0 (MultiheadAttention): expects a sequence [steps, features], gets shape [24]"), "{e}");
+        // A spec built in code with a bad activation is refused, not a panic.
+        let mut spec = ModelSpec::parse(&format!("{head}nhead = 2\n"), "m.toml").unwrap();
+        if let LayerSpec::TransformerEncoderLayer(t) = &mut spec.layers[0] {
+            t.activation = "swish".into();
+        }
+        let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
+        assert_eq!(e, "layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"swish\"");
     }
 
     #[test]
