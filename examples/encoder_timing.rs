@@ -5,7 +5,7 @@
 //! Run: `cargo run --release -p gradflow-examples --example encoder_timing -- [THREADS] [STEPS]`
 
 use gradflow::{DType, Tensor};
-use gradflow_nn::{BuildOptions, Ctx, Module, ModelSpec, MultiheadAttention};
+use gradflow_nn::{BuildOptions, Ctx, ModelSpec, Module, MultiheadAttention};
 use std::time::Instant;
 
 const ENCODER: &str = r#"
@@ -56,10 +56,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = Tensor::rand_normal(&[64, 28, 64], 0.0, 1.0, DType::F32, &mut rng).requires_grad_(true);
     let encoder = ModelSpec::parse(ENCODER, "encoder")?.build(BuildOptions::default())?;
     let attention = MultiheadAttention::new(64, 4).build(&mut rng)?;
-    println!("batch 64, 28 steps, d_model 64, 4 heads, feed-forward 128, f32, {threads} threads, median of {steps} steps");
-    for (name, net) in [("2-layer encoder", &encoder as &dyn Module), ("one attention", &attention)] {
+    println!(
+        "batch 64, 28 steps, d_model 64, 4 heads, feed-forward 128, f32, {threads} threads, median of {steps} steps"
+    );
+    for (name, net) in [
+        ("2-layer encoder", &encoder as &dyn Module),
+        ("one attention", &attention),
+    ] {
         let (f, b) = time(net, &x, steps)?;
-        println!("{name:<16} forward {f:7.3} ms  backward {b:7.3} ms  total {:7.3} ms", f + b);
+        println!(
+            "{name:<16} forward {f:7.3} ms  backward {b:7.3} ms  total {:7.3} ms",
+            f + b
+        );
     }
     Ok(())
 }

@@ -406,7 +406,9 @@ fn layer_allocation(l: &LayerSpec, shape: &[usize]) -> Option<usize> {
             // Attention, linear1 and linear2 with biases, two LayerNorms.
             let (e, f) = (shape[1], t.dim_feedforward);
             let ff = e.checked_mul(f)?.checked_mul(2)?.checked_add(f)?.checked_add(e)?;
-            attention_allocation(e, true)?.checked_add(ff)?.checked_add(e.checked_mul(4)?)
+            attention_allocation(e, true)?
+                .checked_add(ff)?
+                .checked_add(e.checked_mul(4)?)
         }
         _ => Some(0),
     }
@@ -913,7 +915,8 @@ fn check_input_rank(l: &LayerSpec, shape: &[usize]) -> std::result::Result<(), S
             ))
         }
         // Specs built in code skip the parser: the constructors' other refusals, as messages.
-        LayerSpec::MultiheadAttention { dropout: p, .. } | LayerSpec::TransformerEncoderLayer(EncoderSpec { dropout: p, .. })
+        LayerSpec::MultiheadAttention { dropout: p, .. }
+        | LayerSpec::TransformerEncoderLayer(EncoderSpec { dropout: p, .. })
             if !(0.0..1.0).contains(p) =>
         {
             Err(format!("'dropout' must be in [0, 1), got {p}"))
@@ -1009,6 +1012,28 @@ fn write_recurrent(s: &mut String, r: &RecurrentSpec) -> std::fmt::Result {
     )
 }
 
+/// The keys of the attention layers; a Residual has none (`write_stack` writes its lists).
+fn write_attention(s: &mut String, l: &LayerSpec) -> std::fmt::Result {
+    match l {
+        LayerSpec::MultiheadAttention {
+            num_heads,
+            dropout,
+            bias,
+            causal,
+        } => writeln!(
+            s,
+            "num_heads = {num_heads}\ndropout = {dropout:?}\nbias = {bias}\ncausal = {causal}"
+        ),
+        LayerSpec::TransformerEncoderLayer(t) => writeln!(
+            s,
+            "nhead = {}\ndim_feedforward = {}\ndropout = {:?}\nactivation = \"{}\"\nlayer_norm_eps = {:?}\nnorm_first = {}",
+            t.nhead, t.dim_feedforward, t.dropout, t.activation, t.layer_norm_eps, t.norm_first
+        ),
+        LayerSpec::Residual { .. } => Ok(()),
+        _ => unreachable!("write_keys writes the other layers"),
+    }
+}
+
 impl LayerSpec {
     /// This layer's keys as a model file writes them (the reader takes them back).
     fn write_keys(&self, s: &mut String) {
@@ -1062,27 +1087,13 @@ impl LayerSpec {
                 eps,
                 elementwise_affine,
             } => write_layernorm(s, normalized_shape.as_deref(), *eps, *elementwise_affine),
-            LayerSpec::Residual { .. } => Ok(()),
             LayerSpec::Activation(a) => a
                 .args()
                 .into_iter()
                 .filter_map(|(key, value)| Some((key, value.to_toml()?)))
                 .try_for_each(|(key, text)| writeln!(s, "{key} = {text}")),
             LayerSpec::Recurrent(r) => write_recurrent(s, r),
-            LayerSpec::MultiheadAttention {
-                num_heads,
-                dropout,
-                bias,
-                causal,
-            } => writeln!(
-                s,
-                "num_heads = {num_heads}\ndropout = {dropout:?}\nbias = {bias}\ncausal = {causal}"
-            ),
-            LayerSpec::TransformerEncoderLayer(t) => writeln!(
-                s,
-                "nhead = {}\ndim_feedforward = {}\ndropout = {:?}\nactivation = \"{}\"\nlayer_norm_eps = {:?}\nnorm_first = {}",
-                t.nhead, t.dim_feedforward, t.dropout, t.activation, t.layer_norm_eps, t.norm_first
-            ),
+            other => write_attention(s, other),
         };
     }
 
@@ -1510,11 +1521,24 @@ max_val = 2.0
         let spec = ModelSpec::parse(text, "m.toml").unwrap();
         assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
         assert_eq!(spec.output_shape().unwrap(), vec![3]);
-        let LayerSpec::TransformerEncoderLayer(t) = &spec.layers[2] else { panic!() };
-        assert_eq!((t.dropout, t.layer_norm_eps, t.activation.as_str()), (0.1, 1e-5, "gelu"));
+        let LayerSpec::TransformerEncoderLayer(t) = &spec.layers[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (t.dropout, t.layer_norm_eps, t.activation.as_str()),
+            (0.1, 1e-5, "gelu")
+        );
         let net = spec.build(BuildOptions::default()).unwrap();
         let names: Vec<String> = net.parameters().into_iter().map(|p| p.name).collect();
-        assert_eq!(names[2..6], ["1.in_proj_weight", "1.in_proj_bias", "1.out_proj.weight", "1.out_proj.bias"]);
+        assert_eq!(
+            names[2..6],
+            [
+                "1.in_proj_weight",
+                "1.in_proj_bias",
+                "1.out_proj.weight",
+                "1.out_proj.bias"
+            ]
+        );
         assert_eq!(names[6], "2.self_attn.in_proj_weight");
         assert_eq!(names[17], "2.norm2.bias");
         // 6·8+8, attention 4·8·8+4·8, encoder: attention, 2·8·16+16+8, two LayerNorms, 40·3+3.
@@ -1532,36 +1556,59 @@ max_val = 2.0
                 "nhead = 2\nactivation = \"tanh\"\n",
                 "m.toml: layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"tanh\"",
             ),
-            ("nhead = 2\ndropout = 1.0\n", "m.toml: layer 0 (TransformerEncoderLayer): 'dropout' must be in [0, 1)"),
-            ("nhead = 2\nlayer_norm_eps = 0\n", "m.toml: layer 0 (TransformerEncoderLayer): 'layer_norm_eps' must be positive"),
-            ("nhead = 2\nd_model = 6\n", "m.toml: layer 0 (TransformerEncoderLayer): unknown key 'd_model'"),
+            (
+                "nhead = 2\ndropout = 1.0\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'dropout' must be in [0, 1)",
+            ),
+            (
+                "nhead = 2\nlayer_norm_eps = 0\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'layer_norm_eps' must be positive",
+            ),
+            (
+                "nhead = 2\nd_model = 6\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): unknown key 'd_model'",
+            ),
         ];
         for (rest, want) in bad {
-            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml").unwrap_err().to_string();
+            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml")
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with(want), "{e}\n  wanted: {want}");
         }
-        let e = ModelSpec::parse("input = [4, 6]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 4\n", "m.toml")
-            .unwrap()
-            .build(BuildOptions::default())
-            .unwrap_err()
-            .to_string();
+        let e = ModelSpec::parse(
+            "input = [4, 6]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 4\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "layer 0 (MultiheadAttention): the embedding width 6 (the input's last dimension) is not divisible by 4 heads"
         );
-        let e = ModelSpec::parse("input = [24]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\n", "m.toml")
-            .unwrap()
-            .build(BuildOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("layer 0 (MultiheadAttention): expects a sequence [steps, features], gets shape [24]"), "{e}");
+        let e = ModelSpec::parse(
+            "input = [24]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("layer 0 (MultiheadAttention): expects a sequence [steps, features], gets shape [24]"),
+            "{e}"
+        );
         // A spec built in code with a bad activation is refused, not a panic.
         let mut spec = ModelSpec::parse(&format!("{head}nhead = 2\n"), "m.toml").unwrap();
         if let LayerSpec::TransformerEncoderLayer(t) = &mut spec.layers[0] {
             t.activation = "swish".into();
         }
         let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
-        assert_eq!(e, "layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"swish\"");
+        assert_eq!(
+            e,
+            "layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"swish\""
+        );
     }
 
     #[test]

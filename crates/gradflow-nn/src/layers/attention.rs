@@ -117,7 +117,9 @@ impl MultiheadAttention {
         let (e, h) = (self.embed_dim(), self.num_heads);
         let w = self.in_proj_weight.narrow(0, i * e, e)?;
         let b = self.in_proj_bias.as_ref().map(|b| b.narrow(0, i * e, e)).transpose()?;
-        x2.linear(&w, b.as_ref())?.reshape(&[n, t, h, e / h])?.permute(&[0, 2, 1, 3])
+        x2.linear(&w, b.as_ref())?
+            .reshape(&[n, t, h, e / h])?
+            .permute(&[0, 2, 1, 3])
     }
 }
 
@@ -142,7 +144,9 @@ impl Module for MultiheadAttention {
         let weights = weights.dropout(self.dropout, ctx.training, &mut ctx.rng)?;
         // [N, H, T, d] → [N, T, H, d] → [N·T, E]: the one copy, where the heads join.
         let joined = weights.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[n * t, e])?;
-        joined.linear(&self.out_proj.weight, self.out_proj.bias.as_ref())?.reshape(&[n, t, e])
+        joined
+            .linear(&self.out_proj.weight, self.out_proj.bias.as_ref())?
+            .reshape(&[n, t, e])
     }
 
     fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
@@ -172,14 +176,17 @@ impl Module for MultiheadAttention {
 
     /// Both projection matrices, as the weights of the Linear layers they are.
     fn penalty_targets(&self) -> Vec<PenaltyTarget> {
-        [("in_proj_weight", &self.in_proj_weight), ("out_proj.weight", &self.out_proj.weight)]
-            .map(|(name, t)| PenaltyTarget {
-                name: name.into(),
-                tensor: t.clone(),
-                l1: None,
-                l2: None,
-            })
-            .to_vec()
+        [
+            ("in_proj_weight", &self.in_proj_weight),
+            ("out_proj.weight", &self.out_proj.weight),
+        ]
+        .map(|(name, t)| PenaltyTarget {
+            name: name.into(),
+            tensor: t.clone(),
+            l1: None,
+            l2: None,
+        })
+        .to_vec()
     }
 
     fn describe(&self) -> String {
@@ -188,7 +195,11 @@ impl Module for MultiheadAttention {
             self.embed_dim(),
             self.num_heads,
             if self.causal { ", causal" } else { "" },
-            if self.dropout > 0.0 { format!(", dropout {}", self.dropout) } else { String::new() }
+            if self.dropout > 0.0 {
+                format!(", dropout {}", self.dropout)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -220,7 +231,13 @@ mod tests {
     #[test]
     fn gradcheck_one_and_two_heads_causal_or_not() {
         let (n, t, e) = (2, 3, 4);
-        let inputs = [rand(&[n, t, e], 1), rand(&[3 * e, e], 2), rand(&[3 * e], 3), rand(&[e, e], 4), rand(&[e], 5)];
+        let inputs = [
+            rand(&[n, t, e], 1),
+            rand(&[3 * e, e], 2),
+            rand(&[3 * e], 3),
+            rand(&[e, e], 4),
+            rand(&[e], 5),
+        ];
         for heads in [1, 2] {
             for causal in [false, true] {
                 let f = |t: &[Tensor]| with_params(t, heads, causal).forward(&t[0], &mut Ctx::eval());
@@ -256,26 +273,51 @@ mod tests {
     #[test]
     fn pytorch_names_layouts_and_initial_values() {
         let m = MultiheadAttention::new(8, 2).build(&mut seeded_rng(0)).unwrap();
-        let p: Vec<(String, Vec<usize>)> = m.parameters().into_iter().map(|p| (p.name, p.tensor.shape().to_vec())).collect();
-        let want = [("in_proj_weight", vec![24, 8]), ("in_proj_bias", vec![24]), ("out_proj.weight", vec![8, 8]), ("out_proj.bias", vec![8])];
+        let p: Vec<(String, Vec<usize>)> = m
+            .parameters()
+            .into_iter()
+            .map(|p| (p.name, p.tensor.shape().to_vec()))
+            .collect();
+        let want = [
+            ("in_proj_weight", vec![24, 8]),
+            ("in_proj_bias", vec![24]),
+            ("out_proj.weight", vec![8, 8]),
+            ("out_proj.bias", vec![8]),
+        ];
         assert_eq!(p, want.map(|(n, s)| (n.to_string(), s)));
         // Xavier-uniform in_proj (bound √(6/(8+24)) = 0.433), zero biases.
         let w = m.in_proj_weight.to_vec_f64();
         assert!(w.iter().all(|v| v.abs() <= 0.433) && w.iter().any(|v| v.abs() > 0.35));
         assert!(m.in_proj_bias.unwrap().to_vec_f64().iter().all(|&v| v == 0.0));
         assert!(m.out_proj.bias.unwrap().to_vec_f64().iter().all(|&v| v == 0.0));
-        let nobias = MultiheadAttention::new(8, 2).bias(false).build(&mut seeded_rng(0)).unwrap();
+        let nobias = MultiheadAttention::new(8, 2)
+            .bias(false)
+            .build(&mut seeded_rng(0))
+            .unwrap();
         assert_eq!(nobias.parameters().len(), 2);
     }
 
     #[test]
     fn errors_say_what_does_not_fit() {
-        let e = MultiheadAttention::new(6, 4).build(&mut seeded_rng(0)).err().unwrap().to_string();
-        assert_eq!(e, "MultiheadAttention: embed_dim 6 must be a positive multiple of num_heads 4");
-        let e = MultiheadAttention::new(6, 2).dropout(1.5).build(&mut seeded_rng(0)).err().unwrap();
+        let e = MultiheadAttention::new(6, 4)
+            .build(&mut seeded_rng(0))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "MultiheadAttention: embed_dim 6 must be a positive multiple of num_heads 4"
+        );
+        let e = MultiheadAttention::new(6, 2)
+            .dropout(1.5)
+            .build(&mut seeded_rng(0))
+            .err()
+            .unwrap();
         assert_eq!(e.to_string(), "MultiheadAttention: dropout 1.5 is not in [0, 1]");
         let m = MultiheadAttention::new(6, 2).build(&mut seeded_rng(0)).unwrap();
-        let e = m.forward(&Tensor::zeros(&[2, 6], DType::F32), &mut Ctx::eval()).unwrap_err();
+        let e = m
+            .forward(&Tensor::zeros(&[2, 6], DType::F32), &mut Ctx::eval())
+            .unwrap_err();
         assert_eq!(e.to_string(), "MultiheadAttention: expects [N, T, E] input, got [2, 6]");
         assert_eq!(
             m.output_shape(&[6]).unwrap_err().to_string(),

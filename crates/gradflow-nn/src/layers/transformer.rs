@@ -52,7 +52,10 @@ pub struct TransformerEncoderLayerConfig {
 impl TransformerEncoderLayerConfig {
     /// Width of the feed-forward network (default 2048).
     pub fn dim_feedforward(self, dim_feedforward: usize) -> Self {
-        TransformerEncoderLayerConfig { dim_feedforward, ..self }
+        TransformerEncoderLayerConfig {
+            dim_feedforward,
+            ..self
+        }
     }
     /// Dropout probability everywhere in the block, the attention weights included (default 0.1).
     pub fn dropout(self, dropout: f64) -> Self {
@@ -96,7 +99,12 @@ impl TransformerEncoderLayerConfig {
             .dropout(self.dropout)
             .dtype(dt)
             .build(rng)
-            .map_err(|e| Error::Hyperparameter(e.to_string().replacen("MultiheadAttention", "TransformerEncoderLayer", 1)))?;
+            .map_err(|e| {
+                Error::Hyperparameter(
+                    e.to_string()
+                        .replacen("MultiheadAttention", "TransformerEncoderLayer", 1),
+                )
+            })?;
         let linear1 = Linear::new(d, f).dtype(dt).build(rng);
         let linear2 = Linear::new(f, d).dtype(dt).build(rng);
         let norm = || LayerNorm::new(&[d]).dtype(dt).eps(self.layer_norm_eps);
@@ -132,14 +140,18 @@ impl TransformerEncoderLayer {
 
     /// The attention branch: attention, then dropout.
     fn attention_branch(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        self.self_attn.forward(x, ctx)?.dropout(self.dropout, ctx.training, &mut ctx.rng)
+        self.self_attn
+            .forward(x, ctx)?
+            .dropout(self.dropout, ctx.training, &mut ctx.rng)
     }
 
     /// The feed-forward branch: linear2(dropout(act(linear1(x)))), then dropout.
     fn feed_forward_branch(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let h = self.activation.forward(&self.linear1.forward(x, ctx)?, ctx)?;
         let h = h.dropout(self.dropout, ctx.training, &mut ctx.rng)?;
-        self.linear2.forward(&h, ctx)?.dropout(self.dropout, ctx.training, &mut ctx.rng)
+        self.linear2
+            .forward(&h, ctx)?
+            .dropout(self.dropout, ctx.training, &mut ctx.rng)
     }
 
     /// Each child's items, under `{child}.{name}`, in PyTorch's state_dict order.
@@ -219,7 +231,20 @@ mod tests {
 
     /// The block's twelve parameters, in state_dict order, as gradcheck inputs after x.
     fn inputs(e: usize, f: usize) -> Vec<Tensor> {
-        let shapes: [&[usize]; 12] = [&[3 * e, e], &[3 * e], &[e, e], &[e], &[f, e], &[f], &[e, f], &[e], &[e], &[e], &[e], &[e]];
+        let shapes: [&[usize]; 12] = [
+            &[3 * e, e],
+            &[3 * e],
+            &[e, e],
+            &[e],
+            &[f, e],
+            &[f],
+            &[e, f],
+            &[e],
+            &[e],
+            &[e],
+            &[e],
+            &[e],
+        ];
         let mut t = vec![rand(&[2, 3, e], 1)];
         t.extend(shapes.iter().enumerate().map(|(i, s)| rand(s, 10 + i as u64)));
         // LayerNorm γ near 1.
@@ -242,7 +267,8 @@ mod tests {
         (m.self_attn.in_proj_weight, m.self_attn.in_proj_bias) = (p(1), Some(p(2)));
         (m.self_attn.out_proj.weight, m.self_attn.out_proj.bias) = (p(3), Some(p(4)));
         (m.linear1.weight, m.linear1.bias, m.linear2.weight, m.linear2.bias) = (p(5), Some(p(6)), p(7), Some(p(8)));
-        (m.norm1.weight, m.norm1.bias, m.norm2.weight, m.norm2.bias) = (Some(p(9)), Some(p(10)), Some(p(11)), Some(p(12)));
+        (m.norm1.weight, m.norm1.bias, m.norm2.weight, m.norm2.bias) =
+            (Some(p(9)), Some(p(10)), Some(p(11)), Some(p(12)));
         m
     }
 
@@ -289,7 +315,9 @@ mod tests {
 
     #[test]
     fn bad_activation_and_heads_are_errors() {
-        let e = TransformerEncoderLayer::new(8, 2).activation("tanh").build(&mut seeded_rng(0));
+        let e = TransformerEncoderLayer::new(8, 2)
+            .activation("tanh")
+            .build(&mut seeded_rng(0));
         assert_eq!(
             e.err().unwrap().to_string(),
             "TransformerEncoderLayer: activation 'tanh' is not one of relu or gelu"

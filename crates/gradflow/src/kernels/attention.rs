@@ -32,7 +32,12 @@ impl ScoreRows {
     }
 
     /// Run `f(row index, rows…)` over every row of `tk` entries, threaded when large.
-    fn each_row<'a, T: Element>(&self, out: &mut [T], ins: [&'a [T]; 2], f: impl Fn(usize, &mut [T], [&'a [T]; 2]) + Sync) {
+    fn each_row<'a, T: Element>(
+        &self,
+        out: &mut [T],
+        ins: [&'a [T]; 2],
+        f: impl Fn(usize, &mut [T], [&'a [T]; 2]) + Sync,
+    ) {
         let c = self.tk;
         if c == 0 {
             return;
@@ -95,7 +100,13 @@ mod tests {
         for (r, (xr, gr)) in x.chunks(rows.tk).zip(g.chunks(rows.tk)).enumerate() {
             let i = r % rows.tq;
             let z: Vec<f64> = (0..rows.tk)
-                .map(|j| if rows.causal && j > i { f64::NEG_INFINITY } else { rows.scale * xr[j] })
+                .map(|j| {
+                    if rows.causal && j > i {
+                        f64::NEG_INFINITY
+                    } else {
+                        rows.scale * xr[j]
+                    }
+                })
                 .collect();
             let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
@@ -103,7 +114,9 @@ mod tests {
             let yr: Vec<f64> = e.iter().map(|v| v / sum).collect();
             // dx_j = scale · Σ_k g_k ∂y_k/∂z_j, with ∂y_k/∂z_j = y_k(δ_kj − y_j).
             for j in 0..rows.tk {
-                let d: f64 = (0..rows.tk).map(|k| gr[k] * yr[k] * (f64::from(u8::from(k == j)) - yr[j])).sum();
+                let d: f64 = (0..rows.tk)
+                    .map(|k| gr[k] * yr[k] * (f64::from(u8::from(k == j)) - yr[j]))
+                    .sum();
                 dx.push(rows.scale * d);
             }
             y.extend(yr);
@@ -128,19 +141,32 @@ mod tests {
                     }
                     // Masked weights are exactly 0, as exp(−inf) is.
                     if causal {
-                        assert!(fy.chunks(tk).enumerate().all(|(r, row)| row[(r % tq + 1).min(tk)..].iter().all(|&v| v == 0.0)));
+                        assert!(fy
+                            .chunks(tk)
+                            .enumerate()
+                            .all(|(r, row)| row[(r % tq + 1).min(tk)..].iter().all(|&v| v == 0.0)));
                     }
                 }
             }
         }
         // f32 agrees with f64; empty rows are no work.
-        let rows = ScoreRows { tq: 3, tk: 3, scale: 0.5, causal: true };
+        let rows = ScoreRows {
+            tq: 3,
+            tk: 3,
+            scale: 0.5,
+            causal: true,
+        };
         let x: Vec<f32> = (0..18).map(|i| i as f32 * 0.3 - 2.0).collect();
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         for (a, b) in rows.forward(&x).iter().zip(rows.forward(&x64)) {
             assert!((*a as f64 - b).abs() < 1e-6);
         }
-        let empty = ScoreRows { tq: 2, tk: 0, scale: 1.0, causal: false };
+        let empty = ScoreRows {
+            tq: 2,
+            tk: 0,
+            scale: 1.0,
+            causal: false,
+        };
         assert!(empty.forward::<f64>(&[]).is_empty());
     }
 }

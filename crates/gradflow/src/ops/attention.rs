@@ -65,7 +65,10 @@ impl Tensor {
             );
         }
         if !(scale.is_finite() && scale > 0.0) {
-            return arg_err("attention_softmax", format!("scale {scale} must be positive and finite"));
+            return arg_err(
+                "attention_softmax",
+                format!("scale {scale} must be positive and finite"),
+            );
         }
         let rows = ScoreRows {
             tq: self.shape()[nd - 2],
@@ -123,7 +126,10 @@ mod tests {
     fn errors_name_the_op_and_cause() {
         let e = rand64(&[3], 0).attention_softmax(1.0, false).unwrap_err().to_string();
         assert_eq!(e, "attention_softmax: scores [3] need [..., Tq, Tk]");
-        let e = rand64(&[2, 2], 0).attention_softmax(0.0, false).unwrap_err().to_string();
+        let e = rand64(&[2, 2], 0)
+            .attention_softmax(0.0, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("attention_softmax: scale 0 must be positive"), "{e}");
         assert!(Tensor::scalar(1.0f64).attention_softmax(1.0, true).is_err());
     }
