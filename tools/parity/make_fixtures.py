@@ -442,6 +442,14 @@ def toml_of(input_shape, seq):
                 lines.append(f"padding_idx = {m.padding_idx}")
         elif isinstance(m, SequencePool):
             lines.append(f'mode = "{m.mode}"')
+        elif isinstance(m, MultiheadAttention):
+            lines += [f"num_heads = {m.num_heads}", f"dropout = {float(m.dropout)!r}"]
+            lines += [f"bias = {str(m.in_proj_bias is not None).lower()}", f"causal = {str(m.causal).lower()}"]
+        elif isinstance(m, nn.TransformerEncoderLayer):
+            act = {F.relu: "relu", F.gelu: "gelu"}[m.activation]
+            lines += [f"nhead = {m.self_attn.num_heads}", f"dim_feedforward = {m.linear1.out_features}"]
+            lines += [f"dropout = {float(m.dropout.p)!r}", f'activation = "{act}"', f"layer_norm_eps = {m.norm1.eps!r}"]
+            lines.append(f"norm_first = {str(m.norm_first).lower()}")
         elif isinstance(m, (nn.ReLU, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Flatten, PositionEmbedding)):
             pass
         else:
@@ -483,6 +491,57 @@ class PositionEmbedding(nn.Module):
 
     def forward(self, x):
         return x + self.weight
+
+
+class MultiheadAttention(nn.MultiheadAttention):
+    """gradflow's MultiheadAttention: self-attention on one batch-first input,
+    optionally causal, handing on the output alone (so it fits in nn.Sequential)."""
+
+    def __init__(self, embed_dim, num_heads, causal=False, **kw):
+        super().__init__(embed_dim, num_heads, batch_first=True, **kw)
+        self.causal = causal
+
+    def forward(self, x):
+        t = x.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(t, dtype=x.dtype) if self.causal else None
+        return super().forward(x, x, x, need_weights=False, attn_mask=mask, is_causal=self.causal)[0]
+
+
+def mha(heads, causal=False, bias=True):
+    # Linear into an 8-wide embedding of [4, 6] sequences, attention, then a classifier.
+    return lambda: nn.Sequential(
+        nn.Linear(6, 8), MultiheadAttention(8, heads, causal=causal, bias=bias), nn.Flatten(), nn.Linear(32, 5)
+    )
+
+
+def encoder(activation, norm_first, layers=1):
+    def build():
+        def block():
+            return nn.TransformerEncoderLayer(
+                8, 2, dim_feedforward=12, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+            )
+
+        return nn.Sequential(nn.Linear(6, 8), *[block() for _ in range(layers)], nn.Flatten(), nn.Linear(32, 5))
+
+    return build
+
+
+def attention_list():
+    """MultiheadAttention with 1-2 heads, causal or not, with and without biases; encoder
+    layers post- and pre-norm with ReLU and GELU, one of them two blocks deep. Dropout 0."""
+    common = dict(input=[4, 6], n=3)
+    return [
+        dict(name="mha_f64", build=mha(2), dtype=F64, seed=280, **common),
+        dict(name="mha_causal_f64", build=mha(1, causal=True), dtype=F64, seed=281, **common),
+        dict(name="mha_causal_nobias_f64", build=mha(2, causal=True, bias=False), dtype=F64, seed=282, **common),
+        dict(name="mha_f32", build=mha(1), dtype=F32, seed=283, **common),
+        dict(name="mha_causal_f32", build=mha(2, causal=True), dtype=F32, seed=284, **common),
+        dict(name="tel_relu_f64", build=encoder("relu", False), dtype=F64, seed=285, **common),
+        dict(name="tel_gelu_norm_first_f64", build=encoder("gelu", True), dtype=F64, seed=286, **common),
+        dict(name="tel2_gelu_f64", build=encoder("gelu", False, layers=2), dtype=F64, seed=287, **common),
+        dict(name="tel_relu_norm_first_f32", build=encoder("relu", True), dtype=F32, seed=288, **common),
+        dict(name="tel_gelu_f32", build=encoder("gelu", False), dtype=F32, seed=289, **common),
+    ]
 
 
 ACTS = {
@@ -730,7 +789,7 @@ def model_list():
         dict(name="pos_last_f64", build=pos_last, input=[4, 3], n=4, dtype=F64, seed=282),
         dict(name="pos_last_f32", build=pos_last, input=[4, 3], n=4, dtype=F32, seed=283),
     ]
-    return ms + recurrent_list()
+    return ms + recurrent_list() + attention_list()
 
 
 def ill_conditioned_list():
@@ -780,6 +839,10 @@ def write_model(spec):
                 m.running_mean.copy_(0.5 * torch.randn(c, generator=g, dtype=F64))
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=F64))
                 m.num_batches_tracked.fill_(3)
+            if isinstance(m, nn.MultiheadAttention) and m.in_proj_bias is not None:
+                # PyTorch starts these at 0; non-zero values test that they are added.
+                m.in_proj_bias.copy_(0.2 * torch.randn(m.in_proj_bias.shape, generator=g, dtype=F64))
+                m.out_proj.bias.copy_(0.2 * torch.randn(m.out_proj.bias.shape, generator=g, dtype=F64))
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g, dtype=F64))
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g, dtype=F64))

@@ -28,6 +28,7 @@ pub use keys::Keys;
 
 use crate::error::{Error, Result};
 use crate::init::Init;
+use crate::layers::attention::MultiheadAttentionSpec;
 use crate::layers::batchnorm::BatchNormSpec;
 use crate::layers::conv::Conv2dSpec;
 use crate::layers::embedding::EmbeddingSpec;
@@ -37,6 +38,7 @@ use crate::layers::position_embedding::PositionEmbeddingSpec;
 use crate::layers::recurrent::RecurrentSpec;
 use crate::layers::residual::ResidualSpec;
 use crate::layers::sequence_pool::SequencePoolSpec;
+use crate::layers::transformer::TransformerEncoderLayerSpec;
 use crate::layers::simple::{AvgPool2dSpec, DropoutSpec, FlattenSpec, MaxPool2dSpec};
 use crate::layers::{Activation, Sequential};
 use keys::Table;
@@ -63,6 +65,11 @@ decl::layer_specs! {
     Residual(ResidualSpec),
     /// `nn.RNN`, `nn.LSTM` or `nn.GRU` with `batch_first=True`.
     Recurrent(RecurrentSpec),
+    /// `nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first=True)` as self-attention.
+    MultiheadAttention(MultiheadAttentionSpec),
+    /// `nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation,
+    /// layer_norm_eps, batch_first=True, norm_first)`.
+    TransformerEncoderLayer(TransformerEncoderLayerSpec),
     /// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)` on token ids.
     Embedding(EmbeddingSpec),
     /// A learned `[T, E]` added to each `[T, E]` sample.
@@ -104,11 +111,12 @@ impl Default for BuildOptions {
 }
 
 /// The built-in presets, by name.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 5] = [
     ("mlp", include_str!("../presets/mlp.toml")),
     ("mlp3", include_str!("../presets/mlp3.toml")),
     ("lenet5", include_str!("../presets/lenet5.toml")),
     ("lstm", include_str!("../presets/lstm.toml")),
+    ("vit", include_str!("../presets/vit.toml")),
 ];
 
 /// Largest value any single size in a model file may take (an `input`
@@ -729,6 +737,121 @@ max_val = 2.0
         };
         assert_eq!(body.len(), 3);
         assert_eq!(body[2], LayerSpec::Dropout(DropoutSpec { p: 0.5 }));
+    }
+
+    #[test]
+    fn attention_layers_parse_build_and_round_trip() {
+        let text = "input = [5, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n\
+                    [[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\ncausal = true\n\
+                    [[layer]]\ntype = \"TransformerEncoderLayer\"\nnhead = 4\ndim_feedforward = 16\nactivation = \"gelu\"\nnorm_first = true\n\
+                    [[layer]]\ntype = \"Flatten\"\n[[layer]]\ntype = \"Linear\"\nout_features = 3\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert_eq!(spec.output_shape().unwrap(), vec![3]);
+        let LayerSpec::TransformerEncoderLayer(t) = &spec.layers[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (t.dropout, t.layer_norm_eps, t.activation.as_str()),
+            (0.1, 1e-5, "gelu")
+        );
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().into_iter().map(|p| p.name).collect();
+        assert_eq!(
+            names[2..6],
+            [
+                "1.in_proj_weight",
+                "1.in_proj_bias",
+                "1.out_proj.weight",
+                "1.out_proj.bias"
+            ]
+        );
+        assert_eq!(names[6], "2.self_attn.in_proj_weight");
+        assert_eq!(names[17], "2.norm2.bias");
+        // 6·8+8, attention 4·8·8+4·8, encoder: attention, 2·8·16+16+8, two LayerNorms, 40·3+3.
+        let attention = 4 * 8 * 8 + 4 * 8;
+        let want = 56 + attention + attention + 2 * 8 * 16 + 16 + 8 + 4 * 8 + 123;
+        assert_eq!(net.num_parameters(), want);
+    }
+
+    #[test]
+    fn attention_errors_name_the_layer_and_cause() {
+        let head = "input = [4, 6]\n[[layer]]\ntype = \"TransformerEncoderLayer\"\n";
+        let bad = [
+            ("", "m.toml: layer 0 (TransformerEncoderLayer): missing key 'nhead'"),
+            (
+                "nhead = 2\nactivation = \"tanh\"\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"tanh\"",
+            ),
+            (
+                "nhead = 2\ndropout = 1.0\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'dropout' must be in [0, 1)",
+            ),
+            (
+                "nhead = 2\nlayer_norm_eps = 0\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'layer_norm_eps' must be positive",
+            ),
+            (
+                "nhead = 2\nd_model = 6\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): unknown key 'd_model'",
+            ),
+        ];
+        for (rest, want) in bad {
+            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let e = ModelSpec::parse(
+            "input = [4, 6]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 4\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "layer 0 (MultiheadAttention): the embedding width 6 (the input's last dimension) is not divisible by 4 heads"
+        );
+        let e = ModelSpec::parse(
+            "input = [24]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("layer 0 (MultiheadAttention): expects a sequence [steps, features], gets shape [24]"),
+            "{e}"
+        );
+        // A spec built in code with a bad activation is refused, not a panic.
+        let mut spec = ModelSpec::parse(&format!("{head}nhead = 2\n"), "m.toml").unwrap();
+        if let LayerSpec::TransformerEncoderLayer(t) = &mut spec.layers[0] {
+            t.activation = "swish".into();
+        }
+        let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"swish\""
+        );
+    }
+
+    /// The vit preset: rows of pixels embedded, positions, two pre-norm encoder
+    /// layers, LayerNorm, the mean over the rows, a classifier.
+    #[test]
+    fn vit_preset_builds_with_pytorch_names() {
+        let vit = ModelSpec::preset("vit").unwrap();
+        assert_eq!(vit.output_shape().unwrap(), vec![10]);
+        let net = vit.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().into_iter().map(|p| p.name).collect();
+        assert_eq!(names[..3], ["0.weight", "0.bias", "1.weight"]);
+        assert_eq!(names[3], "2.self_attn.in_proj_weight");
+        assert_eq!(names[names.len() - 4..], ["4.weight", "4.bias", "6.weight", "6.bias"]);
+        let encoder = 4 * 64 * 64 + 4 * 64 + 2 * 64 * 128 + 128 + 64 + 4 * 64;
+        let want = 28 * 64 + 64 + 28 * 64 + 2 * encoder + 2 * 64 + 64 * 10 + 10;
+        assert_eq!(net.num_parameters(), want);
     }
 
     #[test]

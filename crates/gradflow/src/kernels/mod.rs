@@ -2,6 +2,7 @@
 //! paths; large ones are split over rayon's threads, small ones stay on one
 //! thread where spawning would cost more than it saves.
 
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub(crate) mod im2col;

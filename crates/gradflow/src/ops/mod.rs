@@ -2,6 +2,7 @@
 //! backward rule (the vector-Jacobian product). Adding an op touches one file.
 
 pub mod activation;
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod dropout;
