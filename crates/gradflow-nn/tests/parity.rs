@@ -502,7 +502,11 @@ fn models_match_pytorch() {
             m.name
         );
         if tokens {
-            assert!(!want.contains_key("grad/input") && grads.get(&x).is_none(), "{}", m.name);
+            assert!(
+                !want.contains_key("grad/input") && grads.get(&x).is_none(),
+                "{}",
+                m.name
+            );
         } else {
             let gx = grads.get(&x).map_or(f64::INFINITY, |g| rel_err(g, &want["grad/input"]));
             check(&mut rep, "grad/input", gx);

@@ -284,7 +284,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("Embedding: input value 5 at [0, 2] is not a token id"), "{e}");
+        assert!(
+            e.contains("Embedding: input value 5 at [0, 2] is not a token id"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ use crate::error::{bad_shape, Error};
 use crate::init::{init_weight, Init};
 use crate::layers::Linear;
 use crate::module::{Ctx, Module, NamedTensor, PenaltyTarget};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{DType, Result, Tensor};
 use rand::Rng;
-use crate::spec::{BuildContext, Keys, LayerDecl};
 use std::fmt::Write as _;
 
 /// Self-attention over the steps of a sequence.

@@ -2,11 +2,11 @@
 //! learned row of the weight. gradflow tensors hold floats, so the ids arrive
 //! as whole numbers in an f32/f64 tensor and are checked before the lookup.
 
-use std::fmt::Write as _;
 use crate::module::{Ctx, Module, NamedTensor};
 use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{DType, Result, Tensor};
 use rand::Rng;
+use std::fmt::Write as _;
 
 /// A lookup table of `num_embeddings` learned vectors of `embedding_dim` values.
 pub struct Embedding {
@@ -122,8 +122,15 @@ impl Module for Embedding {
         }]
     }
     fn describe(&self) -> String {
-        let padding = self.padding_idx.map(|p| format!(", padding_idx {p}")).unwrap_or_default();
-        format!("Embedding({} → {}{padding})", self.num_embeddings(), self.embedding_dim())
+        let padding = self
+            .padding_idx
+            .map(|p| format!(", padding_idx {p}"))
+            .unwrap_or_default();
+        format!(
+            "Embedding({} → {}{padding})",
+            self.num_embeddings(),
+            self.embedding_dim()
+        )
     }
 }
 
@@ -214,7 +221,9 @@ mod tests {
         let w = emb.weight.to_vec_f64();
         assert_eq!(w[6..9], [0.0; 3]);
         assert!(w[..6].iter().all(|&v| v != 0.0));
-        let y = emb.forward(&ids(&[4.0, 0.0, 2.0, 4.0], &[2, 2]), &mut Ctx::eval()).unwrap();
+        let y = emb
+            .forward(&ids(&[4.0, 0.0, 2.0, 4.0], &[2, 2]), &mut Ctx::eval())
+            .unwrap();
         assert_eq!(y.shape(), &[2, 2, 3]);
         assert_eq!(y.to_vec_f64()[..3], w[12..15]);
         assert_eq!(emb.output_shape(&[7]).unwrap(), vec![7, 3]);
@@ -243,11 +252,7 @@ mod tests {
     #[test]
     fn values_that_are_no_token_id_are_named() {
         let emb = Embedding::new(4, 2).build(&mut seeded_rng(0));
-        let err = |v: &[f64]| {
-            emb.forward(&ids(v, &[2, 2]), &mut Ctx::eval())
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |v: &[f64]| emb.forward(&ids(v, &[2, 2]), &mut Ctx::eval()).unwrap_err().to_string();
         assert_eq!(
             err(&[0.0, 1.0, 4.0, 0.0]),
             "Embedding: input value 4 at [1, 0] is not a token id: ids are whole numbers from 0 to 3 (num_embeddings = 4)"

@@ -136,6 +136,9 @@ mod tests {
         let e = pe
             .forward(&Tensor::zeros(&[2, 6], DType::F32), &mut Ctx::eval())
             .unwrap_err();
-        assert_eq!(e.to_string(), "PositionEmbedding: expects [N, [3, 2]], gets shape [2, 6]");
+        assert_eq!(
+            e.to_string(),
+            "PositionEmbedding: expects [N, [3, 2]], gets shape [2, 6]"
+        );
     }
 }

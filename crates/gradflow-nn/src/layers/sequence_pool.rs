@@ -3,10 +3,10 @@
 //! usual choice after a transformer encoder), or by the first step (a class
 //! token) or the last (what a forward recurrent pass has seen all of).
 
-use std::fmt::Write as _;
 use crate::module::{Ctx, Module};
 use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{Result, Tensor};
+use std::fmt::Write as _;
 
 /// How [`SequencePool`] reduces the steps of a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +63,7 @@ impl Module for SequencePool {
     fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
         match input {
             [t, e] if *t > 0 => Ok(vec![*e]),
-            _ => crate::error::bad_shape(format!(
-                "expects a sequence [steps, features], gets shape {input:?}"
-            )),
+            _ => crate::error::bad_shape(format!("expects a sequence [steps, features], gets shape {input:?}")),
         }
     }
     fn describe(&self) -> String {
@@ -128,8 +126,17 @@ mod tests {
 
     #[test]
     fn each_mode_picks_or_averages_the_steps() {
-        let x = Tensor::arange(0.0, 12.0, 1.0, DType::F32).unwrap().reshape(&[2, 3, 2]).unwrap();
-        let pool = |m| SequencePool(m).forward(&x, &mut Ctx::eval()).unwrap().to_vec::<f32>().unwrap();
+        let x = Tensor::arange(0.0, 12.0, 1.0, DType::F32)
+            .unwrap()
+            .reshape(&[2, 3, 2])
+            .unwrap();
+        let pool = |m| {
+            SequencePool(m)
+                .forward(&x, &mut Ctx::eval())
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+        };
         assert_eq!(pool(PoolMode::Mean), vec![2.0, 3.0, 8.0, 9.0]);
         assert_eq!(pool(PoolMode::First), vec![0.0, 1.0, 6.0, 7.0]);
         assert_eq!(pool(PoolMode::Last), vec![4.0, 5.0, 10.0, 11.0]);
@@ -160,6 +167,9 @@ mod tests {
         let e = pool
             .forward(&Tensor::zeros(&[2, 6], DType::F32), &mut Ctx::eval())
             .unwrap_err();
-        assert_eq!(e.to_string(), "SequencePool: expects a batch of sequences [N, T, E], gets shape [2, 6]");
+        assert_eq!(
+            e.to_string(),
+            "SequencePool: expects a batch of sequences [N, T, E], gets shape [2, 6]"
+        );
     }
 }

@@ -6,12 +6,12 @@
 //! parameter names nest as PyTorch's (`self_attn.in_proj_weight`, `linear1.weight`, `norm2.bias`).
 
 use crate::error::Error;
+use crate::layers::attention::{attention_parameters, check_attention_input, read_probability};
 use crate::layers::{Activation, LayerNorm, Linear, MultiheadAttention};
 use crate::module::{Ctx, Module, NamedTensor, PenaltyTarget};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{DType, Result, Tensor};
 use rand::Rng;
-use crate::layers::attention::{attention_parameters, check_attention_input, read_probability};
-use crate::spec::{BuildContext, Keys, LayerDecl};
 use std::fmt::Write as _;
 
 /// The feed-forward activations `nn.TransformerEncoderLayer` accepts by name.
@@ -296,7 +296,9 @@ impl LayerDecl for TransformerEncoderLayerSpec {
     fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
         let (e, f) = (shape[1], self.dim_feedforward);
         let ff = e.checked_mul(f)?.checked_mul(2)?.checked_add(f)?.checked_add(e)?;
-        attention_parameters(e, true)?.checked_add(ff)?.checked_add(e.checked_mul(4)?)
+        attention_parameters(e, true)?
+            .checked_add(ff)?
+            .checked_add(e.checked_mul(4)?)
     }
     fn gain_before(&self) -> Option<f64> {
         Some(1.0)

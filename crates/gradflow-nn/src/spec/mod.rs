@@ -38,8 +38,8 @@ use crate::layers::position_embedding::PositionEmbeddingSpec;
 use crate::layers::recurrent::RecurrentSpec;
 use crate::layers::residual::ResidualSpec;
 use crate::layers::sequence_pool::SequencePoolSpec;
-use crate::layers::transformer::TransformerEncoderLayerSpec;
 use crate::layers::simple::{AvgPool2dSpec, DropoutSpec, FlattenSpec, MaxPool2dSpec};
+use crate::layers::transformer::TransformerEncoderLayerSpec;
 use crate::layers::{Activation, Sequential};
 use keys::Table;
 use std::fmt::Write as _;
@@ -658,7 +658,8 @@ max_val = 2.0
 
     #[test]
     fn token_and_sequence_layers_parse_build_and_round_trip() {
-        let text = "input = [5]\n[[layer]]\ntype = \"Embedding\"\nnum_embeddings = 10\nembedding_dim = 4\npadding_idx = 0\n\
+        let text =
+            "input = [5]\n[[layer]]\ntype = \"Embedding\"\nnum_embeddings = 10\nembedding_dim = 4\npadding_idx = 0\n\
                     [[layer]]\ntype = \"PositionEmbedding\"\n[[layer]]\ntype = \"SequencePool\"\nmode = \"last\"\n\
                     [[layer]]\ntype = \"Linear\"\nout_features = 3\n";
         let spec = ModelSpec::parse(text, "m.toml").unwrap();
@@ -675,7 +676,12 @@ max_val = 2.0
         assert_eq!(shapes[1], ("1.weight".to_string(), vec![5, 4]));
         assert_eq!(net.parameters()[0].tensor.to_vec_f64()[..4], [0.0; 4]);
         let pool = ModelSpec::parse("input = [3, 2]\n[[layer]]\ntype = \"SequencePool\"\n", "m.toml").unwrap();
-        assert_eq!(pool.layers[0], LayerSpec::SequencePool(SequencePoolSpec { mode: crate::layers::PoolMode::Mean }));
+        assert_eq!(
+            pool.layers[0],
+            LayerSpec::SequencePool(SequencePoolSpec {
+                mode: crate::layers::PoolMode::Mean
+            })
+        );
         assert!(!pool.takes_token_ids());
     }
 
@@ -683,7 +689,10 @@ max_val = 2.0
     fn token_and_sequence_layer_errors_name_the_layer_and_cause() {
         let emb = "input = [5]\n[[layer]]\ntype = \"Embedding\"\n";
         let bad = [
-            (format!("{emb}num_embeddings = 4\n"), "m.toml: layer 0 (Embedding): missing key 'embedding_dim'"),
+            (
+                format!("{emb}num_embeddings = 4\n"),
+                "m.toml: layer 0 (Embedding): missing key 'embedding_dim'",
+            ),
             (
                 format!("{emb}num_embeddings = 4\nembedding_dim = 2\npadding_idx = 4\n"),
                 "m.toml: layer 0 (Embedding): 'padding_idx' must be an id from 0 to 3 (below num_embeddings), got 4",
@@ -718,17 +727,25 @@ max_val = 2.0
         let text = format!(
             "{RES}[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 12\n[[layer.shortcut]]\ntype = \"Tanh\"\n"
         );
-        let spec = ModelSpec::parse(&text, "m.toml").unwrap().with_activation(Activation::Sigmoid);
+        let spec = ModelSpec::parse(&text, "m.toml")
+            .unwrap()
+            .with_activation(Activation::Sigmoid);
         let LayerSpec::Residual(ResidualSpec { body, shortcut }) = &spec.layers[0] else {
             panic!("a Residual block")
         };
         assert_eq!(body[1], LayerSpec::Activation(Activation::Sigmoid));
-        assert_eq!(shortcut.as_ref().unwrap()[1], LayerSpec::Activation(Activation::Sigmoid));
+        assert_eq!(
+            shortcut.as_ref().unwrap()[1],
+            LayerSpec::Activation(Activation::Sigmoid)
+        );
         let LayerSpec::Residual(ResidualSpec { body, shortcut }) = &spec.clone().with_dropout(0.25).layers[0] else {
             panic!("a Residual block")
         };
         assert_eq!(body[2], LayerSpec::Dropout(DropoutSpec { p: 0.25 }));
-        assert_eq!(shortcut.as_ref().unwrap()[2], LayerSpec::Dropout(DropoutSpec { p: 0.25 }));
+        assert_eq!(
+            shortcut.as_ref().unwrap()[2],
+            LayerSpec::Dropout(DropoutSpec { p: 0.25 })
+        );
         // An existing Dropout inside a body takes the new probability; none is added.
         let once = spec.with_dropout(0.25);
         let twice = once.clone().with_dropout(0.5);

@@ -62,7 +62,10 @@ impl Tensor {
         let [rows, e] = self.shape()[..] else {
             return shape_err(
                 "embedding",
-                format!("the table must be [num_embeddings, embedding_dim], got {}", fmt_shape(self.shape())),
+                format!(
+                    "the table must be [num_embeddings, embedding_dim], got {}",
+                    fmt_shape(self.shape())
+                ),
             );
         };
         if ids.len() != ids_shape.iter().product::<usize>() {
@@ -109,7 +112,10 @@ mod tests {
         );
         // A transposed view is read as the table it shows.
         let t = table.t().unwrap().contiguous().t().unwrap();
-        assert_eq!(t.embedding(&[1], &[1], None).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+        assert_eq!(
+            t.embedding(&[1], &[1], None).unwrap().to_vec::<f32>().unwrap(),
+            vec![2.0, 3.0]
+        );
     }
 
     #[test]
@@ -134,7 +140,10 @@ mod tests {
         check(|t| t[0].embedding(&[5, 0, 2, 2, 1, 5], &[2, 3], None), &[table.clone()]);
         // The padding row's gradient is zero by definition, not by calculus: the
         // check covers the other rows (the test above covers that one).
-        check(|t| Ok(t[0].embedding(&[5, 0, 2, 2, 1, 5], &[3, 2], Some(3))?.square()), &[table.clone()]);
+        check(
+            |t| Ok(t[0].embedding(&[5, 0, 2, 2, 1, 5], &[3, 2], Some(3))?.square()),
+            &[table.clone()],
+        );
         check(|t| t[0].t()?.t()?.embedding(&[3], &[1, 1], Some(0)), &[table]);
     }
 
