@@ -150,7 +150,7 @@ mod tests {
         let x = Tensor::rand_uniform(&[2, 4, 3], -1.0, 1.0, DType::F64, &mut seeded_rng(0));
         for mode in PoolMode::ALL {
             let f = |t: &[Tensor]| Ok(SequencePool(mode).forward(&t[0], &mut Ctx::eval())?.tanh());
-            if let Err(e) = gradcheck(f, &[x.clone()], GradcheckOptions::default()) {
+            if let Err(e) = gradcheck(f, std::slice::from_ref(&x), GradcheckOptions::default()) {
                 panic!("{mode:?}: {e}");
             }
         }
