@@ -39,3 +39,9 @@ fn mnist_mlp_quick_trains() {
     let out = run("mnist_mlp", &["--quick"]);
     assert!(out.contains("test accuracy"), "{out}");
 }
+
+#[test]
+fn encoder_timing_runs() {
+    let out = run("encoder_timing", &["1", "1"]);
+    assert!(out.contains("2-layer encoder") && out.contains("backward"), "{out}");
+}

@@ -436,7 +436,21 @@ def toml_of(input_shape, seq):
             lines += [f"hidden_size = {m.hidden_size}", f"num_layers = {m.num_layers}"]
             lines += [f"bias = {str(m.bias).lower()}", f"bidirectional = {str(m.bidirectional).lower()}"]
             lines += [f"dropout = {float(m.dropout)!r}", f'output = "{m.output_kind}"']
-        elif isinstance(m, (nn.ReLU, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Flatten)):
+        elif isinstance(m, nn.Embedding):
+            lines += [f"num_embeddings = {m.num_embeddings}", f"embedding_dim = {m.embedding_dim}"]
+            if m.padding_idx is not None:
+                lines.append(f"padding_idx = {m.padding_idx}")
+        elif isinstance(m, SequencePool):
+            lines.append(f'mode = "{m.mode}"')
+        elif isinstance(m, MultiheadAttention):
+            lines += [f"num_heads = {m.num_heads}", f"dropout = {float(m.dropout)!r}"]
+            lines += [f"bias = {str(m.in_proj_bias is not None).lower()}", f"causal = {str(m.causal).lower()}"]
+        elif isinstance(m, nn.TransformerEncoderLayer):
+            act = {F.relu: "relu", F.gelu: "gelu"}[m.activation]
+            lines += [f"nhead = {m.self_attn.num_heads}", f"dim_feedforward = {m.linear1.out_features}"]
+            lines += [f"dropout = {float(m.dropout.p)!r}", f'activation = "{act}"', f"layer_norm_eps = {m.norm1.eps!r}"]
+            lines.append(f"norm_first = {str(m.norm_first).lower()}")
+        elif isinstance(m, (nn.ReLU, nn.SELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softsign, nn.Flatten, PositionEmbedding)):
             pass
         else:
             raise TypeError(t)
@@ -455,6 +469,79 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return (x if self.shortcut is None else self.shortcut(x)) + self.body(x)
+
+
+class SequencePool(nn.Module):
+    """gradflow's SequencePool: [N, T, E] -> [N, E] by the mean, first or last step."""
+
+    def __init__(self, mode="mean"):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        return {"mean": lambda: x.mean(dim=1), "first": lambda: x[:, 0], "last": lambda: x[:, -1]}[self.mode]()
+
+
+class PositionEmbedding(nn.Module):
+    """gradflow's PositionEmbedding: a learned [T, E] added to each sample."""
+
+    def __init__(self, steps, dim):
+        super().__init__()
+        self.weight = nn.Parameter(0.02 * torch.randn(steps, dim))
+
+    def forward(self, x):
+        return x + self.weight
+
+
+class MultiheadAttention(nn.MultiheadAttention):
+    """gradflow's MultiheadAttention: self-attention on one batch-first input,
+    optionally causal, handing on the output alone (so it fits in nn.Sequential)."""
+
+    def __init__(self, embed_dim, num_heads, causal=False, **kw):
+        super().__init__(embed_dim, num_heads, batch_first=True, **kw)
+        self.causal = causal
+
+    def forward(self, x):
+        t = x.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(t, dtype=x.dtype) if self.causal else None
+        return super().forward(x, x, x, need_weights=False, attn_mask=mask, is_causal=self.causal)[0]
+
+
+def mha(heads, causal=False, bias=True):
+    # Linear into an 8-wide embedding of [4, 6] sequences, attention, then a classifier.
+    return lambda: nn.Sequential(
+        nn.Linear(6, 8), MultiheadAttention(8, heads, causal=causal, bias=bias), nn.Flatten(), nn.Linear(32, 5)
+    )
+
+
+def encoder(activation, norm_first, layers=1):
+    def build():
+        def block():
+            return nn.TransformerEncoderLayer(
+                8, 2, dim_feedforward=12, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+            )
+
+        return nn.Sequential(nn.Linear(6, 8), *[block() for _ in range(layers)], nn.Flatten(), nn.Linear(32, 5))
+
+    return build
+
+
+def attention_list():
+    """MultiheadAttention with 1-2 heads, causal or not, with and without biases; encoder
+    layers post- and pre-norm with ReLU and GELU, one of them two blocks deep. Dropout 0."""
+    common = dict(input=[4, 6], n=3)
+    return [
+        dict(name="mha_f64", build=mha(2), dtype=F64, seed=280, **common),
+        dict(name="mha_causal_f64", build=mha(1, causal=True), dtype=F64, seed=281, **common),
+        dict(name="mha_causal_nobias_f64", build=mha(2, causal=True, bias=False), dtype=F64, seed=282, **common),
+        dict(name="mha_f32", build=mha(1), dtype=F32, seed=283, **common),
+        dict(name="mha_causal_f32", build=mha(2, causal=True), dtype=F32, seed=284, **common),
+        dict(name="tel_relu_f64", build=encoder("relu", False), dtype=F64, seed=285, **common),
+        dict(name="tel_gelu_norm_first_f64", build=encoder("gelu", True), dtype=F64, seed=286, **common),
+        dict(name="tel2_gelu_f64", build=encoder("gelu", False, layers=2), dtype=F64, seed=287, **common),
+        dict(name="tel_relu_norm_first_f32", build=encoder("relu", True), dtype=F32, seed=288, **common),
+        dict(name="tel_gelu_f32", build=encoder("gelu", False), dtype=F32, seed=289, **common),
+    ]
 
 
 ACTS = {
@@ -587,6 +674,20 @@ def res_cnn():
     )
 
 
+def emb_pos_mean():
+    # Token ids (a padding id among them) through a learned table, positions, the mean over steps.
+    return nn.Sequential(nn.Embedding(10, 6, padding_idx=0), PositionEmbedding(5, 6), SequencePool("mean"), nn.Linear(6, 4))
+
+
+def emb_ln_first():
+    return nn.Sequential(nn.Embedding(7, 6), nn.LayerNorm(6), nn.Tanh(), SequencePool("first"), nn.Linear(6, 4))
+
+
+def pos_last():
+    # Features per step: the input gradient flows through PositionEmbedding and SequencePool.
+    return nn.Sequential(nn.Linear(3, 6), PositionEmbedding(4, 6), nn.ReLU(), SequencePool("last"), nn.Linear(6, 3))
+
+
 def recurrent(cls, output, **kw):
     """`cls` (nn.RNN, nn.LSTM, nn.GRU) with batch_first=True, handing on either the
     whole output sequence or the top layer's h_n of each direction (gradflow's
@@ -682,7 +783,13 @@ def model_list():
         dict(name="res_cnn_train_f64", build=res_cnn, input=[3, 5, 5], n=4, dtype=F64, seed=272, mode="train"),
         dict(name="res_cnn_train_f32", build=res_cnn, input=[3, 5, 5], n=4, dtype=F32, seed=273, mode="train"),
     ]
-    return ms + recurrent_list()
+    ms += [
+        dict(name="emb_pos_mean_f64", build=emb_pos_mean, input=[5], n=4, dtype=F64, seed=280, tokens=10),
+        dict(name="emb_ln_first_f32", build=emb_ln_first, input=[5], n=4, dtype=F32, seed=281, tokens=7),
+        dict(name="pos_last_f64", build=pos_last, input=[4, 3], n=4, dtype=F64, seed=282),
+        dict(name="pos_last_f32", build=pos_last, input=[4, 3], n=4, dtype=F32, seed=283),
+    ]
+    return ms + recurrent_list() + attention_list()
 
 
 def ill_conditioned_list():
@@ -732,17 +839,31 @@ def write_model(spec):
                 m.running_mean.copy_(0.5 * torch.randn(c, generator=g, dtype=F64))
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=F64))
                 m.num_batches_tracked.fill_(3)
+            if isinstance(m, nn.MultiheadAttention) and m.in_proj_bias is not None:
+                # PyTorch starts these at 0; non-zero values test that they are added.
+                m.in_proj_bias.copy_(0.2 * torch.randn(m.in_proj_bias.shape, generator=g, dtype=F64))
+                m.out_proj.bias.copy_(0.2 * torch.randn(m.out_proj.bias.shape, generator=g, dtype=F64))
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g, dtype=F64))
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g, dtype=F64))
+            if isinstance(m, PositionEmbedding):
+                # Large enough to matter next to the input.
+                m.weight.copy_(0.5 * torch.randn(m.weight.shape, generator=g, dtype=F64))
     n, shape = spec["n"], spec["input"]
-    if spec.get("image"):
+    if "tokens" in spec:
+        # int64 ids, as nn.Embedding takes them; the first is the padding id, if any.
+        x = torch.randint(0, spec["tokens"], (n, *shape), generator=g)
+        pad = model[0].padding_idx
+        if pad is not None:
+            x[0, 0] = pad
+    elif spec.get("image"):
         x = torch.rand(n, *shape, generator=g, dtype=F64)
     elif "offset" in spec:
         x = spec["offset"] + spec["spread"] * torch.randn(n, *shape, generator=g, dtype=F64)
     else:
         x = 1.5 * torch.randn(n, *shape, generator=g, dtype=F64)
-    x = x.to(dtype)
+    if x.is_floating_point():
+        x = x.to(dtype)
     classes = model[-1].out_features
     target = torch.randint(0, classes, (n,), generator=g)
 
@@ -756,7 +877,8 @@ def write_model(spec):
     ref64 = reference_grads_f64(model, x, target, mode, ls) if spec.get("ref64") else {}
 
     model.train(mode == "train")
-    xi = x.clone().requires_grad_(True)
+    # Token ids have no gradient.
+    xi = x.clone().requires_grad_(x.is_floating_point())
     out = model(xi)
     data_loss = F.cross_entropy(out, target, label_smoothing=ls)
     loss = data_loss + penalty(model, l1, l2)
@@ -764,7 +886,8 @@ def write_model(spec):
     exp = {"out": out.detach().clone(), "loss": loss.detach().clone(), "data_loss": data_loss.detach().clone()}
     for k, p in model.named_parameters():
         exp[f"grad/{k}"] = p.grad.detach().clone()
-    exp["grad/input"] = xi.grad.detach().clone()
+    if xi.requires_grad:
+        exp["grad/input"] = xi.grad.detach().clone()
     for k, b in model.named_buffers():
         exp[f"state/{k}"] = b.detach().clone()
     exp.update(ref64)

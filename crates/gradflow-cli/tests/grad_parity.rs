@@ -157,6 +157,11 @@ fn gradflow_grad_matches_pytorch() {
         "bn2d_train_penalty_f32",
         "mlp_tanh_ls_f64",
         "bn2d_train_ls_penalty_f32",
+        "mha_causal_f64",
+        "tel2_gelu_f64",
+        "tel_relu_norm_first_f32",
+        // int64 token ids, written without an input gradient.
+        "emb_pos_mean_f64",
     ] {
         assert!(
             ran.contains(required),

@@ -79,22 +79,23 @@ pub struct Gradients {
     pub loss: Tensor,
     /// Each parameter's gradient under its `state_dict` name (zeros where the loss does not depend on it).
     pub parameters: Vec<NamedTensor>,
-    /// The gradient with respect to the input.
-    pub input: Tensor,
+    /// The gradient with respect to the input; `None` for token ids (a model
+    /// that starts with an Embedding), which have none, as in PyTorch.
+    pub input: Option<Tensor>,
 }
 
 impl Gradients {
-    /// `loss`, every parameter's gradient, then `input`: the layout `gradflow grad` writes.
+    /// `loss`, every parameter's gradient, then `input` (unless the input is token ids): the layout `gradflow grad` writes.
     pub fn to_named_tensors(&self) -> Vec<NamedTensor> {
         let mut out = vec![NamedTensor {
             name: "loss".into(),
             tensor: self.loss.clone(),
         }];
         out.extend(self.parameters.iter().cloned());
-        out.push(NamedTensor {
+        out.extend(self.input.iter().map(|t| NamedTensor {
             name: "input".into(),
-            tensor: self.input.clone(),
-        });
+            tensor: t.clone(),
+        }));
         out
     }
 
@@ -126,7 +127,8 @@ pub fn grad(spec: &ModelSpec, net: &Sequential, batch: &Batch, options: &GradOpt
     options.validate()?;
     let dtype = net.parameters().first().map_or(DType::F32, |p| p.tensor.dtype());
     check_input(spec, batch)?;
-    let x = batch.input.to_dtype(dtype).copy().requires_grad_(true);
+    let tokens = spec.takes_token_ids();
+    let x = batch.input.to_dtype(dtype).copy().requires_grad_(!tokens);
     let classes: Vec<usize>;
     let values: Tensor;
     let target = if options.loss.wants_classes() {
@@ -160,7 +162,7 @@ pub fn grad(spec: &ModelSpec, net: &Sequential, batch: &Batch, options: &GradOpt
                 name: p.name,
             })
             .collect(),
-        input: gradient(&x),
+        input: (!tokens).then(|| gradient(&x)),
     })
 }
 
@@ -233,7 +235,7 @@ mod tests {
         let g = grad(&spec, &net, &batch, &options).unwrap();
         let names: Vec<String> = g.to_named_tensors().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["loss", "0.weight", "0.bias", "input"]);
-        assert_eq!(g.input.shape(), &[2, 3]);
+        assert_eq!(g.input.as_ref().unwrap().shape(), &[2, 3]);
         // The L2 term is in the loss: half its weight gradient is λ₂·2w.
         let unpenalized = grad(
             &spec,
@@ -253,6 +255,39 @@ mod tests {
         for i in 0..w.len() {
             assert!((a[i] - b[i] - 2.0 * 0.5 * w[i]).abs() < 1e-12);
         }
+    }
+
+    /// A model that starts with an Embedding reads int64 token ids (f64 once
+    /// read) and writes no input gradient, as PyTorch has none; a value that is
+    /// no id is named.
+    #[test]
+    fn token_ids_have_no_input_gradient() {
+        let text = "input = [3]\n[[layer]]\ntype = \"Embedding\"\nnum_embeddings = 5\nembedding_dim = 2\n\
+                    [[layer]]\ntype = \"SequencePool\"\n[[layer]]\ntype = \"Linear\"\nout_features = 2\n";
+        let spec = ModelSpec::parse(text, "tokens").unwrap();
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let batch = |ids: Vec<f64>| Batch {
+            input: Tensor::from_vec(ids, &[2, 3]).unwrap(),
+            target: Tensor::from_vec(vec![0.0, 1.0], &[2]).unwrap(),
+            source: "batch".into(),
+        };
+        let options = GradOptions {
+            loss: Loss::CrossEntropy { label_smoothing: 0.0 },
+            penalty: Penalty::default(),
+            training: false,
+            seed: 0,
+        };
+        let g = grad(&spec, &net, &batch(vec![0.0, 1.0, 4.0, 2.0, 2.0, 3.0]), &options).unwrap();
+        let names: Vec<String> = g.to_named_tensors().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["loss", "0.weight", "2.weight", "2.bias"]);
+        let e = grad(&spec, &net, &batch(vec![0.0, 1.0, 5.0, 2.0, 2.0, 3.0]), &options)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("Embedding: input value 5 at [0, 2] is not a token id"),
+            "{e}"
+        );
     }
 
     #[test]

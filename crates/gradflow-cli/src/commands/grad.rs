@@ -11,8 +11,10 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 #[command(after_help = "Example:
   gradflow grad --model m.toml --weights w.safetensors --batch b.safetensors --out g.safetensors
-The batch file holds `input` ([N, ...], f32 or f64) and `target` (int64 class indices, or floats for mse/bce).
-The output holds `loss`, one gradient per parameter under its own name, and `input` (the input's gradient).")]
+The batch file holds `input` ([N, ...], f32 or f64; int64 token ids when the model starts with an Embedding)
+and `target` (int64 class indices, or floats for mse/bce).
+The output holds `loss`, one gradient per parameter under its own name, and `input` (the input's gradient,
+absent for token ids).")]
 pub struct GradArgs {
     /// Model TOML or preset.
     #[arg(long)]

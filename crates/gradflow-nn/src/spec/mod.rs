@@ -28,13 +28,18 @@ pub use keys::Keys;
 
 use crate::error::{Error, Result};
 use crate::init::Init;
+use crate::layers::attention::MultiheadAttentionSpec;
 use crate::layers::batchnorm::BatchNormSpec;
 use crate::layers::conv::Conv2dSpec;
+use crate::layers::embedding::EmbeddingSpec;
 use crate::layers::layernorm::LayerNormSpec;
 use crate::layers::linear::LinearSpec;
+use crate::layers::position_embedding::PositionEmbeddingSpec;
 use crate::layers::recurrent::RecurrentSpec;
 use crate::layers::residual::ResidualSpec;
+use crate::layers::sequence_pool::SequencePoolSpec;
 use crate::layers::simple::{AvgPool2dSpec, DropoutSpec, FlattenSpec, MaxPool2dSpec};
+use crate::layers::transformer::TransformerEncoderLayerSpec;
 use crate::layers::{Activation, Sequential};
 use keys::Table;
 use std::fmt::Write as _;
@@ -60,6 +65,17 @@ decl::layer_specs! {
     Residual(ResidualSpec),
     /// `nn.RNN`, `nn.LSTM` or `nn.GRU` with `batch_first=True`.
     Recurrent(RecurrentSpec),
+    /// `nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first=True)` as self-attention.
+    MultiheadAttention(MultiheadAttentionSpec),
+    /// `nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation,
+    /// layer_norm_eps, batch_first=True, norm_first)`.
+    TransformerEncoderLayer(TransformerEncoderLayerSpec),
+    /// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)` on token ids.
+    Embedding(EmbeddingSpec),
+    /// A learned `[T, E]` added to each `[T, E]` sample.
+    PositionEmbedding(PositionEmbeddingSpec),
+    /// `[T, E]` → `[E]`: the mean, first or last step.
+    SequencePool(SequencePoolSpec),
     /// Any activation (declared by the `activations!` table).
     Activation(Activation),
 }
@@ -95,12 +111,13 @@ impl Default for BuildOptions {
 }
 
 /// The built-in presets, by name.
-pub const PRESETS: [(&str, &str); 5] = [
+pub const PRESETS: [(&str, &str); 6] = [
     ("mlp", include_str!("../presets/mlp.toml")),
     ("mlp3", include_str!("../presets/mlp3.toml")),
     ("lenet5", include_str!("../presets/lenet5.toml")),
     ("lstm", include_str!("../presets/lstm.toml")),
     ("lstm-pixel", include_str!("../presets/lstm-pixel.toml")),
+    ("vit", include_str!("../presets/vit.toml")),
 ];
 
 /// Largest value any single size in a model file may take (an `input`
@@ -218,37 +235,37 @@ impl ModelSpec {
             .map(|(n, text)| ModelSpec::parse(text, &format!("preset {n}")).expect("presets parse"))
     }
 
-    /// Replace every activation layer with `act` (the CLI's `--activation`).
+    /// Replace every activation layer with `act` (the CLI's `--activation`),
+    /// inside Residual blocks too.
     pub fn with_activation(mut self, act: Activation) -> ModelSpec {
-        for l in &mut self.layers {
+        for_each_layer(&mut self.layers, &mut |l| {
             if let LayerSpec::Activation(a) = l {
                 *a = act;
             }
+        });
+        self
+    }
+
+    /// Set every Dropout layer's probability (the CLI's `--dropout`), inside
+    /// Residual blocks too; with no Dropout layer anywhere, insert one after
+    /// each hidden activation.
+    pub fn with_dropout(mut self, p: f64) -> ModelSpec {
+        let mut any = false;
+        for_each_layer(&mut self.layers, &mut |l| {
+            if let LayerSpec::Dropout(d) = l {
+                (d.p, any) = (p, true);
+            }
+        });
+        if !any {
+            self.layers = dropout_after_activations(std::mem::take(&mut self.layers), p);
         }
         self
     }
 
-    /// Set every Dropout layer's probability (the CLI's `--dropout`); with no Dropout layer,
-    /// insert one after each hidden activation.
-    pub fn with_dropout(mut self, p: f64) -> ModelSpec {
-        if self.layers.iter().any(|l| matches!(l, LayerSpec::Dropout(_))) {
-            for l in &mut self.layers {
-                if let LayerSpec::Dropout(d) = l {
-                    d.p = p;
-                }
-            }
-            return self;
-        }
-        let mut out = Vec::with_capacity(self.layers.len() * 2);
-        for l in self.layers {
-            let act = matches!(l, LayerSpec::Activation(_));
-            out.push(l);
-            if act {
-                out.push(LayerSpec::Dropout(DropoutSpec { p }));
-            }
-        }
-        self.layers = out;
-        self
+    /// Whether the model reads integer token ids (its first layer is an
+    /// Embedding): such an input has no gradient.
+    pub fn takes_token_ids(&self) -> bool {
+        matches!(self.layers.first(), Some(LayerSpec::Embedding(_)))
     }
 
     /// Build the network, checking every layer's input shape first. Models
@@ -267,6 +284,37 @@ impl ModelSpec {
         Ok(cx.stack(&self.layers, &self.input, "")?.0)
     }
 }
+/// Calls `f` on every layer of `layers`, nested lists included.
+fn for_each_layer(layers: &mut [LayerSpec], f: &mut impl FnMut(&mut LayerSpec)) {
+    for l in layers {
+        f(l);
+        if let LayerSpec::Residual(r) = l {
+            for_each_layer(&mut r.body, f);
+            for_each_layer(r.shortcut.as_deref_mut().unwrap_or_default(), f);
+        }
+    }
+}
+
+/// `layers` with a Dropout of `p` after each activation, inside Residual blocks too.
+fn dropout_after_activations(layers: Vec<LayerSpec>, p: f64) -> Vec<LayerSpec> {
+    let mut out = Vec::with_capacity(layers.len() * 2);
+    for l in layers {
+        let l = match l {
+            LayerSpec::Residual(r) => LayerSpec::Residual(ResidualSpec {
+                body: dropout_after_activations(r.body, p),
+                shortcut: r.shortcut.map(|s| dropout_after_activations(s, p)),
+            }),
+            other => other,
+        };
+        let act = matches!(l, LayerSpec::Activation(_));
+        out.push(l);
+        if act {
+            out.push(LayerSpec::Dropout(DropoutSpec { p }));
+        }
+    }
+    out
+}
+
 impl ModelSpec {
     /// The per-sample output shape, or the first layer that does not fit.
     pub fn output_shape(&self) -> Result<Vec<usize>> {
@@ -611,6 +659,221 @@ max_val = 2.0
             e.starts_with("layer 0 (GRU): expects a sequence [steps, features]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn token_and_sequence_layers_parse_build_and_round_trip() {
+        let text =
+            "input = [5]\n[[layer]]\ntype = \"Embedding\"\nnum_embeddings = 10\nembedding_dim = 4\npadding_idx = 0\n\
+                    [[layer]]\ntype = \"PositionEmbedding\"\n[[layer]]\ntype = \"SequencePool\"\nmode = \"last\"\n\
+                    [[layer]]\ntype = \"Linear\"\nout_features = 3\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert!(spec.takes_token_ids());
+        assert_eq!(spec.output_shape().unwrap(), vec![3]);
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let shapes: Vec<(String, Vec<usize>)> = net
+            .parameters()
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.shape().to_vec()))
+            .collect();
+        assert_eq!(shapes[0], ("0.weight".to_string(), vec![10, 4]));
+        assert_eq!(shapes[1], ("1.weight".to_string(), vec![5, 4]));
+        assert_eq!(net.parameters()[0].tensor.to_vec_f64()[..4], [0.0; 4]);
+        let pool = ModelSpec::parse("input = [3, 2]\n[[layer]]\ntype = \"SequencePool\"\n", "m.toml").unwrap();
+        assert_eq!(
+            pool.layers[0],
+            LayerSpec::SequencePool(SequencePoolSpec {
+                mode: crate::layers::PoolMode::Mean
+            })
+        );
+        assert!(!pool.takes_token_ids());
+    }
+
+    #[test]
+    fn token_and_sequence_layer_errors_name_the_layer_and_cause() {
+        let emb = "input = [5]\n[[layer]]\ntype = \"Embedding\"\n";
+        let bad = [
+            (
+                format!("{emb}num_embeddings = 4\n"),
+                "m.toml: layer 0 (Embedding): missing key 'embedding_dim'",
+            ),
+            (
+                format!("{emb}num_embeddings = 4\nembedding_dim = 2\npadding_idx = 4\n"),
+                "m.toml: layer 0 (Embedding): 'padding_idx' must be an id from 0 to 3 (below num_embeddings), got 4",
+            ),
+            (
+                format!("{emb}num_embeddings = 0\nembedding_dim = 2\n"),
+                "m.toml: layer 0 (Embedding): 'num_embeddings' must be a positive integer",
+            ),
+            (
+                "input = [3, 2]\n[[layer]]\ntype = \"SequencePool\"\nmode = \"max\"\n".to_string(),
+                "m.toml: layer 0 (SequencePool): 'mode' must be one of \"mean\", \"first\", \"last\", got \"max\"",
+            ),
+        ];
+        for (text, want) in bad {
+            let e = ModelSpec::parse(&text, "m.toml").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        for ty in ["SequencePool", "PositionEmbedding"] {
+            let e = ModelSpec::parse(&format!("input = [6]\n[[layer]]\ntype = \"{ty}\"\n"), "m.toml")
+                .unwrap()
+                .build(BuildOptions::default())
+                .unwrap_err()
+                .to_string();
+            let want = format!("layer 0 ({ty}): expects a sequence [steps, features], gets shape [6]");
+            assert!(e.starts_with(&want), "{e}");
+        }
+    }
+
+    /// `--activation` and `--dropout` reach into Residual bodies and shortcuts.
+    #[test]
+    fn activation_and_dropout_reach_inside_residual_blocks() {
+        let text = format!(
+            "{RES}[[layer.shortcut]]\ntype = \"Linear\"\nout_features = 12\n[[layer.shortcut]]\ntype = \"Tanh\"\n"
+        );
+        let spec = ModelSpec::parse(&text, "m.toml")
+            .unwrap()
+            .with_activation(Activation::Sigmoid);
+        let LayerSpec::Residual(ResidualSpec { body, shortcut }) = &spec.layers[0] else {
+            panic!("a Residual block")
+        };
+        assert_eq!(body[1], LayerSpec::Activation(Activation::Sigmoid));
+        assert_eq!(
+            shortcut.as_ref().unwrap()[1],
+            LayerSpec::Activation(Activation::Sigmoid)
+        );
+        let LayerSpec::Residual(ResidualSpec { body, shortcut }) = &spec.clone().with_dropout(0.25).layers[0] else {
+            panic!("a Residual block")
+        };
+        assert_eq!(body[2], LayerSpec::Dropout(DropoutSpec { p: 0.25 }));
+        assert_eq!(
+            shortcut.as_ref().unwrap()[2],
+            LayerSpec::Dropout(DropoutSpec { p: 0.25 })
+        );
+        // An existing Dropout inside a body takes the new probability; none is added.
+        let once = spec.with_dropout(0.25);
+        let twice = once.clone().with_dropout(0.5);
+        let LayerSpec::Residual(ResidualSpec { body, .. }) = &twice.layers[0] else {
+            panic!("a Residual block")
+        };
+        assert_eq!(body.len(), 3);
+        assert_eq!(body[2], LayerSpec::Dropout(DropoutSpec { p: 0.5 }));
+    }
+
+    #[test]
+    fn attention_layers_parse_build_and_round_trip() {
+        let text = "input = [5, 6]\n[[layer]]\ntype = \"Linear\"\nout_features = 8\n\
+                    [[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\ncausal = true\n\
+                    [[layer]]\ntype = \"TransformerEncoderLayer\"\nnhead = 4\ndim_feedforward = 16\nactivation = \"gelu\"\nnorm_first = true\n\
+                    [[layer]]\ntype = \"Flatten\"\n[[layer]]\ntype = \"Linear\"\nout_features = 3\n";
+        let spec = ModelSpec::parse(text, "m.toml").unwrap();
+        assert_eq!(spec, ModelSpec::parse(&spec.to_toml(), "again").unwrap());
+        assert_eq!(spec.output_shape().unwrap(), vec![3]);
+        let LayerSpec::TransformerEncoderLayer(t) = &spec.layers[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (t.dropout, t.layer_norm_eps, t.activation.as_str()),
+            (0.1, 1e-5, "gelu")
+        );
+        let net = spec.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().into_iter().map(|p| p.name).collect();
+        assert_eq!(
+            names[2..6],
+            [
+                "1.in_proj_weight",
+                "1.in_proj_bias",
+                "1.out_proj.weight",
+                "1.out_proj.bias"
+            ]
+        );
+        assert_eq!(names[6], "2.self_attn.in_proj_weight");
+        assert_eq!(names[17], "2.norm2.bias");
+        // 6·8+8, attention 4·8·8+4·8, encoder: attention, 2·8·16+16+8, two LayerNorms, 40·3+3.
+        let attention = 4 * 8 * 8 + 4 * 8;
+        let want = 56 + attention + attention + 2 * 8 * 16 + 16 + 8 + 4 * 8 + 123;
+        assert_eq!(net.num_parameters(), want);
+    }
+
+    #[test]
+    fn attention_errors_name_the_layer_and_cause() {
+        let head = "input = [4, 6]\n[[layer]]\ntype = \"TransformerEncoderLayer\"\n";
+        let bad = [
+            ("", "m.toml: layer 0 (TransformerEncoderLayer): missing key 'nhead'"),
+            (
+                "nhead = 2\nactivation = \"tanh\"\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"tanh\"",
+            ),
+            (
+                "nhead = 2\ndropout = 1.0\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'dropout' must be in [0, 1)",
+            ),
+            (
+                "nhead = 2\nlayer_norm_eps = 0\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): 'layer_norm_eps' must be positive",
+            ),
+            (
+                "nhead = 2\nd_model = 6\n",
+                "m.toml: layer 0 (TransformerEncoderLayer): unknown key 'd_model'",
+            ),
+        ];
+        for (rest, want) in bad {
+            let e = ModelSpec::parse(&format!("{head}{rest}"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+        let e = ModelSpec::parse(
+            "input = [4, 6]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 4\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "layer 0 (MultiheadAttention): the embedding width 6 (the input's last dimension) is not divisible by 4 heads"
+        );
+        let e = ModelSpec::parse(
+            "input = [24]\n[[layer]]\ntype = \"MultiheadAttention\"\nnum_heads = 2\n",
+            "m.toml",
+        )
+        .unwrap()
+        .build(BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("layer 0 (MultiheadAttention): expects a sequence [steps, features], gets shape [24]"),
+            "{e}"
+        );
+        // A spec built in code with a bad activation is refused, not a panic.
+        let mut spec = ModelSpec::parse(&format!("{head}nhead = 2\n"), "m.toml").unwrap();
+        if let LayerSpec::TransformerEncoderLayer(t) = &mut spec.layers[0] {
+            t.activation = "swish".into();
+        }
+        let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "layer 0 (TransformerEncoderLayer): 'activation' must be \"relu\" or \"gelu\", got \"swish\""
+        );
+    }
+
+    /// The vit preset: rows of pixels embedded, positions, two pre-norm encoder
+    /// layers, LayerNorm, the mean over the rows, a classifier.
+    #[test]
+    fn vit_preset_builds_with_pytorch_names() {
+        let vit = ModelSpec::preset("vit").unwrap();
+        assert_eq!(vit.output_shape().unwrap(), vec![10]);
+        let net = vit.build(BuildOptions::default()).unwrap();
+        let names: Vec<String> = net.parameters().into_iter().map(|p| p.name).collect();
+        assert_eq!(names[..3], ["0.weight", "0.bias", "1.weight"]);
+        assert_eq!(names[3], "2.self_attn.in_proj_weight");
+        assert_eq!(names[names.len() - 4..], ["4.weight", "4.bias", "6.weight", "6.bias"]);
+        let encoder = 4 * 64 * 64 + 4 * 64 + 2 * 64 * 128 + 128 + 64 + 4 * 64;
+        let want = 28 * 64 + 64 + 28 * 64 + 2 * encoder + 2 * 64 + 64 * 10 + 10;
+        assert_eq!(net.num_parameters(), want);
     }
 
     #[test]

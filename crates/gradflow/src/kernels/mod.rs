@@ -3,6 +3,7 @@
 //! thread where spawning would cost more than it saves.
 
 pub mod approx;
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub(crate) mod im2col;

@@ -2,9 +2,11 @@
 //! backward rule (the vector-Jacobian product). Adding an op touches one file.
 
 pub mod activation;
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod dropout;
+pub mod embedding;
 pub mod index;
 pub mod loss;
 pub mod matmul;
