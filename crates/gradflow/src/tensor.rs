@@ -494,7 +494,9 @@ pub(crate) fn gather_strided<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
         // 3% of a transformer step.
         let row = layout.shape[nd - 1];
         let (shape, strides) = (&layout.shape[..nd - 1], &layout.strides[..nd - 1]);
-        for_each_offset(shape, strides, layout.offset, |o| out.extend_from_slice(&data[o..o + row]));
+        for_each_offset(shape, strides, layout.offset, |o| {
+            out.extend_from_slice(&data[o..o + row])
+        });
         return out;
     }
     for_each_offset(&layout.shape, &layout.strides, layout.offset, |o| out.push(data[o]));
