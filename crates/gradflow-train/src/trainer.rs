@@ -533,6 +533,7 @@ impl Trainer {
             rng: epoch_rng(self.config.seed, self.epoch),
             record_outputs: false,
             outputs: Vec::new(),
+            hidden_grads: Vec::new(),
         };
         ctx.rng.set_word_pos(self.rng_word_pos);
         let mut sums = self.partial;
@@ -578,6 +579,7 @@ impl Trainer {
         let record = self.diagnostics.due(self.global_step);
         ctx.record_outputs = record;
         ctx.outputs.clear();
+        ctx.hidden_grads.clear();
         // Forward and backward leave the weights alone: this is their value before the update.
         let before = record.then(|| self.diagnostics.weights_before(&self.model));
         let objective = Objective {
@@ -610,7 +612,7 @@ impl Trainer {
                 self.global_step,
                 self.epoch + 1,
                 &self.model,
-                &ctx.outputs,
+                ctx,
                 &step.grads,
                 &before,
             );

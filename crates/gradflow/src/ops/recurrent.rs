@@ -13,6 +13,34 @@ use crate::kernels::recurrent::{cell_backward, cell_forward, hidden_product, hid
 use crate::kernels::recurrent::{StepGrad, StepIo};
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// Where backpropagation through time leaves ‖∂L/∂h_t‖ for each time step `t`:
+/// the norm, over the batch and the hidden units, of the total gradient
+/// reaching the hidden state (the step's output gradient plus what the later
+/// steps pass back). The diagnostics hand one to the op only on the steps
+/// they sample, so an unsampled step computes no norm at all. Clones share
+/// the slot, so the caller keeps one and the graph fills the other.
+#[derive(Debug, Clone, Default)]
+pub struct HiddenGradNorms(Arc<Mutex<Option<Vec<f64>>>>);
+
+impl HiddenGradNorms {
+    /// The norms in time order, once a backward pass has run through the op.
+    pub fn get(&self) -> Option<Vec<f64>> {
+        self.0.lock().expect("norms lock").clone()
+    }
+    fn set(&self, norms: Vec<f64>) {
+        *self.0.lock().expect("norms lock") = Some(norms);
+    }
+}
+
+/// The Frobenius norm of `v` in f64.
+fn norm_f64<T: Element>(v: &[T]) -> f64 {
+    v.iter()
+        .map(|x| x.to_f64().unwrap_or(f64::NAN).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
 
 /// Sizes of one recurrence.
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +147,8 @@ fn step_dh<T: Element>(d: Dims, t: usize, g: &[T], dh_next: &[T], dh: &mut [T]) 
 /// Gradients of the input projection, `W_hh` and `b_hh`.
 type Grads<T> = (Vec<T>, Vec<T>, Vec<T>);
 
-fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T]) -> Grads<T> {
+/// `norms`, when given, receives ‖∂L/∂h_t‖ at each time `t`.
+fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], mut norms: Option<&mut [f64]>) -> Grads<T> {
     let (nh, ng) = (d.batch * d.hid, d.batch * d.gh);
     let mut dxw = vec![T::zero(); d.batch * d.steps * d.gh];
     let (mut dw, mut db) = (vec![T::zero(); w.len()], vec![T::zero(); d.gh]);
@@ -134,6 +163,9 @@ fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T]) -> Grads<T> {
     for s in (0..d.steps).rev() {
         let t = d.time(s);
         step_dh(d, t, g, &dh_next, &mut dh);
+        if let Some(norms) = norms.as_deref_mut() {
+            norms[t] = norm_f64(&dh);
+        }
         let h_prev = if s == 0 {
             &zeros[..]
         } else {
@@ -184,6 +216,7 @@ struct RecurrenceBackward {
     b_hh: Option<Tensor>,
     dims: Dims,
     saved: SavedAny,
+    hidden_grad_norms: Option<HiddenGradNorms>,
 }
 
 impl GradFn for RecurrenceBackward {
@@ -197,17 +230,21 @@ impl GradFn for RecurrenceBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let (ws, gs) = (self.w_hh.contiguous_storage(), g.contiguous_storage());
+        let mut norms = self.hidden_grad_norms.as_ref().map(|_| vec![0.0; self.dims.steps]);
         let (dxw, dw, db) = match (&self.saved, &ws, &gs) {
             (SavedAny::F32(sv), CpuStorage::F32(w), CpuStorage::F32(g)) => {
-                let (a, b, c) = backward(self.dims, sv, w, g);
+                let (a, b, c) = backward(self.dims, sv, w, g, norms.as_deref_mut());
                 (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c))
             }
             (SavedAny::F64(sv), CpuStorage::F64(w), CpuStorage::F64(g)) => {
-                let (a, b, c) = backward(self.dims, sv, w, g);
+                let (a, b, c) = backward(self.dims, sv, w, g, norms.as_deref_mut());
                 (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c))
             }
             _ => unreachable!("gradient has the input's dtype"),
         };
+        if let (Some(slot), Some(norms)) = (&self.hidden_grad_norms, norms) {
+            slot.set(norms);
+        }
         let mut v = vec![
             Some(Tensor::from_storage(dxw, self.xw.shape())),
             Some(Tensor::from_storage(dw, self.w_hh.shape())),
@@ -262,6 +299,19 @@ impl Tensor {
     /// zero; `reverse` runs from the last step to the first. Returns the hidden
     /// state of every step, `[N, T, H]` (in time order).
     pub fn recurrence(&self, w_hh: &Tensor, b_hh: Option<&Tensor>, cell: Cell, reverse: bool) -> Result<Tensor> {
+        self.recurrence_observed(w_hh, b_hh, cell, reverse, None)
+    }
+
+    /// [`Tensor::recurrence`] whose backward pass also leaves ‖∂L/∂h_t‖ of
+    /// every step in `hidden_grad_norms` (for the diagnostics through time).
+    pub fn recurrence_observed(
+        &self,
+        w_hh: &Tensor,
+        b_hh: Option<&Tensor>,
+        cell: Cell,
+        reverse: bool,
+        hidden_grad_norms: Option<&HiddenGradNorms>,
+    ) -> Result<Tensor> {
         let dims = Dims {
             reverse,
             ..check_shapes(self, w_hh, b_hh, cell)?
@@ -289,6 +339,7 @@ impl Tensor {
                     b_hh: b_hh.cloned(),
                     dims,
                     saved,
+                    hidden_grad_norms: hidden_grad_norms.cloned(),
                 })
             }),
         )
@@ -297,7 +348,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::Cell;
+    use super::{Cell, HiddenGradNorms};
     use crate::testutil::{check, rand64};
     use crate::Tensor;
 
@@ -327,6 +378,12 @@ mod tests {
 
     /// The whole recurrence composed from generic ops, in time order.
     fn composed(cell: Cell, xw: &Tensor, w: &Tensor, b: Option<&Tensor>, reverse: bool) -> Tensor {
+        let outs = composed_states(cell, xw, w, b, reverse);
+        Tensor::stack(&outs.iter().collect::<Vec<_>>(), 1).unwrap()
+    }
+
+    /// Each step's hidden state `[N, H]` of the composed recurrence, in time order.
+    fn composed_states(cell: Cell, xw: &Tensor, w: &Tensor, b: Option<&Tensor>, reverse: bool) -> Vec<Tensor> {
         let (n, t, hid) = (xw.shape()[0], xw.shape()[1], w.shape()[1]);
         let mut h = Tensor::zeros(&[n, hid], xw.dtype());
         let mut c = h.clone();
@@ -338,8 +395,7 @@ mod tests {
             (h, c) = composed_step(cell, &x, &hw, &h, &c);
             outs[tt] = Some(h.clone());
         }
-        let outs: Vec<Tensor> = outs.into_iter().map(Option::unwrap).collect();
-        Tensor::stack(&outs.iter().collect::<Vec<_>>(), 1).unwrap()
+        outs.into_iter().map(Option::unwrap).collect()
     }
 
     #[test]
@@ -366,6 +422,35 @@ mod tests {
                     for (a, p) in a.iter().zip(&p) {
                         assert!((a - p).abs() < 1e-10, "{cell:?} {reverse}: grad {a} vs {p}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn records_the_total_gradient_reaching_each_hidden_state() {
+        for cell in CELLS {
+            for reverse in [false, true] {
+                let hid = 3;
+                let xw = rand64(&[2, 5, cell.gates() * hid], 8).requires_grad_(true);
+                let w = rand64(&[cell.gates() * hid, hid], 9).mul_scalar(0.5);
+                let b = rand64(&[cell.gates() * hid], 10);
+                let norms = HiddenGradNorms::default();
+                let fused = xw.recurrence_observed(&w, Some(&b), cell, reverse, Some(&norms)).unwrap();
+                assert!(norms.get().is_none(), "filled by backward, not forward");
+                // A loss that reads every step, so each h_t gets its own output gradient plus the recurrent one.
+                let weights = rand64(fused.shape(), 11);
+                fused.mul(&weights).unwrap().sum_all().backward().unwrap();
+                let states = composed_states(cell, &xw, &w, Some(&b), reverse);
+                let plain = Tensor::stack(&states.iter().collect::<Vec<_>>(), 1).unwrap();
+                let grads = plain.mul(&weights).unwrap().sum_all().backward_retain_all().unwrap();
+                let recorded = norms.get().unwrap();
+                assert_eq!(recorded.len(), 5);
+                for (t, h) in states.iter().enumerate() {
+                    let g = grads.get(h).unwrap().to_vec_f64();
+                    let expected = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    let got = recorded[t];
+                    assert!((got - expected).abs() < 1e-10, "{cell:?} {reverse} t={t}: {got} vs {expected}");
                 }
             }
         }
