@@ -14,6 +14,9 @@ use std::path::Path;
 
 /// Thresholds of the warnings.
 const VANISHING_RATIO: f64 = 1e-3;
+/// What to try when the gradient fades through time.
+const THROUGH_TIME_FIX: &str =
+    "use an LSTM or GRU (type = \"LSTM\"), clip gradients (--clip-norm 1.0), or train on shorter sequences";
 /// ‖∂L/∂h‖ at a recurrence's first step over its last step's, below which
 /// the early inputs no longer reach the loss.
 const TIME_VANISHING_RATIO: f64 = 1e-3;
@@ -364,13 +367,8 @@ pub fn step_warnings(layers: &[LayerStats], step: u64, epoch: usize) -> Vec<Warn
         })
         .into_iter()
         .collect();
-    if let Some(e) = vanishing_through_time(layers) {
-        out.push(at(
-            WarningKind::VanishingGradientsThroughTime,
-            e,
-            "use an LSTM or GRU (type = \"LSTM\"), clip gradients (--clip-norm 1.0), or train on shorter sequences",
-        ));
-    }
+    let through_time = vanishing_through_time(layers);
+    out.extend(through_time.map(|e| at(WarningKind::VanishingGradientsThroughTime, e, THROUGH_TIME_FIX)));
     for l in layers {
         if let Some(g) = l.grad_norm.filter(|&g| !g.is_finite() || g > EXPLODING_NORM) {
             out.push(at(
@@ -611,9 +609,18 @@ mod tests {
         assert!(step_warnings(&[recurrent(0, &[("l0_reverse", true, &fading)])], 5, 3).is_empty());
         // …and fade when its first step, t = 3, is the small one.
         let reversed = [0.4, 3e-3, 1e-5, 2e-7];
-        let ws = step_warnings(&[recurrent(2, &[("l0", false, &[0.5, 0.6]), ("l0_reverse", true, &reversed)])], 1, 1);
+        let ws = step_warnings(
+            &[recurrent(
+                2,
+                &[("l0", false, &[0.5, 0.6]), ("l0_reverse", true, &reversed)],
+            )],
+            1,
+            1,
+        );
         assert_eq!(kinds(&ws), [WarningKind::VanishingGradientsThroughTime]);
-        assert!(ws[0].evidence.starts_with("layer 2 (RNN, l0_reverse) ‖∂L/∂h_t‖ at its first step (t=3) 2.00e-7"));
+        assert!(ws[0]
+            .evidence
+            .starts_with("layer 2 (RNN, l0_reverse) ‖∂L/∂h_t‖ at its first step (t=3) 2.00e-7"));
     }
 
     #[test]
@@ -733,13 +740,28 @@ mod tests {
         let before = d.weights_before(&model);
         d.record(0, 1, &model, &ctx, &grads, &before);
         let series = &d.records[0].layers[0].hidden_grad_norms;
-        assert_eq!((series.len(), series[0].name.as_str(), series[0].reverse), (1, "l0", false));
+        assert_eq!(
+            (series.len(), series[0].name.as_str(), series[0].reverse),
+            (1, "l0", false)
+        );
         assert!(d.records[0].layers[1].hidden_grad_norms.is_empty());
 
         // The plain computation: the same RNN unrolled from generic ops, every h_t kept.
         let p = model.parameters();
-        let w = |name: &str| p.iter().find(|q| q.name == name).unwrap().tensor.detach().requires_grad_(true);
-        let (w_ih, w_hh, b_ih, b_hh) = (w("0.weight_ih_l0"), w("0.weight_hh_l0"), w("0.bias_ih_l0"), w("0.bias_hh_l0"));
+        let w = |name: &str| {
+            p.iter()
+                .find(|q| q.name == name)
+                .unwrap()
+                .tensor
+                .detach()
+                .requires_grad_(true)
+        };
+        let (w_ih, w_hh, b_ih, b_hh) = (
+            w("0.weight_ih_l0"),
+            w("0.weight_hh_l0"),
+            w("0.bias_ih_l0"),
+            w("0.bias_hh_l0"),
+        );
         let mut h = Tensor::zeros(&[2, 3], DType::F64);
         let mut states = Vec::new();
         for t in 0..4 {
@@ -778,14 +800,20 @@ mod tests {
         assert!(!serde_json::to_string(&s).unwrap().contains("hidden_grad_norms"));
         let old = r#"{"index":0,"kind":"Linear","grad_norm":1.0,"weight_norm":1.0,"update_ratio":null,
             "near_zero":0.0,"act_mean":0.0,"act_std":1.0,"saturated":null,"dead":null}"#;
-        assert!(serde_json::from_str::<LayerStats>(old).unwrap().hidden_grad_norms.is_empty());
+        assert!(serde_json::from_str::<LayerStats>(old)
+            .unwrap()
+            .hidden_grad_norms
+            .is_empty());
     }
 
     #[test]
     fn kinds_serialize_to_the_run_file_strings() {
         for (k, s) in [
             (WarningKind::VanishingGradients, "vanishing_gradients"),
-            (WarningKind::VanishingGradientsThroughTime, "vanishing_gradients_through_time"),
+            (
+                WarningKind::VanishingGradientsThroughTime,
+                "vanishing_gradients_through_time",
+            ),
             (WarningKind::ExplodingGradients, "exploding_gradients"),
             (WarningKind::NonFiniteLoss, "non_finite_loss"),
             (WarningKind::DeadRelu, "dead_relu"),

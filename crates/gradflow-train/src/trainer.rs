@@ -608,14 +608,9 @@ impl Trainer {
             }
         };
         if let Some(before) = before {
-            let raised = self.diagnostics.record(
-                self.global_step,
-                self.epoch + 1,
-                &self.model,
-                ctx,
-                &step.grads,
-                &before,
-            );
+            let raised =
+                self.diagnostics
+                    .record(self.global_step, self.epoch + 1, &self.model, ctx, &step.grads, &before);
             for w in raised {
                 obs.warning(&w);
             }

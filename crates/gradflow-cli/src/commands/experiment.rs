@@ -1,4 +1,4 @@
-//! `gradflow experiment activations|regularization`.
+//! `gradflow experiment activations|regularization|memory`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -12,12 +12,15 @@ enum Study {
     Activations,
     /// Overfitting: a large MLP on a small training set with each regularizer.
     Regularization,
+    /// Memory through time: the adding problem with a tanh RNN, an LSTM and a GRU.
+    Memory,
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   gradflow experiment activations                 # depth 10, width 256
   gradflow experiment regularization --quick      # a small version (seconds)
+  gradflow experiment memory --lengths 10,100     # RNN, LSTM, GRU on the adding problem
 Writes CSV, JSON, a markdown table and PNG plots into --out (default runs/experiment-<name>).")]
 pub struct ExperimentArgs {
     /// Which study.
@@ -29,13 +32,16 @@ pub struct ExperimentArgs {
     /// Hidden layers (activations study).
     #[arg(long)]
     depth: Option<usize>,
-    /// Hidden width.
+    /// Hidden width (the recurrent layer's hidden units in the memory study).
     #[arg(long)]
     width: Option<usize>,
+    /// Sequence lengths T of the memory study, comma-separated (default 10,50,100,200).
+    #[arg(long, value_delimiter = ',')]
+    lengths: Option<Vec<usize>>,
     /// Epochs per run.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Training images.
+    /// Training images (training sequences in the memory study).
     #[arg(long)]
     train_size: Option<usize>,
     /// MNIST directory.
@@ -72,6 +78,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     let study = match a.study {
         Study::Activations => experiment::Study::Activations,
         Study::Regularization => experiment::Study::Regularization,
+        Study::Memory => experiment::Study::Memory,
     };
     let defaults = study.options(a.quick, super::data_dir(a.data));
     let opts = ExperimentOptions {
@@ -81,10 +88,14 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         epochs: a.epochs.unwrap_or(defaults.epochs),
         train_size: a.train_size.unwrap_or(defaults.train_size),
         seed: a.seed,
+        lengths: a.lengths.unwrap_or(defaults.lengths.clone()),
         ..defaults
     };
     if opts.depth == 0 || opts.width == 0 || opts.epochs == 0 || opts.train_size == 0 {
         bail!("--depth, --width, --epochs and --train-size must be at least 1");
+    }
+    if let Some(t) = opts.lengths.iter().find(|&&t| t < 2) {
+        bail!("--lengths: each sequence needs at least 2 steps (one marker in each half), got {t}");
     }
     let bar = ProgressBar::new(1);
     bar.set_style(

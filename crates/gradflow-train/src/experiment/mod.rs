@@ -8,6 +8,11 @@
 //! * `regularization`: a large MLP on a small training set, where it overfits,
 //!   with no regularization, L1, L2, both, dropout, weight decay and early
 //!   stopping: the train/validation gap each one closes, and L1's sparsity.
+//! * `memory` (`memory.rs`): the adding problem with a tanh RNN, an LSTM and a
+//!   GRU over growing sequence lengths: where the RNN's gradient through time
+//!   vanishes and the gated cells carry it.
+
+pub mod memory;
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result as Res};
@@ -49,6 +54,8 @@ pub struct ExperimentOptions {
     pub train_size: usize,
     /// Seed of every run.
     pub seed: u64,
+    /// Sequence lengths T (memory study).
+    pub lengths: Vec<usize>,
 }
 
 /// Which study.
@@ -58,6 +65,8 @@ pub enum Study {
     Activations,
     /// Overfitting: a large MLP on a small training set with each regularizer.
     Regularization,
+    /// Memory through time: the adding problem with a tanh RNN, an LSTM and a GRU.
+    Memory,
 }
 
 impl Study {
@@ -66,6 +75,7 @@ impl Study {
         match self {
             Study::Activations => "activations",
             Study::Regularization => "regularization",
+            Study::Memory => "memory",
         }
     }
 
@@ -76,6 +86,14 @@ impl Study {
             (Study::Activations, true) => (4, 32, 2, 1000),
             (Study::Regularization, false) => (2, 1024, 60, 1000),
             (Study::Regularization, true) => (2, 256, 6, 500),
+            // depth: one recurrent layer; width: its hidden units; train_size: training sequences.
+            (Study::Memory, false) => (1, 32, 8, 5000),
+            (Study::Memory, true) => (1, 8, 2, 256),
+        };
+        let lengths = match (self, quick) {
+            (Study::Memory, false) => vec![10, 50, 100, 200],
+            (Study::Memory, true) => vec![5, 10],
+            _ => Vec::new(),
         };
         ExperimentOptions {
             data_dir,
@@ -86,6 +104,7 @@ impl Study {
             epochs,
             train_size,
             seed: 0,
+            lengths,
         }
     }
 
@@ -97,6 +116,9 @@ impl Study {
             }
             Study::Regularization => {
                 regularization(opts, progress)?;
+            }
+            Study::Memory => {
+                memory::memory(opts, progress)?;
             }
         }
         let path = opts.out_dir.join(format!("{}.md", self.name()));

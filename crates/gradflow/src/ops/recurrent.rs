@@ -163,9 +163,7 @@ fn backward<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], mut norms: Opt
     for s in (0..d.steps).rev() {
         let t = d.time(s);
         step_dh(d, t, g, &dh_next, &mut dh);
-        if let Some(norms) = norms.as_deref_mut() {
-            norms[t] = norm_f64(&dh);
-        }
+        norms.iter_mut().for_each(|n| n[t] = norm_f64(&dh));
         let h_prev = if s == 0 {
             &zeros[..]
         } else {
@@ -436,7 +434,9 @@ mod tests {
                 let w = rand64(&[cell.gates() * hid, hid], 9).mul_scalar(0.5);
                 let b = rand64(&[cell.gates() * hid], 10);
                 let norms = HiddenGradNorms::default();
-                let fused = xw.recurrence_observed(&w, Some(&b), cell, reverse, Some(&norms)).unwrap();
+                let fused = xw
+                    .recurrence_observed(&w, Some(&b), cell, reverse, Some(&norms))
+                    .unwrap();
                 assert!(norms.get().is_none(), "filled by backward, not forward");
                 // A loss that reads every step, so each h_t gets its own output gradient plus the recurrent one.
                 let weights = rand64(fused.shape(), 11);
@@ -450,7 +450,10 @@ mod tests {
                     let g = grads.get(h).unwrap().to_vec_f64();
                     let expected = g.iter().map(|v| v * v).sum::<f64>().sqrt();
                     let got = recorded[t];
-                    assert!((got - expected).abs() < 1e-10, "{cell:?} {reverse} t={t}: {got} vs {expected}");
+                    assert!(
+                        (got - expected).abs() < 1e-10,
+                        "{cell:?} {reverse} t={t}: {got} vs {expected}"
+                    );
                 }
             }
         }
