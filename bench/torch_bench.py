@@ -76,7 +76,82 @@ def lenet5():
     )
 
 
+class Residual(nn.Module):
+    """gradflow's Residual block: y = x + body(x)."""
+
+    def __init__(self, *body):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def resmlp(width, blocks):
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, width),
+        nn.ReLU(),
+        *[Residual(nn.Linear(width, width), nn.ReLU()) for _ in range(blocks)],
+        nn.Linear(width, 10),
+    )
+
+
+class Rows(nn.Module):
+    """Reads a [N, 1, 28, 28] image as 28 steps of 28 pixels, as the sequence presets do."""
+
+    def forward(self, x):
+        return x.view(x.shape[0], 28, 28)
+
+
+class PositionEmbedding(nn.Module):
+    """gradflow's PositionEmbedding: a learned [T, E] table added to every sample."""
+
+    def __init__(self, steps, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(steps, dim) * 0.02)
+
+    def forward(self, x):
+        return x + self.weight
+
+
+class MeanOverTime(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=1)
+
+
+def vit():
+    """The `vit` preset: rows as tokens, Linear(28, 64), learned positions, two
+    pre-norm encoder layers (4 heads, feed-forward 128, no dropout), LayerNorm,
+    mean over time, Linear(64, 10)."""
+    layer = lambda: nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True, norm_first=True)
+    return nn.Sequential(
+        Rows(), nn.Linear(28, 64), PositionEmbedding(28, 64), layer(), layer(),
+        nn.LayerNorm(64), MeanOverTime(), nn.Linear(64, 10),
+    )
+
+
+class LastStep(nn.Module):
+    """An LSTM's last hidden state (gradflow's output = "last")."""
+
+    def __init__(self, lstm):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return h[-1]
+
+
+def lstm():
+    """The `lstm` preset: 28 rows of 28 pixels, LSTM(28, 128), Linear(128, 10) on the last step."""
+    return nn.Sequential(Rows(), LastStep(nn.LSTM(28, 128, batch_first=True)), nn.Linear(128, 10))
+
+
 MODELS = {
+    "resmlp-256x8": lambda: resmlp(256, 8),
+    "vit": vit,
+    "lstm": lstm,
     "mlp-128": lambda: mlp(784, 128, 10),
     "mlp-800": lambda: mlp(784, 800, 10),
     "mlp-1024x2": lambda: mlp(784, 1024, 1024, 10),
@@ -95,6 +170,8 @@ def rss_mib():
 def train(args):
     torch.manual_seed(args.seed)
     x_all, y_all = load_mnist(args.data)
+    if args.limit_train:
+        x_all, y_all = x_all[: args.limit_train], y_all[: args.limit_train]
     model = MODELS[args.model]()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     n = x_all.shape[0]
@@ -209,6 +286,7 @@ def main():
     t.add_argument("--batch", type=int, required=True)
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--limit-train", type=int, default=0, help="train on the first N images (0: all)")
     d = sub.add_parser("default-run")
     d.add_argument("--epochs", type=int, default=5)
     k = sub.add_parser("peak")

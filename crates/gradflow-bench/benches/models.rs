@@ -6,6 +6,8 @@
 //! Other mode (criterion is skipped):
 //! * `-- --step-profile [WIDTHS|lenet5 [BATCH]]`: where one training step's time goes,
 //!   e.g. `cargo bench -p gradflow-bench --bench models -- --step-profile 784,1024,1024,10 128`.
+//! * `-- --peak-drift [ROUNDS]`: does training leave this process's products slower? Each
+//!   round times the 2048³ product, trains 784-1024-1024-10 for 300 steps, and times it again.
 
 use criterion::{black_box, Criterion, Throughput};
 use gradflow::{seeded_rng, DType, Tensor};
@@ -158,6 +160,43 @@ fn step_profile(widths: &[usize], batch: usize) {
     );
 }
 
+/// Best GFLOP/s of five N×N×N f32 products.
+fn product_gflops(a: &Tensor, b: &Tensor) -> f64 {
+    let n = a.shape()[0] as f64;
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(a.matmul(b).unwrap());
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * n * n * n / best / 1e9
+}
+
+/// `--peak-drift [ROUNDS]`: the 2048³ product before and after bursts of training in the same
+/// process, to tell state that training leaves behind (thread pool, allocator settings,
+/// buffer pool) from a machine that is merely busier later.
+fn peak_drift(rounds: usize) {
+    let (a, b) = (rand(&[2048, 2048], 1), rand(&[2048, 2048], 2));
+    let (model, params) = mlp(&[784, 1024, 1024, 10]);
+    let mut opt = adam();
+    let x = rand(&[128, 1, 28, 28], 8);
+    let y: Vec<usize> = (0..128).map(|i| (i * 7) % 10).collect();
+    let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
+    let mut ctx = Ctx::train(0);
+    for round in 0..rounds {
+        let before = product_gflops(&a, &b);
+        for _ in 0..300 {
+            let l = loss
+                .compute(&model.forward(&x, &mut ctx).unwrap(), Target::Classes(&y))
+                .unwrap();
+            opt.step(&params, &l.backward().unwrap()).unwrap();
+        }
+        let after = product_gflops(&a, &b);
+        println!("round {round}: {before:.1} GFLOP/s before training, {after:.1} after");
+    }
+}
+
 fn main() {
     // As in the CLI: this thread is one of the kernel threads (RAYON_NUM_THREADS, else all cores).
     let threads = std::env::var("RAYON_NUM_THREADS")
@@ -177,6 +216,10 @@ fn main() {
         };
         let batch = args.get(i + 2).and_then(|b| b.parse().ok()).unwrap_or(128);
         step_profile(&widths, batch);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--peak-drift") {
+        peak_drift(args.get(i + 1).and_then(|r| r.parse().ok()).unwrap_or(5));
         return;
     }
     let mut c = Criterion::default().configure_from_args();
