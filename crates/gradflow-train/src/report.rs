@@ -866,7 +866,10 @@ fn step_plots(steps: &[StepRecord]) -> [LinePlot<'static>; 2] {
 /// gradient reaching the early steps fades, and whether training changed it.
 fn time_plot(steps: &[StepRecord]) -> Option<LinePlot<'static>> {
     let has = |r: &StepRecord| r.layers.iter().any(|l| !l.hidden_grad_norms.is_empty());
-    let (first, last) = (steps.iter().find(|r| has(r))?.epoch, steps.iter().rfind(|r| has(r))?.epoch);
+    let (first, last) = (
+        steps.iter().find(|r| has(r))?.epoch,
+        steps.iter().rfind(|r| has(r))?.epoch,
+    );
     let epochs = if first == last { vec![first] } else { vec![first, last] };
     let mut series = Vec::new();
     for (k, &epoch) in epochs.iter().enumerate() {
@@ -875,7 +878,9 @@ fn time_plot(steps: &[StepRecord]) -> Option<LinePlot<'static>> {
             for h in &l.hidden_grad_norms {
                 let mut sum = vec![0.0; h.norms.len()];
                 let mut n = 0.0;
-                let same = records.iter().flat_map(|r| r.layers.iter().filter(|x| x.index == l.index));
+                let same = records
+                    .iter()
+                    .flat_map(|r| r.layers.iter().filter(|x| x.index == l.index));
                 for x in same.flat_map(|x| x.hidden_grad_norms.iter().filter(|y| y.name == h.name)) {
                     sum.iter_mut().zip(&x.norms).for_each(|(s, v)| *s += v);
                     n += 1.0;
@@ -1099,7 +1104,10 @@ fn plots_html(images: &[Vec<u8>], h: &mut String) {
     if images.len() > PLOT_FILES.len() {
         h.push_str("<h2 id=\"time\">Gradient through time</h2>\n");
         h.push_str("<p>The norm of the loss's gradient with respect to each recurrent layer's hidden state at every time step, at the first sampled epoch and (dashed) the last. A curve that falls by decades towards the steps the recurrence ran first means those inputs barely reach the loss: vanishing gradients through time, which LSTM and GRU cells resist.</p>\n");
-        h.push_str(&img(PLOT_FILES.len(), "gradient norm against time step per recurrent layer"));
+        h.push_str(&img(
+            PLOT_FILES.len(),
+            "gradient norm against time step per recurrent layer",
+        ));
     }
 }
 
