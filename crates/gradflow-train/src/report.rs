@@ -441,6 +441,8 @@ struct Series {
     label: String,
     points: Vec<(f64, f64)>,
     dashed: bool,
+    /// The palette entry, when it is not the series' position (two curves of one thing).
+    color: Option<usize>,
 }
 
 impl Series {
@@ -453,6 +455,7 @@ impl Series {
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect(),
             dashed: false,
+            color: None,
         }
     }
 }
@@ -511,7 +514,7 @@ where
     Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
 {
     for (i, s) in series.iter().enumerate() {
-        let c = color(i);
+        let c = color(s.color.unwrap_or(i));
         let style = c.stroke_width(2);
         if s.dashed {
             chart
@@ -600,6 +603,7 @@ fn log_chart<'a>(
             label: s.label.clone(),
             points: s.points.iter().copied().filter(|&(_, y)| y > 0.0).collect(),
             dashed: s.dashed,
+            color: s.color,
         })
         .collect();
     draw_lines(&mut chart, &series, p.markers)
@@ -874,22 +878,17 @@ fn time_plot(steps: &[StepRecord]) -> Option<LinePlot<'static>> {
     let mut series = Vec::new();
     for (k, &epoch) in epochs.iter().enumerate() {
         let records: Vec<&StepRecord> = steps.iter().filter(|r| r.epoch == epoch).collect();
-        for l in &records[0].layers {
-            for h in &l.hidden_grad_norms {
-                let mut sum = vec![0.0; h.norms.len()];
-                let mut n = 0.0;
-                let same = records
-                    .iter()
-                    .flat_map(|r| r.layers.iter().filter(|x| x.index == l.index));
-                for x in same.flat_map(|x| x.hidden_grad_norms.iter().filter(|y| y.name == h.name)) {
-                    sum.iter_mut().zip(&x.norms).for_each(|(s, v)| *s += v);
-                    n += 1.0;
-                }
-                let pts = sum.iter().enumerate().map(|(t, s)| (t as f64, s / n));
-                let mut curve = Series::new(format!("layer {} {} {}, epoch {epoch}", l.index, l.kind, h.name), pts);
-                curve.dashed = k == 1;
-                series.push(curve);
-            }
+        let directions = records[0]
+            .layers
+            .iter()
+            .flat_map(|l| l.hidden_grad_norms.iter().map(move |h| (l, h)));
+        // One colour per direction; the last epoch's curve is dashed.
+        for (d, (l, h)) in directions.enumerate() {
+            let pts = mean_norms(&records, l.index, &h.name).into_iter().enumerate();
+            let label = format!("layer {} {} {}, epoch {epoch}", l.index, l.kind, h.name);
+            let mut curve = Series::new(label, pts.map(|(t, v)| (t as f64, v)));
+            (curve.dashed, curve.color) = (k == 1, Some(d));
+            series.push(curve);
         }
     }
     Some(LinePlot {
@@ -901,6 +900,20 @@ fn time_plot(steps: &[StepRecord]) -> Option<LinePlot<'static>> {
         empty: "no recurrent layer recorded",
         markers: false,
     })
+}
+
+/// The mean over `records` of layer `index`'s ‖∂L/∂h_t‖ series `name`, step by step.
+fn mean_norms(records: &[&StepRecord], index: usize, name: &str) -> Vec<f64> {
+    let all: Vec<&Vec<f64>> = records
+        .iter()
+        .flat_map(|r| r.layers.iter().filter(|l| l.index == index))
+        .flat_map(|l| l.hidden_grad_norms.iter().filter(|h| h.name == name))
+        .map(|h| &h.norms)
+        .collect();
+    let steps = all.iter().map(|v| v.len()).max().unwrap_or(0);
+    (0..steps)
+        .map(|t| all.iter().filter_map(|v| v.get(t)).sum::<f64>() / all.len() as f64)
+        .collect()
 }
 
 /// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]), and
@@ -1308,6 +1321,7 @@ mod tests {
         assert!(t == 0.0 && (y - 2e-6).abs() < 1e-18, "{y}");
         assert_eq!(plot.series[0].points.len(), 3);
         assert!(plot.series[1].dashed && !plot.series[0].dashed);
+        assert_eq!((plot.series[0].color, plot.series[1].color), (Some(0), Some(0)));
         let paths = render_plots(&data, dir.path()).unwrap();
         assert_eq!(paths.last().unwrap(), &dir.path().join(TIME_PLOT_FILE));
         let images: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
