@@ -52,7 +52,7 @@ fn err(got: &Tensor, want: &Tensor, scale: Option<f64>) -> f64 {
 /// Biases followed by a train-mode BatchNorm have gradient exactly 0; both sides return
 /// rounding noise, compared against the model's largest gradient instead.
 fn zero_by_construction(spec: &ModelSpec, train: bool) -> BTreeSet<String> {
-    let bn = |l: &LayerSpec| matches!(l, LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. });
+    let bn = |l: &LayerSpec| matches!(l, LayerSpec::BatchNorm(_));
     spec.layers
         .windows(2)
         .enumerate()

@@ -26,4 +26,4 @@ pub use loss::{Loss, LossInfo, Target};
 pub use module::{Ctx, HiddenGradSlot, Module, NamedTensor, PenaltyTarget};
 pub use registry::{registry, Registry};
 pub use regularize::Penalty;
-pub use spec::{BuildOptions, LayerSpec, ModelSpec};
+pub use spec::{BuildContext, BuildOptions, LayerDecl, LayerSpec, ModelSpec};

@@ -413,7 +413,7 @@ fn build(name: &str, dtype: DType) -> gradflow_nn::Sequential {
 /// Both frameworks return rounding noise there (1e-17 in f64), so those are
 /// compared in absolute terms against the largest gradient of the model.
 fn zero_by_construction(spec: &ModelSpec, train: bool) -> BTreeSet<String> {
-    let bn = |l: &LayerSpec| matches!(l, LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. });
+    let bn = |l: &LayerSpec| matches!(l, LayerSpec::BatchNorm(_));
     spec.layers
         .windows(2)
         .enumerate()

@@ -108,8 +108,8 @@ fn specs_built_in_code_are_checked_too() {
     let e = spec.build(BuildOptions::default()).unwrap_err().to_string();
     assert!(e.contains("'input' must be"), "{e}");
     let mut spec = parse(&linear("[4]", "3")).unwrap();
-    if let gradflow_nn::LayerSpec::Linear { out_features, .. } = &mut spec.layers[1] {
-        *out_features = usize::MAX;
+    if let gradflow_nn::LayerSpec::Linear(linear) = &mut spec.layers[1] {
+        linear.out_features = usize::MAX;
     }
     let e = spec.output_shape().unwrap_err().to_string();
     assert!(

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use gradflow_nn::optim::OptimizerSpec;
-use gradflow_nn::{Activation, Init, LayerSpec, ModelSpec};
+use gradflow_nn::{Activation, DropoutSpec, Init, LayerSpec, LinearSpec, ModelSpec};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -447,12 +447,11 @@ impl Config {
     /// layer Linear → activation (→ Dropout), then the output Linear of `outputs` units.
     pub fn model_spec(&self, outputs: usize) -> Result<ModelSpec> {
         let init = self.init_kind()?;
-        let linear = |out_features| LayerSpec::Linear {
-            out_features,
-            bias: true,
-            l1: None,
-            l2: None,
-            init: Some(init),
+        let linear = |out_features| {
+            LayerSpec::from(LinearSpec {
+                init: Some(init),
+                ..LinearSpec::new(out_features)
+            })
         };
         let mut layers = Vec::new();
         for l in &self.layers {
@@ -461,7 +460,7 @@ impl Config {
                 layers.push(LayerSpec::Activation(a));
             }
             if l.dropout > 0.0 {
-                layers.push(LayerSpec::Dropout(l.dropout));
+                layers.push(DropoutSpec { p: l.dropout }.into());
             }
         }
         layers.push(linear(outputs));

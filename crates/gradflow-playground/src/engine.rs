@@ -341,7 +341,7 @@ impl Network {
         let mut weights = Vec::new();
         let mut biases = Vec::new();
         for (li, layer_spec) in spec.layers.iter().enumerate() {
-            if let LayerSpec::Linear { .. } = layer_spec {
+            if let LayerSpec::Linear(_) = layer_spec {
                 let ps = net.layers[li].parameters();
                 weights.push(ps[0].tensor.clone());
                 biases.push(ps[1].tensor.clone());

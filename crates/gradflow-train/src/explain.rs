@@ -382,9 +382,9 @@ fn check_structure(spec: &ModelSpec) -> EResult<Layout> {
     let mut width = spec.input[0];
     for (i, layer) in spec.layers.iter().enumerate() {
         match layer {
-            LayerSpec::Linear { out_features, .. } => {
+            LayerSpec::Linear(linear) => {
                 l += 1;
-                width = *out_features;
+                width = linear.out_features;
                 names.push((1..=width).map(|j| format!("z{}{}", sup(l), sub(j))).collect());
                 prev_linear = true;
             }
@@ -586,7 +586,7 @@ fn number_parameters(spec: &ModelSpec, net: &Sequential) -> Vec<Scalar> {
     let (mut wn, mut bn) = (0usize, 0usize);
     let sd = net.parameters();
     for (i, l) in spec.layers.iter().enumerate() {
-        if !matches!(l, LayerSpec::Linear { .. }) {
+        if !matches!(l, LayerSpec::Linear(_)) {
             continue;
         }
         let find = |n: &str| {
@@ -749,7 +749,7 @@ impl<'a> Working<'a> {
             .iter()
             .enumerate()
             .map(|(i, l)| match l {
-                LayerSpec::Linear { .. } => self.section(
+                LayerSpec::Linear(_) => self.section(
                     i,
                     "z = Σ w·input + b: a weighted sum plus a bias".to_string(),
                     self.linear_forward(i),
@@ -877,7 +877,7 @@ impl<'a> Working<'a> {
                     format!("local derivative {}", act_notation(a).deriv_rule),
                     self.activation_backward(i, a),
                 ),
-                LayerSpec::Linear { .. } => {
+                LayerSpec::Linear(_) => {
                     let mut eqs = self.parameter_gradients(i);
                     eqs.extend(self.input_gradients(i));
                     self.section(
@@ -1043,7 +1043,7 @@ impl<'a> Working<'a> {
             })
             .collect();
         for (i, l) in self.spec.layers.iter().enumerate() {
-            let kind = if matches!(l, LayerSpec::Linear { .. }) {
+            let kind = if matches!(l, LayerSpec::Linear(_)) {
                 "pre-activation"
             } else {
                 "activation"

@@ -83,7 +83,7 @@ pub fn default_model(norm: &ImageNorm) -> &'static str {
 pub fn fit_model(mut spec: ModelSpec, norm: &ImageNorm) -> Result<ModelSpec> {
     spec.input = vec![norm.channels, norm.height, norm.width];
     let last = spec.layers.iter_mut().rev().find_map(|l| match l {
-        LayerSpec::Linear { out_features, .. } => Some(out_features),
+        LayerSpec::Linear(linear) => Some(&mut linear.out_features),
         _ => None,
     });
     match last {

@@ -371,7 +371,7 @@ fn load_weights(path: &Path, spec: &ModelSpec, model: &str, layers: &[String]) -
     let (loaded, _) = from_safetensors(&bytes, &wshown)?;
     let mut out = Vec::new();
     for (i, l) in spec.layers.iter().enumerate() {
-        if !matches!(l, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. }) {
+        if !matches!(l, LayerSpec::Linear(_) | LayerSpec::Conv2d(_)) {
             continue;
         }
         let name = format!("{i}.weight");

@@ -8,6 +8,7 @@
 //! derivative) in the core, one entry here, and its test.
 
 use crate::module::{Ctx, Module};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::SQRT_2;
@@ -356,6 +357,39 @@ impl Module for Activation {
     }
     fn as_activation(&self) -> Option<Activation> {
         Some(*self)
+    }
+}
+
+/// Every activation is a model-file layer under its class name, with its
+/// arguments as keys (those at PyTorch's default left out when written).
+impl LayerDecl for Activation {
+    fn types() -> Vec<&'static str> {
+        Activation::ALL.iter().map(Activation::name).collect()
+    }
+    fn description() -> &'static str {
+        "an activation function (see the activations list)"
+    }
+    fn read(ty: &str, k: &mut Keys<'_>) -> crate::Result<Activation> {
+        match Activation::ALL.iter().find(|a| a.name().eq_ignore_ascii_case(ty)) {
+            Some(a) => a.read_args(|key| k.get(key)).or_else(|e| k.err(e)),
+            None => k.err(format!("unknown activation '{ty}'")),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        self.name()
+    }
+    fn write(&self, s: &mut String) {
+        for (key, value) in self.args() {
+            if let Some(text) = value.to_toml() {
+                s.push_str(&format!("{key} = {text}\n"));
+            }
+        }
+    }
+    fn gain_before(&self) -> Option<f64> {
+        Some(self.gain())
+    }
+    fn build(&self, _shape: &[usize], _cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        Ok(Box::new(*self))
     }
 }
 

@@ -3,7 +3,9 @@
 //! batch variance to normalize, unbiased to update `running_var`.
 
 use crate::module::{Ctx, Module, NamedTensor};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{no_grad, DType, Result, Tensor};
+use std::fmt::Write as _;
 
 /// Normalizes each channel over the batch (and spatial positions).
 pub struct BatchNorm {
@@ -176,5 +178,60 @@ impl Module for BatchNorm {
 
     fn describe(&self) -> String {
         format!("{}({})", self.kind(), self.channels())
+    }
+}
+
+/// `nn.BatchNorm1d` or `nn.BatchNorm2d` in a model file: `num_features` is
+/// inferred from the input's channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormSpec {
+    /// True for BatchNorm2d.
+    pub spatial: bool,
+    /// ε.
+    pub eps: f64,
+    /// Running-statistics momentum.
+    pub momentum: f64,
+}
+
+impl LayerDecl for BatchNormSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["BatchNorm1d", "BatchNorm2d"]
+    }
+    fn description() -> &'static str {
+        "normalizes each channel over the batch, with running statistics for evaluation"
+    }
+    fn read(ty: &str, k: &mut Keys<'_>) -> crate::Result<BatchNormSpec> {
+        let eps = k.float("eps", 1e-5)?;
+        let momentum = k.float("momentum", 0.1)?;
+        if eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
+            return k.err("'eps' must be positive and 'momentum' in [0, 1]");
+        }
+        Ok(BatchNormSpec {
+            spatial: ty.eq_ignore_ascii_case("BatchNorm2d"),
+            eps,
+            momentum,
+        })
+    }
+    fn kind(&self) -> &'static str {
+        if self.spatial {
+            "BatchNorm2d"
+        } else {
+            "BatchNorm1d"
+        }
+    }
+    fn write(&self, s: &mut String) {
+        let _ = writeln!(s, "eps = {:?}\nmomentum = {:?}", self.eps, self.momentum);
+    }
+    /// γ, β, the running mean and variance, and the step counter.
+    fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
+        shape[0].checked_mul(4)?.checked_add(1)
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let layer = if self.spatial {
+            BatchNorm::new_2d(shape[0])
+        } else {
+            BatchNorm::new_1d(shape[0])
+        };
+        Ok(Box::new(layer.eps(self.eps).momentum(self.momentum).dtype(cx.dtype())))
     }
 }

@@ -2,9 +2,12 @@
 
 use crate::init::{init_bias, init_weight, Init};
 use crate::module::{Ctx, Module, NamedTensor, PenaltyTarget};
+use crate::spec::keys::{pair_text, write_weight_keys};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::ops::conv::conv_out_size;
 use gradflow::{Conv2dParams, DType, Result, Tensor};
 use rand::Rng;
+use std::fmt::Write as _;
 
 /// A convolution over `[N, C, H, W]` inputs.
 pub struct Conv2d {
@@ -196,5 +199,116 @@ impl Module for Conv2d {
             self.params.stride,
             self.params.padding
         )
+    }
+}
+
+/// `nn.Conv2d` in a model file: `in_channels` is inferred from the input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conv2dSpec {
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel (rows, cols).
+    pub kernel_size: (usize, usize),
+    /// Stride, padding, dilation, groups.
+    pub params: Conv2dParams,
+    /// Whether to learn a bias.
+    pub bias: bool,
+    /// Per-layer λ₁.
+    pub l1: Option<f64>,
+    /// Per-layer λ₂.
+    pub l2: Option<f64>,
+    /// Per-layer initializer.
+    pub init: Option<Init>,
+}
+
+impl LayerDecl for Conv2dSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["Conv2d"]
+    }
+    fn description() -> &'static str {
+        "2-d convolution over [channels, height, width] inputs"
+    }
+    fn read(_ty: &str, k: &mut Keys<'_>) -> crate::Result<Conv2dSpec> {
+        Ok(Conv2dSpec {
+            out_channels: k.usize("out_channels", None)?,
+            kernel_size: k.pair("kernel_size", None, false)?,
+            params: Conv2dParams {
+                stride: k.pair("stride", Some((1, 1)), false)?,
+                padding: k.pair("padding", Some((0, 0)), true)?,
+                dilation: k.pair("dilation", Some((1, 1)), false)?,
+                groups: k.usize("groups", Some(1))?,
+            },
+            bias: k.bool("bias", true)?,
+            l1: k.opt_float("l1")?,
+            l2: k.opt_float("l2")?,
+            init: k.init()?,
+        })
+    }
+    fn kind(&self) -> &'static str {
+        "Conv2d"
+    }
+    fn write(&self, s: &mut String) {
+        let p = &self.params;
+        let _ = writeln!(
+            s,
+            "out_channels = {}\nkernel_size = {}\nstride = {}\npadding = {}\ndilation = {}\ngroups = {}",
+            self.out_channels,
+            pair_text(self.kernel_size),
+            pair_text(p.stride),
+            pair_text(p.padding),
+            pair_text(p.dilation),
+            p.groups
+        );
+        write_weight_keys(s, self.bias, self.l1, self.l2, self.init);
+    }
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        let p = &self.params;
+        vec![
+            ("out_channels", self.out_channels),
+            ("kernel_size", self.kernel_size.0),
+            ("kernel_size", self.kernel_size.1),
+            ("stride", p.stride.0),
+            ("stride", p.stride.1),
+            ("padding", p.padding.0),
+            ("padding", p.padding.1),
+            ("dilation", p.dilation.0),
+            ("dilation", p.dilation.1),
+            ("groups", p.groups),
+        ]
+    }
+    fn check_input(&self, shape: &[usize]) -> crate::Result<()> {
+        let groups = self.params.groups;
+        if shape.len() != 3 {
+            return crate::error::bad_shape(format!("expects [channels, height, width] input, gets shape {shape:?}"));
+        }
+        if !shape[0].is_multiple_of(groups) || !self.out_channels.is_multiple_of(groups) {
+            return crate::error::bad_shape(format!(
+                "{} input and {} output channels are not divisible by groups = {groups}",
+                shape[0], self.out_channels
+            ));
+        }
+        Ok(())
+    }
+    fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
+        (shape[0] / self.params.groups.max(1))
+            .checked_mul(self.out_channels)?
+            .checked_mul(self.kernel_size.0)?
+            .checked_mul(self.kernel_size.1)?
+            .checked_add(if self.bias { self.out_channels } else { 0 })
+    }
+    fn gain_before(&self) -> Option<f64> {
+        Some(1.0)
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let (init, gain) = cx.weight_init(self.init);
+        let config = Conv2d::new(shape[0], self.out_channels, self.kernel_size).params(self.params);
+        let mut conv = config
+            .bias(self.bias)
+            .init(init)
+            .gain(gain)
+            .dtype(cx.dtype())
+            .build(cx.rng());
+        (conv.l1, conv.l2) = (self.l1, self.l2);
+        Ok(Box::new(conv))
     }
 }

@@ -3,7 +3,10 @@
 //! the same statistics in training and evaluation (no running buffers).
 
 use crate::module::{Ctx, Module, NamedTensor};
+use crate::spec::keys::too_large;
+use crate::spec::{elements, BuildContext, Keys, LayerDecl, MAX_DIM};
 use gradflow::{DType, Result, Tensor};
+use std::fmt::Write as _;
 
 /// Normalizes over the trailing dimensions, then scales by γ and shifts by β.
 pub struct LayerNorm {
@@ -99,6 +102,107 @@ impl Module for LayerNorm {
             self.normalized_shape,
             if self.weight.is_some() { "" } else { ", no affine" }
         )
+    }
+}
+
+/// `nn.LayerNorm` in a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNormSpec {
+    /// The trailing dimensions normalized over; `None` for the last one of the input.
+    pub normalized_shape: Option<Vec<usize>>,
+    /// ε.
+    pub eps: f64,
+    /// Whether to learn γ and β.
+    pub elementwise_affine: bool,
+}
+
+impl LayerNormSpec {
+    /// The normalized shape on input `shape`: its own, or the last dimension.
+    fn shape_on(&self, shape: &[usize]) -> Vec<usize> {
+        match &self.normalized_shape {
+            Some(dims) => dims.clone(),
+            None => shape[shape.len() - 1..].to_vec(),
+        }
+    }
+}
+
+/// `normalized_shape` as an integer or a non-empty list of them.
+fn read_normalized_shape(k: &mut Keys<'_>) -> crate::Result<Option<Vec<usize>>> {
+    match k.get("normalized_shape") {
+        None => Ok(None),
+        Some(toml::Value::Integer(_)) => Ok(Some(vec![k.usize("normalized_shape", None)?])),
+        Some(toml::Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| match v.as_integer() {
+                Some(i) if i > MAX_DIM as i64 => k.err(too_large("normalized_shape", i)),
+                Some(i) if i > 0 => Ok(i as usize),
+                _ => k.err("'normalized_shape' must be a positive integer or a list of them"),
+            })
+            .collect::<crate::Result<Vec<usize>>>()
+            .map(Some),
+        Some(v) => k.err(format!(
+            "'normalized_shape' must be a positive integer or a list of them, got {v}"
+        )),
+    }
+}
+
+impl LayerDecl for LayerNormSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["LayerNorm"]
+    }
+    fn description() -> &'static str {
+        "normalizes each sample over its trailing dimensions"
+    }
+    fn read(_ty: &str, k: &mut Keys<'_>) -> crate::Result<LayerNormSpec> {
+        let normalized_shape = read_normalized_shape(k)?;
+        let eps = k.float("eps", 1e-5)?;
+        if eps <= 0.0 {
+            return k.err("'eps' must be positive");
+        }
+        Ok(LayerNormSpec {
+            normalized_shape,
+            eps,
+            elementwise_affine: k.bool("elementwise_affine", true)?,
+        })
+    }
+    fn kind(&self) -> &'static str {
+        "LayerNorm"
+    }
+    fn write(&self, s: &mut String) {
+        if let Some(dims) = &self.normalized_shape {
+            let _ = writeln!(s, "normalized_shape = {dims:?}");
+        }
+        let _ = writeln!(
+            s,
+            "eps = {:?}\nelementwise_affine = {}",
+            self.eps, self.elementwise_affine
+        );
+    }
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        let dims = self.normalized_shape.as_deref().unwrap_or_default();
+        dims.iter().map(|&d| ("normalized_shape", d)).collect()
+    }
+    fn check_input(&self, shape: &[usize]) -> crate::Result<()> {
+        match &self.normalized_shape {
+            Some(dims) if !shape.ends_with(dims) => crate::error::bad_shape(format!(
+                "normalized_shape {dims:?} is not the trailing part of input shape {shape:?}"
+            )),
+            _ => Ok(()),
+        }
+    }
+    fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
+        if self.elementwise_affine {
+            elements(&self.shape_on(shape))?.checked_mul(2)
+        } else {
+            Some(0)
+        }
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let layer = LayerNorm::new(&self.shape_on(shape))
+            .eps(self.eps)
+            .elementwise_affine(self.elementwise_affine)
+            .dtype(cx.dtype());
+        Ok(Box::new(layer))
     }
 }
 

@@ -3,8 +3,11 @@
 
 use crate::init::{init_bias, init_weight, Init};
 use crate::module::{Ctx, Module, NamedTensor, PenaltyTarget};
+use crate::spec::keys::write_weight_keys;
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{DType, Result, Tensor};
 use rand::Rng;
+use std::fmt::Write as _;
 
 /// A fully connected layer.
 pub struct Linear {
@@ -158,5 +161,88 @@ impl Module for Linear {
             self.out_features(),
             if self.bias.is_some() { "" } else { ", no bias" }
         )
+    }
+}
+
+/// `nn.Linear` in a model file: `in_features` is inferred from the input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearSpec {
+    /// Output width.
+    pub out_features: usize,
+    /// Whether to learn a bias.
+    pub bias: bool,
+    /// Per-layer λ₁.
+    pub l1: Option<f64>,
+    /// Per-layer λ₂.
+    pub l2: Option<f64>,
+    /// Per-layer initializer.
+    pub init: Option<Init>,
+}
+
+impl LinearSpec {
+    /// `out_features` wide, with PyTorch's defaults (a bias) and the model's penalties and initializer.
+    pub fn new(out_features: usize) -> LinearSpec {
+        LinearSpec {
+            out_features,
+            bias: true,
+            l1: None,
+            l2: None,
+            init: None,
+        }
+    }
+}
+
+impl LayerDecl for LinearSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["Linear"]
+    }
+    fn description() -> &'static str {
+        "fully connected: y = x·Wᵀ + b over the last dimension"
+    }
+    fn read(_ty: &str, k: &mut Keys<'_>) -> crate::Result<LinearSpec> {
+        Ok(LinearSpec {
+            out_features: k.usize("out_features", None)?,
+            bias: k.bool("bias", true)?,
+            l1: k.opt_float("l1")?,
+            l2: k.opt_float("l2")?,
+            init: k.init()?,
+        })
+    }
+    fn kind(&self) -> &'static str {
+        "Linear"
+    }
+    fn write(&self, s: &mut String) {
+        let _ = writeln!(s, "out_features = {}", self.out_features);
+        write_weight_keys(s, self.bias, self.l1, self.l2, self.init);
+    }
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("out_features", self.out_features)]
+    }
+    fn check_input(&self, shape: &[usize]) -> crate::Result<()> {
+        if shape.len() > 2 {
+            return crate::error::bad_shape(format!(
+                "expects a flat input, gets shape {shape:?} (add a Flatten layer before it)"
+            ));
+        }
+        Ok(())
+    }
+    fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
+        shape[shape.len() - 1]
+            .checked_mul(self.out_features)?
+            .checked_add(if self.bias { self.out_features } else { 0 })
+    }
+    fn gain_before(&self) -> Option<f64> {
+        Some(1.0)
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let (init, gain) = cx.weight_init(self.init);
+        let config = Linear::new(shape[shape.len() - 1], self.out_features)
+            .bias(self.bias)
+            .init(init)
+            .gain(gain)
+            .dtype(cx.dtype());
+        let mut linear = config.build(cx.rng());
+        (linear.l1, linear.l2) = (self.l1, self.l2);
+        Ok(Box::new(linear))
     }
 }

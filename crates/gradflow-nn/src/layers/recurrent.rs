@@ -4,8 +4,10 @@
 //! steps followed by the [`Tensor::recurrence`] op.
 
 use crate::module::{Ctx, HiddenGradSlot, Module, NamedTensor};
+use crate::spec::{BuildContext, Keys, LayerDecl};
 use gradflow::{Cell, DType, HiddenGradNorms, Result, Tensor};
 use rand::Rng;
+use std::fmt::Write as _;
 
 /// What a recurrent layer hands on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +211,142 @@ impl Module for Recurrent {
             if c.bias { "" } else { ", no bias" },
             c.output.name()
         )
+    }
+}
+
+/// `nn.RNN`, `nn.LSTM` or `nn.GRU` in a model file: the input size is inferred.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecurrentSpec {
+    /// The cell: RNN (tanh or relu), LSTM or GRU.
+    pub cell: Cell,
+    /// Hidden units per direction.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
+    /// Whether to learn biases.
+    pub bias: bool,
+    /// Whether to add a reverse direction.
+    pub bidirectional: bool,
+    /// Dropout between layers.
+    pub dropout: f64,
+    /// `sequence` or `last`.
+    pub output: RecurrentOutput,
+}
+
+impl RecurrentSpec {
+    /// The layer's constructor arguments on `input_size` features per step.
+    pub fn config(&self, input_size: usize) -> RecurrentConfig {
+        RecurrentConfig {
+            cell: self.cell,
+            input_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            bias: self.bias,
+            bidirectional: self.bidirectional,
+            dropout: self.dropout,
+            output: self.output,
+        }
+    }
+}
+
+/// The cell a `type` names; an RNN's comes from its `nonlinearity` key.
+fn read_cell(ty: &str, k: &mut Keys<'_>) -> crate::Result<Cell> {
+    if ty.eq_ignore_ascii_case("LSTM") {
+        return Ok(Cell::Lstm);
+    }
+    if ty.eq_ignore_ascii_case("GRU") {
+        return Ok(Cell::Gru);
+    }
+    match k.get("nonlinearity") {
+        None => Ok(Cell::RnnTanh),
+        Some(toml::Value::String(s)) if s == "tanh" => Ok(Cell::RnnTanh),
+        Some(toml::Value::String(s)) if s == "relu" => Ok(Cell::RnnRelu),
+        Some(v) => k.err(format!("'nonlinearity' must be \"tanh\" or \"relu\", got {v}")),
+    }
+}
+
+fn read_output(k: &mut Keys<'_>) -> crate::Result<RecurrentOutput> {
+    match k.get("output") {
+        None => Ok(RecurrentOutput::Sequence),
+        Some(toml::Value::String(s)) if s == "sequence" => Ok(RecurrentOutput::Sequence),
+        Some(toml::Value::String(s)) if s == "last" => Ok(RecurrentOutput::Last),
+        Some(v) => k.err(format!("'output' must be \"sequence\" or \"last\", got {v}")),
+    }
+}
+
+impl LayerDecl for RecurrentSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["RNN", "LSTM", "GRU"]
+    }
+    fn description() -> &'static str {
+        "recurrent layers over [steps, features] sequences (batch_first)"
+    }
+    fn read(ty: &str, k: &mut Keys<'_>) -> crate::Result<RecurrentSpec> {
+        let cell = read_cell(ty, k)?;
+        let output = read_output(k)?;
+        let spec = RecurrentSpec {
+            cell,
+            hidden_size: k.usize("hidden_size", None)?,
+            num_layers: k.usize("num_layers", Some(1))?,
+            bias: k.bool("bias", true)?,
+            bidirectional: k.bool("bidirectional", false)?,
+            dropout: k.float("dropout", 0.0)?,
+            output,
+        };
+        if !(0.0..1.0).contains(&spec.dropout) {
+            return k.err(format!("'dropout' must be in [0, 1), got {}", spec.dropout));
+        }
+        Ok(spec)
+    }
+    fn kind(&self) -> &'static str {
+        match self.cell {
+            Cell::RnnTanh | Cell::RnnRelu => "RNN",
+            Cell::Lstm => "LSTM",
+            Cell::Gru => "GRU",
+        }
+    }
+    fn write(&self, s: &mut String) {
+        if self.cell == Cell::RnnRelu {
+            s.push_str("nonlinearity = \"relu\"\n");
+        }
+        let _ = writeln!(
+            s,
+            "hidden_size = {}\nnum_layers = {}\nbias = {}\nbidirectional = {}\ndropout = {:?}\noutput = \"{}\"",
+            self.hidden_size,
+            self.num_layers,
+            self.bias,
+            self.bidirectional,
+            self.dropout,
+            self.output.name()
+        );
+    }
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("hidden_size", self.hidden_size), ("num_layers", self.num_layers)]
+    }
+    fn check_input(&self, shape: &[usize]) -> crate::Result<()> {
+        if shape.len() != 2 {
+            return crate::error::bad_shape(format!(
+                "expects a sequence [steps, features], gets shape {shape:?} (declare input = [T, F])"
+            ));
+        }
+        Ok(())
+    }
+    fn parameter_count(&self, shape: &[usize]) -> Option<usize> {
+        let (h, dirs, input_size) = (self.hidden_size, 1 + usize::from(self.bidirectional), shape[1]);
+        let biases = if self.bias { 2 } else { 0 };
+        let gh = self.cell.gates().checked_mul(h)?;
+        let first = gh.checked_mul(input_size.checked_add(h)?.checked_add(biases)?)?;
+        let upper = gh.checked_mul(h.checked_mul(dirs + 1)?.checked_add(biases)?)?;
+        first
+            .checked_add(upper.checked_mul(self.num_layers - 1)?)?
+            .checked_mul(dirs)
+    }
+    fn gain_before(&self) -> Option<f64> {
+        Some(1.0)
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let dtype = cx.dtype();
+        Ok(Box::new(self.config(shape[1]).build(dtype, cx.rng())))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::layers::Sequential;
 use crate::module::{Ctx, Module, NamedTensor, PenaltyTarget};
+use crate::spec::{BuildContext, Keys, LayerDecl, LayerSpec};
 use gradflow::{Result, Tensor};
 
 /// `body(x)` plus `x` or `shortcut(x)`.
@@ -95,6 +96,50 @@ impl Module for Residual {
             Some(s) => format!("Residual([{}] + shortcut [{}])", list(&self.body), list(s)),
             None => format!("Residual([{}])", list(&self.body)),
         }
+    }
+}
+
+/// A residual block in a model file: nested `[[layer.body]]` and
+/// `[[layer.shortcut]]` lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResidualSpec {
+    /// The main path.
+    pub body: Vec<LayerSpec>,
+    /// The skip path; `None` for the identity.
+    pub shortcut: Option<Vec<LayerSpec>>,
+}
+
+impl LayerDecl for ResidualSpec {
+    fn types() -> Vec<&'static str> {
+        vec!["Residual"]
+    }
+    fn description() -> &'static str {
+        "x + body(x), or shortcut(x) + body(x), over nested layer lists"
+    }
+    fn read(_ty: &str, k: &mut Keys<'_>) -> crate::Result<ResidualSpec> {
+        let body = k.stack("body")?;
+        if body.is_empty() {
+            return k.err("needs a non-empty body: [[layer.body]] tables");
+        }
+        let shortcut = Some(k.stack("shortcut")?).filter(|s| !s.is_empty());
+        Ok(ResidualSpec { body, shortcut })
+    }
+    fn kind(&self) -> &'static str {
+        "Residual"
+    }
+    fn write(&self, _s: &mut String) {}
+    fn nested(&self) -> Vec<(&'static str, &[LayerSpec])> {
+        vec![
+            ("body", &self.body),
+            ("shortcut", self.shortcut.as_deref().unwrap_or_default()),
+        ]
+    }
+    fn build(&self, shape: &[usize], cx: &mut BuildContext) -> crate::Result<Box<dyn Module>> {
+        let mut block = Residual::new(cx.nested("body", &self.body, shape)?.0);
+        if let Some(shortcut) = &self.shortcut {
+            block = block.with_shortcut(cx.nested("shortcut", shortcut, shape)?.0);
+        }
+        Ok(Box::new(block))
     }
 }
 

@@ -20,7 +20,9 @@ use crate::metrics::batch_tensor;
 use crate::trainer::{DataSource, Silent, Trainer};
 use gradflow::DType;
 use gradflow_data::{Dataset, Mnist, MNIST_MEAN, MNIST_STD};
-use gradflow_nn::{regularize, Activation, Ctx, LayerSpec, Loss, ModelSpec, Module, Sequential, Target};
+use gradflow_nn::{
+    regularize, Activation, Ctx, FlattenSpec, LayerSpec, LinearSpec, Loss, ModelSpec, Module, Sequential, Target,
+};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -144,24 +146,12 @@ fn load_mnist(dir: &Path, train: usize, test: usize) -> Res<Mnist> {
 
 /// `depth` hidden layers of `width` units with `act`, on flattened 28×28 inputs.
 pub fn deep_mlp(depth: usize, width: usize, act: Activation) -> ModelSpec {
-    let mut layers = vec![LayerSpec::Flatten];
+    let mut layers = vec![LayerSpec::from(FlattenSpec)];
     for _ in 0..depth {
-        layers.push(LayerSpec::Linear {
-            out_features: width,
-            bias: true,
-            l1: None,
-            l2: None,
-            init: None,
-        });
-        layers.push(LayerSpec::Activation(act));
+        layers.push(LinearSpec::new(width).into());
+        layers.push(act.into());
     }
-    layers.push(LayerSpec::Linear {
-        out_features: 10,
-        bias: true,
-        l1: None,
-        l2: None,
-        init: None,
-    });
+    layers.push(LinearSpec::new(10).into());
     ModelSpec {
         input: vec![1, 28, 28],
         layers,
