@@ -31,7 +31,8 @@ enum Command {
     Report(commands::report::ReportArgs),
     /// Walk one forward and backward pass through a small network, printing the chain rule step by step.
     Explain(commands::explain::ExplainArgs),
-    /// Run a study: `activations` (vanishing gradients vs depth) or `regularization` (the train/validation gap).
+    /// Run a study: `activations` (vanishing gradients vs depth), `regularization` (the train/validation gap)
+    /// or `memory` (gradients through time: RNN, LSTM, GRU).
     Experiment(commands::experiment::ExperimentArgs),
     /// Start a local web page that trains small networks live with the real engine.
     Playground(commands::playground::PlaygroundArgs),

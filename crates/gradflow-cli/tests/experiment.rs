@@ -192,3 +192,52 @@ fn bad_experiment_arguments_fail_cleanly() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--depths"));
 }
+
+#[test]
+fn quick_memory_study_writes_table_curves_and_gradients_through_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mem");
+    let o = Command::cargo_bin("gradflow")
+        .unwrap()
+        .args(["experiment", "memory", "--quick", "--threads", "2", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&o.get_output().stdout).to_string();
+    assert!(text.contains("| LSTM | 10 |"), "{text}");
+    for f in [
+        "memory.csv",
+        "memory.json",
+        "memory.md",
+        "memory_curves_t5.png",
+        "memory_grad_t5.png",
+        "memory_curves_t10.png",
+        "memory_grad_t10.png",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("memory.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for r in rows {
+        let steps = r["steps"].as_u64().unwrap() as usize;
+        assert_eq!(r["grad_norms_init"].as_array().unwrap().len(), steps);
+        assert_eq!(r["grad_norms_trained"].as_array().unwrap().len(), steps);
+        assert!((r["baseline_mse"].as_f64().unwrap() - 1.0 / 6.0).abs() < 0.05, "{r}");
+    }
+}
+
+#[test]
+fn memory_study_refuses_a_sequence_too_short_to_hold_both_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::cargo_bin("gradflow")
+        .unwrap()
+        .args(["experiment", "memory", "--quick", "--lengths", "10,1", "--out"])
+        .arg(dir.path())
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+    assert!(err.contains("--lengths") && err.contains("got 1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

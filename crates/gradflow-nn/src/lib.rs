@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use init::{Init, InitInfo};
 pub use layers::*;
 pub use loss::{Loss, LossInfo, Target};
-pub use module::{Ctx, Module, NamedTensor, PenaltyTarget};
+pub use module::{Ctx, HiddenGradSlot, Module, NamedTensor, PenaltyTarget};
 pub use registry::{registry, Registry};
 pub use regularize::Penalty;
 pub use spec::{BuildContext, BuildOptions, LayerDecl, LayerSpec, ModelSpec};

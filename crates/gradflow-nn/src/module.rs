@@ -1,7 +1,7 @@
 //! The `Module` trait: a piece of a network with a forward pass and named
 //! parameters, under PyTorch's names so that weights travel both ways.
 
-use gradflow::{Result, Tensor};
+use gradflow::{HiddenGradNorms, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 /// A named trainable tensor (`0.weight`, `3.bias`, ...), as in a PyTorch state_dict.
@@ -37,6 +37,22 @@ pub struct Ctx {
     pub record_outputs: bool,
     /// Layer outputs recorded during the last forward pass, in order.
     pub outputs: Vec<Tensor>,
+    /// When `record_outputs` is set, recurrent layers leave here one slot per
+    /// stacked layer and direction, which the backward pass fills with ‖∂L/∂h_t‖.
+    pub hidden_grads: Vec<HiddenGradSlot>,
+}
+
+/// ‖∂L/∂h_t‖ of one direction of one stacked layer of a recurrent layer.
+#[derive(Debug, Clone)]
+pub struct HiddenGradSlot {
+    /// The recurrent layer's index among the recorded outputs (its index in the Sequential).
+    pub layer: usize,
+    /// PyTorch's suffix of that direction's weights: `l0`, `l1_reverse`.
+    pub name: String,
+    /// Whether the direction runs from the last step back (its first step is then t = T−1).
+    pub reverse: bool,
+    /// The norms by time step, once backward has run.
+    pub norms: HiddenGradNorms,
 }
 
 impl Ctx {
@@ -47,6 +63,7 @@ impl Ctx {
             rng: gradflow::seeded_rng(seed),
             record_outputs: false,
             outputs: Vec::new(),
+            hidden_grads: Vec::new(),
         }
     }
     /// A context for evaluation: no dropout, running batch-norm statistics.

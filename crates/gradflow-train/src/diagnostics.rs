@@ -7,13 +7,19 @@
 use crate::metrics::EpochMetrics;
 use gradflow::{GradStore, Tensor};
 use gradflow_nn::layers::activation::Saturation;
-use gradflow_nn::{Module, Sequential};
+use gradflow_nn::{Ctx, HiddenGradSlot, Module, Sequential};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 
 /// Thresholds of the warnings.
 const VANISHING_RATIO: f64 = 1e-3;
+/// What to try when the gradient fades through time.
+const THROUGH_TIME_FIX: &str =
+    "use an LSTM or GRU (type = \"LSTM\"), clip gradients (--clip-norm 1.0), or train on shorter sequences";
+/// ‖∂L/∂h‖ at a recurrence's first step over its last step's, below which
+/// the early inputs no longer reach the loss.
+const TIME_VANISHING_RATIO: f64 = 1e-3;
 const EXPLODING_NORM: f64 = 1e3;
 const DEAD_FRACTION: f64 = 0.5;
 const SATURATED_FRACTION: f64 = 0.5;
@@ -27,6 +33,8 @@ const OVERFIT_GAP: f64 = 0.05;
 pub enum WarningKind {
     /// The first weighted layer's gradient is far below the last one's.
     VanishingGradients,
+    /// A recurrent layer's ‖∂L/∂h_t‖ at its first step is far below its last step's.
+    VanishingGradientsThroughTime,
     /// A gradient norm is huge or not finite.
     ExplodingGradients,
     /// The loss became NaN or infinite.
@@ -46,6 +54,7 @@ impl WarningKind {
     pub fn as_str(self) -> &'static str {
         match self {
             WarningKind::VanishingGradients => "vanishing_gradients",
+            WarningKind::VanishingGradientsThroughTime => "vanishing_gradients_through_time",
             WarningKind::ExplodingGradients => "exploding_gradients",
             WarningKind::NonFiniteLoss => "non_finite_loss",
             WarningKind::DeadRelu => "dead_relu",
@@ -124,6 +133,40 @@ pub struct LayerStats {
     pub saturated: Option<f64>,
     /// Fraction of ReLU units that are zero for every sample of the batch.
     pub dead: Option<f64>,
+    /// ‖∂L/∂h_t‖ at every time step, for each stacked layer and direction of a recurrent layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_grad_norms: Vec<HiddenGradSeries>,
+}
+
+/// The gradient reaching the hidden state of one direction of one stacked
+/// layer, step by step: where it fades, backpropagation through time no
+/// longer carries the loss back to the early inputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HiddenGradSeries {
+    /// PyTorch's suffix of its weights: `l0`, `l1_reverse`.
+    pub name: String,
+    /// Whether it runs from the last step back (its first step is then t = T−1).
+    pub reverse: bool,
+    /// ‖∂L/∂h_t‖ (the batch's mean loss, over the batch and hidden units), t = 0, 1, ….
+    #[serde(deserialize_with = "nan_for_null")]
+    pub norms: Vec<f64>,
+}
+
+/// serde_json writes a non-finite f64 as `null`; a diverged run's norms read back as NaN.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+}
+
+impl HiddenGradSeries {
+    /// The norms in processing order: the step the recurrence ran first comes first.
+    pub fn processing_order(&self) -> Vec<f64> {
+        let mut v = self.norms.clone();
+        if self.reverse {
+            v.reverse();
+        }
+        v
+    }
 }
 
 /// One line of `diagnostics.jsonl`.
@@ -200,7 +243,7 @@ impl DiagnosticsRecorder {
         step: u64,
         epoch: usize,
         model: &Sequential,
-        outputs: &[Tensor],
+        ctx: &Ctx,
         grads: &GradStore,
         before: &[Option<Vec<f64>>],
     ) -> Vec<Warning> {
@@ -217,9 +260,10 @@ impl DiagnosticsRecorder {
                 if let Some(t) = layer.penalty_targets().first() {
                     weight_stats(&mut s, &t.tensor, grads, before.get(i).and_then(Option::as_ref));
                 }
-                if let Some(out) = outputs.get(i) {
+                if let Some(out) = ctx.outputs.get(i) {
                     output_stats(&mut s, layer.as_ref(), out);
                 }
+                s.hidden_grad_norms = hidden_series(&ctx.hidden_grads, i);
                 s
             })
             .collect();
@@ -253,6 +297,21 @@ impl DiagnosticsRecorder {
         }
         Ok(())
     }
+}
+
+/// The ‖∂L/∂h_t‖ series the backward pass left for layer `index`.
+fn hidden_series(slots: &[HiddenGradSlot], index: usize) -> Vec<HiddenGradSeries> {
+    slots
+        .iter()
+        .filter(|s| s.layer == index)
+        .filter_map(|s| {
+            Some(HiddenGradSeries {
+                name: s.name.clone(),
+                reverse: s.reverse,
+                norms: s.norms.get()?,
+            })
+        })
+        .collect()
 }
 
 /// Norms of a weight, its gradient and this step's update.
@@ -308,6 +367,8 @@ pub fn step_warnings(layers: &[LayerStats], step: u64, epoch: usize) -> Vec<Warn
         })
         .into_iter()
         .collect();
+    let through_time = vanishing_through_time(layers);
+    out.extend(through_time.map(|e| at(WarningKind::VanishingGradientsThroughTime, e, THROUGH_TIME_FIX)));
     for l in layers {
         if let Some(g) = l.grad_norm.filter(|&g| !g.is_finite() || g > EXPLODING_NORM) {
             out.push(at(
@@ -359,6 +420,29 @@ fn vanishing(layers: &[LayerStats]) -> Option<String> {
             first.kind,
             a / b
         )
+    })
+}
+
+/// The evidence of vanishing gradients through time: in some direction of a
+/// recurrent layer, ‖∂L/∂h‖ at the step the recurrence ran first is far below
+/// its last step's, so the early inputs barely move the weights.
+fn vanishing_through_time(layers: &[LayerStats]) -> Option<String> {
+    layers.iter().find_map(|l| {
+        l.hidden_grad_norms.iter().find_map(|s| {
+            let steps = s.norms.len();
+            let order = s.processing_order();
+            let (&a, &b) = (order.first()?, order.last()?);
+            let (t_first, t_last) = if s.reverse { (steps - 1, 0) } else { (0, steps - 1) };
+            (steps > 1 && b > 0.0 && a / b < TIME_VANISHING_RATIO).then(|| {
+                format!(
+                    "layer {} ({}, {}) ‖∂L/∂h_t‖ at its first step (t={t_first}) {a:.2e} is {:.1e}× its last step's (t={t_last}) {b:.2e}, over {steps} steps",
+                    l.index,
+                    l.kind,
+                    s.name,
+                    a / b
+                )
+            })
+        })
     })
 }
 
@@ -493,6 +577,61 @@ mod tests {
         assert!(step_warnings(&[weighted(0, 1e-9)], 0, 1).is_empty());
     }
 
+    fn recurrent(index: usize, series: &[(&str, bool, &[f64])]) -> LayerStats {
+        LayerStats {
+            index,
+            kind: "RNN".into(),
+            hidden_grad_norms: series
+                .iter()
+                .map(|&(name, reverse, norms)| HiddenGradSeries {
+                    name: name.into(),
+                    reverse,
+                    norms: norms.to_vec(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vanishing_gradients_through_time_compare_the_first_and_last_steps() {
+        let fading = [2e-7, 1e-5, 3e-3, 0.4];
+        let ws = step_warnings(&[recurrent(0, &[("l0", false, &fading)])], 5, 3);
+        assert_eq!(kinds(&ws), [WarningKind::VanishingGradientsThroughTime]);
+        assert_eq!(
+            ws[0].evidence,
+            "layer 0 (RNN, l0) ‖∂L/∂h_t‖ at its first step (t=0) 2.00e-7 is 5.0e-7× its last step's (t=3) 4.00e-1, over 4 steps"
+        );
+        assert!(ws[0].suggestion.contains("LSTM or GRU") && ws[0].suggestion.contains("--clip-norm"));
+        assert!(ws[0].suggestion.contains("shorter sequences"));
+        assert_eq!((ws[0].step, ws[0].epoch), (Some(5), 3));
+        // A reverse direction runs from t = T−1, so the same numbers read backwards are healthy…
+        assert!(step_warnings(&[recurrent(0, &[("l0_reverse", true, &fading)])], 5, 3).is_empty());
+        // …and fade when its first step, t = 3, is the small one.
+        let reversed = [0.4, 3e-3, 1e-5, 2e-7];
+        let ws = step_warnings(
+            &[recurrent(
+                2,
+                &[("l0", false, &[0.5, 0.6]), ("l0_reverse", true, &reversed)],
+            )],
+            1,
+            1,
+        );
+        assert_eq!(kinds(&ws), [WarningKind::VanishingGradientsThroughTime]);
+        assert!(ws[0]
+            .evidence
+            .starts_with("layer 2 (RNN, l0_reverse) ‖∂L/∂h_t‖ at its first step (t=3) 2.00e-7"));
+    }
+
+    #[test]
+    fn gradients_through_time_that_survive_or_cannot_be_compared_raise_nothing() {
+        // An LSTM-like series that keeps its gradient, and a loss read at every step.
+        assert!(step_warnings(&[recurrent(0, &[("l0", false, &[0.02, 0.05, 0.1, 0.3])])], 1, 1).is_empty());
+        // One step, or a last step with no gradient at all, has nothing to compare with.
+        assert!(step_warnings(&[recurrent(0, &[("l0", false, &[1e-9])])], 1, 1).is_empty());
+        assert!(step_warnings(&[recurrent(0, &[("l0", false, &[0.0, 0.0])])], 1, 1).is_empty());
+    }
+
     #[test]
     fn exploding_and_non_finite_gradients() {
         let ws = step_warnings(&[weighted(2, 5e3)], 1, 1);
@@ -574,10 +713,107 @@ mod tests {
         assert_eq!(d.warnings.len(), 1);
     }
 
+    /// A tanh RNN over 4 steps of 2 features, 3 units, its last step read by Linear 1.
+    const TINY_RNN: &str = "input = [4, 2]\n[[layer]]\ntype = \"RNN\"\nhidden_size = 3\noutput = \"last\"\n\
+                            [[layer]]\ntype = \"Linear\"\nout_features = 1\n";
+
+    fn l2(t: &Tensor) -> f64 {
+        norm(&t.to_vec_f64())
+    }
+
+    #[test]
+    fn a_recurrent_layer_records_the_gradient_reaching_each_hidden_state() {
+        use gradflow::DType;
+        use gradflow_nn::{BuildOptions, Loss, ModelSpec, Target};
+        let options = BuildOptions {
+            dtype: DType::F64,
+            ..Default::default()
+        };
+        let model = ModelSpec::parse(TINY_RNN, "tiny").unwrap().build(options).unwrap();
+        let x = Tensor::rand_normal(&[2, 4, 2], 0.0, 1.0, DType::F64, &mut gradflow::seeded_rng(3));
+        let y = Tensor::from_vec(vec![0.5, -1.0], &[2, 1]).unwrap();
+        let mut ctx = Ctx::eval();
+        ctx.record_outputs = true;
+        let out = model.forward(&x, &mut ctx).unwrap();
+        let grads = Loss::Mse.compute(&out, Target::Values(&y)).unwrap().backward().unwrap();
+        let mut d = DiagnosticsRecorder::new(&model, 1);
+        let before = d.weights_before(&model);
+        d.record(0, 1, &model, &ctx, &grads, &before);
+        let series = &d.records[0].layers[0].hidden_grad_norms;
+        assert_eq!(
+            (series.len(), series[0].name.as_str(), series[0].reverse),
+            (1, "l0", false)
+        );
+        assert!(d.records[0].layers[1].hidden_grad_norms.is_empty());
+
+        // The plain computation: the same RNN unrolled from generic ops, every h_t kept.
+        let p = model.parameters();
+        let w = |name: &str| {
+            p.iter()
+                .find(|q| q.name == name)
+                .unwrap()
+                .tensor
+                .detach()
+                .requires_grad_(true)
+        };
+        let (w_ih, w_hh, b_ih, b_hh) = (
+            w("0.weight_ih_l0"),
+            w("0.weight_hh_l0"),
+            w("0.bias_ih_l0"),
+            w("0.bias_hh_l0"),
+        );
+        let mut h = Tensor::zeros(&[2, 3], DType::F64);
+        let mut states = Vec::new();
+        for t in 0..4 {
+            let x_t = x.narrow(1, t, 1).unwrap().squeeze(1).unwrap();
+            let pre = x_t.linear(&w_ih, Some(&b_ih)).unwrap();
+            h = pre.add(&h.linear(&w_hh, Some(&b_hh)).unwrap()).unwrap().tanh();
+            states.push(h.clone());
+        }
+        let out = h.linear(&w("1.weight"), Some(&w("1.bias"))).unwrap();
+        let plain = Loss::Mse.compute(&out, Target::Values(&y)).unwrap();
+        let plain = plain.backward_retain_all().unwrap();
+        for (t, h) in states.iter().enumerate() {
+            let expected = l2(plain.get(h).unwrap());
+            let got = series[0].norms[t];
+            assert!((got - expected).abs() < 1e-12, "t={t}: {got} vs {expected}");
+        }
+        // The loss reads the last step only: the gradient shrinks on its way back.
+        assert!(series[0].norms[0] < series[0].norms[3]);
+
+        // A step the diagnostics do not sample leaves no slot and computes no norm.
+        let mut ctx = Ctx::eval();
+        model.forward(&x, &mut ctx).unwrap();
+        assert!(ctx.hidden_grads.is_empty());
+    }
+
+    #[test]
+    fn hidden_gradient_norms_travel_through_the_run_file() {
+        let mut s = recurrent(1, &[("l0_reverse", true, &[0.5, f64::NAN])]);
+        let line = serde_json::to_string(&s).unwrap();
+        assert!(line.contains("\"norms\":[0.5,null]"), "{line}");
+        let back: LayerStats = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.hidden_grad_norms[0].name, "l0_reverse");
+        assert!(back.hidden_grad_norms[0].norms[1].is_nan());
+        // Layers without a recurrence write nothing new, and older files read back.
+        s.hidden_grad_norms.clear();
+        assert!(!serde_json::to_string(&s).unwrap().contains("hidden_grad_norms"));
+        let old = r#"{"index":0,"kind":"Linear","grad_norm":1.0,"weight_norm":1.0,"update_ratio":null,
+            "near_zero":0.0,"act_mean":0.0,"act_std":1.0,"saturated":null,"dead":null}"#;
+        assert!(serde_json::from_str::<LayerStats>(old)
+            .unwrap()
+            .hidden_grad_norms
+            .is_empty());
+    }
+
     #[test]
     fn kinds_serialize_to_the_run_file_strings() {
         for (k, s) in [
             (WarningKind::VanishingGradients, "vanishing_gradients"),
+            (
+                WarningKind::VanishingGradientsThroughTime,
+                "vanishing_gradients_through_time",
+            ),
             (WarningKind::ExplodingGradients, "exploding_gradients"),
             (WarningKind::NonFiniteLoss, "non_finite_loss"),
             (WarningKind::DeadRelu, "dead_relu"),

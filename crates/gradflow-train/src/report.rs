@@ -177,6 +177,10 @@ pub const PLOT_FILES: [&str; 6] = [
     "sparsity.png",
 ];
 
+/// The plot of ‖∂L/∂h_t‖ against the time step, drawn after the six when the
+/// diagnostics recorded a recurrent layer.
+pub const TIME_PLOT_FILE: &str = "time_grad_norms.png";
+
 /// The report's own file name inside the run directory.
 pub const REPORT_FILE: &str = "report.html";
 
@@ -437,6 +441,8 @@ struct Series {
     label: String,
     points: Vec<(f64, f64)>,
     dashed: bool,
+    /// The palette entry, when it is not the series' position (two curves of one thing).
+    color: Option<usize>,
 }
 
 impl Series {
@@ -449,6 +455,7 @@ impl Series {
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect(),
             dashed: false,
+            color: None,
         }
     }
 }
@@ -507,7 +514,7 @@ where
     Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
 {
     for (i, s) in series.iter().enumerate() {
-        let c = color(i);
+        let c = color(s.color.unwrap_or(i));
         let style = c.stroke_width(2);
         if s.dashed {
             chart
@@ -596,6 +603,7 @@ fn log_chart<'a>(
             label: s.label.clone(),
             points: s.points.iter().copied().filter(|&(_, y)| y > 0.0).collect(),
             dashed: s.dashed,
+            color: s.color,
         })
         .collect();
     draw_lines(&mut chart, &series, p.markers)
@@ -857,7 +865,59 @@ fn step_plots(steps: &[StepRecord]) -> [LinePlot<'static>; 2] {
     ]
 }
 
-/// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]); returns their paths.
+/// Each recurrent direction's ‖∂L/∂h_t‖ against t, averaged over the sampled
+/// steps of the first and of the last sampled epoch (dashed): whether the
+/// gradient reaching the early steps fades, and whether training changed it.
+fn time_plot(steps: &[StepRecord]) -> Option<LinePlot<'static>> {
+    let has = |r: &StepRecord| r.layers.iter().any(|l| !l.hidden_grad_norms.is_empty());
+    let (first, last) = (
+        steps.iter().find(|r| has(r))?.epoch,
+        steps.iter().rfind(|r| has(r))?.epoch,
+    );
+    let epochs = if first == last { vec![first] } else { vec![first, last] };
+    let mut series = Vec::new();
+    for (k, &epoch) in epochs.iter().enumerate() {
+        let records: Vec<&StepRecord> = steps.iter().filter(|r| r.epoch == epoch).collect();
+        let directions = records[0]
+            .layers
+            .iter()
+            .flat_map(|l| l.hidden_grad_norms.iter().map(move |h| (l, h)));
+        // One colour per direction; the last epoch's curve is dashed.
+        for (d, (l, h)) in directions.enumerate() {
+            let pts = mean_norms(&records, l.index, &h.name).into_iter().enumerate();
+            let label = format!("layer {} {} {}, epoch {epoch}", l.index, l.kind, h.name);
+            let mut curve = Series::new(label, pts.map(|(t, v)| (t as f64, v)));
+            (curve.dashed, curve.color) = (k == 1, Some(d));
+            series.push(curve);
+        }
+    }
+    Some(LinePlot {
+        title: "Gradient reaching the hidden state by time step (log scale)",
+        x_desc: "time step t",
+        y_desc: "‖∂L/∂h_t‖",
+        y: YAxis::Log,
+        series,
+        empty: "no recurrent layer recorded",
+        markers: false,
+    })
+}
+
+/// The mean over `records` of layer `index`'s ‖∂L/∂h_t‖ series `name`, step by step.
+fn mean_norms(records: &[&StepRecord], index: usize, name: &str) -> Vec<f64> {
+    let all: Vec<&Vec<f64>> = records
+        .iter()
+        .flat_map(|r| r.layers.iter().filter(|l| l.index == index))
+        .flat_map(|l| l.hidden_grad_norms.iter().filter(|h| h.name == name))
+        .map(|h| &h.norms)
+        .collect();
+    let steps = all.iter().map(|v| v.len()).max().unwrap_or(0);
+    (0..steps)
+        .map(|t| all.iter().filter_map(|v| v.get(t)).sum::<f64>() / all.len() as f64)
+        .collect()
+}
+
+/// Draw the six plots into `out_dir` (file names in [`PLOT_FILES`]), and
+/// [`TIME_PLOT_FILE`] after them for a recurrent model; returns their paths.
 pub fn render_plots(data: &RunData, out_dir: &Path) -> crate::Result<Vec<PathBuf>> {
     let fail = |path: &Path, e: Box<dyn std::error::Error>| ReportError::Draw {
         path: path.to_path_buf(),
@@ -872,10 +932,16 @@ pub fn render_plots(data: &RunData, out_dir: &Path) -> crate::Result<Vec<PathBuf
     let file = out_dir.join("weights_hist.png");
     weights_plot(&file, data.weights.as_deref()).map_err(|e| fail(&file, e))?;
     drawn.push(("weights_hist.png", file));
-    Ok(PLOT_FILES
+    let mut paths: Vec<PathBuf> = PLOT_FILES
         .iter()
         .map(|f| drawn.iter().find(|(n, _)| n == f).expect("every plot drawn").1.clone())
-        .collect())
+        .collect();
+    if let Some(plot) = time_plot(&data.steps) {
+        let file = out_dir.join(TIME_PLOT_FILE);
+        line_plot(&file, &plot).map_err(|e| fail(&file, e))?;
+        paths.push(file);
+    }
+    Ok(paths)
 }
 
 // ---------------------------------------------------------------- HTML
@@ -1018,7 +1084,7 @@ fn model_html(data: &RunData, h: &mut String) {
     let _ = writeln!(h, "<p class=\"muted\">Input shape {:?}.</p>", data.spec.input);
 }
 
-/// The six plots, each under its heading with a sentence on how to read it.
+/// The six plots (and the recurrent one), each under its heading with a sentence on how to read it.
 fn plots_html(images: &[Vec<u8>], h: &mut String) {
     let img = |i: usize, alt: &str| -> String {
         match images.get(i) {
@@ -1048,6 +1114,14 @@ fn plots_html(images: &[Vec<u8>], h: &mut String) {
         "<p>The fraction of weights with |w| &lt; 1e-3 at each epoch's end; L1 regularization drives it up.</p>\n",
     );
     h.push_str(&img(5, "weight sparsity per epoch"));
+    if images.len() > PLOT_FILES.len() {
+        h.push_str("<h2 id=\"time\">Gradient through time</h2>\n");
+        h.push_str("<p>The norm of the loss's gradient with respect to each recurrent layer's hidden state at every time step, at the first sampled epoch and (dashed) the last. A curve that falls by decades towards the steps the recurrence ran first means those inputs barely reach the loss: vanishing gradients through time, which LSTM and GRU cells resist.</p>\n");
+        h.push_str(&img(
+            PLOT_FILES.len(),
+            "gradient norm against time step per recurrent layer",
+        ));
+    }
 }
 
 /// The summary's first rows: accuracy for a classifier, RMSE/MAE/R² (target units) for a regression.
@@ -1220,6 +1294,40 @@ mod tests {
             layers: vec!["Linear(2 → 5)".into()],
             weights: None,
         }
+    }
+
+    #[test]
+    fn a_recurrent_run_gets_the_plot_of_gradient_against_time_step() {
+        let mut data = diverged_run();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(render_plots(&data, dir.path()).unwrap().len(), PLOT_FILES.len());
+        assert!(!render_html(&data, &[]).contains("Gradient through time"));
+        let record = |epoch: usize, scale: f64| {
+            let line = format!(
+                r#"{{"step":{epoch},"epoch":{epoch},"layers":[{{"index":0,"kind":"RNN","grad_norm":1.0,"weight_norm":1.0,
+                "update_ratio":null,"near_zero":0.0,"act_mean":0.0,"act_std":1.0,"saturated":null,"dead":null,
+                "hidden_grad_norms":[{{"name":"l0","reverse":false,"norms":[{},{},null,0.1]}}]}}]}}"#,
+                1e-6 * scale,
+                1e-3 * scale
+            );
+            parse_lenient::<StepRecord>(&line).unwrap()
+        };
+        data.steps = vec![record(1, 1.0), record(1, 3.0), record(2, 10.0)];
+        let plot = time_plot(&data.steps).unwrap();
+        let labels: Vec<&str> = plot.series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["layer 0 RNN l0, epoch 1", "layer 0 RNN l0, epoch 2"]);
+        // The first epoch's two samples are averaged; the NaN step is left as a gap.
+        let (t, y) = plot.series[0].points[0];
+        assert!(t == 0.0 && (y - 2e-6).abs() < 1e-18, "{y}");
+        assert_eq!(plot.series[0].points.len(), 3);
+        assert!(plot.series[1].dashed && !plot.series[0].dashed);
+        assert_eq!((plot.series[0].color, plot.series[1].color), (Some(0), Some(0)));
+        let paths = render_plots(&data, dir.path()).unwrap();
+        assert_eq!(paths.last().unwrap(), &dir.path().join(TIME_PLOT_FILE));
+        let images: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let html = render_html(&data, &images);
+        assert!(html.contains("Gradient through time"));
+        assert_eq!(html.matches("<img ").count(), PLOT_FILES.len() + 1);
     }
 
     #[test]

@@ -639,6 +639,7 @@ impl Trainer {
             rng: epoch_rng(self.config.seed, self.epoch, self.collective.rank()),
             record_outputs: false,
             outputs: Vec::new(),
+            hidden_grads: Vec::new(),
         };
         ctx.rng.set_word_pos(self.rng_word_pos);
         let mut sums = self.own_counts(self.partial);
@@ -687,6 +688,7 @@ impl Trainer {
         let record = self.diagnostics.due(self.global_step);
         ctx.record_outputs = record;
         ctx.outputs.clear();
+        ctx.hidden_grads.clear();
         // Forward and backward leave the weights alone: this is their value before the update.
         let before = record.then(|| self.diagnostics.weights_before(&self.model));
         let objective = Objective {
@@ -730,14 +732,9 @@ impl Trainer {
 
     /// The diagnostics of a step, from this process's shard (its activations, the batch's gradients).
     fn record_diagnostics(&mut self, before: &[Option<Vec<f64>>], ctx: &Ctx, step: &Step, obs: &mut dyn Observer) {
-        let raised = self.diagnostics.record(
-            self.global_step,
-            self.epoch + 1,
-            &self.model,
-            &ctx.outputs,
-            &step.grads,
-            before,
-        );
+        let raised = self
+            .diagnostics
+            .record(self.global_step, self.epoch + 1, &self.model, ctx, &step.grads, before);
         for w in raised {
             obs.warning(&w);
         }

@@ -46,7 +46,7 @@ pub use kernels::{keep_freed_memory, num_threads, set_num_threads, set_num_threa
 pub use layout::Layout;
 pub use ops::conv::Conv2dParams;
 pub use ops::pool::Pool2dParams;
-pub use ops::recurrent::Cell;
+pub use ops::recurrent::{Cell, HiddenGradNorms};
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{Tensor, TensorId};
 

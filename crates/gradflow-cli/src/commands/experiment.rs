@@ -1,4 +1,4 @@
-//! `gradflow experiment activations|regularization|depth`.
+//! `gradflow experiment activations|regularization|depth|memory`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -14,6 +14,8 @@ enum Study {
     Regularization,
     /// Degradation: plain and residual MLPs (ReLU, ReLU + BatchNorm, sigmoid) at growing depth.
     Depth,
+    /// Memory through time: the adding problem with a tanh RNN, an LSTM and a GRU.
+    Memory,
 }
 
 #[derive(Args, Debug)]
@@ -21,6 +23,7 @@ enum Study {
   gradflow experiment activations                 # depth 10, width 256
   gradflow experiment regularization --quick      # a small version (seconds)
   gradflow experiment depth --depths 4,16         # plain against residual nets
+  gradflow experiment memory --lengths 10,100     # RNN, LSTM, GRU on the adding problem
 Writes CSV, JSON, a markdown table and PNG plots into --out (default runs/experiment-<name>).")]
 pub struct ExperimentArgs {
     /// Which study.
@@ -35,13 +38,16 @@ pub struct ExperimentArgs {
     /// Hidden layers of each net, comma-separated (depth study; default 4,16,32,64).
     #[arg(long, value_delimiter = ',')]
     depths: Option<Vec<usize>>,
-    /// Hidden width.
+    /// Hidden width (the recurrent layer's hidden units in the memory study).
     #[arg(long)]
     width: Option<usize>,
+    /// Sequence lengths T of the memory study, comma-separated (default 10,50,100,200).
+    #[arg(long, value_delimiter = ',')]
+    lengths: Option<Vec<usize>>,
     /// Epochs per run.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Training images.
+    /// Training images (training sequences in the memory study).
     #[arg(long)]
     train_size: Option<usize>,
     /// MNIST directory.
@@ -79,6 +85,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         Study::Activations => experiment::Study::Activations,
         Study::Regularization => experiment::Study::Regularization,
         Study::Depth => experiment::Study::Depth,
+        Study::Memory => experiment::Study::Memory,
     };
     let defaults = study.options(a.quick, super::data_dir(a.data));
     let opts = ExperimentOptions {
@@ -89,6 +96,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         epochs: a.epochs.unwrap_or(defaults.epochs),
         train_size: a.train_size.unwrap_or(defaults.train_size),
         seed: a.seed,
+        lengths: a.lengths.unwrap_or(defaults.lengths.clone()),
         ..defaults
     };
     if opts.depth == 0 || opts.width == 0 || opts.epochs == 0 || opts.train_size == 0 {
@@ -96,6 +104,9 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     }
     if opts.depths.is_empty() || opts.depths.contains(&0) {
         bail!("--depths must list hidden-layer counts of at least 1, e.g. --depths 4,16,32,64");
+    }
+    if let Some(t) = opts.lengths.iter().find(|&&t| t < 2) {
+        bail!("--lengths: each sequence needs at least 2 steps (one marker in each half), got {t}");
     }
     let bar = ProgressBar::new(1);
     bar.set_style(

@@ -3,9 +3,9 @@
 //! and gate orders. Each direction of each layer is one input GEMM over all
 //! steps followed by the [`Tensor::recurrence`] op.
 
-use crate::module::{Ctx, Module, NamedTensor};
+use crate::module::{Ctx, HiddenGradSlot, Module, NamedTensor};
 use crate::spec::{BuildContext, Keys, LayerDecl};
-use gradflow::{Cell, DType, Result, Tensor};
+use gradflow::{Cell, DType, HiddenGradNorms, Result, Tensor};
 use rand::Rng;
 use std::fmt::Write as _;
 
@@ -100,11 +100,30 @@ impl Recurrent {
         &self.config
     }
 
-    fn run_direction(&self, x: &Tensor, d: &Direction, reverse: bool) -> Result<Tensor> {
+    /// PyTorch's suffix of the `i`-th direction's weights (`l0`, `l1_reverse`).
+    fn suffix(&self, i: usize) -> String {
+        let dirs = self.config.dirs();
+        format!("l{}{}", i / dirs, if i % dirs == 1 { "_reverse" } else { "" })
+    }
+
+    /// The `i`-th direction over `x`; while the diagnostics record, it leaves
+    /// a slot for its ‖∂L/∂h_t‖ in `ctx`.
+    fn run_direction(&self, x: &Tensor, i: usize, ctx: &mut Ctx) -> Result<Tensor> {
+        let (d, reverse) = (&self.weights[i], i % self.config.dirs() == 1);
         let (n, t, f) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let xw = x.reshape(&[n * t, f])?.linear(&d.w_ih, d.b_ih.as_ref())?;
         let xw = xw.reshape(&[n, t, d.w_hh.shape()[0]])?;
-        xw.recurrence(&d.w_hh, d.b_hh.as_ref(), self.config.cell, reverse)
+        let norms = ctx.record_outputs.then(|| {
+            let norms = HiddenGradNorms::default();
+            ctx.hidden_grads.push(HiddenGradSlot {
+                layer: ctx.outputs.len(),
+                name: self.suffix(i),
+                reverse,
+                norms: norms.clone(),
+            });
+            norms
+        });
+        xw.recurrence_observed(&d.w_hh, d.b_hh.as_ref(), self.config.cell, reverse, norms.as_ref())
     }
 
     /// The last step of each direction of the top layer's output `y` `[N, T, H·dirs]`.
@@ -130,14 +149,12 @@ impl Module for Recurrent {
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let c = &self.config;
         let mut y = x.clone();
-        for (layer, dirs) in self.weights.chunks(c.dirs()).enumerate() {
+        for layer in 0..c.num_layers {
             if layer > 0 && c.dropout > 0.0 {
                 y = y.dropout(c.dropout, ctx.training, &mut ctx.rng)?;
             }
-            let outs = dirs
-                .iter()
-                .enumerate()
-                .map(|(i, d)| self.run_direction(&y, d, i == 1))
+            let outs = (layer * c.dirs()..(layer + 1) * c.dirs())
+                .map(|i| self.run_direction(&y, i, ctx))
                 .collect::<Result<Vec<_>>>()?;
             y = if outs.len() == 1 {
                 outs[0].clone()
@@ -168,11 +185,7 @@ impl Module for Recurrent {
     fn parameters(&self) -> Vec<NamedTensor> {
         let mut v = Vec::new();
         for (i, d) in self.weights.iter().enumerate() {
-            let suffix = format!(
-                "l{}{}",
-                i / self.config.dirs(),
-                if i % self.config.dirs() == 1 { "_reverse" } else { "" }
-            );
+            let suffix = self.suffix(i);
             let mut push = |name: &str, t: &Tensor| {
                 v.push(NamedTensor {
                     name: format!("{name}_{suffix}"),

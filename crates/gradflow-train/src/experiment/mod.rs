@@ -11,8 +11,12 @@
 //! * `depth`: plain and residual MLPs of one width at growing depth, with
 //!   ReLU, ReLU + BatchNorm and sigmoid: the degradation problem of deep plain
 //!   nets and the identity path that removes it (He et al. 2016).
+//! * `memory` (`memory.rs`): the adding problem with a tanh RNN, an LSTM and a
+//!   GRU over growing sequence lengths: where the RNN's gradient through time
+//!   vanishes and the gated cells carry it.
 
 mod depth;
+pub mod memory;
 
 pub use depth::{depth, DepthRow};
 use depth::{DEPTH_EPOCHS, DEPTH_TRAIN_SIZE, DEPTH_WIDTH};
@@ -62,6 +66,8 @@ pub struct ExperimentOptions {
     pub train_size: usize,
     /// Seed of every run.
     pub seed: u64,
+    /// Sequence lengths T (memory study).
+    pub lengths: Vec<usize>,
 }
 
 /// Which study.
@@ -73,6 +79,8 @@ pub enum Study {
     Regularization,
     /// Degradation: plain and residual MLPs at growing depth.
     Depth,
+    /// Memory through time: the adding problem with a tanh RNN, an LSTM and a GRU.
+    Memory,
 }
 
 impl Study {
@@ -82,6 +90,7 @@ impl Study {
             Study::Activations => "activations",
             Study::Regularization => "regularization",
             Study::Depth => "depth",
+            Study::Memory => "memory",
         }
     }
 
@@ -94,10 +103,18 @@ impl Study {
             (Study::Regularization, true) => (2, 256, 6, 500),
             (Study::Depth, false) => (64, DEPTH_WIDTH, DEPTH_EPOCHS, DEPTH_TRAIN_SIZE),
             (Study::Depth, true) => (4, 16, 2, 500),
+            // depth: one recurrent layer; width: its hidden units; train_size: training sequences.
+            (Study::Memory, false) => (1, 32, 8, 5000),
+            (Study::Memory, true) => (1, 8, 2, 256),
         };
         let depths = match quick {
             false => vec![4, 16, 32, 64],
             true => vec![2, 4],
+        };
+        let lengths = match (self, quick) {
+            (Study::Memory, false) => vec![10, 50, 100, 200],
+            (Study::Memory, true) => vec![5, 10],
+            _ => Vec::new(),
         };
         ExperimentOptions {
             data_dir,
@@ -109,6 +126,7 @@ impl Study {
             epochs,
             train_size,
             seed: 0,
+            lengths,
         }
     }
 
@@ -123,6 +141,9 @@ impl Study {
             }
             Study::Depth => {
                 depth(opts, progress)?;
+            }
+            Study::Memory => {
+                memory::memory(opts, progress)?;
             }
         }
         let path = opts.out_dir.join(format!("{}.md", self.name()));

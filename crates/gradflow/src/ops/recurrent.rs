@@ -14,6 +14,31 @@ use crate::kernels::recurrent::{hidden_product_dw, StepGrad, StepIo};
 use crate::storage::CpuStorage;
 use crate::{Element, Tensor};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Where backpropagation through time leaves ‖∂L/∂h_t‖ for each time step `t`:
+/// the norm, over the batch and the hidden units, of the total gradient
+/// reaching the hidden state (the step's output gradient plus what the later
+/// steps pass back). The diagnostics hand one to the op only on the steps
+/// they sample, so an unsampled step computes no norm at all. Clones share
+/// the slot, so the caller keeps one and the graph fills the other.
+#[derive(Debug, Clone, Default)]
+pub struct HiddenGradNorms(Arc<Mutex<Option<Vec<f64>>>>);
+
+impl HiddenGradNorms {
+    /// The norms in time order, once a backward pass has run through the op.
+    pub fn get(&self) -> Option<Vec<f64>> {
+        self.0.lock().expect("norms lock").clone()
+    }
+    fn set(&self, norms: Vec<f64>) {
+        *self.0.lock().expect("norms lock") = Some(norms);
+    }
+}
+
+/// The squared Frobenius norm of `v` in f64 (the parts of a batch add theirs).
+fn sq_norm_f64<T: Element>(v: &[T]) -> f64 {
+    v.iter().map(|x| x.to_f64().unwrap_or(f64::NAN).powi(2)).sum::<f64>()
+}
 
 /// Below this many multiply-adds of hidden products (over all steps) the batch
 /// is not split: a part of a small batch costs more in hand-offs than it saves.
@@ -163,37 +188,51 @@ fn step_dh<T: Element>(d: Dims, t: usize, g: &[T], dh_next: &[T], dh: &mut [T]) 
 type Grads<T> = (Vec<T>, Vec<T>, Vec<T>);
 
 /// Backpropagation through time, every part of the batch in parallel; the
-/// parts' `W_hh` and `b_hh` gradients are summed.
-fn backward<T: Element>(d: Dims, parts: &[Saved<T>], w: &[T], g: &[T]) -> Grads<T> {
+/// parts' `W_hh` and `b_hh` gradients are summed. With `norms`, also returns
+/// ‖∂L/∂h_t‖ at each time `t` (the parts' squared norms summed, then the root).
+fn backward<T: Element>(d: Dims, parts: &[Saved<T>], w: &[T], g: &[T], norms: bool) -> (Grads<T>, Option<Vec<f64>>) {
     let mut dxw = vec![T::zero(); d.batch * d.steps * d.gh];
     let per_sample = (d.steps * d.gh).max(1);
+    let add = |a: &mut Vec<T>, b: Vec<T>| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
     let partial = dxw
         .par_chunks_mut(d.part * per_sample)
         .zip(g.par_chunks((d.part * d.steps * d.hid).max(1)))
         .zip(parts)
-        .map(|((dxw, g), sv)| backward_part(d.with_batch(dxw.len() / per_sample), sv, w, g, dxw))
-        .reduce_with(|(mut dw, mut db), (w2, b2)| {
-            dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
-            (dw, db)
+        .map(|((dxw, g), sv)| backward_part(d.with_batch(dxw.len() / per_sample), sv, w, g, dxw, norms))
+        .reduce_with(|(mut dw, mut db, mut sq), (w2, b2, sq2)| {
+            add(&mut dw, w2);
+            add(&mut db, b2);
+            if let (Some(a), Some(b)) = (sq.as_mut(), sq2) {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+            (dw, db, sq)
         });
-    let (dw, db) = partial.unwrap_or_else(|| (vec![T::zero(); w.len()], vec![T::zero(); d.gh]));
-    (dxw, dw, db)
+    let (dw, db, sq) = partial.unwrap_or_else(|| (vec![T::zero(); w.len()], vec![T::zero(); d.gh], None));
+    let norms = norms.then(|| sq.map_or_else(|| vec![0.0; d.steps], |v| v.into_iter().map(f64::sqrt).collect()));
+    ((dxw, dw, db), norms)
 }
+
+/// What one part's backward returns: `(dW_hh, db_hh)` and, when asked, the
+/// squared norm of ∂L/∂h_t over the part's samples at each time `t`.
+type PartGrads<T> = (Vec<T>, Vec<T>, Option<Vec<f64>>);
 
 /// Backward of one part: the fused gate kernel and one GEMM for ∂L/∂h_{t-1}
 /// per step; the gradients of `W_hh` and `b_hh` after the loop, one GEMM over
 /// all steps. Writes `dxw` and returns the part's `(dW_hh, db_hh)`.
-fn backward_part<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], dxw: &mut [T]) -> (Vec<T>, Vec<T>) {
+fn backward_part<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], dxw: &mut [T], norms: bool) -> PartGrads<T> {
     let (nh, ng) = (d.batch * d.hid, d.batch * d.gh);
     let mut dhw = vec![T::zero(); d.steps * ng];
     let (mut dh_next, mut dc_next) = (vec![T::zero(); nh], vec![T::zero(); nh]);
     let (mut dh, mut dc_prev, mut direct) = (vec![T::zero(); nh], vec![T::zero(); nh], vec![T::zero(); nh]);
     let zeros = vec![T::zero(); nh];
     let lstm = d.cell == Cell::Lstm;
+    let mut sq = norms.then(|| vec![0.0; d.steps]);
     for s in (0..d.steps).rev() {
         let t = d.time(s);
         step_dh(d, t, g, &dh_next, &mut dh);
+        if let Some(sq) = sq.as_mut() {
+            sq[t] = sq_norm_f64(&dh);
+        }
         let h_prev = if s == 0 {
             &zeros[..]
         } else {
@@ -241,7 +280,7 @@ fn backward_part<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], dxw: &mut
     );
     let mut db = vec![T::zero(); d.gh];
     bias_grad(&dhw, &mut db);
-    (dw, db)
+    (dw, db, sq)
 }
 
 struct RecurrenceBackward {
@@ -250,6 +289,7 @@ struct RecurrenceBackward {
     b_hh: Option<Tensor>,
     dims: Dims,
     saved: SavedAny,
+    hidden_grad_norms: Option<HiddenGradNorms>,
 }
 
 impl GradFn for RecurrenceBackward {
@@ -263,17 +303,21 @@ impl GradFn for RecurrenceBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let (ws, gs) = (self.w_hh.contiguous_storage(), g.contiguous_storage());
-        let (dxw, dw, db) = match (&self.saved, &ws, &gs) {
+        let want = self.hidden_grad_norms.is_some();
+        let ((dxw, dw, db), norms) = match (&self.saved, &ws, &gs) {
             (SavedAny::F32(sv), CpuStorage::F32(w), CpuStorage::F32(g)) => {
-                let (a, b, c) = backward(self.dims, sv, w, g);
-                (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c))
+                let ((a, b, c), n) = backward(self.dims, sv, w, g, want);
+                ((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)), n)
             }
             (SavedAny::F64(sv), CpuStorage::F64(w), CpuStorage::F64(g)) => {
-                let (a, b, c) = backward(self.dims, sv, w, g);
-                (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c))
+                let ((a, b, c), n) = backward(self.dims, sv, w, g, want);
+                ((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)), n)
             }
             _ => unreachable!("gradient has the input's dtype"),
         };
+        if let (Some(slot), Some(norms)) = (&self.hidden_grad_norms, norms) {
+            slot.set(norms);
+        }
         let mut v = vec![
             Some(Tensor::from_storage(dxw, self.xw.shape())),
             Some(Tensor::from_storage(dw, self.w_hh.shape())),
@@ -329,6 +373,19 @@ impl Tensor {
     /// zero; `reverse` runs from the last step to the first. Returns the hidden
     /// state of every step, `[N, T, H]` (in time order).
     pub fn recurrence(&self, w_hh: &Tensor, b_hh: Option<&Tensor>, cell: Cell, reverse: bool) -> Result<Tensor> {
+        self.recurrence_observed(w_hh, b_hh, cell, reverse, None)
+    }
+
+    /// [`Tensor::recurrence`] whose backward pass also leaves ‖∂L/∂h_t‖ of
+    /// every step in `hidden_grad_norms` (for the diagnostics through time).
+    pub fn recurrence_observed(
+        &self,
+        w_hh: &Tensor,
+        b_hh: Option<&Tensor>,
+        cell: Cell,
+        reverse: bool,
+        hidden_grad_norms: Option<&HiddenGradNorms>,
+    ) -> Result<Tensor> {
         let dims = Dims {
             reverse,
             ..check_shapes(self, w_hh, b_hh, cell)?
@@ -360,6 +417,7 @@ impl Tensor {
                     b_hh: b_hh.cloned(),
                     dims,
                     saved,
+                    hidden_grad_norms: hidden_grad_norms.cloned(),
                 })
             }),
         )
@@ -368,7 +426,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::{backward, forward, Cell, Dims};
+    use super::{backward, forward, Cell, Dims, HiddenGradNorms};
     use crate::testutil::{check, rand64};
     use crate::Tensor;
 
@@ -398,6 +456,12 @@ mod tests {
 
     /// The whole recurrence composed from generic ops, in time order.
     fn composed(cell: Cell, xw: &Tensor, w: &Tensor, b: Option<&Tensor>, reverse: bool) -> Tensor {
+        let outs = composed_states(cell, xw, w, b, reverse);
+        Tensor::stack(&outs.iter().collect::<Vec<_>>(), 1).unwrap()
+    }
+
+    /// Each step's hidden state `[N, H]` of the composed recurrence, in time order.
+    fn composed_states(cell: Cell, xw: &Tensor, w: &Tensor, b: Option<&Tensor>, reverse: bool) -> Vec<Tensor> {
         let (n, t, hid) = (xw.shape()[0], xw.shape()[1], w.shape()[1]);
         let mut h = Tensor::zeros(&[n, hid], xw.dtype());
         let mut c = h.clone();
@@ -409,8 +473,7 @@ mod tests {
             (h, c) = composed_step(cell, &x, &hw, &h, &c);
             outs[tt] = Some(h.clone());
         }
-        let outs: Vec<Tensor> = outs.into_iter().map(Option::unwrap).collect();
-        Tensor::stack(&outs.iter().collect::<Vec<_>>(), 1).unwrap()
+        outs.into_iter().map(Option::unwrap).collect()
     }
 
     #[test]
@@ -463,8 +526,10 @@ mod tests {
                 };
                 let (out, saved) = forward(d, &xw, &w, Some(&b));
                 assert_eq!(saved.len(), batch.div_ceil(part));
-                let (dxw, dw, db) = backward(d, &saved, &w, &g);
-                [out, dxw, dw, db]
+                let ((dxw, dw, db), norms) = backward(d, &saved, &w, &g, true);
+                let ((unobserved, _, _), none) = backward(d, &saved, &w, &g, false);
+                assert!(none.is_none() && unobserved == dxw, "observing changes nothing");
+                [out, dxw, dw, db, norms.unwrap()]
             };
             let whole = run(batch);
             for part in [1, 3] {
@@ -493,6 +558,40 @@ mod tests {
         assert_eq!(d(16, 1).part_size(2), 16);
         assert_eq!(d(12, 28).part_size(4), 12);
         assert_eq!(d(0, 28).part_size(2), 1);
+    }
+
+    #[test]
+    fn records_the_total_gradient_reaching_each_hidden_state() {
+        for cell in CELLS {
+            for reverse in [false, true] {
+                let hid = 3;
+                let xw = rand64(&[2, 5, cell.gates() * hid], 8).requires_grad_(true);
+                let w = rand64(&[cell.gates() * hid, hid], 9).mul_scalar(0.5);
+                let b = rand64(&[cell.gates() * hid], 10);
+                let norms = HiddenGradNorms::default();
+                let fused = xw
+                    .recurrence_observed(&w, Some(&b), cell, reverse, Some(&norms))
+                    .unwrap();
+                assert!(norms.get().is_none(), "filled by backward, not forward");
+                // A loss that reads every step, so each h_t gets its own output gradient plus the recurrent one.
+                let weights = rand64(fused.shape(), 11);
+                fused.mul(&weights).unwrap().sum_all().backward().unwrap();
+                let states = composed_states(cell, &xw, &w, Some(&b), reverse);
+                let plain = Tensor::stack(&states.iter().collect::<Vec<_>>(), 1).unwrap();
+                let grads = plain.mul(&weights).unwrap().sum_all().backward_retain_all().unwrap();
+                let recorded = norms.get().unwrap();
+                assert_eq!(recorded.len(), 5);
+                for (t, h) in states.iter().enumerate() {
+                    let g = grads.get(h).unwrap().to_vec_f64();
+                    let expected = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    let got = recorded[t];
+                    assert!(
+                        (got - expected).abs() < 1e-10,
+                        "{cell:?} {reverse} t={t}: {got} vs {expected}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
