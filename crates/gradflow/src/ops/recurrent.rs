@@ -268,7 +268,15 @@ fn backward_part<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], dxw: &mut
             hidden_product_dh(&dhw[s * ng..(s + 1) * ng], w, d.hid, &mut dh_next, d.threaded());
         }
     }
-    let mut dw = vec![T::zero(); w.len()];
+    let (dw, db) = hidden_weight_grads(d, sv, w.len(), &dhw);
+    (dw, db, sq)
+}
+
+/// `dW_hh` and `db_hh` of one part from the gate gradients `dhw` of all its
+/// steps: one GEMM over all steps, after the loop.
+fn hidden_weight_grads<T: Element>(d: Dims, sv: &Saved<T>, w_len: usize, dhw: &[T]) -> (Vec<T>, Vec<T>) {
+    let (nh, ng) = (d.batch * d.hid, d.batch * d.gh);
+    let mut dw = vec![T::zero(); w_len];
     // Step 0's previous state is zero: it adds nothing to dW_hh.
     let later = ng.min(dhw.len());
     hidden_product_dw(
@@ -279,8 +287,8 @@ fn backward_part<T: Element>(d: Dims, sv: &Saved<T>, w: &[T], g: &[T], dxw: &mut
         d.threaded(),
     );
     let mut db = vec![T::zero(); d.gh];
-    bias_grad(&dhw, &mut db);
-    (dw, db, sq)
+    bias_grad(dhw, &mut db);
+    (dw, db)
 }
 
 struct RecurrenceBackward {
