@@ -4,7 +4,7 @@
 //!   step; throughput in FLOPs of the matrix products, so `Gelem/s` reads as GFLOP/s.
 //!
 //! Other mode (criterion is skipped):
-//! * `-- --step-profile [WIDTHS|lenet5 [BATCH]]`: where one training step's time goes,
+//! * `-- --step-profile [WIDTHS|PRESET [BATCH]]`: where one training step's time goes,
 //!   e.g. `cargo bench -p gradflow-bench --bench models -- --step-profile 784,1024,1024,10 128`.
 //! * `-- --peak-drift [ROUNDS]`: does training leave this process's products slower? Each
 //!   round times the 2048³ product, trains 784-1024-1024-10 for 300 steps, and times it again.
@@ -88,21 +88,26 @@ fn mlp(widths: &[usize]) -> (gradflow_nn::Sequential, Vec<Param>) {
     build(ModelSpec::parse(&toml, "bench mlp").unwrap())
 }
 
-/// `--step-profile [WIDTHS|lenet5 [BATCH]]` (e.g. `784,1024,1024,10 128`): median time of each
-/// phase of an MLP's (or LeNet-5's) Adam training step, to see where a step goes.
-fn step_profile(widths: &[usize], batch: usize) {
+/// `--step-profile [WIDTHS|PRESET [BATCH]]` (e.g. `784,1024,1024,10 128` or `vit 64`): median time
+/// of each phase of an MLP's (or a preset's) Adam training step, to see where a step goes.
+/// GFLOP/s are printed for MLPs and LeNet-5.
+fn step_profile(widths: &[usize], preset_name: &str, batch: usize) {
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     }
-    // No widths: LeNet-5 (its products are counted as in bench/compare.sh).
-    let (model, params) = if widths.is_empty() {
-        preset("lenet5")
+    // No widths: a preset (LeNet-5's products are counted as in bench/compare.sh).
+    let (model, params, input) = if widths.is_empty() {
+        let spec = ModelSpec::preset(preset_name).expect("a preset model");
+        let input = spec.input.clone();
+        let (model, params) = build(spec);
+        (model, params, input)
     } else {
-        mlp(widths)
+        let (model, params) = mlp(widths);
+        (model, params, vec![1, 28, 28])
     };
     let mut opt = adam();
-    let x = rand(&[batch, 1, 28, 28], 8);
+    let x = rand(&[&[batch][..], &input].concat(), 8);
     let y: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let loss = Loss::CrossEntropy { label_smoothing: 0.0 };
     let mut ctx = Ctx::train(0);
@@ -130,7 +135,9 @@ fn step_profile(widths: &[usize], batch: usize) {
         total += m;
         println!("{n:>10}: {m:.3} ms");
     }
-    let flops: usize = if widths.is_empty() {
+    let flops: usize = if preset_name != "lenet5" {
+        0
+    } else if widths.is_empty() {
         batch * (2 * (2 * 6 * 784 * 25) + 3 * (2 * 16 * 100 * 150) + 3 * 2 * (400 * 120 + 120 * 84 + 84 * 10))
     } else {
         (1..widths.len())
@@ -207,15 +214,17 @@ fn main() {
     gradflow::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--step-profile") {
-        let widths: Vec<usize> = match args.get(i + 1).map(String::as_str) {
-            Some("lenet5") => Vec::new(),
+        let arg = args.get(i + 1).map(String::as_str);
+        let preset_name = arg.filter(|a| ModelSpec::preset(a).is_some()).unwrap_or("lenet5");
+        let widths: Vec<usize> = match arg {
+            Some(a) if ModelSpec::preset(a).is_some() => Vec::new(),
             w => w
                 .map(|w| w.split(',').filter_map(|v| v.parse().ok()).collect())
                 .filter(|w: &Vec<usize>| w.len() >= 2)
                 .unwrap_or_else(|| vec![784, 800, 10]),
         };
         let batch = args.get(i + 2).and_then(|b| b.parse().ok()).unwrap_or(128);
-        step_profile(&widths, batch);
+        step_profile(&widths, preset_name, batch);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--peak-drift") {
