@@ -23,8 +23,8 @@ const PAD: usize = 16;
 /// `dst[m, n] (row-major, leading dimension n) = lhs·rhs`.
 ///
 /// # Safety
-/// `lhs` must address an m×k matrix, `rhs` a k×n matrix, and `dst` m·n writable
-/// elements that overlap neither.
+/// `lhs` must address an m×k matrix, `rhs` a k×n matrix (both with non-negative
+/// strides), and `dst` m·n writable elements that overlap neither.
 pub(crate) unsafe fn small_product<T: Element>(
     m: usize,
     n: usize,
@@ -33,58 +33,85 @@ pub(crate) unsafe fn small_product<T: Element>(
     lhs: MatRef<T>,
     rhs: MatRef<T>,
 ) {
-    if n == 0 {
+    if m == 0 || n == 0 {
         return;
     }
-    let np = n.next_multiple_of(PAD);
-    let mut b = vec![T::zero(); k * np];
-    for (p, row) in b.chunks_exact_mut(np).enumerate() {
-        let src = rhs.ptr.offset(p as isize * rhs.rs);
-        copy_strided(&mut row[..n], src, rhs.cs);
+    if k == 0 {
+        std::slice::from_raw_parts_mut(dst, m * n).fill(T::zero());
+        return;
     }
-    let dst = std::slice::from_raw_parts_mut(dst, m * n);
-    let mut a = vec![T::zero(); ROWS * k];
+    // The elements each operand spans, from its first to its last.
+    let span = |r: MatRef<T>, rows: usize, cols: usize| (rows - 1) * r.rs as usize + (cols - 1) * r.cs as usize + 1;
+    let a = Strided {
+        data: std::slice::from_raw_parts(lhs.ptr, span(lhs, m, k)),
+        rs: lhs.rs as usize,
+        cs: lhs.cs as usize,
+    };
+    let b = Strided {
+        data: std::slice::from_raw_parts(rhs.ptr, span(rhs, k, n)),
+        rs: rhs.rs as usize,
+        cs: rhs.cs as usize,
+    };
+    product(std::slice::from_raw_parts_mut(dst, m * n), n, k, a, b)
+}
+
+/// A matrix operand as the elements it spans and its strides.
+#[derive(Clone, Copy)]
+struct Strided<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst [·, n] = a [·, k] · b [k, n]`: `b` is read in place when its rows are contiguous
+/// and a multiple of [`PAD`] long (a head of 16 or 32), packed otherwise.
+#[inline(always)]
+fn product_plain<T: Element>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b: Strided<T>) {
+    let np = n.next_multiple_of(PAD);
+    let packed;
+    let (b, bs) = if b.cs == 1 && n == np {
+        (b.data, b.rs)
+    } else {
+        let mut p = vec![T::zero(); k * np];
+        for (q, row) in p.chunks_exact_mut(np).enumerate() {
+            row[..n]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, v)| *v = b.data[q * b.rs + j * b.cs]);
+        }
+        packed = p;
+        (&packed[..], np)
+    };
+    let mut ablock = vec![T::zero(); ROWS * k];
     let mut acc = vec![T::zero(); ROWS * np];
     for (block, c) in dst.chunks_mut(ROWS * n).enumerate() {
-        for (r, a) in a.chunks_exact_mut(k.max(1)).take(c.len() / n).enumerate() {
-            let src = lhs.ptr.offset((block * ROWS + r) as isize * lhs.rs);
-            copy_strided(a, src, lhs.cs);
+        for (r, row) in ablock.chunks_exact_mut(k).take(c.len() / n).enumerate() {
+            let at = (block * ROWS + r) * a.rs;
+            row.iter_mut().enumerate().for_each(|(q, v)| *v = a.data[at + q * a.cs]);
         }
         match np {
-            16 => rows_times_packed::<T, 16>(&mut acc, &a, &b, k),
-            32 => rows_times_packed::<T, 32>(&mut acc, &a, &b, k),
-            _ => rows_times_packed_any(&mut acc, &a, &b, np, k),
+            16 => width16(&mut acc, &ablock, b, bs, k),
+            32 => width32(&mut acc, &ablock, b, bs, k),
+            _ => any_width(&mut acc, &ablock, b, bs, np, k),
         }
         for (c, acc) in c.chunks_mut(n).zip(acc.chunks_exact(np)) {
-            // An element loop: `copy_from_slice` calls memmove, slow for a few dozen elements.
             c.iter_mut().zip(acc).for_each(|(c, &v)| *c = v);
         }
     }
 }
 
-/// `dst[j] = src[j · stride]`, an element loop (short rows: see above).
-///
-/// # Safety
-/// `src` must address `dst.len()` elements at that stride.
-#[inline(always)]
-unsafe fn copy_strided<T: Copy>(dst: &mut [T], src: *const T, stride: isize) {
-    if stride == 1 {
-        let src = std::slice::from_raw_parts(src, dst.len());
-        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
-    } else {
-        dst.iter_mut()
-            .enumerate()
-            .for_each(|(j, d)| *d = *src.offset(j as isize * stride));
-    }
+wide_fn! {
+    fn product<T>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b: Strided<T>) = product_plain;
 }
 
 /// `acc[r, :] = Σ_p a[r, p] · b[p, :]` for the [`ROWS`] rows of `acc`, each `NP` long:
 /// the accumulators (four rows of one or two registers) stay in registers over `p`.
 /// Rows past the matrix's end compute garbage that is not copied out.
 #[inline(always)]
-fn rows_times_packed_plain<T: Element, const NP: usize>(acc: &mut [T], a: &[T], b: &[T], k: usize) {
+fn rows_times_packed<T: Element, const NP: usize>(acc: &mut [T], a: &[T], b: &[T], bs: usize, k: usize) {
     let mut c = [[T::zero(); NP]; ROWS];
-    for (p, b) in b.chunks_exact(NP).enumerate() {
+    for p in 0..k {
+        let b = &b[p * bs..][..NP];
         for (r, c) in c.iter_mut().enumerate() {
             let ar = a[r * k + p];
             for j in 0..NP {
@@ -97,11 +124,12 @@ fn rows_times_packed_plain<T: Element, const NP: usize>(acc: &mut [T], a: &[T], 
     }
 }
 
-/// As [`rows_times_packed_plain`] for any padded width `np`, accumulating in memory.
+/// As [`rows_times_packed`] for any padded width `np`, accumulating in memory.
 #[inline(always)]
-fn rows_times_packed_any_plain<T: Element>(acc: &mut [T], a: &[T], b: &[T], np: usize, k: usize) {
+fn rows_times_any<T: Element>(acc: &mut [T], a: &[T], b: &[T], bs: usize, np: usize, k: usize) {
     acc.fill(T::zero());
-    for (p, b) in b.chunks_exact(np).enumerate() {
+    for p in 0..k {
+        let b = &b[p * bs..][..np];
         for (r, c) in acc.chunks_exact_mut(np).enumerate() {
             let ar = a[r * k + p];
             for (c, b) in c.chunks_exact_mut(PAD).zip(b.chunks_exact(PAD)) {
@@ -113,34 +141,28 @@ fn rows_times_packed_any_plain<T: Element>(acc: &mut [T], a: &[T], b: &[T], np: 
     }
 }
 
-/// [`rows_times_packed_plain`] for one width, compiled wide (a const generic cannot pass
-/// through [`wide_fn!`], hence one wrapper per width).
+// The register-blocked loops as functions of their own (inlined into the packing
+// code above, LLVM no longer vectorized them), one per width: a const generic cannot
+// pass through `wide_fn!`.
+
 #[inline(always)]
-fn rows_times_packed<T: Element, const NP: usize>(acc: &mut [T], a: &[T], b: &[T], k: usize) {
-    match NP {
-        16 => width16(acc, a, b, k),
-        _ => width32(acc, a, b, k),
-    }
+fn width16_plain<T: Element>(acc: &mut [T], a: &[T], b: &[T], bs: usize, k: usize) {
+    rows_times_packed::<T, 16>(acc, a, b, bs, k)
 }
 
 #[inline(always)]
-fn width16_plain<T: Element>(acc: &mut [T], a: &[T], b: &[T], k: usize) {
-    rows_times_packed_plain::<T, 16>(acc, a, b, k)
-}
-
-#[inline(always)]
-fn width32_plain<T: Element>(acc: &mut [T], a: &[T], b: &[T], k: usize) {
-    rows_times_packed_plain::<T, 32>(acc, a, b, k)
+fn width32_plain<T: Element>(acc: &mut [T], a: &[T], b: &[T], bs: usize, k: usize) {
+    rows_times_packed::<T, 32>(acc, a, b, bs, k)
 }
 
 wide_fn! {
-    fn width16<T>(acc: &mut [T], a: &[T], b: &[T], k: usize) = width16_plain;
+    fn width16<T>(acc: &mut [T], a: &[T], b: &[T], bs: usize, k: usize) = width16_plain;
 }
 wide_fn! {
-    fn width32<T>(acc: &mut [T], a: &[T], b: &[T], k: usize) = width32_plain;
+    fn width32<T>(acc: &mut [T], a: &[T], b: &[T], bs: usize, k: usize) = width32_plain;
 }
 wide_fn! {
-    fn rows_times_packed_any<T>(acc: &mut [T], a: &[T], b: &[T], np: usize, k: usize) = rows_times_packed_any_plain;
+    fn any_width<T>(acc: &mut [T], a: &[T], b: &[T], bs: usize, np: usize, k: usize) = rows_times_any;
 }
 
 #[cfg(test)]
@@ -149,7 +171,7 @@ mod tests {
 
     #[test]
     fn matches_the_naive_product_for_strided_operands() {
-        for (m, n, k) in [
+        let shapes = [
             (1, 1, 1),
             (5, 3, 2),
             (28, 28, 16),
@@ -157,28 +179,40 @@ mod tests {
             (7, 9, 0),
             (3, 0, 4),
             (9, 13, 5),
-        ] {
+            (6, 32, 3),
+        ];
+        for (m, n, k) in shapes {
+            // a as the transpose of a row-major [k, m]; b as rows of n inside rows of n + 5
+            // (read in place when n is 16 or 32), or as a transposed [n, k] (packed).
             let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
-            let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
-            // a as the transpose of a row-major [k, m]; b row-major [k, n].
+            let wide: Vec<f64> = (0..k * (n + 5)).map(|i| (i as f64 * 0.11).cos()).collect();
+            let b = |p: usize, j: usize| wide[p * (n + 5) + j];
             let want: Vec<f64> = (0..m * n)
-                .map(|ij| (0..k).map(|p| a[p * m + ij / n] * b[p * n + ij % n]).sum())
+                .map(|ij| (0..k).map(|p| a[p * m + ij / n] * b(p, ij % n)).sum())
                 .collect();
-            let mut dst = vec![f64::NAN; m * n];
+            let bt: Vec<f64> = (0..n * k).map(|i| b(i % k, i / k)).collect();
             let lhs = MatRef {
                 ptr: a.as_ptr(),
                 rs: 1,
                 cs: m as isize,
             };
-            let rhs = MatRef {
-                ptr: b.as_ptr(),
-                rs: n as isize,
+            let rows = MatRef {
+                ptr: wide.as_ptr(),
+                rs: n as isize + 5,
                 cs: 1,
             };
-            // SAFETY: the operands address m×k and k×n elements of live buffers.
-            unsafe { small_product(m, n, k, dst.as_mut_ptr(), lhs, rhs) };
-            for (g, w) in dst.iter().zip(&want) {
-                assert!((g - w).abs() < 1e-12, "{m}x{n}x{k}: {g} vs {w}");
+            let cols = MatRef {
+                ptr: bt.as_ptr(),
+                rs: 1,
+                cs: k as isize,
+            };
+            for rhs in [rows, cols] {
+                let mut dst = vec![f64::NAN; m * n];
+                // SAFETY: the operands address m×k and k×n elements of live buffers.
+                unsafe { small_product(m, n, k, dst.as_mut_ptr(), lhs, rhs) };
+                for (g, w) in dst.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-12, "{m}x{n}x{k}: {g} vs {w}");
+                }
             }
         }
     }
