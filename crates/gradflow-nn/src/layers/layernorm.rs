@@ -64,13 +64,12 @@ impl Module for LayerNorm {
     }
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
-        let (nd, k) = (x.ndim() as isize, self.normalized_shape.len() as isize);
-        let axes: Vec<isize> = (nd - k..nd).collect();
-        let xhat = x.normalize(&axes, self.eps)?.xhat;
-        match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => xhat.mul(w)?.add(b),
-            _ => Ok(xhat),
-        }
+        x.layer_norm(
+            &self.normalized_shape,
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            self.eps,
+        )
     }
 
     fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {
