@@ -160,7 +160,10 @@ fn bench_layer_norm(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
     let x = rand(&[64, 28, 64], 8).requires_grad_(true);
-    let (w, b) = (rand(&[64], 9).requires_grad_(true), rand(&[64], 10).requires_grad_(true));
+    let (w, b) = (
+        rand(&[64], 9).requires_grad_(true),
+        rand(&[64], 10).requires_grad_(true),
+    );
     let seed = rand(&[64, 28, 64], 11);
     g.throughput(Throughput::Elements(x.numel() as u64));
     let forward = || x.layer_norm(&[64], Some(&w), Some(&b), 1e-5).unwrap();

@@ -309,7 +309,9 @@ mod tests {
     }
 
     fn data(len: usize, seed: usize) -> Vec<f64> {
-        (0..len).map(|i| ((i * 37 + seed * 11) % 101) as f64 / 13.0 - 3.5).collect()
+        (0..len)
+            .map(|i| ((i * 37 + seed * 11) % 101) as f64 / 13.0 - 3.5)
+            .collect()
     }
 
     const ALL: Wanted = Wanted {

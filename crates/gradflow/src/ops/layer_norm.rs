@@ -81,7 +81,9 @@ impl LayerNormBackward {
         w: Option<&Contiguous>,
         want: Wanted,
     ) -> Option<[Option<CpuStorage>; 3]> {
-        let grads = self.rows.backward(x.slice::<T>()?, g.slice::<T>()?, w.map(param_slice), &self.stats, want);
+        let grads = self
+            .rows
+            .backward(x.slice::<T>()?, g.slice::<T>()?, w.map(param_slice), &self.stats, want);
         Some([grads.x, grads.weight, grads.bias].map(|v| v.map(T::into_storage)))
     }
 }
@@ -186,12 +188,25 @@ mod tests {
 
     #[test]
     fn gradcheck_x_weight_and_bias_with_and_without_affine() {
-        for (shape, norm) in [(vec![2, 3, 4], vec![4]), (vec![2, 3, 4], vec![3, 4]), (vec![3, 9], vec![9])] {
+        for (shape, norm) in [
+            (vec![2, 3, 4], vec![4]),
+            (vec![2, 3, 4], vec![3, 4]),
+            (vec![3, 9], vec![9]),
+        ] {
             let (w, b) = (rand64(&norm, 2).add_scalar(1.0), rand64(&norm, 3));
             let x = rand64(&shape, 1);
-            check(|t| t[0].layer_norm(&norm, Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), w.clone(), b.clone()]);
-            check(|t| t[0].layer_norm(&norm, Some(&t[1]), None, 1e-5), &[x.clone(), w.clone()]);
-            check(|t| t[0].layer_norm(&norm, None, Some(&t[1]), 1e-5), &[x.clone(), b.clone()]);
+            check(
+                |t| t[0].layer_norm(&norm, Some(&t[1]), Some(&t[2]), 1e-5),
+                &[x.clone(), w.clone(), b.clone()],
+            );
+            check(
+                |t| t[0].layer_norm(&norm, Some(&t[1]), None, 1e-5),
+                &[x.clone(), w.clone()],
+            );
+            check(
+                |t| t[0].layer_norm(&norm, None, Some(&t[1]), 1e-5),
+                &[x.clone(), b.clone()],
+            );
             check(|t| t[0].layer_norm(&norm, None, None, 1e-5), &[x.clone()]);
         }
     }
@@ -200,7 +215,10 @@ mod tests {
     #[test]
     fn gradcheck_rows_of_one_element() {
         let (w, b) = (rand64(&[1], 5), rand64(&[1], 6));
-        check(|t| t[0].layer_norm(&[1], Some(&t[1]), Some(&t[2]), 1e-3), &[rand64(&[4, 1], 4), w, b]);
+        check(
+            |t| t[0].layer_norm(&[1], Some(&t[1]), Some(&t[2]), 1e-3),
+            &[rand64(&[4, 1], 4), w, b],
+        );
     }
 
     /// A transposed (strided) input and parameters used twice reach the same gradients.
@@ -258,7 +276,10 @@ mod tests {
         let x64 = round(rand64(&[6, 64], 3).mul_scalar(0.01).add_scalar(50.0));
         let (w64, r64) = (round(rand64(&[64], 4)), round(rand64(&[6, 64], 5)));
         let grads = |dtype: DType| -> Vec<f64> {
-            let (x, w) = (x64.to_dtype(dtype).requires_grad_(true), w64.to_dtype(dtype).requires_grad_(true));
+            let (x, w) = (
+                x64.to_dtype(dtype).requires_grad_(true),
+                w64.to_dtype(dtype).requires_grad_(true),
+            );
             let y = x.layer_norm(&[64], Some(&w), None, 1e-5).unwrap();
             let g = y.mul(&r64.to_dtype(dtype)).unwrap().sum_all().backward().unwrap();
             [&x, &w].iter().flat_map(|t| g.get(t).unwrap().to_vec_f64()).collect()
