@@ -152,28 +152,26 @@ fn normalize_backward<T: Element>(x: &[T], gy: &[T], d: Dims, mean: &[f64], rstd
     } else {
         (0..d.groups).map(sums).collect()
     };
-    // Rows of x and of the incoming gradient share one index: zip them as pairs.
-    let pairs: Vec<(T, T)> = x.iter().copied().zip(gy.iter().copied()).collect();
     let mut out = vec![T::zero(); x.len()];
     if d.inner == 0 {
         return out;
     }
-    let body = |(row, (o, p)): (usize, (&mut [T], &[(T, T)]))| {
+    let body = |(row, (o, (x, gy))): (usize, (&mut [T], (&[T], &[T])))| {
         let g = row % d.groups;
         let (m, r, mg, mgx) = (mean[g], rstd[g], s[g].0 / n, s[g].1 / n);
-        for (o, &(xv, gv)) in o.iter_mut().zip(p) {
+        for ((o, &xv), &gv) in o.iter_mut().zip(x).zip(gy) {
             let xhat = (xv.f64() - m) * r;
             *o = T::of(r * (gv.f64() - mg - xhat * mgx));
         }
     };
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(d.inner)
-            .zip(pairs.par_chunks(d.inner))
+            .zip(x.par_chunks(d.inner).zip(gy.par_chunks(d.inner)))
             .enumerate()
             .for_each(body);
     } else {
         out.chunks_mut(d.inner)
-            .zip(pairs.chunks(d.inner))
+            .zip(x.chunks(d.inner).zip(gy.chunks(d.inner)))
             .enumerate()
             .for_each(body);
     }
