@@ -1,6 +1,7 @@
 //! Layer normalization (Ba, Kiros & Hinton 2016): each sample normalized over
 //! its trailing `normalized_shape` dimensions, as `nn.LayerNorm` does, with
-//! the same statistics in training and evaluation (no running buffers).
+//! the same statistics in training and evaluation (no running buffers). The
+//! whole layer is one op, [`Tensor::layer_norm`], forward and backward.
 
 use crate::module::{Ctx, Module, NamedTensor};
 use crate::spec::keys::too_large;

@@ -233,9 +233,8 @@ struct BackwardPass<'a, T> {
 }
 
 impl<T: Element> BackwardPass<'_, T> {
-    /// The chunk of rows from row `first` that `dx` covers (all remaining rows up to a
-    /// chunk's worth when dx is not wanted): writes dx and returns the chunk's
-    /// (Σ g·x̂, Σ g) per column, each empty when not wanted.
+    /// The chunk of rows from row `first` (a chunk's worth, or fewer at the end): writes
+    /// their dx when wanted and returns the chunk's (Σ g·x̂, Σ g) per column.
     fn chunk(&self, first: usize, dx: &mut [T]) -> (Vec<f64>, Vec<f64>) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -257,24 +256,28 @@ impl<T: Element> BackwardPass<'_, T> {
         let n = self.rows.len;
         let count = (self.stats.mean.len() - first).min(self.rows.rows_per_chunk());
         let (x, g) = (&self.x[first * n..][..count * n], &self.g[first * n..][..count * n]);
-        let mut dw = vec![0.0f64; if self.want.weight { n } else { 0 }];
-        let mut db = vec![0.0f64; if self.want.bias { n } else { 0 }];
+        // Accumulated whether wanted or not: one pass, with no branch inside it.
+        let (mut dw, mut db) = (vec![0.0f64; n], vec![0.0f64; n]);
         for (i, (x, g)) in x.chunks_exact(n).zip(g.chunks_exact(n)).enumerate() {
             let (m, r) = (self.stats.mean[first + i], self.stats.rstd[first + i]);
+            // Slices of length n, so that the indexing below needs no bounds checks.
+            let (dw, db, x, g, w) = (&mut dw[..n], &mut db[..n], &x[..n], &g[..n], &self.w[..n]);
             if self.want.x {
-                let (sg, sgx) = lane_sums_g(x, g, self.w, m, r);
+                let (sg, sgx) = lane_sums_g(x, g, w, m, r);
                 let (mg, mgx) = (sg / n as f64, sgx / n as f64);
                 let dx = &mut dx[i * n..][..n];
-                for (((d, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(self.w) {
-                    let xhat = (x.f64() - m) * r;
-                    *d = T::of(r * (g.f64() * w.f64() - mg - xhat * mgx));
+                for j in 0..n {
+                    let (xhat, g) = ((x[j].f64() - m) * r, g[j].f64());
+                    dx[j] = T::of(r * (g * w[j].f64() - mg - xhat * mgx));
+                    dw[j] += g * xhat;
+                    db[j] += g;
                 }
-            }
-            for ((d, &x), &g) in dw.iter_mut().zip(x).zip(g) {
-                *d += g.f64() * (x.f64() - m) * r;
-            }
-            for (d, &g) in db.iter_mut().zip(g) {
-                *d += g.f64();
+            } else {
+                for j in 0..n {
+                    let g = g[j].f64();
+                    dw[j] += g * (x[j].f64() - m) * r;
+                    db[j] += g;
+                }
             }
         }
         (dw, db)

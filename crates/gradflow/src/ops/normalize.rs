@@ -1,6 +1,6 @@
-//! Normalization over a set of axes, the shared core of BatchNorm and
-//! LayerNorm: x̂ = (x − mean) / √(var + ε), with mean and (biased) variance
-//! taken over `axes`, and its fused backward rule
+//! Normalization over a set of axes, BatchNorm's core (LayerNorm has its own
+//! fused op, `ops/layer_norm.rs`, γ and β included): x̂ = (x − mean) / √(var + ε),
+//! with mean and (biased) variance taken over `axes`, and its fused backward rule
 //!
 //! ```text
 //! dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)),   rstd = 1/√(var + ε)
@@ -206,8 +206,9 @@ impl GradFn for NormalizeBackward {
 
 impl Tensor {
     /// Normalizes over `axes` (all of them if empty) to zero mean and unit
-    /// variance: the shared core of BatchNorm (axes 0, 2, 3…) and LayerNorm
-    /// (the trailing axes). The axes left must be one contiguous run.
+    /// variance: BatchNorm's core (axes 0, 2, 3…); over the trailing axes it is
+    /// LayerNorm without γ and β (see [`Tensor::layer_norm`] for the fused op).
+    /// The axes left must be one contiguous run.
     /// Statistics and the backward's reductions are accumulated in f64.
     pub fn normalize(&self, axes: &[isize], eps: f64) -> Result<Normalized> {
         let reduced = resolve_axes("normalize", axes, self.ndim())?;
