@@ -69,6 +69,9 @@ pub trait Element:
     fn cell_sigmoid(self) -> Self;
     /// tanh as the fused recurrent kernels compute it (see [`Element::cell_sigmoid`]).
     fn cell_tanh(self) -> Self;
+    /// e^x as the fused kernels compute it (attention's softmax): f32 by the same
+    /// vectorizing approximation as [`Element::cell_sigmoid`], f64 exactly.
+    fn kernel_exp(self) -> Self;
 }
 
 impl Element for f32 {
@@ -108,6 +111,10 @@ impl Element for f32 {
     fn cell_tanh(self) -> f32 {
         crate::kernels::approx::tanh_f32(self)
     }
+    #[inline(always)]
+    fn kernel_exp(self) -> f32 {
+        crate::kernels::approx::exp_f32(self)
+    }
 }
 
 impl Element for f64 {
@@ -146,5 +153,9 @@ impl Element for f64 {
     #[inline(always)]
     fn cell_tanh(self) -> f64 {
         self.tanh()
+    }
+    #[inline(always)]
+    fn kernel_exp(self) -> f64 {
+        self.exp()
     }
 }

@@ -3,6 +3,7 @@
 //! reading the masked scores (their weights are written as 0, which is what a
 //! `−inf` score gives), and the fused backward `dx = scale·y⊙(g − Σ g⊙y)`.
 
+use super::simd;
 use crate::Element;
 use rayon::prelude::*;
 
@@ -23,7 +24,32 @@ pub struct ScoreRows {
 }
 
 impl ScoreRows {
+    /// Run `f(self, first row index, rows…)` over chunks of whole rows, threaded when large.
+    fn each_rows<'a, T: Element>(
+        &self,
+        out: &mut [T],
+        ins: [&'a [T]; 2],
+        f: impl Fn(&ScoreRows, usize, &mut [T], [&'a [T]; 2]) + Sync,
+    ) {
+        let c = self.tk;
+        if c == 0 {
+            return;
+        }
+        // Whole rows per task, about ROWS_PAR / 4 scores each.
+        let rows = (ROWS_PAR / 4 / c).max(1);
+        let job = |(i, (o, (a, b))): (usize, (&mut [T], (&'a [T], &'a [T])))| f(self, i * rows, o, [a, b]);
+        if out.len() >= ROWS_PAR {
+            out.par_chunks_mut(c * rows)
+                .zip(ins[0].par_chunks(c * rows).zip(ins[1].par_chunks(c * rows)))
+                .enumerate()
+                .for_each(job);
+        } else {
+            job((0, (out, (ins[0], ins[1]))));
+        }
+    }
+
     /// How many leading entries of row `r` (counted over the whole stack) take part.
+    #[inline(always)]
     fn visible(&self, r: usize) -> usize {
         match self.causal {
             true => (r % self.tq + 1).min(self.tk),
@@ -31,63 +57,54 @@ impl ScoreRows {
         }
     }
 
-    /// Run `f(row index, rows…)` over every row of `tk` entries, threaded when large.
-    fn each_row<'a, T: Element>(
-        &self,
-        out: &mut [T],
-        ins: [&'a [T]; 2],
-        f: impl Fn(usize, &mut [T], [&'a [T]; 2]) + Sync,
-    ) {
-        let c = self.tk;
-        if c == 0 {
-            return;
-        }
-        let job = |(r, (o, (a, b))): (usize, (&mut [T], (&'a [T], &'a [T])))| f(r, o, [a, b]);
-        if out.len() >= ROWS_PAR {
-            out.par_chunks_mut(c)
-                .zip(ins[0].par_chunks(c).zip(ins[1].par_chunks(c)))
-                .enumerate()
-                .for_each(job);
-        } else {
-            out.chunks_mut(c)
-                .zip(ins[0].chunks(c).zip(ins[1].chunks(c)))
-                .enumerate()
-                .for_each(job);
-        }
-    }
-
     /// The attention weights of contiguous scores `x`.
     pub fn forward<T: Element>(&self, x: &[T]) -> Vec<T> {
         let mut out = vec![T::zero(); x.len()];
-        let s = T::of(self.scale);
-        self.each_row(&mut out, [x, x], |r, o, [x, _]| {
-            let v = self.visible(r);
-            let (o, x) = (&mut o[..v], &x[..v]);
-            let m = x.iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = ((x - m) * s).exp();
-                sum += *o;
-            }
-            let inv = sum.recip();
-            o.iter_mut().for_each(|o| *o *= inv);
-        });
+        self.each_rows(&mut out, [x, x], |rows, r0, o, [x, _]| forward_rows(rows, r0, o, x));
         out
     }
 
     /// The scores' gradient from the weights `y` and their gradient `g`.
     pub fn backward<T: Element>(&self, y: &[T], g: &[T]) -> Vec<T> {
         let mut out = vec![T::zero(); y.len()];
-        let s = T::of(self.scale);
-        self.each_row(&mut out, [y, g], |r, o, [y, g]| {
-            let v = self.visible(r);
-            let dot: T = y[..v].iter().zip(&g[..v]).map(|(&a, &b)| a * b).sum();
-            for i in 0..v {
-                o[i] = s * y[i] * (g[i] - dot);
-            }
-        });
+        self.each_rows(&mut out, [y, g], |rows, r0, o, [y, g]| backward_rows(rows, r0, o, y, g));
         out
     }
+}
+
+#[inline(always)]
+fn forward_rows_plain<T: Element>(rows: &ScoreRows, r0: usize, out: &mut [T], x: &[T]) {
+    let s = T::of(rows.scale);
+    for (i, (o, x)) in out.chunks_mut(rows.tk).zip(x.chunks(rows.tk)).enumerate() {
+        let v = rows.visible(r0 + i);
+        let (o, x) = (&mut o[..v], &x[..v]);
+        let m = simd::max(x);
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = ((x - m) * s).kernel_exp();
+        }
+        let inv = simd::sum(o).recip();
+        o.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
+#[inline(always)]
+fn backward_rows_plain<T: Element>(rows: &ScoreRows, r0: usize, out: &mut [T], y: &[T], g: &[T]) {
+    let s = T::of(rows.scale);
+    let tk = rows.tk;
+    for (i, (o, (y, g))) in out.chunks_mut(tk).zip(y.chunks(tk).zip(g.chunks(tk))).enumerate() {
+        let v = rows.visible(r0 + i);
+        let dot = simd::dot(&y[..v], &g[..v]);
+        for ((o, &y), &g) in o[..v].iter_mut().zip(&y[..v]).zip(&g[..v]) {
+            *o = s * y * (g - dot);
+        }
+    }
+}
+
+simd::wide_fn! {
+    fn forward_rows<T>(rows: &ScoreRows, r0: usize, out: &mut [T], x: &[T]) = forward_rows_plain;
+}
+simd::wide_fn! {
+    fn backward_rows<T>(rows: &ScoreRows, r0: usize, out: &mut [T], y: &[T], g: &[T]) = backward_rows_plain;
 }
 
 #[cfg(test)]

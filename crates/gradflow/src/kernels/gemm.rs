@@ -1,19 +1,23 @@
 //! Matrix products through the `gemm` crate, which takes row and column
 //! strides: a transposed operand is just swapped strides, never a copy.
 
+use super::small_gemm::{small_product, SMALL_GEMM_MACS};
 use super::SendPtr;
 use crate::layout::{for_each_offset2, Layout};
 use crate::Element;
 use rayon::prelude::*;
 use std::any::TypeId;
 
-/// Below this many multiply-adds (about 0.1 ms on one core) a product runs on one
-/// thread: splitting smaller ones costs more in hand-offs than it saves, all the more
-/// on a machine whose other cores are busy, where a split product waits for its slower
-/// half. Measured on 2 cores: the 784-128-10 batch-64 step (products of 6.4 M) is 30%
-/// faster on one thread than split; the 784-800-10 batch-32 step (20 M) is 8% faster
-/// split when the second core is free and 8% slower when it is busy.
-pub const GEMM_PAR_THRESHOLD: usize = 1 << 24;
+/// Below this many multiply-adds (about 20 µs on one core) a product runs on one
+/// thread: splitting smaller ones costs more in hand-offs than it saves. Measured on
+/// 2 quiet Zen 5 cores (`--step-profile` of gradflow-bench's models bench), against
+/// the earlier 2^24: the vit preset's step (products of 1792×64×64 to 1792×128×64)
+/// 9.0 → 7.1–8.0 ms, 784-128-10 at batch 64 (6.4 M) 0.170 → 0.145 ms, LeNet-5 and
+/// 784-800-10 at batch 32 unchanged within noise, 784-1024-1024-10 unchanged (its
+/// products are all far above either threshold). On a machine whose other core is
+/// busy a split product waits for its slower half; there the two thresholds measured
+/// the same.
+pub const GEMM_PAR_THRESHOLD: usize = 1 << 21;
 
 /// A strided matrix operand: element (i, j) is at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -202,29 +206,27 @@ pub(crate) fn batched_kernel<T: Element>(
     if len > 0 {
         let optr = SendPtr(out.as_mut_ptr());
         let optr = &optr;
+        let small = m * n * k <= SMALL_GEMM_MACS;
         let one = |i: usize, oa: usize, ob: usize, threaded: bool| {
             // SAFETY: offsets and strides come from valid layouts of these buffers;
             // batch i writes its own disjoint m×n block of `out`'s capacity.
             unsafe {
-                gemm_to(
-                    m,
-                    n,
-                    k,
-                    optr.0.add(i * m * n),
-                    n as isize,
-                    1,
-                    mat(a, oa, la),
-                    mat(b, ob, lb),
-                    false,
-                    threaded,
-                )
+                let (dst, lhs, rhs) = (optr.0.add(i * m * n), mat(a, oa, la), mat(b, ob, lb));
+                if small {
+                    small_product(m, n, k, dst, lhs, rhs)
+                } else {
+                    gemm_to(m, n, k, dst, n as isize, 1, lhs, rhs, false, threaded)
+                }
             }
         };
         if nb == 1 {
             one(0, pairs[0].0, pairs[0].1, true);
         } else {
+            // Tasks of at least SMALL_GEMM_MACS multiply-adds each.
+            let per_task = (SMALL_GEMM_MACS / (m * n * k).max(1)).max(1);
             pairs
                 .par_iter()
+                .with_min_len(per_task)
                 .enumerate()
                 .for_each(|(i, &(oa, ob))| one(i, oa, ob, false));
         }

@@ -12,6 +12,8 @@ pub(crate) mod linear;
 pub mod recurrent;
 pub(crate) mod recycle;
 pub mod reduce;
+pub mod simd;
+pub(crate) mod small_gemm;
 pub(crate) mod transpose;
 
 /// Below this many elements an elementwise kernel runs on the calling thread.
