@@ -7,11 +7,12 @@
 //! `ops/normalize.rs` for why f32 sums are not enough), over [`LANES`]
 //! independent accumulators: one running f64 sum is a chain of dependent adds
 //! that the compiler may not reorder, so it neither vectorizes nor keeps the
-//! adders busy. Rows go to rayon's threads in chunks of a fixed number of rows,
+//! adders busy; the loops are compiled for the widest vector unit the CPU has
+//! (`simd::wide_fn!`). Rows go to rayon's threads in chunks of a fixed number of rows,
 //! whatever the thread count, so γ's and β's gradients, summed chunk by chunk
 //! in chunk order, are the same bits on any number of threads.
 
-use super::{PAR_CHUNK, PAR_THRESHOLD};
+use super::{simd, PAR_CHUNK, PAR_THRESHOLD};
 use crate::Element;
 use rayon::prelude::*;
 
@@ -101,22 +102,11 @@ fn each_part<P: Send, R: Send>(parts: Vec<P>, parallel: bool, f: impl Fn(usize, 
     }
 }
 
-/// Normalizes the rows of `x` into `y` (`[x, γ, β]` in `xwb`), keeping each row's statistics;
-/// compiled a second time for AVX-512 and picked at run time (the same IEEE operations in
-/// the same order either way: 8 f64 lanes are one register there, four with SSE2).
-fn forward_chunk<T: Element>(k: NormRows, xwb: [&[T]; 3], y: &mut [T], mean: &mut [f64], rstd: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn wide<T: Element>(k: NormRows, xwb: [&[T]; 3], y: &mut [T], mean: &mut [f64], rstd: &mut [f64]) {
-            forward_loops(k, xwb, y, mean, rstd)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F.
-            return unsafe { wide(k, xwb, y, mean, rstd) };
-        }
-    }
-    forward_loops(k, xwb, y, mean, rstd)
+simd::wide_fn! {
+    /// Normalizes the rows of `x` into `y` (`[x, γ, β]` in `xwb`), keeping each row's
+    /// statistics, with the widest vector unit the CPU has (8 f64 lanes are one register
+    /// with AVX-512, four with SSE2).
+    fn forward_chunk<T>(k: NormRows, xwb: [&[T]; 3], y: &mut [T], mean: &mut [f64], rstd: &mut [f64]) = forward_loops;
 }
 
 #[inline(always)]
@@ -205,7 +195,9 @@ impl NormRows {
             stats,
             want,
         };
-        let partials = each_part(parts, x.len() >= PAR_THRESHOLD, |c, dx| pass.chunk(c * rpc, dx));
+        let partials = each_part(parts, x.len() >= PAR_THRESHOLD, |c, dx| {
+            backward_chunk(&pass, c * rpc, dx)
+        });
         let total = |pick: fn(&(Vec<f64>, Vec<f64>)) -> &Vec<f64>| {
             let mut sum = vec![0.0f64; n];
             for p in &partials {
@@ -232,61 +224,47 @@ struct BackwardPass<'a, T> {
     want: Wanted,
 }
 
-impl<T: Element> BackwardPass<'_, T> {
+simd::wide_fn! {
     /// The chunk of rows from row `first` (a chunk's worth, or fewer at the end): writes
     /// their dx when wanted and returns the chunk's (Σ g·x̂, Σ g) per column.
-    fn chunk(&self, first: usize, dx: &mut [T]) -> (Vec<f64>, Vec<f64>) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            /// The same loops compiled for AVX-512 (as in [`forward_chunk`]).
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide<T: Element>(p: &BackwardPass<T>, first: usize, dx: &mut [T]) -> (Vec<f64>, Vec<f64>) {
-                p.chunk_loops(first, dx)
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F.
-                return unsafe { wide(self, first, dx) };
-            }
-        }
-        self.chunk_loops(first, dx)
-    }
+    fn backward_chunk<T>(p: &BackwardPass<'_, T>, first: usize, dx: &mut [T]) -> (Vec<f64>, Vec<f64>) = backward_loops;
+}
 
-    #[inline(always)]
-    fn chunk_loops(&self, first: usize, dx: &mut [T]) -> (Vec<f64>, Vec<f64>) {
-        let n = self.rows.len;
-        let count = (self.stats.mean.len() - first).min(self.rows.rows_per_chunk());
-        let (x, g) = (&self.x[first * n..][..count * n], &self.g[first * n..][..count * n]);
-        // Accumulated whether wanted or not: one pass, with no branch inside it.
-        let (mut dw, mut db) = (vec![0.0f64; n], vec![0.0f64; n]);
-        for (i, (x, g)) in x.chunks_exact(n).zip(g.chunks_exact(n)).enumerate() {
-            let (m, r) = (self.stats.mean[first + i], self.stats.rstd[first + i]);
-            // Slices of length n, so that the indexing below needs no bounds checks.
-            let (dw, db, x, g, w) = (&mut dw[..n], &mut db[..n], &x[..n], &g[..n], &self.w[..n]);
-            if self.want.x {
-                let (sg, sgx) = lane_sums_g(x, g, w, m, r);
-                let (mg, mgx) = (sg / n as f64, sgx / n as f64);
-                let dx = &mut dx[i * n..][..n];
-                for j in 0..n {
-                    let (xhat, g) = ((x[j].f64() - m) * r, g[j].f64());
-                    dx[j] = T::of(r * (g * w[j].f64() - mg - xhat * mgx));
-                    dw[j] += g * xhat;
-                    db[j] += g;
-                }
-            } else {
-                for j in 0..n {
-                    let g = g[j].f64();
-                    dw[j] += g * (x[j].f64() - m) * r;
-                    db[j] += g;
-                }
+#[inline(always)]
+fn backward_loops<T: Element>(p: &BackwardPass<'_, T>, first: usize, dx: &mut [T]) -> (Vec<f64>, Vec<f64>) {
+    let n = p.rows.len;
+    let count = (p.stats.mean.len() - first).min(p.rows.rows_per_chunk());
+    let (x, g) = (&p.x[first * n..][..count * n], &p.g[first * n..][..count * n]);
+    // Accumulated whether wanted or not: one pass, with no branch inside it.
+    let (mut dw, mut db) = (vec![0.0f64; n], vec![0.0f64; n]);
+    for (i, (x, g)) in x.chunks_exact(n).zip(g.chunks_exact(n)).enumerate() {
+        let (m, r) = (p.stats.mean[first + i], p.stats.rstd[first + i]);
+        // Slices of length n, so that the indexing below needs no bounds checks.
+        let (dw, db, x, g, w) = (&mut dw[..n], &mut db[..n], &x[..n], &g[..n], &p.w[..n]);
+        if p.want.x {
+            let (sg, sgx) = lane_sums_g(x, g, w, m, r);
+            let (mg, mgx) = (sg / n as f64, sgx / n as f64);
+            let dx = &mut dx[i * n..][..n];
+            for j in 0..n {
+                let (xhat, g) = ((x[j].f64() - m) * r, g[j].f64());
+                dx[j] = T::of(r * (g * w[j].f64() - mg - xhat * mgx));
+                dw[j] += g * xhat;
+                db[j] += g;
+            }
+        } else {
+            for j in 0..n {
+                let g = g[j].f64();
+                dw[j] += g * (x[j].f64() - m) * r;
+                db[j] += g;
             }
         }
-        (dw, db)
     }
+    (dw, db)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{NormRows, RowStats, Wanted};
+    use super::{forward_chunk, forward_loops, NormRows, RowStats, Wanted};
 
     /// The textbook version, row by row in plain f64: y, dx, dγ, dβ.
     fn plain(x: &[f64], g: &[f64], w: &[f64], b: &[f64], eps: f64) -> [Vec<f64>; 4] {
@@ -399,5 +377,23 @@ mod tests {
             pool.install(|| k.backward(&x, &g, Some(&w), &stats, ALL).weight.unwrap())
         };
         assert_eq!(on(1), on(3));
+    }
+
+    /// The copy compiled for this CPU's vector unit gives the baseline's bits.
+    #[test]
+    fn the_wide_copy_is_bit_identical_to_the_baseline() {
+        let (rows, n) = (9, 37);
+        let x: Vec<f32> = data(rows * n, 11).iter().map(|&v| v as f32).collect();
+        let (w, b): (Vec<f32>, Vec<f32>) = (data(n, 12).iter().map(|&v| v as f32).collect(), vec![0.5; n]);
+        let k = NormRows { len: n, eps: 1e-5 };
+        let run = |f: fn(NormRows, [&[f32]; 3], &mut [f32], &mut [f64], &mut [f64])| {
+            let (mut y, mut m, mut r) = (vec![0.0; rows * n], vec![0.0; rows], vec![0.0; rows]);
+            f(k, [&x, &w, &b], &mut y, &mut m, &mut r);
+            (
+                y.iter().map(|v| v.to_bits() as u64).collect::<Vec<_>>(),
+                r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(run(forward_loops), run(forward_chunk));
     }
 }
