@@ -1,5 +1,6 @@
 //! Elementwise maps over one, two or three operands.
 
+use super::simd::wide_fn;
 use super::{PAR_CHUNK, PAR_THRESHOLD};
 use crate::layout::{for_each_offset, for_each_offset2, Layout};
 use crate::tensor::gather_strided;
@@ -24,9 +25,9 @@ pub fn map_slice<T: Element>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     if x.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(x.par_chunks(PAR_CHUNK))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+            .for_each(|(o, x)| map_loop(o, x, &f));
     } else {
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+        map_loop(&mut out, x, &f);
     }
     out
 }
@@ -38,15 +39,9 @@ pub fn zip_slices<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) ->
     if a.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for i in 0..o.len() {
-                    o[i] = f(a[i], b[i]);
-                }
-            });
+            .for_each(|(o, (a, b))| pair_loop(o, a, b, &f));
     } else {
-        for i in 0..out.len() {
-            out[i] = f(a[i], b[i]);
-        }
+        pair_loop(&mut out, a, b, &f);
     }
     out
 }
@@ -60,61 +55,101 @@ pub fn zip3_slices<T: Element>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) ->
                 a.par_chunks(PAR_CHUNK)
                     .zip(b.par_chunks(PAR_CHUNK).zip(c.par_chunks(PAR_CHUNK))),
             )
-            .for_each(|(o, (a, (b, c)))| {
-                for i in 0..o.len() {
-                    o[i] = f(a[i], b[i], c[i]);
-                }
-            });
+            .for_each(|(o, (a, (b, c)))| triple_loop(o, a, b, c, &f));
     } else {
-        for i in 0..out.len() {
-            out[i] = f(a[i], b[i], c[i]);
-        }
+        triple_loop(&mut out, a, b, c, &f);
     }
     out
 }
 
 /// `f(a, b)` where both views are already broadcast to the output shape `la.shape`.
 pub fn zip<T: Element>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let shape = &la.shape;
-    debug_assert_eq!(shape, &lb.shape);
+    debug_assert_eq!(la.shape, lb.shape);
     if let (Some(ra), Some(rb)) = (la.contiguous_range(), lb.contiguous_range()) {
         return zip_slices(&a[ra], &b[rb], f);
     }
-    let n = la.numel();
-    let nd = shape.len();
-    // Row-broadcast fast path: a contiguous, b repeating along leading dims with a contiguous last dim
-    // (the bias add of a Linear layer).
-    if nd >= 1 {
-        let inner = shape[nd - 1];
-        if let Some(ra) = la.contiguous_range() {
-            if lb.strides[..nd - 1].iter().all(|&s| s == 0) && (lb.strides[nd - 1] == 1 || inner == 1) {
-                let a = &a[ra];
-                let brow = &b[lb.offset..lb.offset + inner];
-                let mut out = vec![T::zero(); n];
-                let rows_per_task = (PAR_CHUNK / inner.max(1)).max(1);
-                let body = |(o, a): (&mut [T], &[T])| {
-                    for (orow, arow) in o.chunks_mut(inner).zip(a.chunks(inner)) {
-                        for j in 0..inner {
-                            orow[j] = f(arow[j], brow[j]);
-                        }
-                    }
-                };
-                if n >= PAR_THRESHOLD {
-                    out.par_chunks_mut(rows_per_task * inner)
-                        .zip(a.par_chunks(rows_per_task * inner))
-                        .for_each(body);
-                } else {
-                    body((&mut out, a));
-                }
-                return out;
-            }
-        }
+    // One operand whole, the other a block repeated along leading dimensions: the bias
+    // of a Linear layer (a row), a position embedding ([T, E] over the batch).
+    if let (Some(ra), Some(inner)) = (la.contiguous_range(), repeated_block(lb)) {
+        return zip_repeated(&a[ra], &b[lb.offset..lb.offset + inner], f);
     }
-    let mut out = Vec::with_capacity(n);
-    for_each_offset2(shape, &la.strides, la.offset, &lb.strides, lb.offset, |oa, ob| {
+    if let (Some(rb), Some(inner)) = (lb.contiguous_range(), repeated_block(la)) {
+        return zip_repeated(&b[rb], &a[la.offset..la.offset + inner], |y, x| f(x, y));
+    }
+    let mut out = Vec::with_capacity(la.numel());
+    for_each_offset2(&la.shape, &la.strides, la.offset, &lb.strides, lb.offset, |oa, ob| {
         out.push(f(a[oa], b[ob]))
     });
     out
+}
+
+/// The length of the contiguous block that `l` repeats along its leading dimensions
+/// (stride 0 there, row-major within the block), if it is such a view.
+fn repeated_block(l: &Layout) -> Option<usize> {
+    let nd = l.shape.len();
+    // The block: the trailing dimensions that are row-major (size-1 ones are free).
+    let (mut k, mut acc) = (nd, 1);
+    while k > 0 && (l.shape[k - 1] == 1 || l.strides[k - 1] == acc) {
+        acc *= l.shape[k - 1];
+        k -= 1;
+    }
+    let repeated = l.strides[..k]
+        .iter()
+        .zip(&l.shape[..k])
+        .all(|(&s, &d)| s == 0 || d == 1);
+    (repeated && k > 0 && acc > 0).then_some(acc)
+}
+
+/// `f(a[i], block[i mod block.len()])` over the whole of `a`.
+fn zip_repeated<T: Element>(a: &[T], block: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let inner = block.len();
+    let mut out = vec![T::zero(); a.len()];
+    let per_task = (PAR_CHUNK / inner).max(1) * inner;
+    let body = |(o, a): (&mut [T], &[T])| {
+        for (o, a) in o.chunks_mut(inner).zip(a.chunks(inner)) {
+            pair_loop(o, a, block, &f);
+        }
+    };
+    if a.len() >= PAR_THRESHOLD {
+        out.par_chunks_mut(per_task).zip(a.par_chunks(per_task)).for_each(body);
+    } else {
+        body((&mut out, a));
+    }
+    out
+}
+
+// The element loops, compiled per instruction set (see `simd`): the rules passed in
+// are small closures, inlined into each copy.
+
+#[inline(always)]
+fn map_loop_plain<T: Element>(o: &mut [T], x: &[T], f: &impl Fn(T) -> T) {
+    for (o, &x) in o.iter_mut().zip(x) {
+        *o = f(x);
+    }
+}
+
+#[inline(always)]
+fn pair_loop_plain<T: Element>(o: &mut [T], a: &[T], b: &[T], f: &impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+        *o = f(a, b);
+    }
+}
+
+#[inline(always)]
+fn triple_loop_plain<T: Element>(o: &mut [T], a: &[T], b: &[T], c: &[T], f: &impl Fn(T, T, T) -> T) {
+    for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+        *o = f(a, b, c);
+    }
+}
+
+wide_fn! {
+    fn map_loop<T>(o: &mut [T], x: &[T], f: &impl Fn(T) -> T) = map_loop_plain;
+}
+wide_fn! {
+    fn pair_loop<T>(o: &mut [T], a: &[T], b: &[T], f: &impl Fn(T, T) -> T) = pair_loop_plain;
+}
+wide_fn! {
+    fn triple_loop<T>(o: &mut [T], a: &[T], b: &[T], c: &[T], f: &impl Fn(T, T, T) -> T) = triple_loop_plain;
 }
 
 /// A contiguous copy (or borrow) helper: returns the elements row-major.
@@ -135,6 +170,32 @@ mod tests {
     fn reference(a: &[f64], la: &Layout, b: &[f64], lb: &Layout) -> Vec<f64> {
         let (a, b) = (gather_strided(a, la), gather_strided(b, lb));
         a.iter().zip(&b).map(|(x, y)| x * 10.0 + y).collect()
+    }
+
+    #[test]
+    fn repeated_blocks_on_either_side_agree_with_the_reference() {
+        // [N, T, E] with a [T, E] block (a position embedding), around the threading threshold;
+        // a [N, 1, E] block is not repeated row-major and takes the general walk.
+        for &(n, t, e) in &[(2, 3, 4), (64, 28, 64), (3, 1, 5)] {
+            let a: Vec<f64> = (0..n * t * e).map(|i| i as f64 * 0.5).collect();
+            let block: Vec<f64> = (0..t * e + 1).map(|i| -(i as f64)).collect();
+            let la = Layout::contiguous(&[n, t, e]);
+            let lb = Layout {
+                shape: vec![n, t, e],
+                strides: vec![0, e, 1],
+                offset: 1,
+            };
+            let f = |x: f64, y: f64| x * 10.0 + y;
+            assert_eq!(zip(&a, &la, &block, &lb, f), reference(&a, &la, &block, &lb));
+            assert_eq!(zip(&block, &lb, &a, &la, f), reference(&block, &lb, &a, &la));
+            let per_step = Layout {
+                shape: vec![n, t, e],
+                strides: vec![e, 0, 1],
+                offset: 0,
+            };
+            let rows: Vec<f64> = (0..n * e).map(|i| i as f64 - 3.0).collect();
+            assert_eq!(zip(&a, &la, &rows, &per_step, f), reference(&a, &la, &rows, &per_step));
+        }
     }
 
     #[test]

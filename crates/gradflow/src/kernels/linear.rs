@@ -10,6 +10,12 @@ use rayon::prelude::*;
 /// Layers with at most this many outputs take the direct path of [`linear_kernel`].
 pub(crate) const SMALL_LINEAR_OUT: usize = 64;
 
+/// Products with at least this many times more rows than outputs take the direct path
+/// of [`linear_kernel`] too: with many rows (a sequence model's N·T) the weight matrix is
+/// the small operand, which the gemm crate packs cheaply, and the transposes of the
+/// other path would move the large one twice.
+pub(crate) const TALL_RATIO: usize = 2;
+
 /// A dense layer's operands: `x [nrows, nin]` and `W [nout, nin]` as strided 2-D
 /// views of their buffers, and the bias `[nout]`.
 #[derive(Clone, Copy)]
@@ -49,7 +55,7 @@ pub(crate) fn linear_kernel<T: Element>(d: Dense<T>) -> Vec<T> {
     if len == 0 {
         return out;
     }
-    if d.nout <= SMALL_LINEAR_OUT {
+    if d.nout <= SMALL_LINEAR_OUT || d.nrows >= TALL_RATIO * d.nout {
         narrow(&d, &mut out);
     } else {
         wide(&d, SendPtr(out.as_mut_ptr()));
