@@ -10,6 +10,8 @@
 //!   padding 2: forward + backward (dx, dW, db); FLOPs are the three im2col products.
 //! * `linear/IN_OUT_bN` — `Tensor::linear` forward (with bias) of the benchmark MLPs' layers.
 //! * `elementwise/relu_1m`, `elementwise/add_1m` — one op over 2^20 f32 elements (elements/s).
+//! * `layer_norm/vit_b64` — `Tensor::layer_norm` with γ and β over the last axis of the `vit`
+//!   preset's f32 activations [64, 28, 64], forward alone and forward + backward (elements/s).
 //!
 //! Whole models (a training step, `--step-profile`) are benchmarked above the layers, in
 //! `crates/gradflow-bench`: `cargo bench -p gradflow-bench`.
@@ -149,6 +151,26 @@ fn bench_elementwise(c: &mut Criterion) {
     let (a, b) = (rand(&[1024, 1024], 6), rand(&[1024, 1024], 7));
     g.bench_function("relu_1m", |bch| bch.iter(|| black_box(a.relu())));
     g.bench_function("add_1m", |bch| bch.iter(|| black_box(a.add(&b).unwrap())));
+    g.finish();
+}
+
+fn bench_layer_norm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("layer_norm");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let x = rand(&[64, 28, 64], 8).requires_grad_(true);
+    let (w, b) = (
+        rand(&[64], 9).requires_grad_(true),
+        rand(&[64], 10).requires_grad_(true),
+    );
+    let seed = rand(&[64, 28, 64], 11);
+    g.throughput(Throughput::Elements(x.numel() as u64));
+    let forward = || x.layer_norm(&[64], Some(&w), Some(&b), 1e-5).unwrap();
+    g.bench_function("vit_b64_forward", |bch| bch.iter(|| black_box(forward())));
+    g.bench_function("vit_b64_forward_backward", |bch| {
+        bch.iter(|| black_box(forward().backward_with(&seed).unwrap()))
+    });
     g.finish();
 }
 
@@ -319,5 +341,6 @@ fn main() {
     bench_conv(&mut c);
     bench_linear(&mut c);
     bench_elementwise(&mut c);
+    bench_layer_norm(&mut c);
     c.final_summary();
 }

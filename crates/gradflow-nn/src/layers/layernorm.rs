@@ -1,6 +1,7 @@
 //! Layer normalization (Ba, Kiros & Hinton 2016): each sample normalized over
 //! its trailing `normalized_shape` dimensions, as `nn.LayerNorm` does, with
-//! the same statistics in training and evaluation (no running buffers).
+//! the same statistics in training and evaluation (no running buffers). The
+//! whole layer is one op, [`Tensor::layer_norm`], forward and backward.
 
 use crate::module::{Ctx, Module, NamedTensor};
 use crate::spec::keys::too_large;
@@ -64,13 +65,12 @@ impl Module for LayerNorm {
     }
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
-        let (nd, k) = (x.ndim() as isize, self.normalized_shape.len() as isize);
-        let axes: Vec<isize> = (nd - k..nd).collect();
-        let xhat = x.normalize(&axes, self.eps)?.xhat;
-        match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => xhat.mul(w)?.add(b),
-            _ => Ok(xhat),
-        }
+        x.layer_norm(
+            &self.normalized_shape,
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            self.eps,
+        )
     }
 
     fn output_shape(&self, input: &[usize]) -> crate::Result<Vec<usize>> {

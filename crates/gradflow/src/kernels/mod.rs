@@ -7,6 +7,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub(crate) mod im2col;
+pub mod layer_norm;
 pub(crate) mod linear;
 pub mod recurrent;
 pub(crate) mod recycle;

@@ -8,6 +8,7 @@ pub mod conv;
 pub mod dropout;
 pub mod embedding;
 pub mod index;
+pub mod layer_norm;
 pub mod loss;
 pub mod matmul;
 pub mod normalize;

@@ -1,6 +1,6 @@
-//! Normalization over a set of axes, the shared core of BatchNorm and
-//! LayerNorm: x̂ = (x − mean) / √(var + ε), with mean and (biased) variance
-//! taken over `axes`, and its fused backward rule
+//! Normalization over a set of axes, BatchNorm's core (LayerNorm has its own
+//! fused op, `ops/layer_norm.rs`, γ and β included): x̂ = (x − mean) / √(var + ε),
+//! with mean and (biased) variance taken over `axes`, and its fused backward rule
 //!
 //! ```text
 //! dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)),   rstd = 1/√(var + ε)
@@ -152,28 +152,26 @@ fn normalize_backward<T: Element>(x: &[T], gy: &[T], d: Dims, mean: &[f64], rstd
     } else {
         (0..d.groups).map(sums).collect()
     };
-    // Rows of x and of the incoming gradient share one index: zip them as pairs.
-    let pairs: Vec<(T, T)> = x.iter().copied().zip(gy.iter().copied()).collect();
     let mut out = vec![T::zero(); x.len()];
     if d.inner == 0 {
         return out;
     }
-    let body = |(row, (o, p)): (usize, (&mut [T], &[(T, T)]))| {
+    let body = |(row, (o, (x, gy))): (usize, (&mut [T], (&[T], &[T])))| {
         let g = row % d.groups;
         let (m, r, mg, mgx) = (mean[g], rstd[g], s[g].0 / n, s[g].1 / n);
-        for (o, &(xv, gv)) in o.iter_mut().zip(p) {
+        for ((o, &xv), &gv) in o.iter_mut().zip(x).zip(gy) {
             let xhat = (xv.f64() - m) * r;
             *o = T::of(r * (gv.f64() - mg - xhat * mgx));
         }
     };
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(d.inner)
-            .zip(pairs.par_chunks(d.inner))
+            .zip(x.par_chunks(d.inner).zip(gy.par_chunks(d.inner)))
             .enumerate()
             .for_each(body);
     } else {
         out.chunks_mut(d.inner)
-            .zip(pairs.chunks(d.inner))
+            .zip(x.chunks(d.inner).zip(gy.chunks(d.inner)))
             .enumerate()
             .for_each(body);
     }
@@ -208,8 +206,9 @@ impl GradFn for NormalizeBackward {
 
 impl Tensor {
     /// Normalizes over `axes` (all of them if empty) to zero mean and unit
-    /// variance: the shared core of BatchNorm (axes 0, 2, 3…) and LayerNorm
-    /// (the trailing axes). The axes left must be one contiguous run.
+    /// variance: BatchNorm's core (axes 0, 2, 3…); over the trailing axes it is
+    /// LayerNorm without γ and β (see [`Tensor::layer_norm`] for the fused op).
+    /// The axes left must be one contiguous run.
     /// Statistics and the backward's reductions are accumulated in f64.
     pub fn normalize(&self, axes: &[isize], eps: f64) -> Result<Normalized> {
         let reduced = resolve_axes("normalize", axes, self.ndim())?;
