@@ -73,22 +73,18 @@ fn product_plain<T: Element>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b
         (b.data, b.rs)
     } else {
         let mut p = vec![T::zero(); k * np];
-        for (q, row) in p.chunks_exact_mut(np).enumerate() {
-            row[..n]
-                .iter_mut()
-                .enumerate()
-                .for_each(|(j, v)| *v = b.data[q * b.rs + j * b.cs]);
-        }
+        pack(&mut p, np, k, n, b);
         packed = p;
         (&packed[..], np)
     };
     let mut ablock = vec![T::zero(); ROWS * k];
     let mut acc = vec![T::zero(); ROWS * np];
     for (block, c) in dst.chunks_mut(ROWS * n).enumerate() {
-        for (r, row) in ablock.chunks_exact_mut(k).take(c.len() / n).enumerate() {
-            let at = (block * ROWS + r) * a.rs;
-            row.iter_mut().enumerate().for_each(|(q, v)| *v = a.data[at + q * a.cs]);
-        }
+        let rows = Strided {
+            data: &a.data[block * ROWS * a.rs..],
+            ..a
+        };
+        pack(&mut ablock, k, c.len() / n, k, rows);
         match np {
             16 => width16(&mut acc, &ablock, b, bs, k),
             32 => width32(&mut acc, &ablock, b, bs, k),
@@ -96,6 +92,37 @@ fn product_plain<T: Element>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b
         }
         for (c, acc) in c.chunks_mut(n).zip(acc.chunks_exact(np)) {
             c.iter_mut().zip(acc).for_each(|(c, &v)| *c = v);
+        }
+    }
+}
+
+/// `dst[i·ld + j] = m[i, j]` for the `rows × cols` top-left block of `m`, reading
+/// along whichever of `m`'s axes is contiguous.
+#[inline(always)]
+fn pack<T: Element>(dst: &mut [T], ld: usize, rows: usize, cols: usize, m: Strided<T>) {
+    if m.cs == 1 || m.rs != 1 {
+        for (i, d) in dst.chunks_mut(ld).take(rows).enumerate() {
+            let at = i * m.rs;
+            if m.cs == 1 {
+                d[..cols]
+                    .iter_mut()
+                    .zip(&m.data[at..at + cols])
+                    .for_each(|(d, &v)| *d = v);
+            } else {
+                // (Any stride, 0 included: an expanded operand.)
+                d[..cols]
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, d)| *d = m.data[at + j * m.cs]);
+            }
+        }
+    } else {
+        // Columns are contiguous: read each whole, write it down the rows.
+        for j in 0..cols {
+            let src = &m.data[j * m.cs..][..rows];
+            for (i, &v) in src.iter().enumerate() {
+                dst[i * ld + j] = v;
+            }
         }
     }
 }
@@ -207,13 +234,43 @@ mod tests {
                 cs: k as isize,
             };
             for rhs in [rows, cols] {
-                let mut dst = vec![f64::NAN; m * n];
-                // SAFETY: the operands address m×k and k×n elements of live buffers.
-                unsafe { small_product(m, n, k, dst.as_mut_ptr(), lhs, rhs) };
-                for (g, w) in dst.iter().zip(&want) {
-                    assert!((g - w).abs() < 1e-12, "{m}x{n}x{k}: {g} vs {w}");
-                }
+                check(m, n, k, lhs, rhs, &want);
             }
+            // The same left operand read row by row.
+            let a_rows: Vec<f64> = (0..m * k).map(|i| a[(i % k) * m + i / k]).collect();
+            let lhs_rows = MatRef {
+                ptr: a_rows.as_ptr(),
+                rs: k as isize,
+                cs: 1,
+            };
+            check(m, n, k, lhs_rows, rows, &want);
+        }
+        // An expanded right operand (column stride 0): every column is b's one column.
+        let (m, n, k) = (3, 5, 4);
+        let a: Vec<f64> = (0..m * k).map(|i| i as f64 - 2.5).collect();
+        let b: Vec<f64> = (0..k).map(|i| i as f64 * 0.5).collect();
+        let want: Vec<f64> = (0..m * n)
+            .map(|ij| (0..k).map(|p| a[(ij / n) * k + p] * b[p]).sum())
+            .collect();
+        let lhs = MatRef {
+            ptr: a.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        };
+        let rhs = MatRef {
+            ptr: b.as_ptr(),
+            rs: 1,
+            cs: 0,
+        };
+        check(m, n, k, lhs, rhs, &want);
+    }
+
+    fn check(m: usize, n: usize, k: usize, lhs: MatRef<f64>, rhs: MatRef<f64>, want: &[f64]) {
+        let mut dst = vec![f64::NAN; m * n];
+        // SAFETY: the operands address m×k and k×n elements of live buffers.
+        unsafe { small_product(m, n, k, dst.as_mut_ptr(), lhs, rhs) };
+        for (g, w) in dst.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{m}x{n}x{k}: {g} vs {w}");
         }
     }
 }
