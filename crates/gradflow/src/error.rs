@@ -32,6 +32,18 @@ pub enum Error {
     /// Backward was asked for something it cannot do (a non-scalar root without a seed gradient, ...).
     #[error("backward: {0}")]
     Backward(String),
+    /// An error raised while layer `index` of a model ran: the op's own message says
+    /// what was wrong, the layer says where (nested models give a path,
+    /// `layer 2 (Residual): layer 0 (Linear): …`).
+    #[error("layer {index} ({kind}): {source}")]
+    InLayer {
+        /// The layer's position in its model.
+        index: usize,
+        /// The layer's type, as a model file names it.
+        kind: &'static str,
+        /// What went wrong inside it.
+        source: Box<Error>,
+    },
 }
 
 /// Result alias used throughout the core.

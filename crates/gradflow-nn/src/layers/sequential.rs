@@ -84,8 +84,12 @@ impl Module for Sequential {
     }
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let mut h = x.clone();
-        for l in &self.layers {
-            h = l.forward(&h, ctx)?;
+        for (index, l) in self.layers.iter().enumerate() {
+            h = l.forward(&h, ctx).map_err(|e| gradflow::Error::InLayer {
+                index,
+                kind: l.kind(),
+                source: Box::new(e),
+            })?;
             if ctx.record_outputs {
                 ctx.outputs.push(h.clone());
             }
@@ -103,5 +107,32 @@ impl Module for Sequential {
     }
     fn penalty_targets(&self) -> Vec<PenaltyTarget> {
         self.named_penalty_targets()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BuildOptions, Ctx, Init, ModelSpec, Module};
+    use gradflow::{DType, Tensor};
+
+    /// An error raised while a layer runs names the layer's place, nested models a path.
+    #[test]
+    fn runtime_errors_name_the_layer() {
+        let text = "input = [3]\n[[layer]]\ntype = \"Embedding\"\nnum_embeddings = 4\nembedding_dim = 2\n\
+                    [[layer]]\ntype = \"Flatten\"\n";
+        let model = ModelSpec::parse(text, "test")
+            .unwrap()
+            .build(BuildOptions {
+                init: Init::PytorchDefault,
+                dtype: DType::F32,
+                seed: 0,
+            })
+            .unwrap();
+        let x = Tensor::from_vec(vec![0.0f32, 1.0, 7.0], &[1, 3]).unwrap();
+        let err = model.forward(&x, &mut Ctx::eval()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("layer 0 (Embedding): Embedding: input value 7 at [0, 2] is not a token id"),
+            "{err}"
+        );
     }
 }
