@@ -146,22 +146,11 @@ pub struct StepIo<'a, T> {
     pub c_prev: &'a [T],
 }
 
-/// Forward of one cell for one sample: writes the activated gates `[G·H]`
-/// (for RNN the new h), the new cell state (LSTM) and the new hidden state.
-pub fn cell_forward<T: Element>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: &mut [T], h: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// The same loops compiled for AVX-512, 16 lanes of f32 (the arithmetic is the same).
-        #[target_feature(enable = "avx512f")]
-        unsafe fn wide<T: Element>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: &mut [T], h: &mut [T]) {
-            forward_loops(cell, io, gates, c, h)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F.
-            return unsafe { wide(cell, io, gates, c, h) };
-        }
-    }
-    forward_loops(cell, io, gates, c, h)
+super::simd::wide_fn! {
+    /// Forward of one cell for one sample: writes the activated gates `[G·H]`
+    /// (for RNN the new h), the new cell state (LSTM) and the new hidden state.
+    /// Compiled per instruction set (AVX-512 or AVX2 where the CPU has them).
+    pub fn cell_forward<T>(cell: Cell, io: &StepIo<T>, gates: &mut [T], c: &mut [T], h: &mut [T]) = forward_loops;
 }
 
 #[inline(always)]
@@ -226,38 +215,19 @@ pub struct StepGrad<'a, T> {
     pub dc: &'a [T],
 }
 
-/// Backward of one cell for one sample, fused over its gates: writes ∂L/∂ of
-/// the input projection (`dxw`) and of the hidden projection (`dhw`), both
-/// `[G·H]`, ∂L/∂c_prev (LSTM) and the direct part of ∂L/∂h_prev (GRU's z·dh;
-/// zero otherwise).
-pub fn cell_backward<T: Element>(
-    cell: Cell,
-    s: &StepGrad<T>,
-    dxw: &mut [T],
-    dhw: &mut [T],
-    dc_prev: &mut [T],
-    dh_direct: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// The same loops compiled for AVX-512 (see [`cell_forward`]).
-        #[target_feature(enable = "avx512f")]
-        unsafe fn wide<T: Element>(
-            cell: Cell,
-            s: &StepGrad<T>,
-            dxw: &mut [T],
-            dhw: &mut [T],
-            dc_prev: &mut [T],
-            dh_direct: &mut [T],
-        ) {
-            backward_loops(cell, s, dxw, dhw, dc_prev, dh_direct)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F.
-            return unsafe { wide(cell, s, dxw, dhw, dc_prev, dh_direct) };
-        }
-    }
-    backward_loops(cell, s, dxw, dhw, dc_prev, dh_direct)
+super::simd::wide_fn! {
+    /// Backward of one cell for one sample, fused over its gates: writes ∂L/∂ of
+    /// the input projection (`dxw`) and of the hidden projection (`dhw`), both
+    /// `[G·H]`, ∂L/∂c_prev (LSTM) and the direct part of ∂L/∂h_prev (GRU's z·dh;
+    /// zero otherwise).
+    pub fn cell_backward<T>(
+        cell: Cell,
+        s: &StepGrad<T>,
+        dxw: &mut [T],
+        dhw: &mut [T],
+        dc_prev: &mut [T],
+        dh_direct: &mut [T],
+    ) = backward_loops;
 }
 
 #[inline(always)]
