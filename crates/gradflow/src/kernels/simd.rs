@@ -28,6 +28,15 @@ pub enum Level {
 /// What this CPU supports, asked once (the standard library caches the answer).
 #[inline]
 pub fn level() -> Level {
+    #[cfg(test)]
+    if let Some(forced) = tests::FORCED.with(|f| f.get()) {
+        return forced;
+    }
+    detected()
+}
+
+#[inline]
+fn detected() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -132,7 +141,15 @@ fn lanes<T: Element>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> [T; LANES] {
 
 #[cfg(test)]
 mod tests {
+    use super::Level;
     use crate::Element;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// A level this thread's [`super::level`] reports instead of the CPU's: tests run
+        /// the lower copies with it.
+        pub(super) static FORCED: Cell<Option<Level>> = const { Cell::new(None) };
+    }
 
     #[test]
     fn lane_reductions_match_plain_ones() {
@@ -161,9 +178,18 @@ mod tests {
     #[test]
     fn results_are_bit_identical_to_the_baseline() {
         let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin() * 20.0).collect();
-        let (mut y0, mut y1) = (vec![0.0; 1000], vec![0.0; 1000]);
-        let (s0, s1) = (rule(&x, &mut y0), wide_rule(&x, &mut y1));
-        assert_eq!(s0.to_bits(), s1.to_bits());
-        assert!(y0.iter().zip(&y1).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let mut y0 = vec![0.0; 1000];
+        let s0 = rule(&x, &mut y0);
+        // Every copy this CPU can run (forcing a lower level than it has is safe).
+        let levels = [Level::Avx512, Level::Avx2, Level::Baseline];
+        let runnable = levels.iter().skip_while(|&&l| l != super::detected());
+        for &l in runnable {
+            FORCED.with(|f| f.set(Some(l)));
+            let mut y1 = vec![0.0; 1000];
+            let s1 = wide_rule(&x, &mut y1);
+            FORCED.with(|f| f.set(None));
+            assert_eq!(s0.to_bits(), s1.to_bits(), "{l:?}");
+            assert!(y0.iter().zip(&y1).all(|(a, b)| a.to_bits() == b.to_bits()), "{l:?}");
+        }
     }
 }
