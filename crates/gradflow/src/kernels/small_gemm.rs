@@ -52,7 +52,13 @@ pub(crate) unsafe fn small_product<T: Element>(
         rs: rhs.rs as usize,
         cs: rhs.cs as usize,
     };
-    product(std::slice::from_raw_parts_mut(dst, m * n), n, k, a, b)
+    let np = n.next_multiple_of(PAD);
+    // The packed right operand (unless read in place), a block of left rows, the
+    // accumulators: this thread's scratch memory, not three allocations per product.
+    let scratch = k * np + ROWS * k + ROWS * np;
+    super::with_scratch(scratch, |s: &mut [T]| {
+        product(std::slice::from_raw_parts_mut(dst, m * n), n, k, a, b, s)
+    })
 }
 
 /// A matrix operand as the elements it spans and its strides.
@@ -66,29 +72,31 @@ struct Strided<'a, T> {
 /// `dst [·, n] = a [·, k] · b [k, n]`: `b` is read in place when its rows are contiguous
 /// and a multiple of [`PAD`] long (a head of 16 or 32), packed otherwise.
 #[inline(always)]
-fn product_plain<T: Element>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b: Strided<T>) {
+fn product_plain<T: Element>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b: Strided<T>, scratch: &mut [T]) {
     let np = n.next_multiple_of(PAD);
-    let packed;
+    let (packed, rest) = scratch.split_at_mut(k * np);
+    let (ablock, acc) = rest.split_at_mut(ROWS * k);
     let (b, bs) = if b.cs == 1 && n == np {
         (b.data, b.rs)
     } else {
-        let mut p = vec![T::zero(); k * np];
-        pack(&mut p, np, k, n, b);
-        packed = p;
+        // The padding columns are zeroed: whatever the scratch held (a denormal, say)
+        // must not slow the lanes whose results are dropped.
+        packed.chunks_exact_mut(np).for_each(|row| row[n..].fill(T::zero()));
+        pack(packed, np, k, n, b);
         (&packed[..], np)
     };
-    let mut ablock = vec![T::zero(); ROWS * k];
-    let mut acc = vec![T::zero(); ROWS * np];
     for (block, c) in dst.chunks_mut(ROWS * n).enumerate() {
         let rows = Strided {
             data: &a.data[block * ROWS * a.rs..],
             ..a
         };
-        pack(&mut ablock, k, c.len() / n, k, rows);
+        let valid = c.len() / n;
+        ablock[valid * k..].fill(T::zero());
+        pack(ablock, k, valid, k, rows);
         match np {
-            16 => width16(&mut acc, &ablock, b, bs, k),
-            32 => width32(&mut acc, &ablock, b, bs, k),
-            _ => any_width(&mut acc, &ablock, b, bs, np, k),
+            16 => width16(acc, ablock, b, bs, k),
+            32 => width32(acc, ablock, b, bs, k),
+            _ => any_width(acc, ablock, b, bs, np, k),
         }
         for (c, acc) in c.chunks_mut(n).zip(acc.chunks_exact(np)) {
             c.iter_mut().zip(acc).for_each(|(c, &v)| *c = v);
@@ -128,7 +136,7 @@ fn pack<T: Element>(dst: &mut [T], ld: usize, rows: usize, cols: usize, m: Strid
 }
 
 wide_fn! {
-    fn product<T>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b: Strided<T>) = product_plain;
+    fn product<T>(dst: &mut [T], n: usize, k: usize, a: Strided<T>, b: Strided<T>, scratch: &mut [T]) = product_plain;
 }
 
 /// `acc[r, :] = Σ_p a[r, p] · b[p, :]` for the [`ROWS`] rows of `acc`, each `NP` long:
