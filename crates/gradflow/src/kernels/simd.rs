@@ -3,7 +3,7 @@
 //!
 //! The crate is built for the x86-64 baseline (SSE2: four f32 lanes), so that the
 //! same binary runs on any x86-64 machine; the element loops of the kernels would
-//! stay four lanes wide on machines with AVX2 (eight) or AVX-512 (sixteen). [`wide`]
+//! stay four lanes wide on machines with AVX2 (eight) or AVX-512 (sixteen).
 //! The [`wide_fn!`] macro compiles a loop once per instruction set and picks the
 //! copy at each call by the CPU's own report (a cached load), as PyTorch's kernels
 //! pick theirs by CPU capability. Only the instruction set changes: Rust never fuses or

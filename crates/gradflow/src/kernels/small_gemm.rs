@@ -1,8 +1,9 @@
 //! Products too small for the `gemm` crate: attention's per-head products
 //! (`[T, d]·[d, T]` and `[T, T]·[T, d]`, e.g. 28×16·16×28) come in hundreds per
 //! step, and at that size the crate's per-call packing and dispatch cost more
-//! than the arithmetic. Here the right operand is packed row-major (rows padded
-//! to 16) once and four output rows at a time are accumulated as
+//! than the arithmetic. Here the right operand is read in place when its rows are
+//! contiguous and 16 or 32 long (a head's), packed row-major with rows padded to
+//! 16 otherwise, and four output rows at a time are accumulated as
 //! `c[i, :] += a[i, p] · b[p, :]`, loops over contiguous memory that the compiler
 //! vectorizes; [`wide_fn!`] compiles them for AVX-512 or AVX2 where the CPU has them.
 
