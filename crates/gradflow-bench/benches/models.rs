@@ -159,11 +159,15 @@ fn step_profile(widths: &[usize], preset_name: &str, batch: usize) {
         h = layer.forward(&h, &mut ctx).unwrap();
         println!("{:>10}  {:<40} {ms:.3} ms", "", layer.describe());
     }
+    // Products are counted for MLPs and LeNet-5 only; other presets print no GFLOP/s.
+    let rate = match flops {
+        0 => String::new(),
+        f => format!(", {:.0} GFLOP/s of products", f as f64 / total / 1e6),
+    };
     println!(
-        "{:>10}: {total:.3} ms = {:.0} samples/s, {:.0} GFLOP/s of products",
+        "{:>10}: {total:.3} ms = {:.0} samples/s{rate}",
         "step",
-        batch as f64 / total * 1e3,
-        flops as f64 / total / 1e6
+        batch as f64 / total * 1e3
     );
 }
 
