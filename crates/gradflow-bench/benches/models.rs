@@ -216,6 +216,8 @@ fn main() {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     gradflow::set_num_threads_on_this_thread(threads);
     gradflow::keep_freed_memory();
+    // As `gradflow train` does while it trains.
+    let _awake = gradflow::keep_threads_awake();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--step-profile") {
         let arg = args.get(i + 1).map(String::as_str);

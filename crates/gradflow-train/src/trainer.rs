@@ -609,6 +609,8 @@ impl Trainer {
         let loader = Loader::new(self.config.batch_size, true, self.config.drop_last, self.config.seed)?;
         self.optimizer.set_lr(self.schedule.lr());
         let mut stopped: Stop = (StopReason::Completed, None);
+        // The kernel threads poll for work while the run lasts (see `keep_threads_awake`).
+        let _awake = gradflow::keep_threads_awake();
         while self.epoch < self.config.epochs {
             let (sums, lr, steps) = match self.train_epoch(&loader, obs, stop)? {
                 EpochRun::Finished { sums, lr, steps } => (sums, lr, steps),

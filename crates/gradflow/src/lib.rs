@@ -42,7 +42,9 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckError, GradcheckOptions, GradcheckReport, Mismatch};
-pub use kernels::{keep_freed_memory, num_threads, set_num_threads, set_num_threads_on_this_thread};
+pub use kernels::{
+    keep_freed_memory, keep_threads_awake, num_threads, set_num_threads, set_num_threads_on_this_thread, AwakeThreads,
+};
 pub use layout::Layout;
 pub use ops::conv::Conv2dParams;
 pub use ops::pool::Pool2dParams;

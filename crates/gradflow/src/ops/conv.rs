@@ -8,6 +8,7 @@ use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, shape_err, Result};
 use crate::kernels::gemm::{gemm_to, MatRef};
 use crate::kernels::im2col::{col2im, im2col, im2col_uninit, Geometry};
+use crate::kernels::weight_grad::{self, RowDots};
 use crate::kernels::Contiguous;
 use crate::layout::fmt_shape;
 use crate::storage::CpuStorage;
@@ -144,6 +145,7 @@ fn multiply_sample<T: Element>(out_n: &mut [T], cols: &[T], w: &[T], b: Option<&
 /// What backward of [`conv_forward`] reads: its operands, the output gradient `gout
 /// [N, O, L]`, forward's columns of every sample when it kept them, and which of the
 /// input and weight gradients are wanted.
+#[derive(Clone, Copy)]
 struct ConvBackwardPass<'a, T> {
     x: &'a [T],
     w: &'a [T],
@@ -158,6 +160,14 @@ impl<T: Element> ConvBackwardPass<'_, T> {
     /// (dx, dW), each empty when not needed: samples in parallel, each thread adding
     /// its samples' weight gradients into its own buffer, summed at the end.
     fn run(&self) -> (Vec<T>, Vec<T>) {
+        if let (true, Some(cols)) = (self.need_w && weight_grad::available(), self.saved_cols) {
+            let dw = self.weight_grad_from(cols);
+            let dx = match self.need_x {
+                true => ConvBackwardPass { need_w: false, ..*self }.run().0,
+                false => Vec::new(),
+            };
+            return (dx, dw);
+        }
         let g = &self.g;
         let cols_len = g.c * g.kk() * g.l();
         let wlen = if self.need_w { g.o * g.cg() * g.kk() } else { 0 };
@@ -218,6 +228,31 @@ impl<T: Element> ConvBackwardPass<'_, T> {
         if let Some(dx_n) = dx_n {
             self.input_grad(go, cols, dx_n);
         }
+    }
+
+    /// The weight gradient of the whole batch from forward's columns, read in place
+    /// (see `kernels::weight_grad`): `dW_g [og, cg·kk] = Σₙ dY_g,n [og, L] · cols_g,nᵀ`.
+    fn weight_grad_from(&self, cols: &[T]) -> Vec<T> {
+        let g = &self.g;
+        let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
+        let mut dw = vec![T::zero(); g.o * cg * kk];
+        if g.n == 0 || l == 0 {
+            return dw;
+        }
+        for (grp, dw) in dw.chunks_mut((og * cg * kk).max(1)).enumerate().take(g.p.groups) {
+            let x = RowDots {
+                a: &self.gout[grp * og * l..],
+                a_stride: g.o * l,
+                b: &cols[grp * cg * kk * l..],
+                b_stride: g.c * kk * l,
+                m: og,
+                n: cg * kk,
+                len: l,
+                samples: g.n,
+            };
+            weight_grad::sum_of_row_dots(x, dw, cg * kk);
+        }
+        dw
     }
 
     /// `dw += ` one sample's weight gradient, from its columns and output gradient `go`.
