@@ -1,14 +1,17 @@
-//! A convolution's weight gradient from forward's saved columns:
-//! `dW[o, r] = Σₙ Σₗ dY[n, o, l] · cols[n, r, l]`, a sum over samples of
-//! dot products of rows that both lie contiguous in memory.
+//! A convolution's weight gradient summed over the batch in one pass:
+//! `dW[o, r] = Σₙ Σₗ dY[n, o, l] · cols[n, r, l]`, a sum over samples of dot
+//! products of rows, each row read where it lies: forward's saved columns, or,
+//! without them, windows of the (zero-bordered) input itself, a row then being
+//! `OH` runs of `OW` elements.
 //!
 //! Through the `gemm` crate this was one product per sample, `cols [r, l] · dYᵀ`,
 //! whose left operand the crate packs first: a strided transpose of every sample's
 //! columns, 14% of a LeNet-5 step on Zen 5, more than the multiply-adds themselves.
-//! Here both operands are read in place: a tile of 4 × 4 outputs keeps its partial
-//! sums in 16 vector registers across all samples (eight loads feed sixteen fused
+//! Here nothing is packed: a tile of up to 6 × 4 outputs keeps its partial sums in
+//! 24 vector registers over a block of samples (ten loads feed 24 fused
 //! multiply-adds), and each output is reduced once at the end. Each output is summed
-//! by one thread in a fixed order, so the result does not depend on the thread count.
+//! in a fixed order (a fixed cut of the samples into parts), so the result does not
+//! depend on the thread count.
 //!
 //! It needs fused multiply-adds in hardware and 32 vector registers, so it runs on
 //! AVX-512 CPUs; [`available`] tells the caller, which otherwise keeps the product.
@@ -24,19 +27,46 @@ const TILE: usize = 4;
 /// and one of `a` fill 29 of the 32 vector registers.
 const ROWS: usize = 6;
 
-/// The operands: `samples` pairs of row blocks, `a` with `m` rows and `b` with `n` rows,
-/// every row `len` long and contiguous; sample `s`'s row `i` of `a` starts at
-/// `s·a_stride + i·len` (likewise `b`).
+/// One side of the sums: sample `s`'s row `i` is `runs` runs of `run` elements
+/// (given in [`RowDots`]), run `y` starting at `s·sample_stride + rows[i] + y·run_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a, T> {
+    pub(crate) data: &'a [T],
+    pub(crate) sample_stride: usize,
+    pub(crate) rows: &'a [usize],
+    pub(crate) run_stride: usize,
+}
+
+impl<T> Rows<'_, T> {
+    /// Whether every run of every row of `samples` samples lies inside `data`.
+    fn fits(&self, samples: usize, runs: usize, run: usize) -> bool {
+        let far = self
+            .rows
+            .iter()
+            .max()
+            .map_or(0, |&r| r + (runs - 1) * self.run_stride + run);
+        samples == 0 || runs == 0 || run == 0 || (samples - 1) * self.sample_stride + far <= self.data.len()
+    }
+}
+
+/// The operands: `samples` samples of `a` rows (`m` of them) and `b` rows (`n`),
+/// each row `runs` runs of `run` elements.
 #[derive(Clone, Copy)]
 pub(crate) struct RowDots<'a, T> {
-    pub(crate) a: &'a [T],
-    pub(crate) a_stride: usize,
-    pub(crate) b: &'a [T],
-    pub(crate) b_stride: usize,
-    pub(crate) m: usize,
-    pub(crate) n: usize,
-    pub(crate) len: usize,
+    pub(crate) a: Rows<'a, T>,
+    pub(crate) b: Rows<'a, T>,
+    pub(crate) run: usize,
+    pub(crate) runs: usize,
     pub(crate) samples: usize,
+}
+
+impl<T> RowDots<'_, T> {
+    fn m(&self) -> usize {
+        self.a.rows.len()
+    }
+    fn n(&self) -> usize {
+        self.b.rows.len()
+    }
 }
 
 /// Whether [`sum_of_row_dots`] runs on this CPU.
@@ -57,30 +87,28 @@ const L1_BYTES: usize = 32 << 10;
 /// samples in parallel. Only where [`available`].
 pub(crate) fn sum_of_row_dots<T: Element>(x: RowDots<T>, out: &mut [T], out_rs: usize) {
     assert!(available(), "sum_of_row_dots needs AVX-512");
-    if x.m == 0 || x.n == 0 {
+    let (m, n) = (x.m(), x.n());
+    if m == 0 || n == 0 {
         return;
     }
-    assert!(out.len() > (x.m - 1) * out_rs + x.n - 1 && x.n <= out_rs);
-    if x.samples > 0 {
-        let last = |stride: usize, rows: usize| (x.samples - 1) * stride + rows * x.len;
-        assert!(x.a.len() >= last(x.a_stride, x.m) && x.b.len() >= last(x.b_stride, x.n));
-    }
-    let (parts, col_tiles) = (PARTS.min(x.samples).max(1), x.n.div_ceil(TILE));
+    assert!(out.len() > (m - 1) * out_rs + n - 1 && n <= out_rs);
+    assert!(x.a.fits(x.samples, x.runs, x.run) && x.b.fits(x.samples, x.runs, x.run));
+    let (parts, col_tiles) = (PARTS.min(x.samples).max(1), n.div_ceil(TILE));
     let per_part = x.samples.div_ceil(parts);
-    let mut partial = vec![T::zero(); parts * x.m * x.n];
+    let mut partial = vec![T::zero(); parts * m * n];
     let dst = SendPtr(partial.as_mut_ptr());
     let dst = &dst;
     (0..parts * col_tiles).into_par_iter().for_each(|t| {
         let (part, j0) = (t / col_tiles, (t % col_tiles) * TILE);
         let samples = part * per_part..((part + 1) * per_part).min(x.samples);
-        // The asserts above keep every row read inside the slices; each task writes its
+        // The asserts above keep every run read inside the slices; each task writes its
         // own columns of its own part's `m × n` block of `partial`.
-        column_tile(&x, samples, j0, dst.0.wrapping_add(part * x.m * x.n))
+        column_tile(&x, samples, j0, dst.0.wrapping_add(part * m * n))
     });
-    for i in 0..x.m {
-        for j in 0..x.n {
-            let at = i * x.n + j;
-            out[i * out_rs + j] = (1..parts).fold(partial[at], |sum, p| sum + partial[p * x.m * x.n + at]);
+    for i in 0..m {
+        for j in 0..n {
+            let at = i * n + j;
+            out[i * out_rs + j] = (1..parts).fold(partial[at], |sum, p| sum + partial[p * m * n + at]);
         }
     }
 }
@@ -110,11 +138,12 @@ fn column_tile_lanes<T: Element, const W: usize>(
     j0: usize,
     out: *mut T,
 ) {
-    let cols = (x.n - j0).min(TILE);
+    let (m, n) = (x.m(), x.n());
+    let cols = (n - j0).min(TILE);
     // Missing columns of a last, narrow tile repeat its first one; their sums are dropped.
-    let js: [usize; TILE] = std::array::from_fn(|j| j0 + if j < cols { j } else { 0 });
-    let block = (L1_BYTES / ((x.m + TILE) * x.len * size_of::<T>()).max(1)).max(1);
-    let mut acc = vec![[[[T::zero(); W]; TILE]; ROWS]; x.m.div_ceil(ROWS)];
+    let js: [usize; TILE] = std::array::from_fn(|j| x.b.rows[j0 + if j < cols { j } else { 0 }]);
+    let block = (L1_BYTES / ((m + TILE) * x.runs * x.run * size_of::<T>()).max(1)).max(1);
+    let mut acc = vec![[[[T::zero(); W]; TILE]; ROWS]; m.div_ceil(ROWS)];
     let mut s0 = samples.start;
     while s0 < samples.end {
         let s1 = (s0 + block).min(samples.end);
@@ -122,7 +151,7 @@ fn column_tile_lanes<T: Element, const W: usize>(
             let i0 = t * ROWS;
             // SAFETY: see above.
             unsafe {
-                match (x.m - i0).min(ROWS) {
+                match (m - i0).min(ROWS) {
                     6 => accumulate::<T, 6, W>(x, i0, js, s0..s1, acc),
                     5 => accumulate::<T, 5, W>(x, i0, js, s0..s1, acc),
                     4 => accumulate::<T, 4, W>(x, i0, js, s0..s1, acc),
@@ -135,21 +164,22 @@ fn column_tile_lanes<T: Element, const W: usize>(
         s0 = s1;
     }
     for (t, acc) in acc.iter().enumerate() {
-        for (i, row) in acc.iter().enumerate().take((x.m - t * ROWS).min(ROWS)) {
+        for (i, row) in acc.iter().enumerate().take((m - t * ROWS).min(ROWS)) {
             for (j, &lanes) in row.iter().enumerate().take(cols) {
                 // SAFETY: see above; row t·6 + i < m, column j0 + j < n.
-                unsafe { *out.add((t * ROWS + i) * x.n + j0 + j) = reduce_lanes(lanes) };
+                unsafe { *out.add((t * ROWS + i) * n + j0 + j) = reduce_lanes(lanes) };
             }
         }
     }
 }
 
-/// `mem[i][j] += Σₛ Σₚ a[s, i0 + i, p] · b[s, js[j], p]` over `samples`, for `MI` rows:
-/// the `MI × 4` accumulators of `W` lanes stay in registers over the samples' rows
-/// (their last `len % W` elements by a masked load).
+/// `mem[i][j] += Σₛ Σₚ a[s, i0 + i, p] · b[s, j, p]` over `samples`, for `MI` rows,
+/// where `js` are the starts of `b`'s rows: the `MI × 4` accumulators of `W` lanes stay
+/// in registers over the samples' runs (each run's last `run % W` elements by a masked
+/// load).
 ///
 /// # Safety
-/// Every row read lies inside `x.a` and `x.b`; the CPU has AVX-512.
+/// Every run read lies inside `x.a` and `x.b`; the CPU has AVX-512.
 #[inline(always)]
 unsafe fn accumulate<T: Element, const MI: usize, const W: usize>(
     x: &RowDots<T>,
@@ -159,18 +189,22 @@ unsafe fn accumulate<T: Element, const MI: usize, const W: usize>(
     mem: &mut [[[T; W]; TILE]; ROWS],
 ) {
     let mut acc: [[[T; W]; TILE]; MI] = std::array::from_fn(|i| mem[i]);
-    let full = x.len / W * W;
-    let tail = x.len - full;
+    let full = x.run / W * W;
+    let tail = x.run - full;
     for s in samples {
-        let a: [*const T; MI] = std::array::from_fn(|i| x.a.as_ptr().add(s * x.a_stride + (i0 + i) * x.len));
-        let b: [*const T; TILE] = std::array::from_fn(|j| x.b.as_ptr().add(s * x.b_stride + js[j] * x.len));
-        let mut p = 0;
-        while p < full {
-            fma(&mut acc, &a, &b, |r| (r.add(p) as *const [T; W]).read_unaligned());
-            p += W;
-        }
-        if tail > 0 {
-            fma(&mut acc, &a, &b, |r| load_first::<T, W>(r.add(full), tail));
+        let a0 = x.a.data.as_ptr().add(s * x.a.sample_stride);
+        let b0 = x.b.data.as_ptr().add(s * x.b.sample_stride);
+        for y in 0..x.runs {
+            let a: [*const T; MI] = std::array::from_fn(|i| a0.add(x.a.rows[i0 + i] + y * x.a.run_stride));
+            let b: [*const T; TILE] = std::array::from_fn(|j| b0.add(js[j] + y * x.b.run_stride));
+            let mut p = 0;
+            while p < full {
+                fma(&mut acc, &a, &b, |r| (r.add(p) as *const [T; W]).read_unaligned());
+                p += W;
+            }
+            if tail > 0 {
+                fma(&mut acc, &a, &b, |r| load_first::<T, W>(r.add(full), tail));
+            }
         }
     }
     mem[..MI].copy_from_slice(&acc);
@@ -241,13 +275,17 @@ mod tests {
 
     /// The sums in plain f64 loops.
     fn plain(x: &RowDots<f64>) -> Vec<f64> {
-        let mut out = vec![0.0; x.m * x.n];
+        let (m, n) = (x.m(), x.n());
+        let element = |r: &Rows<f64>, s: usize, row: usize, p: usize| {
+            r.data[s * r.sample_stride + r.rows[row] + (p / x.run) * r.run_stride + p % x.run]
+        };
+        let mut out = vec![0.0; m * n];
         for s in 0..x.samples {
-            for i in 0..x.m {
-                for j in 0..x.n {
-                    let a = &x.a[s * x.a_stride + i * x.len..][..x.len];
-                    let b = &x.b[s * x.b_stride + j * x.len..][..x.len];
-                    out[i * x.n + j] += a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+            for i in 0..m {
+                for j in 0..n {
+                    for p in 0..x.runs * x.run {
+                        out[i * n + j] += element(&x.a, s, i, p) * element(&x.b, s, j, p);
+                    }
                 }
             }
         }
@@ -260,66 +298,81 @@ mod tests {
             .collect()
     }
 
-    /// Every tile shape (1–4 rows, narrow last column blocks), lengths around the lane
-    /// counts, padded sample strides; f64 and f32 against the plain sums.
+    fn rows<'a, T>(data: &'a [T], sample_stride: usize, rows: &'a [usize], run_stride: usize) -> Rows<'a, T> {
+        Rows {
+            data,
+            sample_stride,
+            rows,
+            run_stride,
+        }
+    }
+
+    /// Checks f64 and f32 against the plain sums, for `m × n` rows of `runs` runs of
+    /// `run` elements: `a` rows contiguous, `b` rows overlapping windows (as a zero-
+    /// bordered input's are) with a run stride wider than the run.
+    fn check(m: usize, n: usize, run: usize, runs: usize, samples: usize) {
+        let a_rows: Vec<usize> = (0..m).map(|i| i * run * runs).collect();
+        let b_rows: Vec<usize> = (0..n).map(|j| (j % 3) * (run + 2) + j / 3).collect();
+        let (a_stride, b_stride) = (m * run * runs + 3, n + (runs + 3) * (run + 2));
+        let (a, b) = (
+            values(samples.max(1) * a_stride, 1),
+            values(samples.max(1) * b_stride, 2),
+        );
+        let (a32, b32): (Vec<f32>, Vec<f32>) = (
+            a.iter().map(|&v| v as f32).collect(),
+            b.iter().map(|&v| v as f32).collect(),
+        );
+        let x = RowDots {
+            a: rows(&a[..], a_stride, &a_rows[..], run),
+            b: rows(&b[..], b_stride, &b_rows[..], run + 2),
+            run,
+            runs,
+            samples,
+        };
+        let want = plain(&x);
+        let mut got = vec![f64::NAN; m * n];
+        sum_of_row_dots(x, &mut got, n);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                "{m}x{n}, {runs} runs of {run}: {g} vs {w}"
+            );
+        }
+        let x32 = RowDots {
+            a: rows(&a32[..], a_stride, &a_rows[..], run),
+            b: rows(&b32[..], b_stride, &b_rows[..], run + 2),
+            run,
+            runs,
+            samples,
+        };
+        let mut got32 = vec![f32::NAN; m * (n + 2)];
+        sum_of_row_dots(x32, &mut got32, n + 2);
+        for i in 0..m {
+            for j in 0..n {
+                let (g, w) = (got32[i * (n + 2) + j] as f64, want[i * n + j]);
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "f32 {m}x{n}: {g} vs {w}");
+            }
+            assert!(got32[i * (n + 2) + n].is_nan(), "wrote past the row's columns");
+        }
+    }
+
+    /// Every tile shape (1–6 rows, narrow last column tiles), runs around the lane
+    /// counts, one run or many, no samples; LeNet-5's two layers.
     #[test]
     fn matches_plain_sums_for_every_tile_shape() {
         if !available() {
             return;
         }
-        for (m, n, len, samples) in [
-            (6, 25, 784, 3),
-            (16, 150, 100, 2),
-            (1, 1, 1, 1),
-            (5, 7, 17, 4),
-            (3, 9, 8, 0),
-            (2, 4, 33, 5),
+        for (m, n, run, runs, samples) in [
+            (6, 25, 28, 28, 3),
+            (16, 150, 100, 1, 2),
+            (1, 1, 1, 1, 1),
+            (5, 7, 17, 2, 4),
+            (3, 9, 8, 3, 0),
+            (2, 4, 33, 1, 5),
+            (13, 6, 16, 2, 6),
         ] {
-            let (a_stride, b_stride) = (m * len + 3, n * len + 1);
-            let a = values(samples.max(1) * a_stride, 1);
-            let b = values(samples.max(1) * b_stride, 2);
-            let x = RowDots {
-                a: &a,
-                a_stride,
-                b: &b,
-                b_stride,
-                m,
-                n,
-                len,
-                samples,
-            };
-            let want = plain(&x);
-            let mut got = vec![f64::NAN; m * n];
-            sum_of_row_dots(x, &mut got, n);
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
-                    "{m}x{n}x{len}x{samples}: {g} vs {w}"
-                );
-            }
-            let (a32, b32): (Vec<f32>, Vec<f32>) = (
-                a.iter().map(|&v| v as f32).collect(),
-                b.iter().map(|&v| v as f32).collect(),
-            );
-            let x32 = RowDots {
-                a: &a32,
-                b: &b32,
-                a_stride,
-                b_stride,
-                m,
-                n,
-                len,
-                samples,
-            };
-            let mut got32 = vec![f32::NAN; m * (n + 2)];
-            sum_of_row_dots(x32, &mut got32, n + 2);
-            for i in 0..m {
-                for j in 0..n {
-                    let (g, w) = (got32[i * (n + 2) + j] as f64, want[i * n + j]);
-                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "f32 {m}x{n}x{len}: {g} vs {w}");
-                }
-                assert!(got32[i * (n + 2) + n].is_nan(), "wrote past the row's columns");
-            }
+            check(m, n, run, runs, samples);
         }
     }
 
@@ -332,14 +385,23 @@ mod tests {
         let (m, n, len, samples) = (16, 150, 100, 8);
         let a: Vec<f32> = values(samples * m * len, 3).iter().map(|&v| v as f32).collect();
         let b: Vec<f32> = values(samples * n * len, 4).iter().map(|&v| v as f32).collect();
+        let (a_rows, b_rows): (Vec<usize>, Vec<usize>) =
+            ((0..m).map(|i| i * len).collect(), (0..n).map(|j| j * len).collect());
         let x = RowDots {
-            a: &a,
-            a_stride: m * len,
-            b: &b,
-            b_stride: n * len,
-            m,
-            n,
-            len,
+            a: Rows {
+                data: &a,
+                sample_stride: m * len,
+                rows: &a_rows,
+                run_stride: len,
+            },
+            b: Rows {
+                data: &b,
+                sample_stride: n * len,
+                rows: &b_rows,
+                run_stride: len,
+            },
+            run: len,
+            runs: 1,
             samples,
         };
         let mut two = vec![0.0f32; m * n];

@@ -8,7 +8,7 @@ use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, shape_err, Result};
 use crate::kernels::gemm::{gemm_to, MatRef};
 use crate::kernels::im2col::{col2im, im2col, im2col_uninit, Geometry};
-use crate::kernels::weight_grad::{self, RowDots};
+use crate::kernels::weight_grad::{self, RowDots, Rows};
 use crate::kernels::Contiguous;
 use crate::layout::fmt_shape;
 use crate::storage::CpuStorage;
@@ -63,6 +63,18 @@ fn mat<T>(ptr: *const T, rs: usize, cs: usize) -> MatRef<T> {
 /// batch 64: 5 MB and 4 MB); larger ones are recomputed, sample by sample.
 const KEEP_COLS_BYTES: usize = 128 << 20;
 
+/// From this output width on, at unit stride and dilation, the weight gradient reads
+/// windows of the input instead of forward's columns (a row of `OW` outputs then fills
+/// most of a run of vector lanes), so forward keeps no columns: LeNet-5's first layer
+/// (`OW` 28) unfolds each sample into the thread's scratch memory, in cache, instead of
+/// writing 5 MB of columns a step for backward to read again; its second (`OW` 10)
+/// keeps them.
+const WINDOWS_MIN_OW: usize = 12;
+
+fn reads_windows(g: &Geometry) -> bool {
+    weight_grad::available() && g.p.stride == (1, 1) && g.p.dilation == (1, 1) && g.ow >= WINDOWS_MIN_OW
+}
+
 /// Forward, sample by sample: each sample is unfolded and multiplied while its columns
 /// are still in cache (unfolding the whole batch first and multiplying once measured
 /// twice as slow on LeNet-5). Returns `out [N, O, L]`, plus every sample's columns
@@ -98,13 +110,13 @@ fn conv_forward<T: Element>(
         unsafe { cols.set_len(g.n * cols_len) };
         (out, Some(cols))
     } else {
-        out.par_chunks_mut(out_chunk).enumerate().for_each_init(
-            || vec![T::zero(); cols_len],
-            |cols, (n, out_n)| {
+        // Each sample's columns in the thread's scratch memory, still in cache for the product.
+        out.par_chunks_mut(out_chunk).enumerate().for_each(|(n, out_n)| {
+            crate::kernels::with_scratch(cols_len, |cols: &mut [T]| {
                 im2col(&x[n * sample..(n + 1) * sample], g, cols);
                 multiply_sample(out_n, cols, w, b, g);
-            },
-        );
+            })
+        });
         (out, None)
     }
 }
@@ -160,8 +172,7 @@ impl<T: Element> ConvBackwardPass<'_, T> {
     /// (dx, dW), each empty when not needed: samples in parallel, each thread adding
     /// its samples' weight gradients into its own buffer, summed at the end.
     fn run(&self) -> (Vec<T>, Vec<T>) {
-        if let (true, Some(cols)) = (self.need_w && weight_grad::available(), self.saved_cols) {
-            let dw = self.weight_grad_from(cols);
+        if let Some(dw) = self.need_w.then(|| self.weight_grad()).flatten() {
             let dx = match self.need_x {
                 true => ConvBackwardPass { need_w: false, ..*self }.run().0,
                 false => Vec::new(),
@@ -230,29 +241,66 @@ impl<T: Element> ConvBackwardPass<'_, T> {
         }
     }
 
-    /// The weight gradient of the whole batch from forward's columns, read in place
-    /// (see `kernels::weight_grad`): `dW_g [og, cg·kk] = Σₙ dY_g,n [og, L] · cols_g,nᵀ`.
-    fn weight_grad_from(&self, cols: &[T]) -> Vec<T> {
+    /// The weight gradient of the whole batch in one pass (see `kernels::weight_grad`):
+    /// `dW_g [og, cg·kk] = Σₙ dY_g,n [og, L] · cols_g,nᵀ`, the columns read where forward
+    /// left them, or else, at unit stride and dilation, as windows of the zero-bordered
+    /// input: column row (c, i, j) is the input's rows from i, shifted by j, `OW` long.
+    /// None where the kernel does not run.
+    fn weight_grad(&self) -> Option<Vec<T>> {
         let g = &self.g;
         let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
+        let unit = g.p.stride == (1, 1) && g.p.dilation == (1, 1);
+        if !weight_grad::available() || (self.saved_cols.is_none() && !unit) {
+            return None;
+        }
         let mut dw = vec![T::zero(); g.o * cg * kk];
         if g.n == 0 || l == 0 {
-            return dw;
+            return Some(dw);
         }
+        let padded = match self.saved_cols {
+            Some(_) => Vec::new(),
+            None => zero_bordered(self.x, g),
+        };
+        let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
         for (grp, dw) in dw.chunks_mut((og * cg * kk).max(1)).enumerate().take(g.p.groups) {
+            let dy_rows: Vec<usize> = (0..og).map(|o| (grp * og + o) * l).collect();
+            let (run, runs, b_rows, b) = match self.saved_cols {
+                Some(cols) => {
+                    let rows = (0..cg * kk).map(|r| (grp * cg * kk + r) * l).collect();
+                    let b = Rows {
+                        data: cols,
+                        sample_stride: g.c * kk * l,
+                        rows: &[][..],
+                        run_stride: l,
+                    };
+                    (l, 1, rows, b)
+                }
+                None => {
+                    let at = |r: usize| (grp * cg + r / kk) * hp * wp + (r % kk / g.kw) * wp + r % g.kw;
+                    let b = Rows {
+                        data: &padded[..],
+                        sample_stride: g.c * hp * wp,
+                        rows: &[][..],
+                        run_stride: wp,
+                    };
+                    (g.ow, g.oh, (0..cg * kk).map(at).collect::<Vec<_>>(), b)
+                }
+            };
             let x = RowDots {
-                a: &self.gout[grp * og * l..],
-                a_stride: g.o * l,
-                b: &cols[grp * cg * kk * l..],
-                b_stride: g.c * kk * l,
-                m: og,
-                n: cg * kk,
-                len: l,
+                a: Rows {
+                    data: self.gout,
+                    sample_stride: g.o * l,
+                    rows: &dy_rows,
+                    run_stride: run,
+                },
+                b: Rows { rows: &b_rows, ..b },
+                run,
+                runs,
                 samples: g.n,
             };
             weight_grad::sum_of_row_dots(x, dw, cg * kk);
         }
-        dw
+        Some(dw)
     }
 
     /// `dw += ` one sample's weight gradient, from its columns and output gradient `go`.
@@ -304,6 +352,19 @@ impl<T: Element> ConvBackwardPass<'_, T> {
         }
         col2im(cols, g, dx_n);
     }
+}
+
+/// The batch `x [N, C, H, W]` with its padding as zeros, `[N, C, H + 2·ph, W + 2·pw]`.
+fn zero_bordered<T: Element>(x: &[T], g: &Geometry) -> Vec<T> {
+    let (ph, pw) = g.p.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let mut out = vec![T::zero(); g.n * g.c * hp * wp];
+    for (plane, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact((g.h * g.w).max(1))) {
+        for (r, row) in src.chunks_exact(g.w.max(1)).enumerate() {
+            plane[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
+        }
+    }
+    out
 }
 
 /// The bias gradient: `gout [N, O, L]` summed over samples and pixels.
@@ -419,6 +480,7 @@ impl Tensor {
         let keep_cols = crate::autograd::is_grad_enabled()
             && weight.requires_grad()
             && cols_bytes <= KEEP_COLS_BYTES
+            && !reads_windows(&geom)
             && !tests_force_recompute();
         let (out, cols) = {
             let (xs, ws) = (Contiguous::of(self), Contiguous::of(weight));
