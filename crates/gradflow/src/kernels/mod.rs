@@ -4,6 +4,7 @@
 
 pub mod approx;
 pub mod attention;
+pub(crate) mod conv_windows;
 pub mod elementwise;
 pub mod gemm;
 pub(crate) mod im2col;

@@ -238,7 +238,7 @@ fn fma<T: Element, const MI: usize, const W: usize>(
 /// # Safety
 /// `r..r + n` is readable; the CPU has AVX-512 (only [`sum_of_row_dots`] calls this).
 #[inline(always)]
-unsafe fn load_first<T: Element, const W: usize>(r: *const T, n: usize) -> [T; W] {
+pub(crate) unsafe fn load_first<T: Element, const W: usize>(r: *const T, n: usize) -> [T; W] {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps};

@@ -6,6 +6,7 @@
 
 use crate::autograd::{node, GradFn};
 use crate::error::{arg_err, shape_err, Result};
+use crate::kernels::conv_windows;
 use crate::kernels::gemm::{gemm_to, MatRef};
 use crate::kernels::im2col::{col2im, im2col, im2col_uninit, Geometry};
 use crate::kernels::weight_grad::{self, RowDots, Rows};
@@ -109,6 +110,17 @@ fn conv_forward<T: Element>(
         // SAFETY: every sample's chunk was initialized above.
         unsafe { cols.set_len(g.n * cols_len) };
         (out, Some(cols))
+    } else if reads_windows(g) && g.o > 0 {
+        // No columns at all: each sample's zero-bordered input, in the thread's scratch
+        // memory, read through windows (see `kernels::conv_windows`).
+        let padded = g.c * (g.h + 2 * g.p.padding.0) * (g.w + 2 * g.p.padding.1);
+        out.par_chunks_mut(out_chunk).enumerate().for_each(|(n, out_n)| {
+            crate::kernels::with_scratch(padded, |xp: &mut [T]| {
+                zero_border(&x[n * sample..(n + 1) * sample], g, xp);
+                conv_windows::forward_sample(xp, w, b, g, out_n);
+            })
+        });
+        (out, None)
     } else {
         // Each sample's columns in the thread's scratch memory, still in cache for the product.
         out.par_chunks_mut(out_chunk).enumerate().for_each(|(n, out_n)| {
@@ -356,15 +368,32 @@ impl<T: Element> ConvBackwardPass<'_, T> {
 
 /// The batch `x [N, C, H, W]` with its padding as zeros, `[N, C, H + 2·ph, W + 2·pw]`.
 fn zero_bordered<T: Element>(x: &[T], g: &Geometry) -> Vec<T> {
+    let padded = g.c * (g.h + 2 * g.p.padding.0) * (g.w + 2 * g.p.padding.1);
+    let mut out = vec![T::zero(); g.n * padded];
+    for (dst, src) in out
+        .chunks_exact_mut(padded.max(1))
+        .zip(x.chunks_exact((g.c * g.h * g.w).max(1)))
+    {
+        zero_border(src, g, dst);
+    }
+    out
+}
+
+/// One sample `x [C, H, W]` into `dst [C, H + 2·ph, W + 2·pw]`, the border zeros.
+fn zero_border<T: Element>(x: &[T], g: &Geometry, dst: &mut [T]) {
     let (ph, pw) = g.p.padding;
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let mut out = vec![T::zero(); g.n * g.c * hp * wp];
-    for (plane, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact((g.h * g.w).max(1))) {
+    if (ph, pw) != (0, 0) {
+        dst.fill(T::zero());
+    }
+    for (plane, src) in dst
+        .chunks_exact_mut((hp * wp).max(1))
+        .zip(x.chunks_exact((g.h * g.w).max(1)))
+    {
         for (r, row) in src.chunks_exact(g.w.max(1)).enumerate() {
             plane[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
         }
     }
-    out
 }
 
 /// The bias gradient: `gout [N, O, L]` summed over samples and pixels.
