@@ -13,13 +13,14 @@ use super::im2col::Geometry;
 use super::simd::wide_fn;
 use super::weight_grad::load_first;
 use crate::Element;
+use std::mem::MaybeUninit;
 
 /// Output channels per tile, at most.
 const ROWS: usize = 6;
 
 /// One sample: `xp [C, hp, wp]` its zero-bordered input, `w [O, C/groups·kh·kw]`,
-/// `out [O, OH·OW]`. Only where `weight_grad::available()`.
-pub(crate) fn forward_sample<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [T]) {
+/// `out [O, OH·OW]`, every element written. Only where `weight_grad::available()`.
+pub(crate) fn forward_sample<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [MaybeUninit<T>]) {
     let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
     assert!(g.p.stride == (1, 1) && g.p.dilation == (1, 1));
     assert!(xp.len() >= g.c * hp * wp && w.len() >= g.o * g.cg() * g.kk() && out.len() >= g.o * g.l());
@@ -28,12 +29,12 @@ pub(crate) fn forward_sample<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: 
 }
 
 wide_fn! {
-    fn windows<T>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [T]) = windows_plain;
+    fn windows<T>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [MaybeUninit<T>]) = windows_plain;
 }
 
 /// Every tile of one sample. Called only by [`forward_sample`], which checks the sizes.
 #[inline(always)]
-fn windows_plain<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [T]) {
+fn windows_plain<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [MaybeUninit<T>]) {
     let lanes = 64 / size_of::<T>();
     let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
     // Where each tap's window starts, for the group's first channel.
@@ -92,7 +93,7 @@ unsafe fn tile<T: Element, const W: usize, const NV: usize>(
     w: &[T],
     b: Option<&[T]>,
     g: &Geometry,
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     t: Tile,
 ) {
     let (og, taps, l) = (g.og(), t.taps.len(), g.l());
@@ -122,7 +123,7 @@ unsafe fn tile<T: Element, const W: usize, const NV: usize>(
     for (o, acc) in acc.iter().enumerate().take(rows) {
         let dst = &mut out[channel(o) * l + t.y * g.ow + t.x0..][..valid];
         for (v, chunk) in dst.chunks_mut(W).enumerate() {
-            chunk.copy_from_slice(&acc[v][..chunk.len()]);
+            chunk.iter_mut().zip(&acc[v]).for_each(|(d, &a)| _ = d.write(a));
         }
     }
 }
@@ -183,8 +184,10 @@ mod tests {
                     want[(oc * oh + y) * ow + x] = sum;
                 }
             }
-            let mut got = vec![f64::NAN; o * oh * ow];
+            let mut got = vec![MaybeUninit::new(f64::NAN); o * oh * ow];
             forward_sample(&xp, &w, Some(&b), &g, &mut got);
+            // SAFETY: initialized above (NaN), then written.
+            let got: Vec<f64> = got.iter().map(|v| unsafe { v.assume_init() }).collect();
             for (a, e) in got.iter().zip(&want) {
                 assert!(
                     (a - e).abs() <= 1e-12 * (1.0 + e.abs()),
@@ -192,8 +195,10 @@ mod tests {
                 );
             }
             let f = |v: &Vec<f64>| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-            let mut got32 = vec![f32::NAN; o * oh * ow];
+            let mut got32 = vec![MaybeUninit::new(f32::NAN); o * oh * ow];
             forward_sample(&f(&xp), &f(&w), Some(&f(&b)), &g, &mut got32);
+            // SAFETY: as above.
+            let got32: Vec<f32> = got32.iter().map(|v| unsafe { v.assume_init() }).collect();
             for (a, e) in got32.iter().zip(&want) {
                 assert!(
                     (*a as f64 - e).abs() <= 1e-4 * (1.0 + e.abs()),

@@ -87,9 +87,26 @@ fn conv_forward<T: Element>(
     g: &Geometry,
     keep_cols: bool,
 ) -> (Vec<T>, Option<Vec<T>>) {
+    // Not zeroed first: every path below writes every element (each sample's chunk).
+    let len = g.n * g.o * g.l();
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let cols = forward_into(&mut out.spare_capacity_mut()[..len], x, w, b, g, keep_cols);
+    // SAFETY: `forward_into` wrote every element of the first `len`.
+    unsafe { out.set_len(len) };
+    (out, cols)
+}
+
+/// [`conv_forward`] into `out`'s memory, which it writes whole; returns the kept columns.
+fn forward_into<T: Element>(
+    out: &mut [MaybeUninit<T>],
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    g: &Geometry,
+    keep_cols: bool,
+) -> Option<Vec<T>> {
     let sample = g.c * g.h * g.w;
     let cols_len = g.c * g.kk() * g.l();
-    let mut out = vec![T::zero(); g.n * g.o * g.l()];
     // (`max(1)`: with no output channels or no columns there is nothing to chunk.)
     let out_chunk = (g.o * g.l()).max(1);
     // (With no output channels there is nothing to multiply, and nothing would
@@ -109,7 +126,7 @@ fn conv_forward<T: Element>(
             });
         // SAFETY: every sample's chunk was initialized above.
         unsafe { cols.set_len(g.n * cols_len) };
-        (out, Some(cols))
+        Some(cols)
     } else if reads_windows(g) && g.o > 0 {
         // No columns at all: each sample's zero-bordered input, in the thread's scratch
         // memory, read through windows (see `kernels::conv_windows`).
@@ -120,7 +137,7 @@ fn conv_forward<T: Element>(
                 conv_windows::forward_sample(xp, w, b, g, out_n);
             })
         });
-        (out, None)
+        None
     } else {
         // Each sample's columns in the thread's scratch memory, still in cache for the product.
         out.par_chunks_mut(out_chunk).enumerate().for_each(|(n, out_n)| {
@@ -129,21 +146,22 @@ fn conv_forward<T: Element>(
                 multiply_sample(out_n, cols, w, b, g);
             })
         });
-        (out, None)
+        None
     }
 }
 
-/// One sample's `out_n [O, L]` = its columns times the weights (plus the bias).
+/// One sample's `out_n [O, L]` = its columns times the weights (plus the bias), every
+/// element written (the products overwrite, or add to the bias written first).
 ///
 /// Each product is written transposed, `outᵀ [L, O] = colsᵀ [L, C·kk] · Wᵀ`: few output
 /// channels (6 and 16 in LeNet-5) are then the narrow side of the product, which the
 /// GEMM micro-kernel covers in one pass, and the many output pixels its long side.
 #[inline]
-fn multiply_sample<T: Element>(out_n: &mut [T], cols: &[T], w: &[T], b: Option<&[T]>, g: &Geometry) {
+fn multiply_sample<T: Element>(out_n: &mut [MaybeUninit<T>], cols: &[T], w: &[T], b: Option<&[T]>, g: &Geometry) {
     let (cg, og, kk, l) = (g.cg(), g.og(), g.kk(), g.l());
     if let Some(b) = b {
         for (o, row) in out_n.chunks_mut(l).enumerate() {
-            row.fill(b[o]);
+            row.fill(MaybeUninit::new(b[o]));
         }
     }
     for grp in 0..g.p.groups {
@@ -154,7 +172,7 @@ fn multiply_sample<T: Element>(out_n: &mut [T], cols: &[T], w: &[T], b: Option<&
                 l,
                 og,
                 cg * kk,
-                out_n[grp * og * l..].as_mut_ptr(),
+                out_n[grp * og * l..].as_mut_ptr() as *mut T,
                 1,
                 l as isize,
                 mat(cols[grp * cg * kk * l..].as_ptr(), 1, l),
