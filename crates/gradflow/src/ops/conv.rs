@@ -199,8 +199,10 @@ struct ConvBackwardPass<'a, T> {
 }
 
 impl<T: Element> ConvBackwardPass<'_, T> {
-    /// (dx, dW), each empty when not needed: samples in parallel, each thread adding
-    /// its samples' weight gradients into its own buffer, summed at the end.
+    /// (dx, dW), each empty when not needed. The weight gradient comes from
+    /// [`Self::weight_grad`] where its kernel runs; otherwise, and for dx, samples run
+    /// in parallel, each thread adding its samples' weight gradients into its own
+    /// buffer, summed at the end.
     fn run(&self) -> (Vec<T>, Vec<T>) {
         if let Some(dw) = self.need_w.then(|| self.weight_grad()).flatten() {
             let dx = match self.need_x {
@@ -287,9 +289,15 @@ impl<T: Element> ConvBackwardPass<'_, T> {
         if g.n == 0 || l == 0 {
             return Some(dw);
         }
-        let padded = match self.saved_cols {
-            Some(_) => Vec::new(),
-            None => zero_bordered(self.x, g),
+        // The windows' input: the batch itself when it has no border to add.
+        let bordered;
+        let input: &[T] = match (self.saved_cols, g.p.padding) {
+            (Some(_), _) => &[],
+            (None, (0, 0)) => self.x,
+            (None, _) => {
+                bordered = zero_bordered(self.x, g);
+                &bordered
+            }
         };
         let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
         for (grp, dw) in dw.chunks_mut((og * cg * kk).max(1)).enumerate().take(g.p.groups) {
@@ -308,7 +316,7 @@ impl<T: Element> ConvBackwardPass<'_, T> {
                 None => {
                     let at = |r: usize| (grp * cg + r / kk) * hp * wp + (r % kk / g.kw) * wp + r % g.kw;
                     let b = Rows {
-                        data: &padded[..],
+                        data: input,
                         sample_stride: g.c * hp * wp,
                         rows: &[][..],
                         run_stride: wp,
@@ -719,6 +727,10 @@ mod tests {
             // Output rows of 8 and of 19 (copied 8 at a time, the last 8 overlapping).
             ([1, 2, 4, 10], [2, 2, 3, 3], params((1, 1), (1, 0), (1, 1), 1)),
             ([1, 1, 3, 19], [2, 1, 2, 3], params((1, 1), (0, 2), (1, 1), 1)),
+            // Rows of 12 and more outputs at unit stride: forward and the weight gradient
+            // read windows of the input (with AVX-512), with groups, with padding.
+            ([2, 4, 3, 14], [4, 2, 2, 3], params((1, 1), (0, 0), (1, 1), 2)),
+            ([2, 1, 6, 16], [7, 1, 5, 5], params((1, 1), (2, 2), (1, 1), 1)),
         ]
     }
 
