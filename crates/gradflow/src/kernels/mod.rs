@@ -63,7 +63,10 @@ pub fn set_num_threads_on_this_thread(n: usize) -> bool {
 /// the operating system between polls, so other processes still get it. It applies
 /// only when called from a thread of the pool (after [`set_num_threads_on_this_thread`],
 /// as the `gradflow` command does); otherwise, with one thread, or with
-/// `GRADFLOW_WAIT_POLICY=passive` in the environment, the guard does nothing.
+/// `GRADFLOW_WAIT_POLICY=passive` in the environment, the guard does nothing. A
+/// program that trains several models at once on the pool's own threads should not
+/// hold one: a polling thread finishes the poll before it returns to the work it
+/// was waiting in.
 pub fn keep_threads_awake() -> AwakeThreads {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
