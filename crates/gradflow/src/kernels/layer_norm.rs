@@ -4,7 +4,7 @@
 //! γ's and β's as sums over the rows.
 //!
 //! Every sum is accumulated in f64 whatever the element type (see
-//! `ops/normalize.rs` for why f32 sums are not enough), over [`LANES`]
+//! `ops/normalize.rs` for why f32 sums are not enough), over `LANES`
 //! independent accumulators: one running f64 sum is a chain of dependent adds
 //! that the compiler may not reorder, so it neither vectorizes nor keeps the
 //! adders busy; the loops are compiled for the widest vector unit the CPU has
