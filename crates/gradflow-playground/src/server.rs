@@ -181,7 +181,7 @@ pub struct AppState {
 
 impl AppState {
     /// State for a server bound to `addr`. A loopback server only answers requests
-    /// whose `Host` is localhost, 127.0.0.1 or [::1], so a web page elsewhere cannot
+    /// whose `Host` is localhost, 127.0.0.1 or `[::1]`, so a web page elsewhere cannot
     /// reach it through DNS rebinding.
     pub fn new(limits: Limits, addr: SocketAddr) -> Arc<AppState> {
         let allowed_hosts = addr.ip().is_loopback().then(|| {

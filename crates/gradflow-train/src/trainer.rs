@@ -1,4 +1,4 @@
-//! The fit loop: epoch after epoch of [`train_step`]s, with validation,
+//! The fit loop: epoch after epoch of [`train_step`](crate::step::train_step)s, with validation,
 //! schedules, early stopping, checkpoints after every epoch, and a clean stop
 //! on Ctrl-C or on a non-finite loss or parameter. It prints nothing; an
 //! [`Observer`] sees the progress.

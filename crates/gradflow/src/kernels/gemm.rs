@@ -49,7 +49,7 @@ pub unsafe fn gemm<T: Element>(
     gemm_to(m, n, k, dst.as_mut_ptr(), n as isize, 1, lhs, rhs, accumulate, threaded)
 }
 
-/// Like [`gemm`], into a strided destination: element (i, j) is written at
+/// Like [`gemm()`], into a strided destination: element (i, j) is written at
 /// `dst + i * dst_rs + j * dst_cs`. A column-major destination (`dst_rs = 1`)
 /// keeps `lhs` as the gemm crate's packed operand and reads `rhs` in place,
 /// which is the cheap orientation when `rhs` is a transposed weight matrix.

@@ -4,7 +4,7 @@
 //! The crate is built for the x86-64 baseline (SSE2: four f32 lanes), so that the
 //! same binary runs on any x86-64 machine; the element loops of the kernels would
 //! stay four lanes wide on machines with AVX2 (eight) or AVX-512 (sixteen).
-//! The [`wide_fn!`] macro compiles a loop once per instruction set and picks the
+//! The `wide_fn!` macro compiles a loop once per instruction set and picks the
 //! copy at each call by the CPU's own report (a cached load), as PyTorch's kernels
 //! pick theirs by CPU capability. Only the instruction set changes: Rust never fuses or
 //! reorders floating-point operations, so the results are bit-identical on every
@@ -14,7 +14,7 @@
 //! features unless it is inlined, which LLVM declines for loop-sized closures: the
 //! loops are therefore `#[inline(always)]` functions that the macro wraps.
 
-/// The widest instruction set [`wide_fn!`] copies are compiled for that this CPU has.
+/// The widest instruction set `wide_fn!` copies are compiled for that this CPU has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     /// AVX-512 F/BW/DQ/VL (with AVX2 and FMA): 16 f32 lanes.
@@ -88,7 +88,7 @@ use crate::Element;
 /// add per four cycles, eight chains fill the vector unit.
 const LANES: usize = 8;
 
-/// Σ x, summed in [`LANES`] interleaved partial sums (so it vectorizes) then added in order.
+/// Σ x, summed in `LANES` interleaved partial sums (so it vectorizes) then added in order.
 #[inline(always)]
 pub fn sum<T: Element>(x: &[T]) -> T {
     lanes(x, T::zero(), |a, b| a + b)
