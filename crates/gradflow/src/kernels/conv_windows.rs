@@ -18,40 +18,54 @@ use std::mem::MaybeUninit;
 /// Output channels per tile, at most.
 const ROWS: usize = 6;
 
-/// One sample: `xp [C, hp, wp]` its zero-bordered input, `w [O, C/groups·kh·kw]`,
-/// `out [O, OH·OW]`, every element written. Only where `weight_grad::available()`.
-pub(crate) fn forward_sample<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [MaybeUninit<T>]) {
+/// Where each tap `(c, i, j)` of a group's weights (in their order) starts its window
+/// in the zero-bordered input `[C, hp, wp]`, from the group's first channel: the
+/// forward here and the weight gradient (`weight_grad`) read the same windows.
+pub(crate) fn tap_offsets(g: &Geometry) -> Vec<usize> {
     let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
-    assert!(g.p.stride == (1, 1) && g.p.dilation == (1, 1));
+    (0..g.cg() * g.kk())
+        .map(|r| (r / g.kk()) * hp * wp + (r % g.kk() / g.kw) * wp + r % g.kw)
+        .collect()
+}
+
+/// One sample: `xp [C, hp, wp]` its zero-bordered input, `w [O, C/groups·kh·kw]`,
+/// `taps` from [`tap_offsets`] (computed once per batch), `out [O, OH·OW]`, every
+/// element written. Only where `weight_grad::available()`.
+pub(crate) fn forward_sample<T: Element>(
+    xp: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    g: &Geometry,
+    taps: &[usize],
+    out: &mut [MaybeUninit<T>],
+) {
+    let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
+    assert!(g.p.stride == (1, 1) && g.p.dilation == (1, 1) && taps.len() == g.cg() * g.kk());
     assert!(xp.len() >= g.c * hp * wp && w.len() >= g.o * g.cg() * g.kk() && out.len() >= g.o * g.l());
     assert!(g.oh + g.kh <= hp + 1 && g.ow + g.kw <= wp + 1 && b.is_none_or(|b| b.len() >= g.o));
-    windows(xp, w, b, g, out)
+    windows(xp, w, b, g, taps, out)
 }
 
 wide_fn! {
-    fn windows<T>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [MaybeUninit<T>]) = windows_plain;
+    fn windows<T>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, taps: &[usize], out: &mut [MaybeUninit<T>]) = windows_plain;
 }
 
 /// Every tile of one sample. Called only by [`forward_sample`], which checks the sizes.
 #[inline(always)]
-fn windows_plain<T: Element>(xp: &[T], w: &[T], b: Option<&[T]>, g: &Geometry, out: &mut [MaybeUninit<T>]) {
+fn windows_plain<T: Element>(
+    xp: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    g: &Geometry,
+    taps: &[usize],
+    out: &mut [MaybeUninit<T>],
+) {
     let lanes = 64 / size_of::<T>();
-    let (hp, wp) = (g.h + 2 * g.p.padding.0, g.w + 2 * g.p.padding.1);
-    // Where each tap's window starts, for the group's first channel.
-    let taps: Vec<usize> = (0..g.cg() * g.kk())
-        .map(|r| (r / g.kk()) * hp * wp + (r % g.kk() / g.kw) * wp + r % g.kw)
-        .collect();
     for grp in 0..g.p.groups {
         for o0 in (0..g.og()).step_by(ROWS) {
             for y in 0..g.oh {
                 for x0 in (0..g.ow).step_by(4 * lanes) {
-                    let t = Tile {
-                        grp,
-                        o0,
-                        y,
-                        x0,
-                        taps: &taps,
-                    };
+                    let t = Tile { grp, o0, y, x0, taps };
                     // SAFETY: the sizes are checked in `forward_sample`.
                     unsafe {
                         match (size_of::<T>(), (g.ow - x0).div_ceil(lanes).min(4)) {
@@ -185,7 +199,7 @@ mod tests {
                 }
             }
             let mut got = vec![MaybeUninit::new(f64::NAN); o * oh * ow];
-            forward_sample(&xp, &w, Some(&b), &g, &mut got);
+            forward_sample(&xp, &w, Some(&b), &g, &tap_offsets(&g), &mut got);
             // SAFETY: initialized above (NaN), then written.
             let got: Vec<f64> = got.iter().map(|v| unsafe { v.assume_init() }).collect();
             for (a, e) in got.iter().zip(&want) {
@@ -196,7 +210,7 @@ mod tests {
             }
             let f = |v: &Vec<f64>| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let mut got32 = vec![MaybeUninit::new(f32::NAN); o * oh * ow];
-            forward_sample(&f(&xp), &f(&w), Some(&f(&b)), &g, &mut got32);
+            forward_sample(&f(&xp), &f(&w), Some(&f(&b)), &g, &tap_offsets(&g), &mut got32);
             // SAFETY: as above.
             let got32: Vec<f32> = got32.iter().map(|v| unsafe { v.assume_init() }).collect();
             for (a, e) in got32.iter().zip(&want) {

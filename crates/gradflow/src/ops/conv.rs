@@ -131,10 +131,11 @@ fn forward_into<T: Element>(
         // No columns at all: each sample's zero-bordered input, in the thread's scratch
         // memory, read through windows (see `kernels::conv_windows`).
         let padded = g.c * (g.h + 2 * g.p.padding.0) * (g.w + 2 * g.p.padding.1);
+        let taps = conv_windows::tap_offsets(g);
         out.par_chunks_mut(out_chunk).enumerate().for_each(|(n, out_n)| {
             crate::kernels::with_scratch(padded, |xp: &mut [T]| {
                 zero_border(&x[n * sample..(n + 1) * sample], g, xp);
-                conv_windows::forward_sample(xp, w, b, g, out_n);
+                conv_windows::forward_sample(xp, w, b, g, &taps, out_n);
             })
         });
         None
@@ -314,14 +315,15 @@ impl<T: Element> ConvBackwardPass<'_, T> {
                     (l, 1, rows, b)
                 }
                 None => {
-                    let at = |r: usize| (grp * cg + r / kk) * hp * wp + (r % kk / g.kw) * wp + r % g.kw;
+                    let group = grp * cg * hp * wp;
                     let b = Rows {
                         data: input,
                         sample_stride: g.c * hp * wp,
                         rows: &[][..],
                         run_stride: wp,
                     };
-                    (g.ow, g.oh, (0..cg * kk).map(at).collect::<Vec<_>>(), b)
+                    let rows: Vec<usize> = conv_windows::tap_offsets(g).into_iter().map(|t| group + t).collect();
+                    (g.ow, g.oh, rows, b)
                 }
             };
             let x = RowDots {
